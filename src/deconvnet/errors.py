@@ -1,0 +1,41 @@
+"""Typed errors: every one subclasses the builtin a caller would expect.
+
+The CLI turns any :class:`DeconvnetError` into one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+
+class DeconvnetError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class LayerNotFoundError(DeconvnetError, KeyError):
+    """A layer name that is not a submodule of the model."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class SelectionError(DeconvnetError, ValueError):
+    """A selection that does not fit the layer (channel or position out of range)."""
+
+
+class UnsupportedLayerError(DeconvnetError, TypeError):
+    """A layer or operation that the chosen reverse rule has no definition for."""
+
+
+class InputError(DeconvnetError, ValueError):
+    """An input tensor of the wrong rank, dtype or size."""
+
+
+class ImageError(DeconvnetError, ValueError):
+    """An image file that cannot be decoded or is unusable (empty, too small, too large)."""
+
+
+class WeightsError(DeconvnetError, ValueError):
+    """Weights that cannot be found, fetched, verified or matched to the model."""
+
+
+class CaffeFormatError(DeconvnetError, ValueError):
+    """A prototxt or caffemodel that is malformed or uses an unsupported layer."""
