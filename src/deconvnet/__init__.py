@@ -1,5 +1,11 @@
-"""deconvnet: see what the layers of a CNN respond to (Zeiler & Fergus, arXiv 1311.2901)."""
+"""deconvnet: see what the layers of a CNN respond to (Zeiler & Fergus, arXiv 1311.2901).
 
+>>> import deconvnet as dn
+>>> with dn.Deconvnet(model, rule="zeiler") as net:             # doctest: +SKIP
+...     res = net.project(x, layer="features.10", select=dn.TopMaps(9))
+"""
+
+from deconvnet.engine import Deconvnet, Projection, resolve_layer
 from deconvnet.errors import (
     DeconvnetError,
     InputError,
@@ -8,12 +14,35 @@ from deconvnet.errors import (
     UnsupportedLayerError,
 )
 from deconvnet.preprocessing import Preprocessing
+from deconvnet.selection import (
+    MapMax,
+    Mask,
+    Neuron,
+    Selection,
+    Threshold,
+    TopMaps,
+    TopUnits,
+    Unit,
+    WholeMap,
+)
 
 __all__ = [
+    "Deconvnet",
     "DeconvnetError",
     "InputError",
     "LayerNotFoundError",
+    "MapMax",
+    "Mask",
+    "Neuron",
     "Preprocessing",
+    "Projection",
+    "Selection",
     "SelectionError",
+    "Threshold",
+    "TopMaps",
+    "TopUnits",
+    "Unit",
     "UnsupportedLayerError",
+    "WholeMap",
+    "resolve_layer",
 ]

@@ -1,0 +1,3 @@
+from deconvnet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,248 @@
+"""Read Caffe files into one format-independent description (V1 and V2 alike).
+
+A prototxt is parsed with ``google.protobuf.text_format`` and a caffemodel with the
+binary protobuf parser, both into :data:`schema.NetParameter`. Old ``layers {}`` entries
+(enum types, legacy 4-D blob dims) are normalised here so the builder sees one format.
+Every failure becomes a one-line :class:`CaffeFormatError`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from google.protobuf import message, text_format
+
+from deconvnet.caffe import schema
+from deconvnet.errors import CaffeFormatError
+
+PHASE_TEST = 1
+"""``caffe.Phase.TEST``: a deploy net is instantiated in the test phase."""
+
+# V1 enum name -> the V2 type string Caffe's UpgradeV1LayerType gives it.
+V1_TO_V2_TYPE: dict[str, str] = {
+    "ABSVAL": "AbsVal",
+    "ACCURACY": "Accuracy",
+    "ARGMAX": "ArgMax",
+    "BNLL": "BNLL",
+    "CONCAT": "Concat",
+    "CONTRASTIVE_LOSS": "ContrastiveLoss",
+    "CONVOLUTION": "Convolution",
+    "DECONVOLUTION": "Deconvolution",
+    "DATA": "Data",
+    "DROPOUT": "Dropout",
+    "DUMMY_DATA": "DummyData",
+    "EUCLIDEAN_LOSS": "EuclideanLoss",
+    "ELTWISE": "Eltwise",
+    "EXP": "Exp",
+    "FLATTEN": "Flatten",
+    "HDF5_DATA": "HDF5Data",
+    "HDF5_OUTPUT": "HDF5Output",
+    "HINGE_LOSS": "HingeLoss",
+    "IM2COL": "Im2col",
+    "IMAGE_DATA": "ImageData",
+    "INFOGAIN_LOSS": "InfogainLoss",
+    "INNER_PRODUCT": "InnerProduct",
+    "LRN": "LRN",
+    "MEMORY_DATA": "MemoryData",
+    "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN",
+    "POOLING": "Pooling",
+    "POWER": "Power",
+    "RELU": "ReLU",
+    "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
+    "SILENCE": "Silence",
+    "SOFTMAX": "Softmax",
+    "SOFTMAX_LOSS": "SoftmaxWithLoss",
+    "SPLIT": "Split",
+    "SLICE": "Slice",
+    "TANH": "TanH",
+    "WINDOW_DATA": "WindowData",
+    "THRESHOLD": "Threshold",
+    "NONE": "NONE",
+}
+
+LEGACY_BLOB_AXES = 4
+"""Old blobs carry exactly num, channels, height, width."""
+
+
+@dataclass
+class LayerDef:
+    """One layer as the builder needs it, whatever file format it came from."""
+
+    name: str
+    type: str
+    bottoms: list[str]
+    tops: list[str]
+    params: Any  # the LayerParameter or V1LayerParameter message (same *_param fields)
+
+
+@dataclass
+class NetDef:
+    """A deploy net: its inputs with shapes, then its layers in file order."""
+
+    name: str
+    inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    layers: list[LayerDef] = field(default_factory=list)
+
+
+def _read_bytes(path: str | Path) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Caffe file not found: {path}")
+    return path.read_bytes()
+
+
+def read_prototxt(path: str | Path) -> Any:
+    """Parse a text ``.prototxt`` into a ``NetParameter`` message.
+
+    Fields this importer does not model (fillers, ``param { lr_mult }``, data sources) are
+    skipped; misspelt or malformed known fields raise :class:`CaffeFormatError`.
+    """
+    raw = _read_bytes(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CaffeFormatError(f"{path}: prototxt is not UTF-8 text ({exc.reason})") from None
+    net = schema.NetParameter()
+    try:
+        text_format.Parse(text, net, allow_unknown_field=True)
+    except (text_format.ParseError, ValueError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CaffeFormatError(f"{path}: not a valid Caffe prototxt: {reason}") from None
+    return net
+
+
+def read_caffemodel(path: str | Path) -> Any:
+    """Parse a binary ``.caffemodel`` into a ``NetParameter`` message."""
+    raw = _read_bytes(path)
+    net = schema.NetParameter()
+    try:
+        net.ParseFromString(raw)
+    except (message.DecodeError, ValueError, RecursionError) as exc:
+        raise CaffeFormatError(f"{path}: not a valid binary caffemodel ({exc})") from None
+    return net
+
+
+def _type_of(layer: Any, legacy: bool) -> str:
+    if not legacy:
+        return layer.type
+    enum_name = schema.V1_TYPE_NAMES.get(layer.type, str(layer.type))
+    return V1_TO_V2_TYPE.get(enum_name, enum_name)
+
+
+def _meets_rule(rule: Any) -> bool:
+    """Caffe's ``StateMeetsRule`` for the deploy state (phase TEST, level 0, no stages)."""
+    if rule.HasField("phase") and rule.phase != PHASE_TEST:
+        return False
+    if rule.HasField("min_level") and rule.min_level > 0:
+        return False
+    if rule.HasField("max_level") and rule.max_level < 0:
+        return False
+    return not rule.stage  # a required stage is never set in a deploy state
+
+
+def _included(layer: Any) -> bool:
+    """Caffe's ``FilterNet``: include rules need one match, exclude rules need none."""
+    if layer.include:
+        return any(_meets_rule(rule) for rule in layer.include)
+    return not any(_meets_rule(rule) for rule in layer.exclude)
+
+
+def _checked_shape(dims: list[int], where: str) -> tuple[int, ...]:
+    if not dims or any(d < 1 for d in dims):
+        raise CaffeFormatError(f"{where}: shape {tuple(dims)} needs positive dimensions")
+    return tuple(int(d) for d in dims)
+
+
+def _header_inputs(net: Any) -> dict[str, tuple[int, ...]]:
+    """Inputs declared by the old ``input:`` + ``input_dim:``/``input_shape`` header."""
+    names = list(net.input)
+    if not names:
+        if net.input_dim or net.input_shape:
+            raise CaffeFormatError("prototxt gives input_dim/input_shape without 'input:'")
+        return {}
+    shapes: list[tuple[int, ...]]
+    if net.input_shape:
+        if len(net.input_shape) != len(names):
+            raise CaffeFormatError(
+                f"prototxt has {len(names)} inputs but {len(net.input_shape)} input_shape"
+            )
+        shapes = [
+            _checked_shape(list(s.dim), f"input {n!r}")
+            for n, s in zip(names, net.input_shape, strict=True)
+        ]
+    else:
+        dims = list(net.input_dim)
+        if len(dims) != LEGACY_BLOB_AXES * len(names):
+            raise CaffeFormatError(
+                f"prototxt has {len(names)} inputs, needs {LEGACY_BLOB_AXES * len(names)} "
+                f"input_dim, got {len(dims)}"
+            )
+        shapes = [
+            _checked_shape(dims[i * LEGACY_BLOB_AXES : (i + 1) * LEGACY_BLOB_AXES], f"input {n!r}")
+            for i, n in enumerate(names)
+        ]
+    return dict(zip(names, shapes, strict=True))
+
+
+def net_definition(net: Any) -> NetDef:
+    """Normalise a parsed prototxt (V1 or V2) into a :class:`NetDef` for the test phase."""
+    if net.layer and net.layers:
+        raise CaffeFormatError("prototxt mixes 'layer' (V2) and 'layers' (V1) entries")
+    legacy = bool(net.layers)
+    definition = NetDef(name=net.name, inputs=_header_inputs(net))
+    for raw in net.layers if legacy else net.layer:
+        if not _included(raw):
+            continue
+        definition.layers.append(
+            LayerDef(raw.name, _type_of(raw, legacy), list(raw.bottom), list(raw.top), raw)
+        )
+    return definition
+
+
+def blob_shape(blob: Any) -> tuple[int, ...]:
+    """A blob's shape: ``shape { dim }`` when given, else the legacy 4-D dims."""
+    if blob.HasField("shape"):
+        return tuple(int(d) for d in blob.shape.dim)
+    return (blob.num, blob.channels, blob.height, blob.width)
+
+
+def blob_array(blob: Any, expected: tuple[int, ...], where: str) -> np.ndarray:
+    """The blob's values as a float32 array of the ``expected`` shape.
+
+    The shape check comes first and compares against the number of values actually
+    present, so a forged shape can never trigger a large allocation. Legacy 4-D blobs match
+    like Caffe's ``Blob::ShapeEquals``: the expected shape left-padded with ones.
+    """
+    stored = blob_shape(blob)
+    if blob.HasField("shape"):
+        matches = stored == expected
+    else:
+        padded = (1,) * (LEGACY_BLOB_AXES - len(expected)) + expected
+        matches = len(expected) <= LEGACY_BLOB_AXES and stored == padded
+    if not matches:
+        raise CaffeFormatError(
+            f"{where}: caffemodel blob has shape {stored}, the prototxt needs {expected}"
+        )
+    count = math.prod(expected)
+    values = blob.data if len(blob.data) else blob.double_data
+    if len(values) != count:
+        raise CaffeFormatError(
+            f"{where}: blob of shape {expected} needs {count} values, caffemodel holds "
+            f"{len(values)}"
+        )
+    return np.asarray(values, dtype=np.float32).reshape(expected)
+
+
+def weight_blobs(model: Any) -> dict[str, list[Any]]:
+    """Layer name -> its blobs, from either layer list of a caffemodel (V2 wins)."""
+    blobs: dict[str, list[Any]] = {}
+    for layer in list(model.layers) + list(model.layer):
+        if layer.blobs:
+            blobs[layer.name] = list(layer.blobs)
+    return blobs

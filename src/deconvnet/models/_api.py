@@ -1,0 +1,337 @@
+"""The zoo's registry: declarative weight sets, ``register``, ``names``, ``info``, ``load``.
+
+Every model that :func:`load` returns carries three plain attributes, so callers (and the
+CLI) never need a side table:
+
+``model.preprocessing``  the :class:`~deconvnet.preprocessing.Preprocessing` of its weights;
+``model.categories``     class names in output order, or ``None`` (random init);
+``model.layer_aliases``  readable layer names mapped to ``named_modules()`` names
+                         (e.g. ``{"conv5": "features.12"}``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from deconvnet.errors import DeconvnetError, WeightsError
+from deconvnet.models._download import ProgressFn, check_sha256, fetch
+from deconvnet.preprocessing import Preprocessing
+
+EMBEDDED_DIR = Path(__file__).resolve().parent / "weights"
+STATE_DICT_SUFFIXES = (".pth", ".pt")
+SAFETENSORS_SUFFIX = ".safetensors"
+RANDOM_INIT = "random"
+"""Reserved weights name: random init even where a default weight set exists."""
+KEYS_SHOWN = 3
+"""How many missing/unexpected keys a mismatch message lists before '...'."""
+
+
+class ModelNotFoundError(DeconvnetError, ValueError):
+    """A model name that is not in the zoo."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One named set of trained weights.
+
+    Parameters
+    ----------
+    name
+        Short id used in ``load(model, weights=name)``, e.g. ``"imagenet"``.
+    url
+        Where to fetch it; ``None`` for weights shipped inside the package.
+    sha256
+        Full hex digest, or the prefix torchvision puts in its file names (checked as a
+        prefix); ``None`` when unknown.
+    file_name
+        Name in the hub cache (or in ``models/weights/`` when embedded).
+    preprocessing
+        Input convention the weights were trained with.
+    categories
+        Class names in output order, or ``None``.
+    provenance
+        Who trained them, how, under which licence.
+    num_params
+        Parameter count of the architecture these weights fill.
+    """
+
+    name: str
+    url: str | None
+    sha256: str | None
+    file_name: str
+    preprocessing: Preprocessing
+    categories: tuple[str, ...] | None
+    provenance: str
+    num_params: int
+
+    @property
+    def embedded(self) -> bool:
+        """True for weights shipped in the package (no download)."""
+        return self.url is None
+
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the zoo knows about one architecture, available without building it.
+
+    ``builder(num_classes=...)`` returns a randomly initialised module; ``weights`` are
+    the named sets; ``default_weights`` names the set that ``load(name)`` uses when no
+    weights are given (``None``: random init); ``preprocessing`` is the input convention
+    the architecture was designed for and ``categories`` its output classes, both used for
+    weights read from a file (a random-init model gets ``categories=None``).
+    """
+
+    name: str
+    builder: Builder
+    num_classes: int
+    preprocessing: Preprocessing
+    layer_aliases: Mapping[str, str]
+    weights: tuple[Weights, ...] = ()
+    default_weights: str | None = None
+    summary: str = ""
+    categories: tuple[str, ...] | None = field(default=None)
+
+    def weight_set(self, name: str) -> Weights:
+        """The named weight set, or :class:`WeightsError` listing the known ones."""
+        for candidate in self.weights:
+            if candidate.name == name:
+                return candidate
+        known = ", ".join(w.name for w in self.weights) or "none"
+        raise WeightsError(
+            f"model {self.name!r} has no weight set {name!r} (named sets: {known}); "
+            f"a file must end in {', '.join((*STATE_DICT_SUFFIXES, SAFETENSORS_SUFFIX))}"
+        )
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(
+    name: str,
+    *,
+    num_classes: int,
+    preprocessing: Preprocessing,
+    layer_aliases: Mapping[str, str],
+    weights: tuple[Weights, ...] = (),
+    default_weights: str | None = None,
+    categories: tuple[str, ...] | None = None,
+) -> Callable[[Callable[..., ModelT]], Callable[..., ModelT]]:
+    """Decorator adding a builder to the zoo under ``name``; a duplicate name is an error."""
+
+    def wrap(builder: Callable[..., ModelT]) -> Callable[..., ModelT]:
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is already registered")
+        doc = (builder.__doc__ or "").strip()
+        _REGISTRY[name] = ModelSpec(
+            name=name,
+            builder=builder,
+            num_classes=num_classes,
+            preprocessing=preprocessing,
+            layer_aliases=dict(layer_aliases),
+            weights=weights,
+            default_weights=default_weights,
+            categories=categories,
+            summary=doc.splitlines()[0] if doc else "",
+        )
+        return builder
+
+    return wrap
+
+
+def names() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def info(name: str) -> ModelSpec:
+    """The spec of model ``name`` (weights, preprocessing, aliases) without building it."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ModelNotFoundError(
+            f"unknown model {name!r}; known models: {', '.join(names())}"
+        ) from None
+
+
+def load(
+    name: str,
+    weights: str | os.PathLike[str] | Weights | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    device: torch.device | str | None = None,
+    seed: int | None = None,
+) -> nn.Module:
+    """Build model ``name`` and fill it with weights, in eval mode.
+
+    Parameters
+    ----------
+    name
+        One of :func:`names`.
+    weights
+        ``None``: the model's default set (the embedded CIFAR-10 weights for
+        ``"default"``), otherwise random init; ``"random"``: random init always (e.g. for
+        model-randomisation sanity checks); a weight-set name such as ``"imagenet"``
+        (downloaded once into ``torch.hub.get_dir()/checkpoints``); a path to a
+        ``.pth``/``.pt`` state dict or a ``.safetensors`` file; or a :class:`Weights`.
+    progress
+        ``progress(bytes_done, bytes_total_or_None)`` during a download.
+    device
+        Where to put the returned model (default CPU).
+    seed
+        Makes random init reproducible without touching the global RNG state.
+
+    Returns
+    -------
+    nn.Module
+        With ``preprocessing``, ``categories`` and ``layer_aliases`` attributes set.
+
+    Raises
+    ------
+    ModelNotFoundError
+        ``name`` is not registered.
+    WeightsError
+        Unknown weight-set name, missing/corrupt file, failed download, or a state dict
+        that does not fit the architecture.
+    """
+    spec = info(name)
+    chosen = _resolve(spec, weights)
+    if isinstance(chosen, Weights):
+        num_classes = len(chosen.categories) if chosen.categories else spec.num_classes
+        model = _build(spec, num_classes, seed)
+        apply_state_dict(model, _read_weight_set(chosen, progress), source=chosen.file_name)
+        preprocessing, categories = chosen.preprocessing, chosen.categories
+    else:
+        model = _build(spec, spec.num_classes, seed)
+        categories = None
+        if chosen is not None:
+            apply_state_dict(model, read_state_dict(chosen), source=str(chosen))
+            categories = spec.categories
+        preprocessing = spec.preprocessing
+    model.preprocessing = preprocessing
+    model.categories = categories
+    model.layer_aliases = dict(spec.layer_aliases)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def _resolve(
+    spec: ModelSpec, weights: str | os.PathLike[str] | Weights | None
+) -> Weights | Path | None:
+    """Turn the ``weights`` argument into a weight set, a file path, or ``None`` (random)."""
+    if isinstance(weights, Weights):
+        return weights
+    if weights is None:
+        return spec.weight_set(spec.default_weights) if spec.default_weights else None
+    if not isinstance(weights, (str, os.PathLike)):
+        raise WeightsError(
+            f"weights must be None, a weight-set name, a file path or Weights, "
+            f"got {type(weights).__name__}"
+        )
+    text = os.fspath(weights)
+    if text == RANDOM_INIT:
+        return None
+    if any(text.endswith(suffix) for suffix in (*STATE_DICT_SUFFIXES, SAFETENSORS_SUFFIX)):
+        return Path(text)
+    return spec.weight_set(text)
+
+
+def _build(spec: ModelSpec, num_classes: int, seed: int | None) -> nn.Module:
+    """Call the builder, seeding a private RNG scope when ``seed`` is given."""
+    if seed is None:
+        return spec.builder(num_classes=num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return spec.builder(num_classes=num_classes)
+
+
+def _read_weight_set(weights: Weights, progress: ProgressFn | None) -> dict[str, torch.Tensor]:
+    """Load an embedded set from the package, or fetch a remote one into the hub cache."""
+    if weights.url is None:
+        path = EMBEDDED_DIR / weights.file_name
+        if not path.is_file():
+            raise WeightsError(f"embedded weights {path} are missing; reinstall deconvnet")
+        check_sha256(path, weights.sha256)
+    else:
+        path = fetch(weights.url, weights.file_name, weights.sha256, progress=progress)
+    return read_state_dict(path)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a ``.pth``/``.pt`` (``weights_only=True``) or ``.safetensors`` file of tensors.
+
+    A checkpoint that wraps its tensors as ``{"state_dict": {...}}`` is unwrapped.
+    """
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    if path.suffix == SAFETENSORS_SUFFIX:
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise WeightsError(
+                f"reading {path.name} needs the safetensors package: pip install safetensors"
+            ) from None
+        try:
+            return dict(load_file(str(path)))
+        except Exception as exc:  # the library raises its own error types
+            raise WeightsError(f"cannot read {path} as safetensors: {exc}") from exc
+    try:
+        loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors have no common base class
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        raise WeightsError(f"cannot read {path} as a weights_only state dict: {reason}") from exc
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping) or not all(
+        isinstance(value, torch.Tensor) for value in loaded.values()
+    ):
+        raise WeightsError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return dict(loaded)
+
+
+def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Copy ``state`` into ``model``; on any key or shape mismatch raise one clear error.
+
+    Raises
+    ------
+    WeightsError
+        Listing the first missing and unexpected keys and the first shape mismatch.
+    """
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    shapes = [
+        f"{key} {tuple(state[key].shape)} vs model {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state and state[key].shape != value.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_first(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_first(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatch {_first(shapes)}")
+    if problems:
+        raise WeightsError(f"{source} does not fit {type(model).__name__}: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=True)
+
+
+def _first(items: list[str]) -> str:
+    """``[a, b, c, ... (+n more)]`` for error messages that stay on one line."""
+    shown = ", ".join(items[:KEYS_SHOWN])
+    rest = len(items) - KEYS_SHOWN
+    return f"[{shown}{f', ... (+{rest} more)' if rest > 0 else ''}]"

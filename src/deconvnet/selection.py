@@ -1,0 +1,283 @@
+"""Selections: which activations of a layer seed the reverse pass, as small values.
+
+Each selection turns a layer output ``y`` of shape ``(B, C, *spatial)`` (or ``(B, F)`` for
+fc layers) into a :class:`Seeds`: ``K`` seeds per image, each one the layer output with every
+activation zeroed except the selected one(s), which keep their forward value
+(Zeiler & Fergus 2014, §2.1: "to examine a given convnet activation, we set all other
+activations in the layer to zero"). Every image in a batch chooses for itself; ties go to
+the first maximum in row-major order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from deconvnet.errors import SelectionError
+
+JOINT_CHANNEL = -1
+"""``channels`` entry for a joint selection that spans several channels."""
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """Resolved selection for one layer output.
+
+    Attributes
+    ----------
+    channels : LongTensor (B, K)
+    values : Tensor (B, K) — the seeded activation; for joint selections the largest one.
+    positions : LongTensor (B, K, ndim) or None — index of the seeded activation in
+        ``y[b, c]`` (``ndim`` = number of spatial dims; 0 for fc layers); None if joint.
+    joint : Tensor (B, 1, *y.shape[1:]) or None — the seed itself for joint selections.
+    """
+
+    channels: Tensor
+    values: Tensor
+    positions: Tensor | None
+    joint: Tensor | None
+
+    @property
+    def count(self) -> int:
+        """K, the number of separate projections per image."""
+        return int(self.channels.shape[1])
+
+    def materialize(self, y: Tensor, start: int, stop: int) -> Tensor:
+        """Seeds ``start:stop`` as a tensor (stop - start, B, *y.shape[1:])."""
+        if self.joint is not None:
+            return self.joint.transpose(0, 1)[start:stop].to(y.dtype)
+        assert self.positions is not None  # by construction: joint xor positions
+        batch = y.shape[0]
+        count = stop - start
+        seed = torch.zeros((count, *y.shape), dtype=y.dtype, device=y.device)
+        k_index = torch.arange(count, device=y.device).repeat_interleave(batch)
+        b_index = torch.arange(batch, device=y.device).repeat(count)
+        channels = self.channels[:, start:stop].T.reshape(-1)
+        positions = self.positions[:, start:stop].transpose(0, 1).reshape(count * batch, -1)
+        index = (k_index, b_index, channels, *positions.unbind(1))
+        seed[index] = self.values[:, start:stop].T.reshape(-1).to(y.dtype)
+        return seed
+
+
+class Selection:
+    """Base class: ``resolve(y) -> Seeds``; subclasses are frozen dataclasses."""
+
+    def resolve(self, y: Tensor) -> Seeds:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """Short text for labels and manifests, e.g. ``top:9``."""
+        raise NotImplementedError
+
+
+def _require_maps(y: Tensor, what: str) -> None:
+    if y.dim() < 3:
+        raise SelectionError(
+            f"{what} needs a layer with feature maps (B, C, H, W); this layer's output is "
+            f"{tuple(y.shape)}: use Unit(i) or TopUnits(k) for fc layers"
+        )
+
+
+def _check_channel(y: Tensor, channel: int) -> None:
+    if not 0 <= channel < y.shape[1]:
+        raise SelectionError(f"channel {channel} out of range: the layer has {y.shape[1]} (0..{y.shape[1] - 1})")
+
+
+def _map_argmax(maps: Tensor) -> tuple[Tensor, Tensor]:
+    """Max value and its first row-major position for maps (B, K, *spatial)."""
+    flat = maps.flatten(2)
+    values, flat_index = flat.max(dim=2)  # torch returns the first maximal index
+    shape = maps.shape[2:]
+    coords = []
+    for size in reversed(shape):
+        coords.append(flat_index % size)
+        flat_index = flat_index // size
+    return values, torch.stack(coords[::-1], dim=-1)
+
+
+def _unit_seeds(y: Tensor, channels: Tensor, positions: Tensor | None) -> Seeds:
+    batch = y.shape[0]
+    b = torch.arange(batch, device=y.device)[:, None].expand_as(channels)
+    if positions is None:
+        positions = torch.zeros((*channels.shape, y.dim() - 2), dtype=torch.long, device=y.device)
+    index = (b, channels, *positions.unbind(-1))
+    return Seeds(channels=channels, values=y[index].detach(), positions=positions, joint=None)
+
+
+@dataclass(frozen=True)
+class Neuron(Selection):
+    """One activation ``y[c, *position]`` (same position for every image)."""
+
+    channel: int
+    position: tuple[int, ...]
+
+    def __init__(self, channel: int, *position: int) -> None:
+        object.__setattr__(self, "channel", int(channel))
+        object.__setattr__(self, "position", tuple(int(p) for p in position))
+
+    def resolve(self, y: Tensor) -> Seeds:
+        _require_maps(y, "Neuron")
+        _check_channel(y, self.channel)
+        spatial = tuple(y.shape[2:])
+        if len(self.position) != len(spatial) or not all(
+            0 <= p < s for p, s in zip(self.position, spatial, strict=True)
+        ):
+            raise SelectionError(
+                f"position {self.position} is outside the layer's maps of size {spatial}"
+            )
+        batch = y.shape[0]
+        channels = torch.full((batch, 1), self.channel, dtype=torch.long, device=y.device)
+        positions = torch.tensor(self.position, dtype=torch.long, device=y.device)
+        return _unit_seeds(y, channels, positions.expand(batch, 1, -1))
+
+    def describe(self) -> str:
+        return f"neuron:{self.channel}," + ",".join(map(str, self.position))
+
+
+@dataclass(frozen=True)
+class MapMax(Selection):
+    """The strongest activation of feature map ``channel``, per image (the paper's choice)."""
+
+    channel: int
+
+    def resolve(self, y: Tensor) -> Seeds:
+        _require_maps(y, "MapMax")
+        _check_channel(y, self.channel)
+        _, positions = _map_argmax(y[:, self.channel : self.channel + 1].detach())
+        channels = torch.full((y.shape[0], 1), self.channel, dtype=torch.long, device=y.device)
+        return _unit_seeds(y, channels, positions)
+
+    def describe(self) -> str:
+        return f"map:{self.channel}"
+
+
+@dataclass(frozen=True)
+class TopMaps(Selection):
+    """The ``k`` maps with the largest maximum, each seeded at its own argmax, separately.
+
+    Maps are ranked by their maximum, descending; equal maxima keep channel order.
+    """
+
+    k: int
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise SelectionError(f"TopMaps needs k >= 1, got {self.k}")
+
+    def resolve(self, y: Tensor) -> Seeds:
+        _require_maps(y, "TopMaps")
+        if self.k > y.shape[1]:
+            raise SelectionError(f"TopMaps({self.k}) but the layer has only {y.shape[1]} maps")
+        maxima, positions = _map_argmax(y.detach())
+        order = torch.sort(maxima, dim=1, descending=True, stable=True).indices[:, : self.k]
+        picked = positions.gather(1, order[..., None].expand(-1, -1, positions.shape[-1]))
+        return _unit_seeds(y, order, picked)
+
+    def describe(self) -> str:
+        return f"top:{self.k}"
+
+
+@dataclass(frozen=True)
+class Unit(Selection):
+    """Unit ``index`` of an fc layer output (B, F)."""
+
+    index: int
+
+    def resolve(self, y: Tensor) -> Seeds:
+        if y.dim() != 2:
+            raise SelectionError(
+                f"Unit needs an fc layer output (B, F); got {tuple(y.shape)}: use Neuron or MapMax"
+            )
+        _check_channel(y, self.index)
+        channels = torch.full((y.shape[0], 1), self.index, dtype=torch.long, device=y.device)
+        return _unit_seeds(y, channels, None)
+
+    def describe(self) -> str:
+        return f"unit:{self.index}"
+
+
+@dataclass(frozen=True)
+class TopUnits(Selection):
+    """The ``k`` strongest units of an fc layer, each projected separately."""
+
+    k: int
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise SelectionError(f"TopUnits needs k >= 1, got {self.k}")
+
+    def resolve(self, y: Tensor) -> Seeds:
+        if y.dim() != 2:
+            raise SelectionError(
+                f"TopUnits needs an fc layer output (B, F); got {tuple(y.shape)}: use TopMaps"
+            )
+        if self.k > y.shape[1]:
+            raise SelectionError(f"TopUnits({self.k}) but the layer has only {y.shape[1]} units")
+        order = torch.sort(y.detach(), dim=1, descending=True, stable=True).indices[:, : self.k]
+        return _unit_seeds(y, order, None)
+
+    def describe(self) -> str:
+        return f"topunits:{self.k}"
+
+
+def _joint(y: Tensor, keep: Tensor, channel: int) -> Seeds:
+    seed = torch.where(keep, y.detach(), torch.zeros((), dtype=y.dtype, device=y.device))
+    batch = y.shape[0]
+    masked = torch.where(keep, y.detach(), torch.full((), -torch.inf, dtype=y.dtype, device=y.device))
+    values = masked.flatten(1).max(dim=1).values
+    values = torch.where(torch.isfinite(values), values, torch.zeros_like(values))
+    channels = torch.full((batch, 1), channel, dtype=torch.long, device=y.device)
+    return Seeds(channels=channels, values=values[:, None], positions=None, joint=seed[:, None])
+
+
+@dataclass(frozen=True)
+class WholeMap(Selection):
+    """Every activation of map ``channel`` jointly, at its forward values."""
+
+    channel: int
+
+    def resolve(self, y: Tensor) -> Seeds:
+        _require_maps(y, "WholeMap")
+        _check_channel(y, self.channel)
+        keep = torch.zeros(y.shape, dtype=torch.bool, device=y.device)
+        keep[:, self.channel] = True
+        return _joint(y, keep, self.channel)
+
+    def describe(self) -> str:
+        return f"whole:{self.channel}"
+
+
+@dataclass(frozen=True)
+class Threshold(Selection):
+    """Every activation ``>= threshold`` in the whole layer, jointly (the old Caffe demo: 150)."""
+
+    threshold: float
+
+    def resolve(self, y: Tensor) -> Seeds:
+        return _joint(y, y.detach() >= self.threshold, JOINT_CHANNEL)
+
+    def describe(self) -> str:
+        return f"threshold:{self.threshold:g}"
+
+
+@dataclass(frozen=True, eq=False)
+class Mask(Selection):
+    """Activations where ``mask`` is true, jointly; ``mask`` broadcasts to (B, C, *spatial)."""
+
+    mask: Tensor
+
+    def resolve(self, y: Tensor) -> Seeds:
+        mask = torch.as_tensor(self.mask, device=y.device)
+        try:
+            keep = torch.broadcast_to(mask.bool(), y.shape)
+        except RuntimeError:
+            raise SelectionError(
+                f"mask of shape {tuple(mask.shape)} does not broadcast to the layer output "
+                f"{tuple(y.shape)}"
+            ) from None
+        return _joint(y, keep, JOINT_CHANNEL)
+
+    def describe(self) -> str:
+        return "mask"

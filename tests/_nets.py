@@ -1,0 +1,173 @@
+"""Small seeded networks shared by the engine tests (random weights, real layouts)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _init(model: nn.Module, seed: int) -> nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            fan_in = module.weight[0].numel()
+            with torch.no_grad():
+                module.weight.copy_(
+                    torch.randn(module.weight.shape, generator=generator) * (2 / fan_in) ** 0.5
+                )
+                if module.bias is not None:
+                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
+    return model.eval()
+
+
+def caffenet(width: int = 1, seed: int = 0, fc: bool = False) -> nn.Sequential:
+    """CaffeNet conv1–pool5: grouped convs, pool before LRN, 3×3/2 ceil-mode pools.
+
+    ``width`` divides the channel counts so tests stay fast.
+    """
+    c = [96 // width, 256 // width, 384 // width, 384 // width, 256 // width]
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, c[0], 11, stride=4), nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, ceil_mode=True), nn.LocalResponseNorm(5, 1e-4, 0.75),
+        nn.Conv2d(c[0], c[1], 5, padding=2, groups=2), nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, ceil_mode=True), nn.LocalResponseNorm(5, 1e-4, 0.75),
+        nn.Conv2d(c[1], c[2], 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(c[2], c[3], 3, padding=1, groups=2), nn.ReLU(inplace=True),
+        nn.Conv2d(c[3], c[4], 3, padding=1, groups=2), nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, ceil_mode=True),
+    ]
+    if fc:
+        layers += [nn.Flatten(), nn.Linear(c[4] * 36, 64), nn.ReLU(), nn.Linear(64, 10)]
+    return _init(nn.Sequential(*layers), seed)  # type: ignore[return-value]
+
+
+def zfnet(width: int = 1, seed: int = 1) -> nn.Sequential:
+    """ZFNet (paper Fig. 3) conv1–pool5: 7×7/2 conv1, 3×3/2 pools with LRN, 5×5/2 conv2."""
+    c = [96 // width, 256 // width, 384 // width, 384 // width, 256 // width]
+    return _init(  # type: ignore[return-value]
+        nn.Sequential(
+            nn.Conv2d(3, c[0], 7, stride=2, padding=1), nn.ReLU(),
+            nn.MaxPool2d(3, 2, padding=1), nn.LocalResponseNorm(5, 1e-4, 0.75),
+            nn.Conv2d(c[0], c[1], 5, stride=2), nn.ReLU(),
+            nn.MaxPool2d(3, 2, padding=1), nn.LocalResponseNorm(5, 1e-4, 0.75),
+            nn.Conv2d(c[1], c[2], 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c[2], c[3], 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c[3], c[4], 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+        ),
+        seed,
+    )
+
+
+def vgg_like(seed: int = 2) -> nn.Sequential:
+    """VGG-style: 3×3 convs, 2×2 pools, fc head (no LRN: Captum's rules apply exactly)."""
+    return _init(  # type: ignore[return-value]
+        nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(16 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 10),
+        ),
+        seed,
+    )
+
+
+class Fire(nn.Module):
+    """SqueezeNet fire module: squeeze 1×1, expand 1×1 and 3×3, concatenated."""
+
+    def __init__(self, cin: int, squeeze: int, expand: int) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(cin, squeeze, 1)
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(squeeze, expand, 1)
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(squeeze, expand, 3, padding=1)
+        self.expand3x3_activation = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat(
+            [self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1
+        )
+
+
+def squeeze_like(seed: int = 3) -> nn.Sequential:
+    return _init(  # type: ignore[return-value]
+        nn.Sequential(
+            nn.Conv2d(3, 16, 3, stride=2), nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, ceil_mode=True), Fire(16, 4, 8), Fire(16, 4, 8),
+        ),
+        seed,
+    )
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block with identity shortcut; ReLU module reused twice, as torchvision."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + x)
+
+
+def resnet_like(seed: int = 4) -> nn.Sequential:
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), BasicBlock(8), BasicBlock(8)
+    )
+    generator = torch.Generator().manual_seed(seed + 100)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(8, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(8, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(8, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(8, generator=generator) * 0.1)
+    return _init(model, seed)  # type: ignore[return-value]
+
+
+class FunctionalTwin(nn.Module):
+    """The same computation as ``vgg_like`` with ReLUs written in another form."""
+
+    def __init__(self, base: nn.Sequential, form: str) -> None:
+        super().__init__()
+        self.base = base
+        self.form = form
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self.base:
+            if isinstance(module, nn.ReLU):
+                if self.form == "functional":
+                    x = F.relu(x)
+                elif self.form == "torch":
+                    x = torch.relu(x)
+                elif self.form == "method":
+                    x = x.relu()
+                elif self.form == "inplace_method":
+                    x.relu_()
+                elif self.form == "functional_inplace":
+                    x = F.relu(x, inplace=True)
+            else:
+                x = module(x)
+        return x
+
+
+class ReusedReLU(nn.Module):
+    """``vgg_like`` with every ReLU replaced by one shared module."""
+
+    def __init__(self, base: nn.Sequential) -> None:
+        super().__init__()
+        self.base = base
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self.base:
+            x = self.act(x) if isinstance(module, nn.ReLU) else module(x)
+        return x

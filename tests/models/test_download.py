@@ -1,0 +1,149 @@
+"""Named weight sets: fetched from a loopback HTTP server only (no real network)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+import deconvnet.models as zoo
+from deconvnet.errors import WeightsError
+from deconvnet.models._download import fetch
+from deconvnet.models._meta import CIFAR10_CATEGORIES
+from deconvnet.models.default import CIFAR10_PREPROCESSING
+
+PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # > 1 MiB: several chunks, several callbacks
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, fmt: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(base URL, served folder) of an HTTP server on 127.0.0.1, stopped afterwards."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def hub_dir(tmp_path: Path) -> Iterator[Path]:
+    """Point torch's hub cache at a temporary folder for the test."""
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        yield tmp_path / "hub" / "checkpoints"
+    finally:
+        torch.hub.set_dir(previous)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_fetch_downloads_verifies_and_reports_progress(
+    server: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, root = server
+    (root / "w.bin").write_bytes(PAYLOAD)
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    calls: list[tuple[int, int | None]] = []
+    cache = tmp_path / "cache"
+    path = fetch(f"{base}/w.bin", "w.bin", digest, progress=lambda d, t: calls.append((d, t)),
+                 directory=cache)
+    assert path == cache / "w.bin" and path.read_bytes() == PAYLOAD
+    assert calls[0] == (0, len(PAYLOAD)) and calls[-1] == (len(PAYLOAD), len(PAYLOAD))
+    assert len(calls) >= 3
+    assert [p.name for p in cache.iterdir()] == ["w.bin"]  # no partial files left
+
+
+def test_fetch_accepts_a_digest_prefix_and_reuses_the_cache(
+    server: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, root = server
+    (root / "w.bin").write_bytes(PAYLOAD)
+    prefix = hashlib.sha256(PAYLOAD).hexdigest()[:8]
+    first = fetch(f"{base}/w.bin", "w.bin", prefix, directory=tmp_path)
+    (root / "w.bin").unlink()  # the server no longer has it: the cache must answer
+    assert fetch(f"{base}/w.bin", "w.bin", prefix, directory=tmp_path) == first
+
+
+def test_sha_mismatch_saves_nothing(server: tuple[str, Path], tmp_path: Path) -> None:
+    base, root = server
+    (root / "w.bin").write_bytes(PAYLOAD)
+    cache = tmp_path / "cache"
+    with pytest.raises(WeightsError, match=r"has sha256 .* expected 00000000"):
+        fetch(f"{base}/w.bin", "w.bin", "0" * 64, directory=cache)
+    assert list(cache.iterdir()) == []
+
+
+def test_corrupt_cached_file_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "w.bin").write_bytes(b"truncated")
+    with pytest.raises(WeightsError, match="delete it and try again"):
+        fetch("http://127.0.0.1:9/w.bin", "w.bin", "0" * 64, directory=tmp_path)
+
+
+def test_offline_message_says_what_to_download_and_where(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/alexnet.pth"
+    with pytest.raises(WeightsError) as err:
+        fetch(url, "alexnet.pth", "7be5be79", directory=tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"could not download {url}" in message
+    assert f"save it as {tmp_path / 'alexnet.pth'}" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_http_error_is_a_weights_error(server: tuple[str, Path], tmp_path: Path) -> None:
+    base, _ = server
+    with pytest.raises(WeightsError, match=r"could not download .*absent\.pth"):
+        fetch(f"{base}/absent.pth", "absent.pth", None, directory=tmp_path)
+
+
+def test_too_short_prefix_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="too short"):
+        fetch("http://127.0.0.1:9/x", "x", "abc", directory=tmp_path)
+
+
+def test_load_named_set_through_the_hub_cache(
+    server: tuple[str, Path], hub_dir: Path, tmp_path: Path
+) -> None:
+    base, root = server
+    source = zoo.load("default", weights="random", seed=5)
+    torch.manual_seed(0)
+    for parameter in source.parameters():
+        parameter.data.normal_()
+    torch.save(source.state_dict(), root / "tiny.pth")
+    digest = hashlib.sha256((root / "tiny.pth").read_bytes()).hexdigest()
+    served = zoo.Weights(
+        name="served", url=f"{base}/tiny.pth", sha256=digest, file_name="tiny-test.pth",
+        preprocessing=CIFAR10_PREPROCESSING, categories=CIFAR10_CATEGORIES,
+        provenance="test", num_params=378_538,
+    )
+    seen: list[tuple[int, int | None]] = []
+    model = zoo.load("default", weights=served, progress=lambda d, t: seen.append((d, t)))
+    assert (hub_dir / "tiny-test.pth").is_file()
+    assert seen[-1][0] == seen[-1][1] == (root / "tiny.pth").stat().st_size
+    assert model.categories == CIFAR10_CATEGORIES
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 source.state_dict().values(), strict=True))
