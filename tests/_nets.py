@@ -28,13 +28,20 @@ def caffenet(width: int = 1, seed: int = 0, fc: bool = False) -> nn.Sequential:
     """
     c = [96 // width, 256 // width, 384 // width, 384 // width, 256 // width]
     layers: list[nn.Module] = [
-        nn.Conv2d(3, c[0], 11, stride=4), nn.ReLU(inplace=True),
-        nn.MaxPool2d(3, 2, ceil_mode=True), nn.LocalResponseNorm(5, 1e-4, 0.75),
-        nn.Conv2d(c[0], c[1], 5, padding=2, groups=2), nn.ReLU(inplace=True),
-        nn.MaxPool2d(3, 2, ceil_mode=True), nn.LocalResponseNorm(5, 1e-4, 0.75),
-        nn.Conv2d(c[1], c[2], 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(c[2], c[3], 3, padding=1, groups=2), nn.ReLU(inplace=True),
-        nn.Conv2d(c[3], c[4], 3, padding=1, groups=2), nn.ReLU(inplace=True),
+        nn.Conv2d(3, c[0], 11, stride=4),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.LocalResponseNorm(5, 1e-4, 0.75),
+        nn.Conv2d(c[0], c[1], 5, padding=2, groups=2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.LocalResponseNorm(5, 1e-4, 0.75),
+        nn.Conv2d(c[1], c[2], 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c[2], c[3], 3, padding=1, groups=2),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c[3], c[4], 3, padding=1, groups=2),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(3, 2, ceil_mode=True),
     ]
     if fc:
@@ -47,13 +54,20 @@ def zfnet(width: int = 1, seed: int = 1) -> nn.Sequential:
     c = [96 // width, 256 // width, 384 // width, 384 // width, 256 // width]
     return _init(  # type: ignore[return-value]
         nn.Sequential(
-            nn.Conv2d(3, c[0], 7, stride=2, padding=1), nn.ReLU(),
-            nn.MaxPool2d(3, 2, padding=1), nn.LocalResponseNorm(5, 1e-4, 0.75),
-            nn.Conv2d(c[0], c[1], 5, stride=2), nn.ReLU(),
-            nn.MaxPool2d(3, 2, padding=1), nn.LocalResponseNorm(5, 1e-4, 0.75),
-            nn.Conv2d(c[1], c[2], 3, padding=1), nn.ReLU(),
-            nn.Conv2d(c[2], c[3], 3, padding=1), nn.ReLU(),
-            nn.Conv2d(c[3], c[4], 3, padding=1), nn.ReLU(),
+            nn.Conv2d(3, c[0], 7, stride=2, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2, padding=1),
+            nn.LocalResponseNorm(5, 1e-4, 0.75),
+            nn.Conv2d(c[0], c[1], 5, stride=2),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2, padding=1),
+            nn.LocalResponseNorm(5, 1e-4, 0.75),
+            nn.Conv2d(c[1], c[2], 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c[2], c[3], 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c[3], c[4], 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(3, 2),
         ),
         seed,
@@ -64,10 +78,20 @@ def vgg_like(seed: int = 2) -> nn.Sequential:
     """VGG-style: 3×3 convs, 2×2 pools, fc head (no LRN: Captum's rules apply exactly)."""
     return _init(  # type: ignore[return-value]
         nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(16 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 10),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16 * 8 * 8, 32),
+            nn.ReLU(),
+            nn.Linear(32, 10),
         ),
         seed,
     )
@@ -88,15 +112,22 @@ class Fire(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.squeeze_activation(self.squeeze(x))
         return torch.cat(
-            [self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1
+            [
+                self.expand1x1_activation(self.expand1x1(x)),
+                self.expand3x3_activation(self.expand3x3(x)),
+            ],
+            1,
         )
 
 
 def squeeze_like(seed: int = 3) -> nn.Sequential:
     return _init(  # type: ignore[return-value]
         nn.Sequential(
-            nn.Conv2d(3, 16, 3, stride=2), nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, 2, ceil_mode=True), Fire(16, 4, 8), Fire(16, 4, 8),
+            nn.Conv2d(3, 16, 3, stride=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+            Fire(16, 4, 8),
+            Fire(16, 4, 8),
         ),
         seed,
     )

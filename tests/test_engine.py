@@ -20,7 +20,12 @@ def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def literal_reverse(
-    model: nn.Sequential, x: torch.Tensor, upto: int, seed_of, rule: str = "zeiler", lrn: str = "skip"
+    model: nn.Sequential,
+    x: torch.Tensor,
+    upto: int,
+    seed_of,
+    rule: str = "zeiler",
+    lrn: str = "skip",
 ) -> torch.Tensor:
     """Zeiler & Fergus §2.1 written out for a Sequential model, one image, one seed.
 
@@ -34,8 +39,13 @@ def literal_reverse(
     for module in model[: upto + 1]:
         if isinstance(module, nn.MaxPool2d):
             out, idx = F.max_pool2d(
-                h, module.kernel_size, module.stride, module.padding, module.dilation,
-                ceil_mode=module.ceil_mode, return_indices=True,
+                h,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                ceil_mode=module.ceil_mode,
+                return_indices=True,
             )
             records.append((module, h, idx))
             h = out
@@ -46,14 +56,22 @@ def literal_reverse(
     for module, inp, idx in reversed(records):
         if isinstance(module, nn.Conv2d):
             plain = [
-                (signal.shape[2 + d] - 1) * module.stride[d] - 2 * module.padding[d]
-                + module.dilation[d] * (module.kernel_size[d] - 1) + 1
+                (signal.shape[2 + d] - 1) * module.stride[d]
+                - 2 * module.padding[d]
+                + module.dilation[d] * (module.kernel_size[d] - 1)
+                + 1
                 for d in range(2)
             ]
             extra = tuple(inp.shape[2 + d] - plain[d] for d in range(2))
             signal = F.conv_transpose2d(
-                signal, module.weight, None, module.stride, module.padding, extra,
-                module.groups, module.dilation,
+                signal,
+                module.weight,
+                None,
+                module.stride,
+                module.padding,
+                extra,
+                module.groups,
+                module.dilation,
             )
         elif isinstance(module, nn.ReLU):
             if rule == "zeiler":
@@ -95,7 +113,9 @@ def caffenet64():
 
 @pytest.fixture(scope="module")
 def image227():
-    return torch.randn(1, 3, 227, 227, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    return torch.randn(
+        1, 3, 227, 227, generator=torch.Generator().manual_seed(7), dtype=torch.float64
+    )
 
 
 @pytest.mark.parametrize("upto", [4, 13, 14])  # conv2 (pre-ReLU), conv5 ReLU, pool5
@@ -275,7 +295,9 @@ def test_overwrite_in_a_full_model_equals_literal_variant(caffenet64, image227):
         signal = one_hot_seed(1, position)(h)
         for module, inp, idx in reversed(records):
             if isinstance(module, nn.MaxPool2d):
-                signal = torch.from_numpy(overwrite_unpool_numpy(signal.numpy(), idx.numpy(), inp.shape))
+                signal = torch.from_numpy(
+                    overwrite_unpool_numpy(signal.numpy(), idx.numpy(), inp.shape)
+                )
             else:
                 signal = literal_reverse(nn.Sequential(module), inp, 0, lambda _h, s=signal: s)
     assert rel_error(res.images[0, 0], signal[0]) <= REL_TOL

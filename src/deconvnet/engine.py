@@ -83,13 +83,17 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
             f"valid layers: {_layer_list(model)}"
         )
     if not isinstance(layer, str):
-        raise TypeError(f"layer must be a dotted module name or a module, got {type(layer).__name__}")
+        raise TypeError(
+            f"layer must be a dotted module name or a module, got {type(layer).__name__}"
+        )
     try:
         module = model.get_submodule(layer) if layer else None
     except AttributeError:
         module = None
     if module is None or module is model:
-        raise LayerNotFoundError(f"no layer {layer!r} in the model; valid layers: {_layer_list(model)}")
+        raise LayerNotFoundError(
+            f"no layer {layer!r} in the model; valid layers: {_layer_list(model)}"
+        )
     return layer, module
 
 
@@ -221,7 +225,9 @@ class Deconvnet:
         if not x.is_floating_point():
             raise InputError(f"input must be floating point, got dtype {x.dtype}")
         if x.dim() < 2 or x.shape[0] < 1 or x.numel() == 0:
-            raise InputError(f"input must be a non-empty batch (B, C, ...), got shape {tuple(x.shape)}")
+            raise InputError(
+                f"input must be a non-empty batch (B, C, ...), got shape {tuple(x.shape)}"
+            )
         param = next(self.model.parameters(), None)
         if param is not None and param.device != x.device:
             x = x.to(param.device)
@@ -257,7 +263,13 @@ class Deconvnet:
             raise LayerNotFoundError(
                 f"layer {name!r} was not reached in the forward pass (is it used by forward()?)"
             )
-        return captured[0]
+        output = captured[0]
+        if output.dim() < 2 or output.shape[0] != x.shape[0]:
+            raise InputError(
+                f"layer {name!r} output {tuple(output.shape)} does not keep the input's batch "
+                f"of {x.shape[0]}: give a batched input (B, C, H, W), got {tuple(x.shape)}"
+            )
+        return output
 
 
 def _first_tensor(output: Any, name: str) -> Tensor:
@@ -271,5 +283,3 @@ def _first_tensor(output: Any, name: str) -> Tensor:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
-
-

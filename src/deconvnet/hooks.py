@@ -6,7 +6,6 @@ call, whether it succeeds or raises.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Protocol
 
 
@@ -28,15 +27,10 @@ class HandleList(list[RemovableHandle]):
         self.remove()
 
 
-class LayerReached(Exception):  # noqa: N818  # control flow, not an error
+class LayerReached(Exception):  # control flow, not an error
     """Raised by the layer hook to stop the forward pass once the layer's output is known.
 
     Nothing above the projected layer contributes to the projection, so the rest of the
     forward pass is skipped; this also keeps later in-place operations from changing the
     recorded output.
     """
-
-
-def iter_named_modules(model: object) -> Iterator[tuple[str, object]]:
-    """``named_modules()`` including reused modules once per name (for error messages)."""
-    yield from model.named_modules(remove_duplicate=False)  # type: ignore[attr-defined]

@@ -27,12 +27,31 @@ THRESHOLD: frozenset[TorchFunction] = frozenset({F.threshold, torch.threshold})
 
 SMOOTH_ACTIVATIONS: frozenset[TorchFunction] = frozenset(
     {
-        F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.softplus, F.hardswish,
-        F.hardsigmoid, F.logsigmoid, F.softsign, F.tanhshrink, F.glu,
-        F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
-        torch.Tensor.softmax, torch.Tensor.log_softmax,
-        torch.sigmoid, torch.Tensor.sigmoid, F.sigmoid,
-        torch.tanh, torch.Tensor.tanh, F.tanh,
+        F.elu,
+        F.selu,
+        F.celu,
+        F.gelu,
+        F.silu,
+        F.mish,
+        F.softplus,
+        F.hardswish,
+        F.hardsigmoid,
+        F.logsigmoid,
+        F.softsign,
+        F.tanhshrink,
+        F.glu,
+        F.softmax,
+        F.log_softmax,
+        torch.softmax,
+        torch.log_softmax,
+        torch.Tensor.softmax,
+        torch.Tensor.log_softmax,
+        torch.sigmoid,
+        torch.Tensor.sigmoid,
+        F.sigmoid,
+        torch.tanh,
+        torch.Tensor.tanh,
+        F.tanh,
     }
 )
 """Activations without a deconvnet or guided rule: an error under those rules."""
@@ -60,8 +79,11 @@ MAX_POOL: dict[TorchFunction, TorchFunction] = {
 
 MAX_POOL_ALWAYS_INDICES: frozenset[TorchFunction] = frozenset(
     {
-        F.max_pool1d_with_indices, F.max_pool2d_with_indices, F.max_pool3d_with_indices,
-        F.adaptive_max_pool1d_with_indices, F.adaptive_max_pool2d_with_indices,
+        F.max_pool1d_with_indices,
+        F.max_pool2d_with_indices,
+        F.max_pool3d_with_indices,
+        F.adaptive_max_pool1d_with_indices,
+        F.adaptive_max_pool2d_with_indices,
         F.adaptive_max_pool3d_with_indices,
     }
 )

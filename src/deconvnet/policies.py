@@ -144,8 +144,10 @@ class ReversePolicy:
         """Forward hook for LRN modules that do not go through ``F.local_response_norm``."""
         if self.lrn == "gradient":
             return None
-        rule = rules.PassThrough(module.forward) if self.lrn == "skip" else rules.Reapply(
-            module.forward
+        rule = (
+            rules.PassThrough(module.forward)
+            if self.lrn == "skip"
+            else rules.Reapply(module.forward)
         )
         return rules.apply_rule(inputs[0], rule)
 
@@ -221,7 +223,9 @@ def _flag(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, key: str) -
     return bool(_arg(args, kwargs, index, key, False))
 
 
-def _bind_rest(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[Tensor], Tensor]:
+def _bind_rest(
+    func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[Tensor], Tensor]:
     """``func`` with every argument but the first bound: ``f(t) = func(t, *args[1:], **kwargs)``."""
     rest = args[1:]
 

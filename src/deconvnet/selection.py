@@ -82,7 +82,9 @@ def _require_maps(y: Tensor, what: str) -> None:
 
 def _check_channel(y: Tensor, channel: int) -> None:
     if not 0 <= channel < y.shape[1]:
-        raise SelectionError(f"channel {channel} out of range: the layer has {y.shape[1]} (0..{y.shape[1] - 1})")
+        raise SelectionError(
+            f"channel {channel} out of range: the layer has {y.shape[1]} (0..{y.shape[1] - 1})"
+        )
 
 
 def _map_argmax(maps: Tensor) -> tuple[Tensor, Tensor]:
@@ -225,7 +227,9 @@ class TopUnits(Selection):
 def _joint(y: Tensor, keep: Tensor, channel: int) -> Seeds:
     seed = torch.where(keep, y.detach(), torch.zeros((), dtype=y.dtype, device=y.device))
     batch = y.shape[0]
-    masked = torch.where(keep, y.detach(), torch.full((), -torch.inf, dtype=y.dtype, device=y.device))
+    masked = torch.where(
+        keep, y.detach(), torch.full((), -torch.inf, dtype=y.dtype, device=y.device)
+    )
     values = masked.flatten(1).max(dim=1).values
     values = torch.where(torch.isfinite(values), values, torch.zeros_like(values))
     channels = torch.full((batch, 1), channel, dtype=torch.long, device=y.device)

@@ -209,3 +209,36 @@ def test_squeezenet_predictions_equal_caffe_all_200(shared_data: Path) -> None:
     same, top1, count = _squeezenet_predictions(shared_data, None)
     assert count == 200 and same == count
     assert top1 == 128  # Caffe's own top-1 on these photos (README)
+
+
+def test_seed_forward_butterfly_blobs(shared_data: Path) -> None:
+    """seed/forward_butterfly.npz: the demo's convnet side, CaffeNet conv weights."""
+    folder = shared_data / "caffe" / "caffenet"
+    net, _ = load(
+        folder / "caffenet_conv_mask_deploy.prototxt", folder / "caffenet_conv.caffemodel"
+    )
+    ref = np.load(shared_data / "caffe" / "seed" / "forward_butterfly.npz")
+    np.testing.assert_allclose(ref["mean_pixel_bgr"], IMAGENET_MEAN_BGR, atol=1e-8)
+    with torch.no_grad():
+        blobs = net.forward_blobs(torch.from_numpy(ref["data"]))
+    for key, ours in CAFFENET_KEYS.items():
+        _assert_caffenet_blob(blobs[ours], ref[key], key)
+    for pool, bottom in MASK_BOTTOMS.items():
+        pooling = net.get_submodule(pool)
+        _, indices = torch.nn.functional.max_pool2d(
+            torch.from_numpy(ref[bottom]),
+            pooling.kernel_size,
+            pooling.stride,
+            ceil_mode=True,
+            return_indices=True,
+        )
+        np.testing.assert_array_equal(indices.float().numpy(), ref[f"{pool}_mask"])
+
+
+def test_seed_inverse_nets_name_the_custom_layer(shared_data: Path) -> None:
+    from deconvnet.errors import CaffeFormatError
+
+    seed = shared_data / "caffe" / "seed"
+    for prototxt in ("seed_invdeploy_batch1.prototxt", "paper_inv_from_pool5.prototxt"):
+        with pytest.raises(CaffeFormatError, match="InvPooling"):
+            load(seed / prototxt)
