@@ -61,7 +61,7 @@ class Projection:
 
     def _repr_png_(self) -> bytes:
         """Inline display in Jupyter: the contact sheet of the first image."""
-        from deconvnet.render import projection_sheet_png
+        from deconvnet.figures import projection_sheet_png
 
         return projection_sheet_png(self)
 

@@ -20,7 +20,7 @@ EXIT_USAGE = 2
 
 EXAMPLES = """examples:
   deconvnet project --out out/                      # embedded default model, bundled photo
-  deconvnet project cat.jpg --model caffenet --weights caffenet.pth --layer conv5 --select top:9 --out out/
+  deconvnet project cat.jpg --model alexnet --weights imagenet --layer features.10 --out out/
   deconvnet layers --model zfnet
   deconvnet maps cat.jpg --layer conv1 --out out/
 """

@@ -2,4 +2,6 @@
 
 from types import ModuleType
 
-ALL: list[ModuleType] = []
+from deconvnet.cli.commands import layers, maps, project
+
+ALL: list[ModuleType] = [project, layers, maps]
