@@ -14,19 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from deconvnet import render
 from deconvnet.engine import Projection
 from deconvnet.receptive import Box, ReceptiveField
 
 
+PAIR_GAP = 4
+"""Pixels between an image patch and its projection."""
+OVERVIEW_MIN_SIDE = 256
+"""Small inputs (CIFAR's 32×32) are enlarged to at least this for the overview."""
+BOX_COLOUR = (255, 220, 0)
+
+
 @dataclass(frozen=True)
 class ProjectionFigure:
     """One image's K projections, ready to save.
 
-    ``tiles``/``signed_tiles`` are (H, W, 3) uint8 (cropped to ``boxes``); ``sheet`` lays out
-    the network's input image first, then the K min–max tiles with their labels.
+    ``tiles``/``signed_tiles`` are (H, W, 3) uint8 (cropped to ``boxes``); ``sheet`` shows the
+    network's input with the units' boxes, then each min–max tile beside its image patch.
     """
 
     sheet: np.ndarray
@@ -88,13 +95,60 @@ def projection_figure(
                 "receptive_field_box": list(box) if box else None,
             }
         )
-    sheet_tiles = list(tiles)
-    sheet_labels = list(labels)
-    if input_rgb is not None:
-        sheet_tiles.insert(0, input_rgb)
-        sheet_labels.insert(0, f"input\n{projection.policy.rule} rule")
-    sheet = render.contact_sheet(sheet_tiles, sheet_labels)
+    sheet = _sheet(tiles, labels, boxes, input_rgb, projection.policy.rule)
     return ProjectionFigure(sheet, tiles, signed, boxes, labels, records)
+
+
+def _sheet(
+    tiles: list[np.ndarray],
+    labels: list[str],
+    boxes: list[Box | None],
+    input_rgb: np.ndarray | None,
+    rule: str,
+) -> np.ndarray:
+    """The input with numbered unit boxes on top; below, each projection beside its patch."""
+    if input_rgb is None:
+        return render.contact_sheet(tiles, labels)
+    pairs = []
+    for tile, box in zip(tiles, boxes, strict=True):
+        if box is not None and tile.shape[:2] == (box[2] - box[0], box[3] - box[1]):
+            patch = np.asarray(render.crop_box(input_rgb, box))
+            gap = np.full((tile.shape[0], PAIR_GAP, 3), render.BACKGROUND, dtype=np.uint8)
+            pairs.append(np.concatenate([patch, gap, tile], axis=1))
+        else:
+            pairs.append(tile)
+    numbered = [f"#{k + 1} {label}" for k, label in enumerate(labels)]
+    grid = render.contact_sheet(pairs, numbered)
+    overview = _annotated(input_rgb, boxes, rule)
+    width = max(grid.shape[1], overview.shape[1])
+    canvas = np.full(
+        (overview.shape[0] + grid.shape[0], width, 3), render.BACKGROUND, dtype=np.uint8
+    )
+    canvas[: overview.shape[0], : overview.shape[1]] = overview
+    canvas[overview.shape[0] :, : grid.shape[1]] = grid
+    return canvas
+
+
+def _annotated(image: np.ndarray, boxes: list[Box | None], rule: str) -> np.ndarray:
+    """The network's input with each seeded unit's receptive field outlined and numbered."""
+    scale = max(1, OVERVIEW_MIN_SIDE // max(1, min(image.shape[:2])))
+    picture = Image.fromarray(image).resize(
+        (image.shape[1] * scale, image.shape[0] * scale), Image.Resampling.NEAREST
+    )
+    draw = ImageDraw.Draw(picture)
+    for k, box in enumerate(boxes):
+        if box is None:
+            continue
+        top, left, bottom, right = (v * scale for v in box)
+        draw.rectangle((left, top, right - 1, bottom - 1), outline=BOX_COLOUR, width=2)
+        draw.text((left + 3, top + 2), str(k + 1), fill=BOX_COLOUR)
+    draw.text((4, picture.height - 14), f"input ({rule} rule)", fill=BOX_COLOUR)
+    margin = render.SHEET_PADDING
+    framed = Image.new(
+        "RGB", (picture.width + 2 * margin, picture.height + 2 * margin), (render.BACKGROUND,) * 3
+    )
+    framed.paste(picture, (margin, margin))
+    return np.asarray(framed).copy()
 
 
 def save_projection_figure(figure: ProjectionFigure, out_dir: Path, stem: str) -> dict[str, Any]:
