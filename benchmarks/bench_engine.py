@@ -14,6 +14,7 @@ import argparse
 import multiprocessing as mp
 import resource
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -75,20 +76,24 @@ def captum(task: str, maps: int) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - start, torch.stack(outputs)
 
 
-def _worker(kind: str, task: str, maps: int, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+def _worker(kind: str, task: str, maps: int, path: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
     torch.manual_seed(0)
     seconds, result = (ours if kind == "ours" else captum)(task, maps)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put((seconds, peak_mib, result))
+    torch.save(result, path)
+    queue.put((seconds, peak_mib))
 
 
 def run(kind: str, task: str, maps: int) -> tuple[float, float, torch.Tensor]:
     context = mp.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_worker, args=(kind, task, maps, queue))
-    process.start()
-    seconds, peak, result = queue.get()
-    process.join()
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "result.pt")
+        process = context.Process(target=_worker, args=(kind, task, maps, path, queue))
+        process.start()
+        seconds, peak = queue.get()
+        process.join()
+        result = torch.load(path, weights_only=True)
     return seconds, peak, result
 
 

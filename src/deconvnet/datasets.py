@@ -208,7 +208,9 @@ def open_dataset(path: str | os.PathLike[str], preprocessing: Preprocessing) -> 
 
 def collate_by_size(items: Sequence[Item]) -> Batch:
     """Stack items into one group per input size (first-seen order); collect failures."""
-    failed = tuple((item.image_id, item.error or "unreadable") for item in items if item.image is None)
+    failed = tuple(
+        (item.image_id, item.error or "unreadable") for item in items if item.image is None
+    )
     by_size: dict[tuple[int, ...], list[Item]] = {}
     for item in items:
         if item.image is not None:
@@ -221,4 +223,3 @@ def collate_by_size(items: Sequence[Item]) -> Batch:
         for members in by_size.values()
     )
     return Batch(groups=groups, failed=failed)
-

@@ -13,7 +13,7 @@ autograd's convolution transpose (no bias), and no parameter gradient is ever co
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +21,16 @@ import torch
 from torch import Tensor, nn
 
 from deconvnet import layer_types
+from deconvnet.compat import preset
 from deconvnet.errors import InputError, LayerNotFoundError
 from deconvnet.hooks import HandleList, LayerReached
 from deconvnet.policies import ModuleTracker, ReversePolicy, RuleMode
 from deconvnet.selection import Seeds, Selection
 
 log = logging.getLogger(__name__)
+
+DEFAULT_POLICY = ReversePolicy()
+"""zeiler rule, LRN skipped, summed collisions: the paper, read literally."""
 
 DEFAULT_BATCH_SIZE = 64
 """Reverse passes run together by default (K × B are split into chunks of this size)."""
@@ -118,6 +122,8 @@ class Deconvnet:
     collisions : ``"sum"`` (default: exact transpose of overlapping max pooling) or
         ``"overwrite"`` (the old Caffe InvPooling layer).
     batch_size : how many reverse passes (of the ``K × B``) run together; bounds memory.
+    compat : ``"caffe-deconvnet"`` reproduces the old Caffe demo exactly (sets rule
+        ``none``, lrn ``reapply``, collisions ``overwrite``; see :mod:`deconvnet.compat`).
 
     Examples
     --------
@@ -130,18 +136,28 @@ class Deconvnet:
     def __init__(
         self,
         model: nn.Module,
-        rule: str = "zeiler",
+        rule: str | None = None,
         *,
-        lrn: str = "skip",
-        collisions: str = "sum",
+        lrn: str | None = None,
+        collisions: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        compat: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
-        self.policy = ReversePolicy(rule=rule, lrn=lrn, collisions=collisions)
+        self.compat = preset(compat) if compat is not None else None
+        if self.compat is not None:
+            if (rule, lrn, collisions) != (None, None, None):
+                raise ValueError(f"compat={compat!r} fixes rule, lrn and collisions; give neither")
+            rule, lrn, collisions = self.compat.rule, self.compat.lrn, self.compat.collisions
+        self.policy = ReversePolicy(
+            rule=rule or DEFAULT_POLICY.rule,
+            lrn=lrn or DEFAULT_POLICY.lrn,
+            collisions=collisions or DEFAULT_POLICY.collisions,
+        )
         self.batch_size = batch_size
 
     def __enter__(self) -> Deconvnet:
@@ -163,6 +179,7 @@ class Deconvnet:
         select: Selection,
         *,
         progress: Callable[[int, int | None], None] | None = None,
+        switches: Mapping[str, Tensor] | None = None,
     ) -> Projection:
         """Project the selected activations of ``layer`` for each image of ``x``.
 
@@ -173,6 +190,8 @@ class Deconvnet:
             its output is the layer.
         select : a :class:`~deconvnet.selection.Selection` such as ``TopMaps(9)``.
         progress : optional ``(done, total)`` callback over the reverse passes.
+        switches : optional argmax indices per max-pool module name, used instead of the
+            forward pass's own (to reproduce another framework's tie-breaking exactly).
 
         Returns
         -------
@@ -187,7 +206,9 @@ class Deconvnet:
         name, module = resolve_layer(self.model, layer)
         x = self._check_input(x)
         with torch.enable_grad():
-            y, pullback = torch.func.vjp(lambda inp: self._forward_to(inp, name, module), x)
+            y, pullback = torch.func.vjp(
+                lambda inp: self._forward_to(inp, name, module, switches), x
+            )
             seeds = select.resolve(y)
             images = self._reverse(pullback, y, seeds, progress)
         return Projection(
@@ -233,7 +254,13 @@ class Deconvnet:
             x = x.to(param.device)
         return x.detach()
 
-    def _forward_to(self, x: Tensor, name: str, module: nn.Module) -> Tensor:
+    def _forward_to(
+        self,
+        x: Tensor,
+        name: str,
+        module: nn.Module,
+        switches: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
         """Run the model under the rule mode until ``module`` has produced its output."""
         captured: list[Tensor] = []
 
@@ -250,7 +277,7 @@ class Deconvnet:
                     handles.append(sub.register_forward_hook(self.policy.lrn_module_hook))
             handles.append(module.register_forward_hook(capture))
             try:
-                with RuleMode(self.policy):
+                with RuleMode(self.policy, switches):
                     self.model(x)
             except LayerReached:
                 pass

@@ -10,7 +10,7 @@ with no bias, summed copies, scaled signals.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -162,11 +162,17 @@ class ReversePolicy:
 
 
 class RuleMode(TorchFunctionMode):
-    """Swap every torch call that has a rule under ``policy`` for its rewired version."""
+    """Swap every torch call that has a rule under ``policy`` for its rewired version.
 
-    def __init__(self, policy: ReversePolicy) -> None:
+    ``switches`` maps max-pool module names to argmax indices recorded elsewhere (e.g. Caffe's
+    mask blobs): those modules then unpool through the given switches instead of their own,
+    which is how another framework's near-tie choices are reproduced exactly.
+    """
+
+    def __init__(self, policy: ReversePolicy, switches: Mapping[str, Tensor] | None = None) -> None:
         super().__init__()
         self.policy = policy
+        self.switches = dict(switches or {})
 
     def __torch_function__(
         self,
@@ -176,14 +182,29 @@ class RuleMode(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
+        if self.switches and func in types.MAX_POOL and _CURRENT_MODULES:
+            indices = self.switches.get(_CURRENT_MODULES[-1][0])
+            if indices is not None:
+                return self._pool_through(func, args, kwargs, indices)
         handler = self.policy.handlers.get(func)
         if handler is None:
             return func(*args, **kwargs)
         return handler(func, args, kwargs)
 
+    def _pool_through(
+        self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], indices: Tensor
+    ) -> Any:
+        x = args[0]
+        indices = indices.to(device=x.device, dtype=torch.long)
+        pooled = x.flatten(2).gather(2, indices.flatten(2)).view(indices.shape)
+        if self.policy.collisions == "overwrite":
+            pooled = rules.overwrite_collisions(pooled, indices, x.shape)
+        wants_indices = func in types.MAX_POOL_ALWAYS_INDICES or kwargs.get("return_indices", False)
+        return (pooled, indices) if wants_indices else pooled
 
-# The module being run, for error messages; set by ModuleTracker's hooks.
-_CURRENT_MODULES: list[str] = []
+
+# (name, type name) of the modules being run, innermost last; set by ModuleTracker's hooks.
+_CURRENT_MODULES: list[tuple[str, str]] = []
 
 
 class ModuleTracker:
@@ -195,7 +216,7 @@ class ModuleTracker:
     @staticmethod
     def push(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: Any) -> None:
-            _CURRENT_MODULES.append(f"{name} ({type(module).__name__})")
+            _CURRENT_MODULES.append((name, type(module).__name__))
 
         return hook
 
@@ -206,7 +227,10 @@ class ModuleTracker:
 
 
 def _where() -> str:
-    return f" in module {_CURRENT_MODULES[-1]}" if _CURRENT_MODULES else ""
+    if not _CURRENT_MODULES:
+        return ""
+    name, kind = _CURRENT_MODULES[-1]
+    return f" in module {name} ({kind})"
 
 
 def _name(func: Any) -> str:

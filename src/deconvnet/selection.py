@@ -224,8 +224,14 @@ class TopUnits(Selection):
         return f"topunits:{self.k}"
 
 
-def _joint(y: Tensor, keep: Tensor, channel: int) -> Seeds:
+def _joint(y: Tensor, keep: Tensor, channel: int, rescale: bool = False) -> Seeds:
     seed = torch.where(keep, y.detach(), torch.zeros((), dtype=y.dtype, device=y.device))
+    if rescale:
+        flat = seed.flatten(1)
+        low = flat.min(dim=1).values.view(-1, *([1] * (seed.dim() - 1)))
+        seed = seed - low
+        high = seed.flatten(1).max(dim=1).values.view_as(low)
+        seed = torch.where(high > 0, seed / torch.where(high > 0, high, 1), seed)
     batch = y.shape[0]
     masked = torch.where(
         keep, y.detach(), torch.full((), -torch.inf, dtype=y.dtype, device=y.device)
@@ -255,15 +261,21 @@ class WholeMap(Selection):
 
 @dataclass(frozen=True)
 class Threshold(Selection):
-    """Every activation ``>= threshold`` in the whole layer, jointly (the old Caffe demo: 150)."""
+    """Every activation ``>= threshold`` in the whole layer, jointly (the old Caffe demo: 150).
+
+    ``rescale=True`` reproduces a quirk of that demo: its display function rescaled the
+    thresholded blob in place to [0, 1] (``x -= x.min(); x /= x.max()``) before the inverse
+    pass read it. ``values`` still report the raw activations.
+    """
 
     threshold: float
+    rescale: bool = False
 
     def resolve(self, y: Tensor) -> Seeds:
-        return _joint(y, y.detach() >= self.threshold, JOINT_CHANNEL)
+        return _joint(y, y.detach() >= self.threshold, JOINT_CHANNEL, self.rescale)
 
     def describe(self) -> str:
-        return f"threshold:{self.threshold:g}"
+        return f"threshold:{self.threshold:g}" + (",rescaled" if self.rescale else "")
 
 
 @dataclass(frozen=True, eq=False)

@@ -2,6 +2,6 @@
 
 from types import ModuleType
 
-from deconvnet.cli.commands import layers, maps, project
+from deconvnet.cli.commands import layers, maps, project, topk
 
-ALL: list[ModuleType] = [project, layers, maps]
+ALL: list[ModuleType] = [project, layers, maps, topk]

@@ -1,0 +1,246 @@
+"""Occlusion without recomputing what the occluder cannot change.
+
+An occluder changes only the units of an early layer ``M`` whose receptive field overlaps
+it. So for each occluder position the network runs its layers up to ``M`` on a small crop
+of the occluded image (just large enough to hold those units' receptive fields), a forward
+hook on ``M`` pastes the recomputed units into ``M``'s cached unoccluded output, and the
+rest of the network runs on that full map. The crop's grid must line up with ``M``'s
+grid, so crops start at multiples of ``M``'s stride (or at the image edge, where the
+network's own padding then matches); units whose receptive field reaches the crop's other
+edges are not used.
+
+``M`` is chosen by a cost model: convolution multiply-adds before ``M`` shrink by the crop's
+share of the image, those after it are paid in full. Every plan is checked against the
+plain forward pass on one position of each crop shape before use (see
+:func:`deconvnet.occlusion.occlude`), so a model whose forward is not a local,
+translation-equivariant chain up to ``M`` falls back to the plain path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from deconvnet.errors import InputError
+from deconvnet.hooks import HandleList
+from deconvnet.receptive import ReceptiveField, receptive_fields
+
+MIN_SAVING = 0.8
+"""Splice only when the estimated cost is below this share of a plain forward pass."""
+
+
+@dataclass(frozen=True)
+class AxisCrop:
+    """For one axis and one occluder position: input crop ``[start, stop)`` and the
+    ``M`` units ``[first, last]`` it recomputes (empty when ``first > last``)."""
+
+    start: int
+    stop: int
+    first: int
+    last: int
+    unit_offset: int  # crop unit k is full unit k + unit_offset
+
+
+@dataclass(frozen=True)
+class SplicePlan:
+    """Where to splice (``layer``) and each position's crop along rows and columns."""
+
+    layer: str
+    module: nn.Module
+    base: Tensor  # (1, C, h, w) unoccluded output of the layer
+    rows: dict[int, AxisCrop]
+    cols: dict[int, AxisCrop]
+    estimated_cost: float  # share of a plain forward pass
+
+
+def _axis_crops(
+    positions: list[int], size: int, length: int, units: int, field_top: int, stride: int,
+    field: int,
+) -> dict[int, AxisCrop]:
+    """Aligned crops along one axis, made to share as few lengths as possible."""
+    raw: dict[int, list[int]] = {}
+    for pos in positions:
+        first = max(0, (pos - field - field_top) // stride + 1)
+        last = min(units - 1, (pos + size - 1 - field_top) // stride)
+        if first > last:
+            raw[pos] = [0, min(length, field), first, last]
+            continue
+        begin = field_top + first * stride
+        start = 0 if begin <= 0 else stride * (begin // stride)
+        stop = min(length, field_top + last * stride + field)
+        raw[pos] = [start, stop, first, last]
+    inner = [stop - start for start, stop, *_ in raw.values() if start > 0 and stop < length]
+    common = max(inner) if inner else max(stop - start for start, stop, *_ in raw.values())
+    for entry in raw.values():  # one length for every crop that does not reach the end
+        if entry[1] < length:
+            entry[1] = min(length, max(entry[1], entry[0] + common))
+    bottom_starts = [start for start, stop, *_ in raw.values() if stop == length and start > 0]
+    bottom = min(bottom_starts) if bottom_starts else 0
+    crops = {}
+    for pos, (start, stop, first, last) in raw.items():
+        if stop == length and start > 0:  # one start for every crop that reaches the end
+            start = bottom
+        crops[pos] = AxisCrop(start, stop, first, last, start // stride)
+    return crops
+
+
+def plan(
+    model: nn.Module,
+    x: Tensor,
+    layer_name: str,
+    size: int,
+    rows: list[int],
+    cols: list[int],
+) -> SplicePlan | None:
+    """The cheapest splice layer for this occluder, or None when splicing would not pay."""
+    order, macs, shapes, calls = _trace_costs(model, x)
+    if layer_name not in order:
+        return None
+    total = sum(macs.values())
+    if total <= 0:
+        return None
+    try:
+        fields = receptive_fields(model, tuple(x.shape), device=x.device)
+    except InputError:
+        return None
+    height, width = x.shape[-2:]
+    best: tuple[float, str, dict[int, AxisCrop], dict[int, AxisCrop]] | None = None
+    done = 0.0
+    for name in order[: order.index(layer_name) + 1]:
+        done += macs.get(name, 0.0)
+        field = fields.get(name)
+        if field is None or field.is_global or calls[name] != 1 or len(shapes[name]) != 4:
+            continue
+        row_crops = _crops_for(field, 0, rows, size, height, shapes[name][2])
+        col_crops = _crops_for(field, 1, cols, size, width, shapes[name][3])
+        share = _largest(row_crops) * _largest(col_crops) / (height * width)
+        cost = (done * min(share, 1.0) + total - done) / total
+        if best is None or cost < best[0]:
+            best = (cost, name, row_crops, col_crops)
+    if best is None or best[0] > MIN_SAVING:
+        return None
+    cost, name, row_crops, col_crops = best
+    module = model.get_submodule(name)
+    base = _capture(model, x, module)
+    return SplicePlan(name, module, base, row_crops, col_crops, cost)
+
+
+def _crops_for(
+    field: ReceptiveField, axis: int, positions: list[int], size: int, length: int, units: int
+) -> dict[int, AxisCrop]:
+    top = field.box(0, 0)[axis]
+    return _axis_crops(
+        positions, size, length, units, top, field.stride[axis], field.size[axis]
+    )
+
+
+def _largest(crops: dict[int, AxisCrop]) -> int:
+    return max(c.stop - c.start for c in crops.values())
+
+
+def _trace_costs(
+    model: nn.Module, x: Tensor
+) -> tuple[list[str], dict[str, float], dict[str, tuple[int, ...]], dict[str, int]]:
+    """Modules in the order they finish, their conv/linear multiply-adds, output shapes."""
+    order: list[str] = []
+    macs: dict[str, float] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
+
+    def record(name: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            if name not in order:
+                order.append(name)
+            if isinstance(output, Tensor):
+                shapes[name] = tuple(output.shape)
+                macs[name] = macs.get(name, 0.0) + _module_macs(module, output)
+
+        return hook
+
+    with HandleList() as handles, torch.no_grad():
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(record(name)))
+        model(x)
+    return order, macs, shapes, calls
+
+
+def _module_macs(module: nn.Module, output: Tensor) -> float:
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, Tensor) or weight.dim() < 2:
+        return 0.0
+    per_output = weight[0].numel()
+    return float(output.numel() * per_output)
+
+
+def _capture(model: nn.Module, x: Tensor, module: nn.Module) -> Tensor:
+    captured: list[Tensor] = []
+
+    def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
+        captured.append(output.detach().clone())
+
+    with HandleList() as handles, torch.no_grad():
+        handles.append(module.register_forward_hook(hook))
+        model(x)
+    return captured[0]
+
+
+def crop_batch(
+    x: Tensor, spots: list[tuple[int, int]], size: int, fill: Tensor, splice: SplicePlan
+) -> Tensor:
+    """The occluded crops for ``spots`` (all of one crop shape), as one batch."""
+    parts = []
+    for top, left in spots:
+        row, col = splice.rows[top], splice.cols[left]
+        crop = x[0, :, row.start : row.stop, col.start : col.stop].clone()
+        crop[:, top - row.start : top - row.start + size, left - col.start : left - col.start + size] = fill
+        parts.append(crop)
+    return torch.stack(parts)
+
+
+def crop_shape(splice: SplicePlan, top: int, left: int) -> tuple[int, int]:
+    row, col = splice.rows[top], splice.cols[left]
+    return row.stop - row.start, col.stop - col.start
+
+
+@contextmanager
+def spliced(splice: SplicePlan, spots: list[tuple[int, int]]) -> Iterator[None]:
+    """While active, ``splice.module`` outputs the cached map with the crops' units pasted."""
+
+    def hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
+        full = splice.base.expand(len(spots), *splice.base.shape[1:]).clone()
+        for index, (top, left) in enumerate(spots):
+            row, col = splice.rows[top], splice.cols[left]
+            if row.first > row.last or col.first > col.last:
+                continue
+            r0, r1 = row.first - row.unit_offset, row.last - row.unit_offset + 1
+            c0, c1 = col.first - col.unit_offset, col.last - col.unit_offset + 1
+            if r0 < 0 or c0 < 0 or r1 > output.shape[2] or c1 > output.shape[3]:
+                raise InputError("crop too small for the spliced layer")
+            full[index, :, row.first : row.last + 1, col.first : col.last + 1] = output[
+                index, :, r0:r1, c0:c1
+            ]
+        return full
+
+    with HandleList() as handles:
+        handles.append(splice.module.register_forward_hook(hook))
+        yield
+
+
+def groups(splice: SplicePlan, spots: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """``spots`` grouped by crop shape, in first-seen order."""
+    grouped: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for top, left in spots:
+        grouped.setdefault(crop_shape(splice, top, left), []).append((top, left))
+    return list(grouped.values())
+
+
+def chunks(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,211 @@
+"""The running top-k state of a dataset scan: O(k x maps x layers) memory, any dataset size.
+
+**What is ranked** (the paper's Fig. 2): for each feature map, every image contributes its
+own strongest activation of that map (value and position), and the map keeps the ``k``
+images with the strongest such maxima. One image therefore appears at most once per map,
+and the ``k`` entries show ``k`` different images.
+
+**Tie order**, fixed so that results never depend on batching, sharding or resuming:
+value descending, then image id ascending; within an image the position is the first
+maximum in row-major order (smallest ``(y, x)``), which is also the engine's ``MapMax``.
+NaN activations rank as ``-inf``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from deconvnet.errors import InputError
+
+EMPTY_ID = 2**62
+"""Image id of an empty slot (fewer than ``k`` images seen); sorts after every real id."""
+VALUE_DTYPE = torch.float64
+"""Values are kept in float64 so float32/float16 activations are held exactly."""
+_SPATIAL = 2
+
+
+@dataclass(frozen=True, eq=False)
+class LayerTopK:
+    """The best ``k`` (value, image, position) of each tracked map of one layer.
+
+    Attributes
+    ----------
+    channels : LongTensor (M,) — the tracked maps, ascending.
+    values : Tensor (k, M) float64 — rank 0 first; ``-inf`` in empty slots.
+    image_ids : LongTensor (k, M) — :data:`EMPTY_ID` in empty slots.
+    positions : LongTensor (k, M, 2) — ``(y, x)`` in the map; ``-1`` in empty slots.
+    """
+
+    channels: Tensor
+    values: Tensor
+    image_ids: Tensor
+    positions: Tensor
+
+    @classmethod
+    def empty(cls, channels: Tensor, k: int) -> LayerTopK:
+        """No image seen yet."""
+        count = int(channels.numel())
+        return cls(
+            channels=channels.to(torch.long).cpu(),
+            values=torch.full((k, count), -torch.inf, dtype=VALUE_DTYPE),
+            image_ids=torch.full((k, count), EMPTY_ID, dtype=torch.long),
+            positions=torch.full((k, count, _SPATIAL), -1, dtype=torch.long),
+        )
+
+    @property
+    def k(self) -> int:
+        return int(self.values.shape[0])
+
+    def merged(self, other: LayerTopK, *, check_overlap: bool = False) -> LayerTopK:
+        """Top ``k`` of both: sort by image id, then stably by value descending."""
+        if not torch.equal(self.channels, other.channels):
+            raise InputError("cannot merge top-k states that track different maps")
+        values = torch.cat([self.values, other.values])
+        ids = torch.cat([self.image_ids, other.image_ids])
+        positions = torch.cat([self.positions, other.positions])
+        if check_overlap:
+            _check_disjoint(ids)
+        by_id = torch.argsort(ids, dim=0, stable=True)
+        values, ids = values.gather(0, by_id), ids.gather(0, by_id)
+        positions = positions.gather(0, by_id[..., None].expand_as(positions))
+        by_value = torch.argsort(values, dim=0, descending=True, stable=True)[: self.k]
+        return LayerTopK(
+            channels=self.channels,
+            values=values.gather(0, by_value),
+            image_ids=ids.gather(0, by_value),
+            positions=positions.gather(0, by_value[..., None].expand(-1, -1, _SPATIAL)),
+        )
+
+    def with_batch(self, image_ids: Tensor, maxima: Tensor, positions: Tensor) -> LayerTopK:
+        """Fold in one batch: ``image_ids`` (B,), ``maxima`` (B, M), ``positions`` (B, M, 2)."""
+        count = maxima.shape[1]
+        candidates = LayerTopK(
+            channels=self.channels,
+            values=torch.nan_to_num(
+                maxima.to(device="cpu", dtype=VALUE_DTYPE), nan=-torch.inf, posinf=torch.inf
+            ),
+            image_ids=image_ids.to(device="cpu", dtype=torch.long)[:, None].expand(-1, count),
+            positions=positions.to(device="cpu", dtype=torch.long),
+        )
+        return self.merged(candidates)
+
+    def to_dict(self) -> dict[str, Tensor]:
+        return {
+            "channels": self.channels,
+            "values": self.values,
+            "image_ids": self.image_ids,
+            "positions": self.positions,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Tensor]) -> LayerTopK:
+        return cls(
+            channels=data["channels"],
+            values=data["values"],
+            image_ids=data["image_ids"],
+            positions=data["positions"],
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Entry:
+    """One ranked activation: map ``channel`` of ``layer``, ``rank`` 0 = strongest."""
+
+    layer: str
+    channel: int
+    rank: int
+    value: float
+    image_id: int
+    position: tuple[int, int]
+
+
+@dataclass(frozen=True, eq=False)
+class TopKState:
+    """Top-k of every tracked map of every scanned layer, plus what the scan skipped.
+
+    ``merge`` combines the states of scans over disjoint sets of images (global image
+    ids) into the state one scan over all of them gives; it is associative and
+    order-independent because the result is a pure function of the union of entries.
+    """
+
+    k: int
+    layers: dict[str, LayerTopK]
+    images_seen: int = 0
+    skipped: tuple[tuple[int, str], ...] = field(default_factory=tuple)
+
+    def merge(self, other: TopKState) -> TopKState:
+        """The state of one scan over both parts.
+
+        Raises
+        ------
+        InputError
+            Different ``k``, layers or maps, or an image id present in both states.
+        """
+        if self.k != other.k or list(self.layers) != list(other.layers):
+            raise InputError(
+                f"cannot merge top-k states with k={self.k}, layers {list(self.layers)} and "
+                f"k={other.k}, layers {list(other.layers)}"
+            )
+        skipped_ids = {image_id for image_id, _ in self.skipped}
+        if skipped_ids & {image_id for image_id, _ in other.skipped}:
+            raise InputError("cannot merge top-k states of overlapping image sets")
+        layers = {
+            name: top.merged(other.layers[name], check_overlap=True)
+            for name, top in self.layers.items()
+        }
+        return TopKState(
+            k=self.k,
+            layers=layers,
+            images_seen=self.images_seen + other.images_seen,
+            skipped=tuple(sorted(self.skipped + other.skipped)),
+        )
+
+    def entries(self) -> Iterator[Entry]:
+        """Every filled slot, per layer, map (ascending) and rank."""
+        for name, top in self.layers.items():
+            for column, channel in enumerate(top.channels.tolist()):
+                for rank in range(top.k):
+                    image_id = int(top.image_ids[rank, column])
+                    if image_id == EMPTY_ID:
+                        break
+                    y, x = top.positions[rank, column].tolist()
+                    yield Entry(
+                        name, channel, rank, float(top.values[rank, column]), image_id, (y, x)
+                    )
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain tensors, ints and strings: loadable with ``torch.load(weights_only=True)``."""
+        return {
+            "k": self.k,
+            "images_seen": self.images_seen,
+            "skipped": [[image_id, message] for image_id, message in self.skipped],
+            "layers": {name: top.to_dict() for name, top in self.layers.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> TopKState:
+        layers = data["layers"]
+        skipped = data["skipped"]
+        if not isinstance(layers, dict) or not isinstance(skipped, list):
+            raise InputError("malformed top-k state")
+        return cls(
+            k=int(data["k"]),  # type: ignore[call-overload]
+            layers={name: LayerTopK.from_dict(top) for name, top in layers.items()},
+            images_seen=int(data["images_seen"]),  # type: ignore[call-overload]
+            skipped=tuple((int(i), str(m)) for i, m in skipped),
+        )
+
+
+def _check_disjoint(ids: Tensor) -> None:
+    """Raise if one image id fills two slots of one map (the parts overlap)."""
+    ordered = torch.sort(ids, dim=0).values
+    repeated = (ordered[1:] == ordered[:-1]) & (ordered[1:] != EMPTY_ID)
+    if bool(repeated.any()):
+        image_id = int(ordered[1:][repeated][0])
+        raise InputError(
+            f"cannot merge top-k states of overlapping image sets (image id {image_id} in both)"
+        )
