@@ -45,7 +45,9 @@ def test_our_switches_differ_from_caffe_only_at_float32_near_ties(demo):
     flipped = 0
     for pool, bottom in (("pool1", "relu1"), ("pool2", "relu2"), ("pool5", "relu5")):
         x = blobs[bottom].flatten(2)
-        _, ours = torch.nn.functional.max_pool2d(blobs[bottom], 3, 2, ceil_mode=True, return_indices=True)
+        _, ours = torch.nn.functional.max_pool2d(
+            blobs[bottom], 3, 2, ceil_mode=True, return_indices=True
+        )
         differ = ours != switches[pool]
         flipped += int(differ.sum())
         a = x.gather(2, ours.flatten(2))[differ.flatten(2)]
@@ -54,7 +56,9 @@ def test_our_switches_differ_from_caffe_only_at_float32_near_ties(demo):
     assert flipped <= 10
 
 
-@pytest.mark.parametrize(("rescale", "reference"), [(True, "seed_exact"), (False, "seed_no_rescale")])
+@pytest.mark.parametrize(
+    ("rescale", "reference"), [(True, "seed_exact"), (False, "seed_no_rescale")]
+)
 def test_caffe_deconvnet_preset_matches_the_demo(demo, rescale, reference):
     net, data, seed, switches = demo
     expected = np.load(seed / f"{reference}.npz")
@@ -70,7 +74,7 @@ def test_caffe_deconvnet_preset_matches_the_demo(demo, rescale, reference):
 
 
 def test_demo_differs_from_the_paper_default(demo):
-    net, data, seed, switches = demo
+    net, data, seed, _ = demo
     expected = np.load(seed / "seed_exact.npz")["conv1"][0]
     with dn.Deconvnet(net) as deconv:  # paper: zeiler, LRN skipped, summed collisions
         res = deconv.project(data, "pool5", CAFFE_DECONVNET.selection())

@@ -20,7 +20,6 @@ from deconvnet import render
 from deconvnet.engine import Projection
 from deconvnet.receptive import Box, ReceptiveField
 
-
 PAIR_GAP = 4
 """Pixels between an image patch and its projection."""
 OVERVIEW_MIN_SIDE = 256

@@ -10,8 +10,10 @@ from deconvnet import figures, render
 from deconvnet.cli._inputs import image_paths, prepare
 from deconvnet.cli._model import add_model_arguments, load_model
 from deconvnet.cli._progress import ProgressBar
-from deconvnet.cli._select import DEFAULT_SELECT, SELECT_SYNTAX, select_argument
-from deconvnet.engine import DEFAULT_BATCH_SIZE, Deconvnet
+from deconvnet.cli._select import DEFAULT_SELECT, SELECT_SYNTAX, parse_select, select_argument
+from deconvnet.compat import MAX_8BIT, PRESETS, demo_display
+from deconvnet.engine import DEFAULT_BATCH_SIZE, DEFAULT_POLICY, Deconvnet
+from deconvnet.errors import InputError
 from deconvnet.receptive import receptive_fields
 from deconvnet.rules import COLLISION_MODES, LRN_MODES, RULES
 
@@ -39,10 +41,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument(
         "--select",
         type=select_argument,
-        default=select_argument(DEFAULT_SELECT),
+        default=None,
         help=f"{SELECT_SYNTAX} (default: {DEFAULT_SELECT})",
     )
     add_rule_arguments(parser)
+    parser.add_argument(
+        "--compat",
+        choices=sorted(PRESETS),
+        default=None,
+        help="reproduce another tool exactly: caffe-deconvnet = the old Caffe demo "
+        "(default layer pool5, threshold:150 rescaled, no ReLU, LRN re-applied, overwrite)",
+    )
     parser.add_argument("--no-crop", action="store_true", help="keep whole-image projections")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.set_defaults(func=run)
@@ -50,10 +59,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
     """``--rule``, ``--lrn``, ``--collisions``, ``--batch-size`` (shared with other commands)."""
-    parser.add_argument("--rule", choices=RULES, default="zeiler", help="reverse rule")
-    parser.add_argument("--lrn", choices=LRN_MODES, default="skip", help="LRN on the way down")
     parser.add_argument(
-        "--collisions", choices=COLLISION_MODES, default="sum", help="overlapping unpooling"
+        "--rule", choices=RULES, default=None, help=f"reverse rule (default: {DEFAULT_POLICY.rule})"
+    )
+    parser.add_argument(
+        "--lrn",
+        choices=LRN_MODES,
+        default=None,
+        help=f"LRN on the way down (default: {DEFAULT_POLICY.lrn})",
+    )
+    parser.add_argument(
+        "--collisions",
+        choices=COLLISION_MODES,
+        default=None,
+        help=f"overlapping unpooling (default: {DEFAULT_POLICY.collisions})",
     )
     parser.add_argument(
         "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="reverse passes run together"
@@ -62,15 +81,21 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     loaded = load_model(args)
-    layer = loaded.layer(args.layer)
+    compat = PRESETS[args.compat] if args.compat else None
+    if compat is not None and (args.rule or args.lrn or args.collisions):
+        raise InputError(f"--compat {compat.name} fixes --rule, --lrn and --collisions")
+    layer = loaded.layer(args.layer or (compat.layer if compat else None))
     label = loaded.display_name(layer)
+    selection = args.select or (compat.selection() if compat else parse_select(DEFAULT_SELECT))
     net = Deconvnet(
         loaded.model,
         rule=args.rule,
         lrn=args.lrn,
         collisions=args.collisions,
         batch_size=args.batch_size,
+        compat=args.compat,
     )
+    policy = net.policy
     device = next(loaded.model.parameters()).device
     entries = []
     for index, path in enumerate(image_paths(args.images)):
@@ -81,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         with ProgressBar(f"{path.name}: {label}", unit="proj") as bar:
-            result = net.project(image.tensor, layer, args.select, progress=bar)
+            result = net.project(image.tensor, layer, selection, progress=bar)
         fields = receptive_fields(loaded.model, tuple(image.tensor.shape), device=device)
         figure = figures.projection_figure(
             result,
@@ -93,11 +118,19 @@ def run(args: argparse.Namespace) -> int:
         )
         stem = f"{index:02d}_{path.stem}"
         files = figures.save_projection_figure(figure, args.out, stem)
+        if compat is not None:
+            display = demo_display(result.images[0, 0], loaded.preprocessing)
+            files["demo_display"] = f"{stem}_demo_display.png"
+            render.save_png(
+                (display.clip(0, 1) * MAX_8BIT).round().astype("uint8"),
+                args.out / files["demo_display"],
+            )
         entries.append(
             {
                 "image": str(path),
                 "input_size": list(image.tensor.shape[2:]),
                 "sheet": files["sheet"],
+                "demo_display": files.get("demo_display"),
                 "projections": [
                     {**record, "files": tile}
                     for record, tile in zip(figure.records, files["tiles"], strict=True)
@@ -111,10 +144,11 @@ def run(args: argparse.Namespace) -> int:
         "weights_sha256": loaded.weights_sha256,
         "layer": layer,
         "layer_alias": label,
-        "selection": args.select.describe(),
-        "rule": args.rule,
-        "lrn": args.lrn,
-        "collisions": args.collisions,
+        "selection": selection.describe(),
+        "compat": args.compat,
+        "rule": policy.rule,
+        "lrn": policy.lrn,
+        "collisions": policy.collisions,
         "preprocessing": loaded.preprocessing,
         "images": entries,
     }

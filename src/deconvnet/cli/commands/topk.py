@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.display,
         save_tiles=not args.no_tiles,
         metadata=metadata,
+        display_names={layer: loaded.display_name(layer) for layer in layers},
     )
     print(f"scanned {index.num_images} images ({len(index.skipped)} skipped)")
     for name, why in index.skipped:
