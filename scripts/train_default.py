@@ -70,21 +70,27 @@ def augment(padded: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     span = torch.arange(IMAGE_SIZE)
     rows = (offs_y[:, None] + span)[:, None, :, None]
     cols = (offs_x[:, None] + span)[:, None, None, :]
-    out = padded[torch.arange(batch)[:, None, None, None], torch.arange(3)[None, :, None, None],
-                 rows, cols]
+    out = padded[
+        torch.arange(batch)[:, None, None, None], torch.arange(3)[None, :, None, None], rows, cols
+    ]
     flip = torch.rand(batch, generator=gen) < 0.5
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             mean: torch.Tensor, std: torch.Tensor) -> float:
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+) -> float:
     """Top-1 accuracy of ``model`` on uint8 NCHW images."""
     model.eval()
     correct = 0
     for start in range(0, len(images), 500):
-        x = (images[start:start + 500].float() / 255 - mean) / std
-        correct += int((model(x).argmax(1) == labels[start:start + 500]).sum())
+        x = (images[start : start + 500].float() / 255 - mean) / std
+        correct += int((model(x).argmax(1) == labels[start : start + 500]).sum())
     model.train()
     return correct / len(images)
 
@@ -123,8 +129,11 @@ def main() -> None:
         raise SystemExit(f"train/test classes differ: {classes} vs {test_classes}")
     floats = train_x.reshape(-1, 3).astype(np.float64) / 255
     mean_np, std_np = floats.mean(0), floats.std(0)
-    print(f"decoded {len(train_x)} train / {len(test_x)} test in {time.time() - t0:.1f}s; "
-          f"classes {classes}; mean {mean_np.tolist()} std {std_np.tolist()}", flush=True)
+    print(
+        f"decoded {len(train_x)} train / {len(test_x)} test in {time.time() - t0:.1f}s; "
+        f"classes {classes}; mean {mean_np.tolist()} std {std_np.tolist()}",
+        flush=True,
+    )
     mean = torch.tensor(mean_np, dtype=torch.float32)[:, None, None]
     std = torch.tensor(std_np, dtype=torch.float32)[:, None, None]
 
@@ -138,7 +147,8 @@ def main() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=MAX_LR, weight_decay=WEIGHT_DECAY)
     steps_per_epoch = len(train_t) // BATCH_SIZE
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=MAX_LR, epochs=args.epochs, steps_per_epoch=steps_per_epoch)
+        optimizer, max_lr=MAX_LR, epochs=args.epochs, steps_per_epoch=steps_per_epoch
+    )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
 
     t_train = time.time()
@@ -147,7 +157,7 @@ def main() -> None:
         order = torch.randperm(len(train_t), generator=gen)
         running = 0.0
         for step in range(steps_per_epoch):
-            idx = order[step * BATCH_SIZE:(step + 1) * BATCH_SIZE]
+            idx = order[step * BATCH_SIZE : (step + 1) * BATCH_SIZE]
             x = (augment(padded[idx], gen).float() / 255 - mean) / std
             loss = loss_fn(model(x), labels[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -156,15 +166,25 @@ def main() -> None:
             scheduler.step()
             running += loss.item()
         acc = evaluate(model, test_t, test_labels, mean, std)
-        print(f"epoch {epoch + 1}/{args.epochs} loss {running / steps_per_epoch:.4f} "
-              f"test_acc {acc:.4f} epoch_s {time.time() - t_ep:.1f}", flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs} loss {running / steps_per_epoch:.4f} "
+            f"test_acc {acc:.4f} epoch_s {time.time() - t_ep:.1f}",
+            flush=True,
+        )
         save_atomic(model.state_dict(), args.out)
     train_s = time.time() - t_train
     acc = evaluate(model, test_t, test_labels, mean, std)
-    record = {"test_accuracy": acc, "epochs": args.epochs, "train_seconds": round(train_s, 1),
-              "threads": args.threads, "seed": SEED, "mean": mean_np.tolist(),
-              "std": std_np.tolist(), "classes": classes,
-              "params": sum(p.numel() for p in model.parameters())}
+    record = {
+        "test_accuracy": acc,
+        "epochs": args.epochs,
+        "train_seconds": round(train_s, 1),
+        "threads": args.threads,
+        "seed": SEED,
+        "mean": mean_np.tolist(),
+        "std": std_np.tolist(),
+        "classes": classes,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
     print(json.dumps(record), flush=True)
     (CACHE_DIR / "train_record.json").write_text(json.dumps(record, indent=1))
 
