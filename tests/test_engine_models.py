@@ -169,6 +169,7 @@ def test_activations_without_a_rule_raise_naming_the_module(activation):
     x = torch.randn(1, 3, 10, 10)
     with dn.Deconvnet(model) as net, pytest.raises(dn.UnsupportedLayerError, match=r"module 1 \("):
         net.project(x, layer="2", select=dn.MapMax(0))
+    assert _no_hooks(model)
     with dn.Deconvnet(model, rule="gradient") as net:
         assert net.project(x, layer="2", select=dn.MapMax(0)).images.abs().sum() > 0
 
@@ -235,6 +236,14 @@ def test_bad_inputs_give_clear_errors():
             net.project(x, layer="9", select="top:9")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="rule='deconv'"):
         dn.Deconvnet(model, rule="deconv")
+
+
+def test_project_works_inside_no_grad_and_in_float64():
+    model = _nets.vgg_like().double()
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad(), dn.Deconvnet(model) as net:
+        res = net.project(x, layer="9", select=dn.TopMaps(2))
+    assert res.images.dtype == torch.float64 and res.images.abs().max() > 0
 
 
 def test_layer_not_downstream_of_the_input():
