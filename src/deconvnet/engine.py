@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from deconvnet import layer_types
+from deconvnet import layer_types, windowed
 from deconvnet.compat import preset
 from deconvnet.errors import InputError, LayerNotFoundError
 from deconvnet.hooks import HandleList, LayerReached
@@ -205,6 +205,20 @@ class Deconvnet:
             raise TypeError(f"select must be a Selection such as TopMaps(9), got {select!r}")
         name, module = resolve_layer(self.model, layer)
         x = self._check_input(x)
+        chain = windowed.plan(self.model, x, module, self.policy) if switches is None else None
+        if chain is not None:
+            seeds = select.resolve(chain.output)
+            if seeds.positions is not None and chain.output.dim() == 4:
+                images = self._reverse_windowed(chain, seeds, x.shape, progress)
+                return Projection(
+                    images=images,
+                    channels=seeds.channels,
+                    positions=seeds.positions,
+                    values=seeds.values,
+                    layer=name,
+                    selection=select,
+                    policy=self.policy,
+                )
         with torch.enable_grad():
             y, pullback = torch.func.vjp(
                 lambda inp: self._forward_to(inp, name, module, switches), x
@@ -239,6 +253,40 @@ class Deconvnet:
             if progress is not None:
                 progress(stop * batch, count * batch)
         return torch.cat(parts, dim=0).transpose(0, 1)
+
+    def _reverse_windowed(
+        self,
+        chain: windowed.Chain,
+        seeds: Seeds,
+        input_shape: torch.Size,
+        progress: Callable[[int, int | None], None] | None,
+    ) -> Tensor:
+        """Single-unit seeds on a chain network: reverse passes on receptive-field windows."""
+        assert seeds.positions is not None  # checked by the caller
+        batch, count = seeds.channels.shape
+        image_index = torch.arange(batch, device=seeds.channels.device).repeat_interleave(count)
+        channels = seeds.channels.reshape(-1)
+        positions = seeds.positions.reshape(batch * count, -1)
+        values = seeds.values.reshape(-1)
+        total = batch * count
+        parts = []
+        for start in range(0, total, self.batch_size):
+            stop = min(start + self.batch_size, total)
+            with torch.no_grad():
+                part = windowed.reverse_batch(
+                    chain,
+                    image_index[start:stop],
+                    channels[start:stop],
+                    positions[start:stop],
+                    values[start:stop],
+                    self.policy,
+                    input_shape,
+                )
+            parts.append(part)
+            if progress is not None:
+                progress(stop, total)
+        images = torch.cat(parts)
+        return images.view(batch, count, *images.shape[1:])
 
     def _check_input(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):

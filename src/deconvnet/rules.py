@@ -206,10 +206,15 @@ def overwrite_collisions(pooled: Tensor, indices: Tensor, input_shape: torch.Siz
     indices : LongTensor like ``pooled`` — flat argmax positions within each input plane.
     input_shape : shape of the pooling input (B, C, *in_spatial).
     """
+    keep = overwrite_keep(indices, input_shape).to(pooled.dtype)
+    return pooled * keep + (pooled * (1 - keep)).detach()
+
+
+def overwrite_keep(indices: Tensor, input_shape: torch.Size) -> Tensor:
+    """True where a pooled position is the last, in raster order, to write its switch."""
     flat = indices.flatten(2)
     order = torch.arange(flat.shape[2], device=flat.device).expand_as(flat)
     plane = int(torch.Size(input_shape[2:]).numel())
     last_writer = torch.full((*flat.shape[:2], plane), -1, dtype=torch.long, device=flat.device)
     last_writer = last_writer.scatter_reduce(2, flat, order, reduce="amax")
-    keep = (last_writer.gather(2, flat) == order).reshape(pooled.shape).to(pooled.dtype)
-    return pooled * keep + (pooled * (1 - keep)).detach()
+    return (last_writer.gather(2, flat) == order).reshape(indices.shape)
