@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import deconvnet as dn  # noqa: E402
-from tests import _nets  # noqa: E402
+import deconvnet as dn
+from tests import _nets
 
 CONV2, CONV3, CONV5, POOL5 = "4", "8", "13", "14"  # ReLU outputs / pool5 in the layout
 TOLERANCE = 1e-4
@@ -106,9 +106,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    header = f"{'task':<24}{'ours (s)':>10}{'Captum (s)':>12}{'ratio':>8}{'ours MiB':>10}{'Captum MiB':>12}"
-    print(header)
-    for task, label in (("conv5-all", f"(i) conv5 {args.maps}× MapMax"), ("top9", "(ii) top-9 conv2/3/pool5")):
+    print(f"{'task':<24}{'ours (s)':>10}{'Captum (s)':>12}{'ratio':>8}", end="")
+    print(f"{'ours MiB':>10}{'Captum MiB':>12}")
+    for task, label in (
+        ("conv5-all", f"(i) conv5 {args.maps}× MapMax"),
+        ("top9", "(ii) top-9 conv2/3/pool5"),
+    ):
         for _ in range(args.repeat):
             t_ours, m_ours, r_ours = run("ours", task, args.maps)
             t_peer, m_peer, r_peer = run("captum", task, args.maps)

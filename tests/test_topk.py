@@ -134,13 +134,14 @@ def test_image_appears_once_per_map_and_batching_does_not_matter(array_data) -> 
 
 
 def test_float_network_matches_brute_force(array_data) -> None:
+    """Batching changes float32 rounding (relative 1e-7), never the order here."""
     net = float_net()
     index = topk.scan(net, array_data, ["3"], k=K, batch_size=4)
     expected = brute_force(net, array_data, 3, K)
     found = state_as_lists(index.state, "3")
     for want, got in zip(expected, found, strict=True):
         assert [(i, p) for _, i, p in want] == [(i, p) for _, i, p in got]
-        np.testing.assert_allclose([v for v, _, _ in got], [v for v, _, _ in want], atol=1e-5)
+        np.testing.assert_allclose([v for v, _, _ in got], [v for v, _, _ in want], rtol=1e-6)
 
 
 def test_fewer_images_than_k_leaves_empty_slots(array_data) -> None:
@@ -219,6 +220,8 @@ def test_mismatching_checkpoint_is_a_clear_error(array_data, tmp_path: Path) -> 
     np.savez(other, x=binary_images(seed=1))
     with pytest.raises(InputError, match="fingerprint"):
         topk.scan(net, open_dataset(other, SPEC), ["3"], k=K, checkpoint=checkpoint, resume=True)
+    with pytest.raises(InputError, match="its model"):
+        topk.scan(float_net(), array_data, ["3"], k=K, checkpoint=checkpoint, resume=True)
     checkpoint.write_bytes(b"garbage")
     with pytest.raises(InputError, match="cannot read checkpoint"):
         topk.scan(net, array_data, ["3"], k=K, checkpoint=checkpoint, resume=True)

@@ -46,6 +46,8 @@ LABEL_PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 """Distinct colours for class labels (tab10 plus two light tones), most frequent first."""
 
+MISSING = 230
+"""Grey level of NaN cells in heatmaps."""
 OTHER_COLOUR = (40, 40, 40)
 """Colour of the labels beyond the palette, grouped as "other"."""
 PANEL_SIDE = 224
@@ -84,7 +86,7 @@ def colormap(values: np.ndarray, low: float | None = None, high: float | None = 
     below = np.floor(position).astype(int).clip(0, len(VIRIDIS_ANCHORS) - 2)
     weight = (position - below)[..., None]
     rgb = VIRIDIS_ANCHORS[below] * (1 - weight) + VIRIDIS_ANCHORS[below + 1] * weight
-    rgb[~np.isfinite(data)] = 0
+    rgb[~np.isfinite(data)] = MISSING
     return np.round(rgb).astype(np.uint8)
 
 

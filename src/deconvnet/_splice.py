@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,6 +32,8 @@ from deconvnet.receptive import ReceptiveField, receptive_fields
 
 MIN_SAVING = 0.8
 """Splice only when the estimated cost is below this share of a plain forward pass."""
+MAX_TRIED = 3
+"""Splice layers verified, cheapest first, before giving up and running plainly."""
 
 
 @dataclass(frozen=True)
@@ -96,38 +98,48 @@ def plan(
     size: int,
     rows: list[int],
     cols: list[int],
-) -> SplicePlan | None:
-    """The cheapest splice layer for this occluder, or None when splicing would not pay."""
-    order, macs, shapes, calls = _trace_costs(model, x)
-    if layer_name not in order:
-        return None
-    total = sum(macs.values())
+) -> list[SplicePlan]:
+    """Splice plans worth trying for this occluder, cheapest first (empty: run plainly).
+
+    Only layers that cut the network are candidates: nothing after them reads a tensor
+    made before them (no skip connection or concatenation reaches around them), and every
+    layer up to them reads only the input or other modules' outputs (no functional slicing
+    or padding in between, which would not map crops to the same pixels).
+    """
+    trace = _trace(model, x)
+    if layer_name not in trace.order:
+        return []
+    total = sum(trace.macs.values())
     if total <= 0:
-        return None
+        return []
     try:
         fields = receptive_fields(model, tuple(x.shape), device=x.device)
     except InputError:
-        return None
+        return []
     height, width = x.shape[-2:]
-    best: tuple[float, str, dict[int, AxisCrop], dict[int, AxisCrop]] | None = None
+    options = []
     done = 0.0
-    for name in order[: order.index(layer_name) + 1]:
-        done += macs.get(name, 0.0)
+    for name in trace.order[: trace.order.index(layer_name) + 1]:
+        done += trace.macs.get(name, 0.0)
         field = fields.get(name)
-        if field is None or field.is_global or calls[name] != 1 or len(shapes[name]) != 4:
+        shape = trace.shapes.get(name, ())
+        if field is None or field.is_global or trace.calls[name] != 1 or len(shape) != 4:
             continue
-        row_crops = _crops_for(field, 0, rows, size, height, shapes[name][2])
-        col_crops = _crops_for(field, 1, cols, size, width, shapes[name][3])
+        if not trace.cuts(name):
+            continue
+        row_crops = _crops_for(field, 0, rows, size, height, shape[2])
+        col_crops = _crops_for(field, 1, cols, size, width, shape[3])
         share = _largest(row_crops) * _largest(col_crops) / (height * width)
         cost = (done * min(share, 1.0) + total - done) / total
-        if best is None or cost < best[0]:
-            best = (cost, name, row_crops, col_crops)
-    if best is None or best[0] > MIN_SAVING:
-        return None
-    cost, name, row_crops, col_crops = best
-    module = model.get_submodule(name)
-    base = _capture(model, x, module)
-    return SplicePlan(name, module, base, row_crops, col_crops, cost)
+        if cost <= MIN_SAVING:
+            options.append((cost, name, row_crops, col_crops))
+    options.sort(key=lambda option: option[0])
+    plans = []
+    for cost, name, row_crops, col_crops in options[:MAX_TRIED]:
+        module = model.get_submodule(name)
+        base = _capture(model, x, module)
+        plans.append(SplicePlan(name, module, base, row_crops, col_crops, cost))
+    return plans
 
 
 def _crops_for(
@@ -143,32 +155,71 @@ def _largest(crops: dict[int, AxisCrop]) -> int:
     return max(c.stop - c.start for c in crops.values())
 
 
-def _trace_costs(
-    model: nn.Module, x: Tensor
-) -> tuple[list[str], dict[str, float], dict[str, tuple[int, ...]], dict[str, int]]:
-    """Modules in the order they finish, their conv/linear multiply-adds, output shapes."""
-    order: list[str] = []
-    macs: dict[str, float] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
-    calls: dict[str, int] = {}
+@dataclass
+class _Trace:
+    """One forward pass, seen through module hooks (tensors kept alive so ids stay unique)."""
 
-    def record(name: str) -> Callable[[nn.Module, Any, Any], None]:
+    order: list[str] = field(default_factory=list)  # by completion
+    macs: dict[str, float] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    finished: dict[str, tuple[int, int]] = field(default_factory=dict)  # (event, output id)
+    made: list[tuple[int, int]] = field(default_factory=list)  # (event, tensor id)
+    read: list[tuple[int, int]] = field(default_factory=list)  # (event, tensor id), leaves
+    foreign: list[int] = field(default_factory=list)  # events where a leaf read an untracked tensor
+    keep: list[Any] = field(default_factory=list)
+    event: int = 0
+
+    def cuts(self, name: str) -> bool:
+        """Nothing that starts after ``name`` finishes reads a tensor made before it."""
+        when, own = self.finished[name]
+        if any(event <= when for event in self.foreign):
+            return False  # a functional op (slicing, padding...) before it: crops may not map
+        before = {tid for event, tid in self.made if event <= when and tid != own}
+        return not any(event > when and tid in before for event, tid in self.read)
+
+
+def _trace(model: nn.Module, x: Tensor) -> _Trace:
+    """Completion order, conv/linear multiply-adds, output shapes and data flow of modules."""
+    trace = _Trace()
+    trace.made.append((0, id(x)))
+
+    def before(name: str, leaf: bool) -> Callable[[nn.Module, Any], None]:
+        def hook(module: nn.Module, inputs: Any) -> None:
+            trace.event += 1
+            if leaf:
+                known = {tid for _, tid in trace.made}
+                for item in inputs:
+                    if isinstance(item, Tensor):
+                        trace.read.append((trace.event, id(item)))
+                        if id(item) not in known:
+                            trace.foreign.append(trace.event)
+
+        return hook
+
+    def after(name: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            calls[name] = calls.get(name, 0) + 1
-            if name not in order:
-                order.append(name)
+            trace.event += 1
+            trace.calls[name] = trace.calls.get(name, 0) + 1
+            if name not in trace.order:
+                trace.order.append(name)
             if isinstance(output, Tensor):
-                shapes[name] = tuple(output.shape)
-                macs[name] = macs.get(name, 0.0) + _module_macs(module, output)
+                trace.keep.append(output)
+                trace.made.append((trace.event, id(output)))
+                trace.finished[name] = (trace.event, id(output))
+                trace.shapes[name] = tuple(output.shape)
+                trace.macs[name] = trace.macs.get(name, 0.0) + _module_macs(module, output)
 
         return hook
 
     with HandleList() as handles, torch.no_grad():
         for name, module in model.named_modules():
             if name:
-                handles.append(module.register_forward_hook(record(name)))
+                leaf = not any(True for _ in module.children())
+                handles.append(module.register_forward_pre_hook(before(name, leaf)))
+                handles.append(module.register_forward_hook(after(name)))
         model(x)
-    return order, macs, shapes, calls
+    return trace
 
 
 def _module_macs(module: nn.Module, output: Tensor) -> float:
@@ -199,7 +250,8 @@ def crop_batch(
     for top, left in spots:
         row, col = splice.rows[top], splice.cols[left]
         crop = x[0, :, row.start : row.stop, col.start : col.stop].clone()
-        crop[:, top - row.start : top - row.start + size, left - col.start : left - col.start + size] = fill
+        y, x0 = top - row.start, left - col.start
+        crop[:, y : y + size, x0 : x0 + size] = fill
         parts.append(crop)
     return torch.stack(parts)
 

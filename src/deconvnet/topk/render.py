@@ -70,11 +70,13 @@ def render(
     mode: DisplayMode = "minmax",
     save_tiles: bool = True,
     metadata: Mapping[str, Any] | None = None,
+    display_names: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> RenderResult:
     """Write ``topk_<layer>.png`` per layer, optional per-tile PNGs and ``topk_index.json``.
 
-    ``metadata`` (e.g. the model's name and weights) is stored at the top of the index.
+    ``metadata`` (e.g. the model's name and weights) is stored at the top of the index;
+    ``display_names`` (e.g. ``{"features.4": "conv2"}``) name the sheets and tile folders.
     """
     if tile < 1:
         raise InputError(f"tile must be >= 1 pixel, got {tile}")
@@ -90,8 +92,9 @@ def render(
         for channel in channels:
             items = [projections.get((layer, channel, rank)) for rank in range(k)]
             cells.append((channel, _map_tiles(items, tile, mode)))
-        sheet, boxes = _layer_sheet(layer, cells, tile, columns)
-        name = f"topk_{_safe(layer)}.png"
+        shown_name = (display_names or {}).get(layer, layer)
+        sheet, boxes = _layer_sheet(shown_name, cells, tile, columns)
+        name = f"topk_{_safe(shown_name)}.png"
         sheets[layer] = save_png(sheet, out / name)
         for channel, (tiles, _) in cells:
             for rank, item in enumerate(projections.get((layer, channel, r)) for r in range(k)):
@@ -99,7 +102,7 @@ def render(
                     continue
                 record = _record(index, item, name, boxes[(channel, rank)])
                 if save_tiles:
-                    folder = Path(TILES_DIR) / _safe(layer)
+                    folder = Path(TILES_DIR) / _safe(shown_name)
                     stem = f"map{channel:04d}_rank{rank}"
                     projection_tile, patch_tile = tiles[rank]
                     save_png(projection_tile, out / folder / f"{stem}_projection.png")

@@ -188,6 +188,7 @@ def scan(
     header = {
         "format": CHECKPOINT_FORMAT,
         "fingerprint": dataset.fingerprint(),
+        "model": model_fingerprint(model),
         "num_images": len(dataset),
         "image_ids": torch.tensor(order, dtype=torch.long),
         "layers": [name for name, _ in named],
@@ -307,6 +308,17 @@ class _Recorder:
         width = maps.shape[3]
         positions = torch.stack([flat_index // width, flat_index % width], dim=-1)
         self.tops[name] = top.with_batch(image_ids, maxima, positions)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over the names, shapes and bytes of the model's state dict, so a checkpoint is
+    never continued with other weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}\n".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
 
 
 def _save_checkpoint(path: Path, header: dict[str, Any], state: TopKState, done: int) -> None:

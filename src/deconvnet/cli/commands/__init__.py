@@ -2,6 +2,6 @@
 
 from types import ModuleType
 
-from deconvnet.cli.commands import layers, maps, project, topk
+from deconvnet.cli.commands import compare, layers, maps, occlude, project, sanity, topk
 
-ALL: list[ModuleType] = [project, layers, maps, topk]
+ALL: list[ModuleType] = [project, layers, maps, topk, occlude, compare, sanity]

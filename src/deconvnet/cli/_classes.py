@@ -1,0 +1,58 @@
+"""Class names for the faces: the model's own, a ``--categories`` file, or ImageNet's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deconvnet.errors import InputError
+from deconvnet.models._meta import IMAGENET_CATEGORIES
+
+IMAGENET_CLASSES = len(IMAGENET_CATEGORIES)
+
+
+def read_categories(path: Path) -> tuple[str, ...]:
+    """One class per line; a leading WordNet id (``n01440764 tench, Tinca tinca``) is dropped."""
+    names = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if not text:
+            continue
+        head, _, rest = text.partition(" ")
+        names.append(rest.strip() if head[:1] == "n" and head[1:].isdigit() and rest else text)
+    if not names:
+        raise InputError(f"no class names in {path}")
+    return tuple(names)
+
+
+def categories_for(
+    given: Path | None, own: tuple[str, ...] | None, num_outputs: int
+) -> tuple[tuple[str, ...] | None, str]:
+    """The names to show and where they came from (for the manifest)."""
+    if given is not None:
+        names = read_categories(given)
+        source = str(given)
+    elif own is not None:
+        names, source = own, "model"
+    elif num_outputs == IMAGENET_CLASSES:
+        names, source = IMAGENET_CATEGORIES, "imagenet (assumed from 1000 outputs)"
+    else:
+        return None, "none"
+    if len(names) != num_outputs:
+        raise InputError(f"{source} names {len(names)} classes but the model has {num_outputs}")
+    return names, source
+
+
+def parse_label(text: str | None, names: tuple[str, ...] | None, num_outputs: int) -> int | None:
+    """``--label``: a class index or a class name (whole name or its part before a comma)."""
+    if text is None:
+        return None
+    if text.strip().isdigit():
+        index = int(text)
+        if index >= num_outputs:
+            raise InputError(f"--label {index} out of range: the model has {num_outputs} classes")
+        return index
+    wanted = text.strip().lower()
+    for index, name in enumerate(names or ()):
+        if wanted in (name.lower(), name.split(",")[0].strip().lower()):
+            return index
+    raise InputError(f"--label {text!r} is neither a class index nor a known class name")
