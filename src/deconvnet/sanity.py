@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from deconvnet import _figure
 from deconvnet.engine import Deconvnet, Projection, resolve_layer
 from deconvnet.errors import InputError
+from deconvnet.receptive import Box, receptive_fields
 from deconvnet.render import to_display
 from deconvnet.selection import Mask, Neuron, Selection, Threshold, Unit
 
@@ -120,13 +121,15 @@ def cascading_randomisation(
 
     Layers are the modules holding parameters, in ``named_modules()`` order, reversed.
     New weights are Gaussian with each tensor's own standard deviation (seeded by ``seed``),
-    so activation scales stay comparable. Metrics are averaged over the ``K`` seeds.
+    so activation scales stay comparable. Metrics are averaged over the ``K`` seeds and
+    taken inside each seed's receptive-field box (where the projection can be non-zero).
     """
     name, _ = resolve_layer(model, layer)
     x = x[:1]
     with Deconvnet(model, rule=rule) as net:
         original = net.project(x, name, select)
     fixed = _fixed_selections(original, net, x, name)
+    boxes = _boxes(model, x, name, fixed)
     layers = [n for n, m in model.named_modules() if any(True for _ in m.parameters(False))]
     if not layers:
         raise InputError("the model has no parameters to randomise")
@@ -140,7 +143,7 @@ def cascading_randomisation(
         with Deconvnet(work, rule=rule) as net:
             images = torch.stack([net.project(x, name, s).images[0, 0] for s in fixed]).cpu()
         projections.append(images)
-        rows.append(_row(step, tuple(reversed(layers))[:step], projections[0], images))
+        rows.append(_row(step, tuple(reversed(layers))[:step], projections[0], images, boxes))
         if progress is not None:
             progress(step, total)
     return SanityResult(
@@ -175,13 +178,40 @@ def _randomise(module: nn.Module, generator: torch.Generator) -> None:
             param.copy_((noise * spread).to(param.dtype))
 
 
-def _row(step: int, randomised: tuple[str, ...], reference: Tensor, images: Tensor) -> SanityRow:
+def _boxes(model: nn.Module, x: Tensor, name: str, fixed: list[Selection]) -> list[Box | None]:
+    """Each pinned neuron's receptive-field box: metrics are taken inside it.
+
+    Outside the box every projection is exactly zero, so whole-image metrics would be
+    dominated by those zeros and read ~1 whatever the weights.
+    """
+    field = receptive_fields(model, tuple(x.shape)).get(name)
+    hw = (int(x.shape[2]), int(x.shape[3]))
+    return [
+        field.box(s.position[0], s.position[1], hw)
+        if field is not None and isinstance(s, Neuron) and len(s.position) == 2
+        else None
+        for s in fixed
+    ]
+
+
+def _row(
+    step: int,
+    randomised: tuple[str, ...],
+    reference: Tensor,
+    images: Tensor,
+    boxes: list[Box | None],
+) -> SanityRow:
     ranks, structure, signed = [], [], []
     for k in range(images.shape[0]):
-        a, b = saliency_map(reference[k]), saliency_map(images[k])
+        before, after = reference[k], images[k]
+        box = boxes[k] if k < len(boxes) else None
+        if box is not None:
+            before = before[:, box[0] : box[2], box[1] : box[3]]
+            after = after[:, box[0] : box[2], box[1] : box[3]]
+        a, b = saliency_map(before), saliency_map(after)
         ranks.append(spearman(a, b))
         structure.append(ssim(a, b))
-        signed.append(spearman(reference[k].sum(0), images[k].sum(0)))
+        signed.append(spearman(before.sum(0), after.sum(0)))
     return SanityRow(
         step, randomised, float(np.mean(ranks)), float(np.mean(structure)), float(np.mean(signed))
     )
