@@ -106,6 +106,28 @@ def _pad(array: np.ndarray, width: int) -> np.ndarray:
     return np.concatenate([array, pad], axis=1)
 
 
+def squeezenet_instruments() -> None:
+    """Fig. 7 occlusion and the rule comparison on the real ImageNet SqueezeNet v1.0."""
+    folder = SHARED / "caffe" / "squeezenet"
+    caffe_args = [
+        "--caffe",
+        str(folder / "squeezenet_v1.0_deploy.prototxt"),
+        str(folder / "squeezenet_v1.0.caffemodel"),
+    ]
+    photo = str(SHARED / "images" / "skimage_chelsea.png")
+    tmp = ROOT / "out" / "readme_squeezenet"
+    runs = {
+        "occlusion": ["occlude", photo, *caffe_args, "--layer", "relu_conv_final"],
+        "compare": ["compare", photo, *caffe_args, "--layer", "fire9/concat", "--select", "top:1"],
+    }
+    for name, argv in runs.items():
+        if main([*argv, "--out", str(tmp / name)]) != 0:
+            raise SystemExit(f"{name} failed")
+        picture = np.asarray(Image.open(tmp / name / f"{name}.png").convert("RGB"))
+        _save(picture, f"squeezenet_{name}.png")
+
+
 if __name__ == "__main__":
     main_job()
     demo_vs_paper()
+    squeezenet_instruments()
