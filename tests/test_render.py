@@ -259,3 +259,17 @@ def test_write_json_converts_scalars_and_sorts_keys(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="JSON"):
         write_json({"bad": float("nan")}, tmp_path / "nan.json")
     assert not (tmp_path / "nan.json").exists()
+
+
+def test_shared_range_clip_percent_ignores_outliers() -> None:
+    from deconvnet.render import shared_range
+
+    values = np.concatenate([np.linspace(-1.0, 1.0, 1000), [100.0, -100.0]])
+    assert shared_range([values.reshape(1, 1, -1)], "minmax").high == 100.0
+    clipped = shared_range([values.reshape(1, 1, -1)], "minmax", clip_percent=0.5)
+    assert clipped.high == pytest.approx(np.percentile(values, 99.5))
+    assert clipped.high < 1.0 and clipped.low > -1.0
+    signed = shared_range([values.reshape(1, 1, -1)], "signed", clip_percent=0.5)
+    assert signed.high == pytest.approx(np.percentile(np.abs(values), 99.5))
+    with pytest.raises(InputError):
+        shared_range([values], "minmax", clip_percent=50)

@@ -63,22 +63,34 @@ class DisplayRange:
             raise InputError(f"DisplayRange needs finite low <= high, got {self.low}, {self.high}")
 
 
-def shared_range(projections: Iterable[ArrayLike], mode: DisplayMode = "minmax") -> DisplayRange:
+def shared_range(
+    projections: Iterable[ArrayLike], mode: DisplayMode = "minmax", *, clip_percent: float = 0.0
+) -> DisplayRange:
     """One :class:`DisplayRange` covering all ``projections``, for side-by-side comparison.
 
     ``"minmax"``: the overall min and max; ``"signed"``: ``(-m, m)`` with ``m`` the overall
-    largest ``|x|``.
+    largest ``|x|``. ``clip_percent`` > 0 ignores that percentage of the most extreme values
+    at each end (those pixels saturate), so a few outlier pixels cannot make the rest faint.
     """
     _check_mode(mode)
+    if not 0.0 <= clip_percent < 50.0:
+        raise InputError(f"clip_percent must be in [0, 50), got {clip_percent}")
     arrays = [_as_float_array(p) for p in projections]
     if not arrays or all(a.size == 0 for a in arrays):
         raise InputError("shared_range got no values; pass at least one non-empty projection")
-    low = min(float(a.min()) for a in arrays if a.size)
-    high = max(float(a.max()) for a in arrays if a.size)
+    values = np.concatenate([a.ravel() for a in arrays if a.size])
     if mode == "signed":
-        largest = max(abs(low), abs(high))
+        magnitude = np.abs(values)
+        largest = (
+            float(np.percentile(magnitude, 100 - clip_percent))
+            if clip_percent
+            else float(magnitude.max())
+        )
         return DisplayRange(-largest, largest)
-    return DisplayRange(low, high)
+    if clip_percent:
+        low, high = np.percentile(values, [clip_percent, 100 - clip_percent])
+        return DisplayRange(float(low), float(high))
+    return DisplayRange(float(values.min()), float(values.max()))
 
 
 def to_display(

@@ -7,8 +7,9 @@ receptive field of its unit (the parts that fall outside the image are left
 :data:`OUTSIDE` grey) scaled to ``tile`` pixels.
 
 **Contrast**: the ``k`` projections of one map share one display range
-(:func:`deconvnet.render.shared_range` over their crops, ``"minmax"`` by default), so
-their relative strength is visible; different maps are stretched independently, as in
+(:func:`deconvnet.render.shared_range` over their crops, ``"minmax"`` by default, the
+:data:`CLIP_PERCENT` most extreme values at each end saturating), so their relative
+strength is visible; different maps are stretched independently, as in
 the paper. A JSON index lists every tile (layer, map, rank, value, image path, position,
 crop box, tile files). All files are written atomically.
 """
@@ -34,6 +35,9 @@ from deconvnet.topk.scan import TopKIndex
 Progress = Callable[[int, int | None], None]
 Box = tuple[int, int, int, int]
 
+CLIP_PERCENT = 0.5
+"""Percent of the most extreme projection values per end that saturate in a map's shared
+range, so a few outlier pixels do not leave the other eight crops faint."""
 DEFAULT_TILE = 96
 """Display size (pixels) of the longer side of one receptive-field tile."""
 TILE_GAP = 2
@@ -156,7 +160,7 @@ def _map_tiles(
     tiles: list[tuple[np.ndarray, np.ndarray]] = []
     if not present:
         return tiles, ""
-    scale = shared_range([item.projection for item in present], mode)
+    scale = shared_range([item.projection for item in present], mode, clip_percent=CLIP_PERCENT)
     for item in items:
         if item is None:
             blank = np.full((tile, tile, 3), EMPTY, dtype=np.uint8)
