@@ -80,9 +80,10 @@ def test_graphs_and_other_selections_use_the_general_path():
     policy = ReversePolicy()
     res = _nets.resnet_like()
     assert windowed.plan(res, torch.randn(1, 3, 16, 16), res[4], policy) is None
-    twin = _nets.FunctionalTwin(_nets.vgg_like(), "functional")
     x = torch.randn(1, 3, 32, 32)
-    assert windowed.plan(twin, x, twin.base[9], policy) is None
+    for form in ("functional", "inplace_method", "functional_inplace"):
+        twin = _nets.FunctionalTwin(_nets.vgg_like(), form)  # ReLUs outside modules
+        assert windowed.plan(twin, x, twin.base[9], policy) is None, form
     vgg = _nets.vgg_like()
     assert windowed.plan(vgg, x, vgg[9], ReversePolicy(lrn="gradient")) is None
     assert windowed.plan(vgg.train(), x, vgg[9], policy) is not None  # no BN/dropout before 9

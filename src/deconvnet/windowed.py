@@ -47,20 +47,20 @@ def plan(model: nn.Module, x: Tensor, layer: nn.Module, policy: ReversePolicy) -
     """Record the forward pass if ``model`` up to ``layer`` is a plain chain we cover."""
     if policy.lrn == "gradient" or x.dim() != 4:
         return None
-    calls: list[tuple[nn.Module, Tensor, Tensor | None]] = []
-    outputs: list[Tensor] = []
+    calls: list[tuple[nn.Module, Tensor, Tensor | None, int]] = []
+    outputs: list[tuple[Tensor, int]] = []
     leaves = [m for m in model.modules() if not list(m.children())]
 
     def before(module: nn.Module, inputs: tuple[Any, ...]) -> None:
         if len(inputs) != 1 or not isinstance(inputs[0], Tensor):
             raise _NotAChain
         inp = inputs[0]
-        calls.append((module, inp, _record(module, inp, policy)))
+        calls.append((module, inp, _record(module, inp, policy), inp._version))
 
     def after(module: nn.Module, inputs: Any, output: Any) -> None:
         if not isinstance(output, Tensor):
             raise _NotAChain
-        outputs.append(output)
+        outputs.append((output, output._version))
         if module is layer:
             raise LayerReached
 
@@ -77,16 +77,17 @@ def plan(model: nn.Module, x: Tensor, layer: nn.Module, policy: ReversePolicy) -
     if not calls or calls[-1][0] is not layer or len(outputs) != len(calls):
         return None
     steps = []
-    previous = x
-    for (module, inp, saved), out in zip(calls, outputs, strict=True):
-        if inp is not previous or not _covered(module):
+    previous, previous_version = x, x._version
+    for (module, inp, saved, version), (out, out_version) in zip(calls, outputs, strict=True):
+        # Same tensor, untouched in between: an in-place op outside a module breaks the chain.
+        if inp is not previous or version != previous_version or not _covered(module):
             return None
         step = _Step(module, (inp.shape[2], inp.shape[3]), saved)
         if isinstance(module, nn.MaxPool2d) and policy.collisions == "overwrite":
             step.keep = overwrite_keep(saved, inp.shape).to(out.dtype)
         steps.append(step)
-        previous = out
-    return Chain(steps, outputs[-1].detach().clone())
+        previous, previous_version = out, out_version
+    return Chain(steps, outputs[-1][0].detach().clone())
 
 
 class _NotAChain(Exception):  # control flow
