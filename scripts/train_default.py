@@ -39,6 +39,7 @@ WEIGHT_DECAY = 5e-4
 PAD = 4
 IMAGE_SIZE = 32
 LABEL_SMOOTHING = 0.1
+WEIGHTS_FILE_MODE = 0o644
 
 
 def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -102,6 +103,7 @@ def save_atomic(state: dict[str, torch.Tensor], out: Path) -> None:
     os.close(fd)
     try:
         torch.save(state, tmp)
+        os.chmod(tmp, WEIGHTS_FILE_MODE)  # mkstemp makes it owner-only
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

@@ -31,7 +31,8 @@ LRN_BETA = 0.75
 LRN_K = 2.0
 DROPOUT = 0.2
 NUM_PARAMS = 378_538
-EMBEDDED_SHA256: str | None = None  # set after training
+EMBEDDED_SHA256 = "c997189047a07dc4246c97c16e43eae2b1899b79ef8712e8d1f4765282bc37b1"
+"""SHA-256 of ``weights/default_cifar10.pth``, checked on every load."""
 
 LAYER_ALIASES: dict[str, str] = {
     "conv1": "features.0",
