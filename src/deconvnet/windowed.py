@@ -31,7 +31,7 @@ class _Step:
 
     module: nn.Module
     in_hw: tuple[int, int]
-    saved: Tensor | None = None  # ReLU input (for masks) or max-pool switches
+    saved: Tensor | None = None  # ReLU mask, LRN input (for its gradient) or pool switches
     keep: Tensor | None = None  # overwrite mask over pooled positions
 
 
@@ -45,7 +45,7 @@ class Chain:
 
 def plan(model: nn.Module, x: Tensor, layer: nn.Module, policy: ReversePolicy) -> Chain | None:
     """Record the forward pass if ``model`` up to ``layer`` is a plain chain we cover."""
-    if policy.lrn == "gradient" or x.dim() != 4:
+    if x.dim() != 4:
         return None
     calls: list[tuple[nn.Module, Tensor, Tensor | None, int]] = []
     outputs: list[tuple[Tensor, int]] = []
@@ -108,6 +108,8 @@ def _record(module: nn.Module, inp: Tensor, policy: ReversePolicy) -> Tensor | N
     """What the reverse of ``module`` needs, taken before an in-place op can change it."""
     if isinstance(module, nn.ReLU) and policy.rule in ("guided", "gradient"):
         return (inp > 0).to(inp.dtype)
+    if isinstance(module, nn.LocalResponseNorm) and policy.lrn == "gradient":
+        return inp.detach().clone()
     if isinstance(module, nn.MaxPool2d):
         return F.max_pool2d(
             inp,
@@ -170,6 +172,10 @@ def _step_back(
         rectified = torch.relu(signal) if policy.rule == "guided" else signal
         return rectified * mask, tops, lefts
     if isinstance(module, nn.LocalResponseNorm):
+        if policy.lrn == "gradient":  # across channels only: exact on a window
+            window = _windows(step.saved, image_index, tops, lefts, signal.shape[2:])
+            _, pullback = torch.func.vjp(module, window)
+            return pullback(signal)[0], tops, lefts
         return (signal if policy.lrn == "skip" else module(signal)), tops, lefts
     if isinstance(module, nn.BatchNorm2d):
         scale = module.weight / torch.sqrt(module.running_var + module.eps)
