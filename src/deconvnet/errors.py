@@ -33,6 +33,10 @@ class ImageError(DeconvnetError, ValueError):
     """An image file that cannot be decoded or is unusable (empty, too small, too large)."""
 
 
+class ModelNotFoundError(DeconvnetError, ValueError):
+    """A model name that is not in the zoo."""
+
+
 class WeightsError(DeconvnetError, ValueError):
     """Weights that cannot be found, fetched, verified or matched to the model."""
 

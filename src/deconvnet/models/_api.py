@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from deconvnet.errors import DeconvnetError, WeightsError
+from deconvnet.errors import ModelNotFoundError, WeightsError
 from deconvnet.models._download import ProgressFn, check_sha256, fetch
 from deconvnet.preprocessing import Preprocessing
 
@@ -31,10 +31,6 @@ RANDOM_INIT = "random"
 """Reserved weights name: random init even where a default weight set exists."""
 KEYS_SHOWN = 3
 """How many missing/unexpected keys a mismatch message lists before '...'."""
-
-
-class ModelNotFoundError(DeconvnetError, ValueError):
-    """A model name that is not in the zoo."""
 
 
 @dataclass(frozen=True)
