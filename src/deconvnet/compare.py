@@ -18,7 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from deconvnet.engine import Deconvnet
-from deconvnet.render import contact_sheet, shared_range, to_display
+from deconvnet.render import (
+    DisplayMode,
+    DisplayRange,
+    contact_sheet,
+    shared_range,
+    to_display,
+)
 from deconvnet.selection import Selection
 
 RULES: tuple[str, ...] = ("zeiler", "guided", "gradient")
@@ -106,8 +112,12 @@ def comparison_figure(
     *,
     channel_order: Literal["RGB", "BGR"] = "RGB",
 ) -> np.ndarray:
-    """A sheet: per selection, one row on the shared min-max scale, one signed row.
+    """A sheet: per selection, a row on the shared min-max scale, a signed row on the shared
+    scale, and a signed row where each rule has its own scale.
 
+    The shared rows compare magnitudes honestly (rules can differ by orders of magnitude,
+    e.g. the deconvnet's ``relu`` lets through signals the forward mask would stop, and
+    they cancel); the last row shows each rule's pattern even when its values are small.
     Columns are the input (if given) then one rule each; each tile says what it shows and,
     under the rule's name, what the rule does.
     """
@@ -115,8 +125,13 @@ def comparison_figure(
     signed = shared_range(list(comparison.images), "signed")
     tiles: list[np.ndarray] = []
     labels: list[str] = []
+    views: tuple[tuple[DisplayMode, DisplayRange | None], ...] = (
+        ("minmax", minmax),
+        ("signed", signed),
+        ("signed", None),
+    )
     for k in range(comparison.images.shape[1]):
-        for mode, scale in (("minmax", minmax), ("signed", signed)):
+        for mode, scale in views:
             if image is not None:
                 tiles.append(image)
                 labels.append(f"input\n{seed_label(comparison, k)}\n{comparison.layer}")
@@ -126,7 +141,10 @@ def comparison_figure(
                         comparison.images[r, k], mode, scale=scale, channel_order=channel_order
                     )
                 )
-                view = "shared min-max" if mode == "minmax" else "signed, 0 = grey"
+                if scale is None:
+                    view = "signed, own scale"
+                else:
+                    view = "shared min-max" if mode == "minmax" else "signed, shared, 0 = grey"
                 labels.append(f"{rule} ({view})\n{RULE_DESCRIPTIONS.get(rule, rule)}")
     columns = len(comparison.rules) + (image is not None)
     return contact_sheet(tiles, labels, columns=columns)
