@@ -206,25 +206,16 @@ class Deconvnet:
         name, module = resolve_layer(self.model, layer)
         x = self._check_input(x)
         chain = windowed.plan(self.model, x, module, self.policy) if switches is None else None
-        if chain is not None:
-            seeds = select.resolve(chain.output)
-            if seeds.positions is not None and chain.output.dim() == 4:
-                images = self._reverse_windowed(chain, seeds, x.shape, progress)
-                return Projection(
-                    images=images,
-                    channels=seeds.channels,
-                    positions=seeds.positions,
-                    values=seeds.values,
-                    layer=name,
-                    selection=select,
-                    policy=self.policy,
+        seeds = select.resolve(chain.output) if chain is not None else None
+        if chain is not None and seeds is not None and seeds.positions is not None:
+            images = self._reverse_windowed(chain, seeds, x.shape, progress)
+        else:
+            with torch.enable_grad():
+                y, pullback = torch.func.vjp(
+                    lambda inp: self._forward_to(inp, name, module, switches), x
                 )
-        with torch.enable_grad():
-            y, pullback = torch.func.vjp(
-                lambda inp: self._forward_to(inp, name, module, switches), x
-            )
-            seeds = select.resolve(y)
-            images = self._reverse(pullback, y, seeds, progress)
+                seeds = select.resolve(y)
+                images = self._reverse(pullback, y, seeds, progress)
         return Projection(
             images=images,
             channels=seeds.channels,

@@ -76,6 +76,8 @@ def plan(model: nn.Module, x: Tensor, layer: nn.Module, policy: ReversePolicy) -
             return None
     if not calls or calls[-1][0] is not layer or len(outputs) != len(calls):
         return None
+    if outputs[-1][0].dim() != 4:
+        return None
     steps = []
     previous, previous_version = x, x._version
     for (module, inp, saved, version), (out, out_version) in zip(calls, outputs, strict=True):

@@ -47,3 +47,14 @@ def select_argument(text: str) -> sel.Selection:
         return parse_select(text)
     except SelectionError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_target_arguments(parser: argparse.ArgumentParser, default_select: str) -> None:
+    """``--layer`` and ``--select``: what to project (shared by project/compare/sanity)."""
+    parser.add_argument("--layer", default=None, help="layer name or alias (default: last conv)")
+    parser.add_argument(
+        "--select",
+        type=select_argument,
+        default=None,
+        help=f"{SELECT_SYNTAX} (default: {default_select})",
+    )

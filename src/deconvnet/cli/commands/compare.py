@@ -9,7 +9,7 @@ from deconvnet import compare, render
 from deconvnet.cli._inputs import prepare
 from deconvnet.cli._model import add_model_arguments, load_model
 from deconvnet.cli._progress import ProgressBar
-from deconvnet.cli._select import SELECT_SYNTAX, parse_select, select_argument
+from deconvnet.cli._select import add_target_arguments, parse_select
 from deconvnet.images import bundled_photo
 
 MANIFEST = "manifest.json"
@@ -32,11 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     parser.add_argument("image", nargs="?", metavar="IMAGE", help="default: bundled photo")
     add_model_arguments(parser)
-    parser.add_argument("--layer", default=None, help="layer name or alias (default: last conv)")
-    parser.add_argument(
-        "--select", type=select_argument, default=None,
-        help=f"{SELECT_SYNTAX} (default: {DEFAULT_SELECT})",
-    )
+    add_target_arguments(parser, DEFAULT_SELECT)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.set_defaults(func=run)
 

@@ -81,15 +81,18 @@ def run(args: argparse.Namespace) -> int:
     names, source = categories_for(args.categories, loaded.categories, outputs)
     label = parse_label(args.label, names, outputs)
     with ProgressBar(f"{path.name}: occlusion", unit="pos") as bar:
-        result = occlusion.occlude(loaded.model, image.tensor, layer, occluder, label=label,
-                                   progress=bar)
+        result = occlusion.occlude(
+            loaded.model, image.tensor, layer, occluder, label=label, progress=bar
+        )
     order = spec.channel_order
     args.out.mkdir(parents=True, exist_ok=True)
-    render.save_png(occlusion.figure(result, image.rgb, names, channel_order=order),
-                    args.out / FIGURE)
+    render.save_png(
+        occlusion.figure(result, image.rgb, names, channel_order=order), args.out / FIGURE
+    )
     files = {"figure": FIGURE}
-    for key, panel in occlusion.figure_panels(result, image.rgb, names,
-                                              channel_order=order).items():
+    for key, panel in occlusion.figure_panels(
+        result, image.rgb, names, channel_order=order
+    ).items():
         files[key] = f"panel_{key}.png"
         render.save_png(panel, args.out / files[key])
 
@@ -141,4 +144,3 @@ def _fill(text: str, spec: object) -> tuple[float, ...] | None:
     if not 0 <= grey <= MAX_GREY:
         raise InputError(f"--fill must be 'mean' or a grey level 0-255, got {text!r}")
     return occlusion.grey_fill(spec, grey / MAX_GREY)  # type: ignore[arg-type]
-

@@ -10,7 +10,7 @@ from deconvnet import figures, render
 from deconvnet.cli._inputs import image_paths, prepare
 from deconvnet.cli._model import add_model_arguments, load_model
 from deconvnet.cli._progress import ProgressBar
-from deconvnet.cli._select import DEFAULT_SELECT, SELECT_SYNTAX, parse_select, select_argument
+from deconvnet.cli._select import DEFAULT_SELECT, add_target_arguments, parse_select
 from deconvnet.compat import MAX_8BIT, PRESETS, demo_display
 from deconvnet.engine import DEFAULT_BATCH_SIZE, DEFAULT_POLICY, Deconvnet
 from deconvnet.errors import InputError
@@ -37,13 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="default: a bundled CC0 photo")
     add_model_arguments(parser)
-    parser.add_argument("--layer", default=None, help="layer name or alias (default: last conv)")
-    parser.add_argument(
-        "--select",
-        type=select_argument,
-        default=None,
-        help=f"{SELECT_SYNTAX} (default: {DEFAULT_SELECT})",
-    )
+    add_target_arguments(parser, DEFAULT_SELECT)
     add_rule_arguments(parser)
     parser.add_argument(
         "--compat",

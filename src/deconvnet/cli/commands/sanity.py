@@ -10,7 +10,7 @@ from deconvnet import render, sanity
 from deconvnet.cli._inputs import prepare
 from deconvnet.cli._model import add_model_arguments, load_model
 from deconvnet.cli._progress import ProgressBar
-from deconvnet.cli._select import SELECT_SYNTAX, parse_select, select_argument
+from deconvnet.cli._select import add_target_arguments, parse_select
 from deconvnet.images import bundled_photo
 from deconvnet.rules import RULES
 
@@ -34,11 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     parser.add_argument("image", nargs="?", metavar="IMAGE", help="default: bundled photo")
     add_model_arguments(parser)
-    parser.add_argument("--layer", default=None, help="layer name or alias (default: last conv)")
-    parser.add_argument(
-        "--select", type=select_argument, default=None,
-        help=f"{SELECT_SYNTAX} (default: {DEFAULT_SELECT})",
-    )
+    add_target_arguments(parser, DEFAULT_SELECT)
     parser.add_argument("--rule", choices=RULES, default="zeiler", help="reverse rule")
     parser.add_argument("--seed", type=int, default=sanity.DEFAULT_SEED, help="random seed")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -54,7 +50,12 @@ def run(args: argparse.Namespace) -> int:
     image = prepare(path, loaded.preprocessing, device)
     with ProgressBar(f"{path.name}: randomising", unit="layer") as bar:
         result = sanity.cascading_randomisation(
-            loaded.model, image.tensor, layer, selection, rule=args.rule, seed=args.seed,
+            loaded.model,
+            image.tensor,
+            layer,
+            selection,
+            rule=args.rule,
+            seed=args.seed,
             progress=bar,
         )
     order = loaded.preprocessing.channel_order
