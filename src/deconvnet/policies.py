@@ -98,7 +98,7 @@ class ReversePolicy:
         if self.rule == "none":
             return rules.PassThrough(function)
         if self.rule == "zeiler":
-            return rules.LeakyDeconv(function)
+            return rules.Reapply(function)
         return rules.LeakyGuided(function, slope)
 
     def _hardtanh(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:

@@ -111,19 +111,6 @@ class PassThrough(ReverseRule):
         return signal
 
 
-class LeakyDeconv(ReverseRule):
-    """Deconvnet for leaky ReLU / PReLU: the signal goes through the same leaky rectifier."""
-
-    def __init__(self, function: Callable[[Tensor], Tensor]) -> None:
-        self.function = function
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.function(x)
-
-    def backward(self, signal: Tensor, *saved: Tensor) -> Tensor:
-        return self.function(signal)
-
-
 class LeakyGuided(ReverseRule):
     """Guided rule for leaky ReLU / PReLU: the local gradient, then ``relu`` of the product."""
 
@@ -145,7 +132,7 @@ class LeakyGuided(ReverseRule):
         return torch.relu(signal * local)
 
 
-class ReLU6Deconv(ReverseRule):
+class ReLU6Deconv(ReLUDeconv):
     """ReLU6 under the deconvnet: its rectifying part, ``relu(signal)``.
 
     The cap at 6 bounds forward activations; the reverse signal has no such scale, so only
@@ -155,11 +142,8 @@ class ReLU6Deconv(ReverseRule):
     def forward(self, x: Tensor) -> Tensor:
         return F.relu6(x)
 
-    def backward(self, signal: Tensor, *saved: Tensor) -> Tensor:
-        return torch.relu(signal)
 
-
-class ReLU6Guided(ReverseRule):
+class ReLU6Guided(ReLUGuided):
     """ReLU6 under guided backprop: ``relu(signal) * [0 < x < 6]``."""
 
     def forward(self, x: Tensor) -> Tensor:
@@ -168,15 +152,16 @@ class ReLU6Guided(ReverseRule):
     def saved(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
         return ((x > 0) & (x < 6),)
 
-    def backward(self, signal: Tensor, *saved: Tensor) -> Tensor:
-        return torch.relu(signal) * saved[0]
-
 
 # --- normalisation --------------------------------------------------------------------------
 
 
 class Reapply(ReverseRule):
-    """Apply the forward operator to the signal (the old Caffe demo's LRN on the way down)."""
+    """Apply the forward operator to the signal.
+
+    The old Caffe demo's LRN on the way down, and the deconvnet for leaky ReLU / PReLU: the
+    signal passes through the same leaky rectifier, as ``relu`` does for ReLU.
+    """
 
     def __init__(self, function: Callable[[Tensor], Tensor]) -> None:
         self.function = function
