@@ -303,7 +303,9 @@ class _Recorder:
         top = self.tops[name]
         if top.channels.numel() and int(top.channels[-1]) >= y.shape[1]:
             raise InputError(f"layer {name!r} changed its map count to {y.shape[1]}")
-        maps = y.detach().index_select(1, top.channels.to(y.device))
+        maps = y.detach()
+        if top.channels.numel() != y.shape[1]:  # a subset: every map is tracked otherwise
+            maps = maps.index_select(1, top.channels.to(y.device))
         maxima, flat_index = maps.flatten(2).max(dim=2)  # first maximum in row-major order
         width = maps.shape[3]
         positions = torch.stack([flat_index // width, flat_index % width], dim=-1)
