@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from deconvnet import caffe, models
+from deconvnet.cli._progress import ProgressBar
 from deconvnet.engine import resolve_layer
 from deconvnet.errors import InputError
 from deconvnet.preprocessing import Preprocessing
@@ -98,7 +99,8 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
             weights_sha256=_sha256(weights_file) if weights_file else None,
         )
     name = args.model or DEFAULT_MODEL
-    model = models.load(name, args.weights, device=device)
+    with ProgressBar(f"downloading {name} weights", unit="B") as bar:
+        model = models.load(name, args.weights, progress=bar, device=device)
     weights_path = Path(args.weights) if args.weights and Path(args.weights).is_file() else None
     return LoadedModel(
         model=model,
