@@ -9,15 +9,8 @@ from torch import nn
 
 from deconvnet import _figure
 from deconvnet.errors import InputError
-from deconvnet.occlusion import (
-    Occluder,
-    figure,
-    figure_panels,
-    grey_fill,
-    legend_entries,
-    mean_fill,
-    occlude,
-)
+from deconvnet.occlusion import Occluder, grey_fill, mean_fill, occlude
+from deconvnet.occlusion_figure import figure, figure_panels, legend_entries
 from deconvnet.preprocessing import Preprocessing
 from tests import _nets
 
@@ -79,8 +72,9 @@ def _oracle(model, x, layer_module, channel, size, stride, fill):
 def _check_against_oracle(model, x, layer, occluder, method="auto"):
     result = occlude(model, x, layer, occluder, method=method)
     fill = occluder.fill if occluder.fill is not None else 0.0
-    probs, totals = _oracle(model, x, model.get_submodule(layer), result.channel,
-                            occluder.size, occluder.stride, fill)
+    probs, totals = _oracle(
+        model, x, model.get_submodule(layer), result.channel, occluder.size, occluder.stride, fill
+    )
     scale = float(totals.abs().max())
     assert torch.allclose(result.activation, totals, rtol=0, atol=RTOL * scale)
     target = probs[..., result.target]
@@ -131,16 +125,23 @@ def test_occluding_what_the_model_ignores_changes_nothing():
     right = result.cols >= 16
     assert right.any()
     # Batched and single-image float32 sums may differ in the last bits: 1e-6.
-    assert torch.allclose(result.probability[:, right],
-                          torch.full_like(result.probability[:, right],
-                                          result.baseline_probability), rtol=0, atol=1e-6)
-    assert torch.allclose(result.activation[:, right],
-                          torch.full_like(result.activation[:, right],
-                                          result.baseline_activation), rtol=1e-6, atol=0)
+    assert torch.allclose(
+        result.probability[:, right],
+        torch.full_like(result.probability[:, right], result.baseline_probability),
+        rtol=0,
+        atol=1e-6,
+    )
+    assert torch.allclose(
+        result.activation[:, right],
+        torch.full_like(result.activation[:, right], result.baseline_activation),
+        rtol=1e-6,
+        atol=0,
+    )
     _check_against_oracle(model, x, "net.3", Occluder(size=6, stride=2))
-    assert not torch.allclose(result.probability[:, ~right],
-                              torch.full_like(result.probability[:, ~right],
-                                              result.baseline_probability))
+    assert not torch.allclose(
+        result.probability[:, ~right],
+        torch.full_like(result.probability[:, ~right], result.baseline_probability),
+    )
 
 
 def _quadrant_model() -> nn.Sequential:
@@ -183,15 +184,19 @@ def test_probability_map_matches_captum_occlusion():
     result = occlude(model, x, "3", occluder)
     with torch.no_grad():
         attribution = captum.Occlusion(lambda b: torch.softmax(model(b), 1)).attribute(
-            x, sliding_window_shapes=(3, 9, 9), strides=(3, 3, 3), baselines=0.0,
-            target=result.target, perturbations_per_eval=16,
+            x,
+            sliding_window_shapes=(3, 9, 9),
+            strides=(3, 3, 3),
+            baselines=0.0,
+            target=result.target,
+            perturbations_per_eval=16,
         )[0, 0]
     total = torch.zeros(30, 30, dtype=torch.float64)
     count = torch.zeros(30, 30, dtype=torch.float64)
     for i, top in enumerate(result.rows.tolist()):
         for j, left in enumerate(result.cols.tolist()):
-            total[top : top + 9, left : left + 9] += (
-                result.baseline_probability - float(result.probability[i, j])
+            total[top : top + 9, left : left + 9] += result.baseline_probability - float(
+                result.probability[i, j]
             )
             count[top : top + 9, left : left + 9] += 1
     rebuilt = torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
@@ -200,8 +205,14 @@ def test_probability_map_matches_captum_occlusion():
 
 @pytest.mark.parametrize(
     "options",
-    [{"size": 0}, {"stride": -2}, {"batch_size": 0}, {"size": 2.5}, {"fill": float("nan")},
-     {"size": True}],
+    [
+        {"size": 0},
+        {"stride": -2},
+        {"batch_size": 0},
+        {"size": 2.5},
+        {"fill": float("nan")},
+        {"size": True},
+    ],
 )
 def test_bad_occluders_are_refused_at_construction(options):
     with pytest.raises(InputError):

@@ -61,7 +61,12 @@ class SplicePlan:
 
 
 def _axis_crops(
-    positions: list[int], size: int, length: int, units: int, field_top: int, stride: int,
+    positions: list[int],
+    size: int,
+    length: int,
+    units: int,
+    field_top: int,
+    stride: int,
     field: int,
 ) -> dict[int, AxisCrop]:
     """Aligned crops along one axis, made to share as few lengths as possible."""
@@ -146,9 +151,7 @@ def _crops_for(
     field: ReceptiveField, axis: int, positions: list[int], size: int, length: int, units: int
 ) -> dict[int, AxisCrop]:
     top = field.box(0, 0)[axis]
-    return _axis_crops(
-        positions, size, length, units, top, field.stride[axis], field.size[axis]
-    )
+    return _axis_crops(positions, size, length, units, top, field.stride[axis], field.size[axis])
 
 
 def _largest(crops: dict[int, AxisCrop]) -> int:

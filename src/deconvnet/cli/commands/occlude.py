@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from deconvnet import occlusion, render
+from deconvnet import occlusion, occlusion_figure, render
 from deconvnet.cli._classes import categories_for, parse_label
 from deconvnet.cli._inputs import prepare
 from deconvnet.cli._model import add_model_arguments, load_model
@@ -87,10 +87,10 @@ def run(args: argparse.Namespace) -> int:
     order = spec.channel_order
     args.out.mkdir(parents=True, exist_ok=True)
     render.save_png(
-        occlusion.figure(result, image.rgb, names, channel_order=order), args.out / FIGURE
+        occlusion_figure.figure(result, image.rgb, names, channel_order=order), args.out / FIGURE
     )
     files = {"figure": FIGURE}
-    for key, panel in occlusion.figure_panels(
+    for key, panel in occlusion_figure.figure_panels(
         result, image.rgb, names, channel_order=order
     ).items():
         files[key] = f"panel_{key}.png"
