@@ -7,11 +7,15 @@
 
 from deconvnet.engine import Deconvnet, Projection, resolve_layer
 from deconvnet.errors import (
+    CaffeFormatError,
     DeconvnetError,
+    ImageError,
     InputError,
     LayerNotFoundError,
+    ModelNotFoundError,
     SelectionError,
     UnsupportedLayerError,
+    WeightsError,
 )
 from deconvnet.preprocessing import Preprocessing
 from deconvnet.selection import (
@@ -27,12 +31,15 @@ from deconvnet.selection import (
 )
 
 __all__ = [
+    "CaffeFormatError",
     "Deconvnet",
     "DeconvnetError",
+    "ImageError",
     "InputError",
     "LayerNotFoundError",
     "MapMax",
     "Mask",
+    "ModelNotFoundError",
     "Neuron",
     "Preprocessing",
     "Projection",
@@ -43,6 +50,7 @@ __all__ = [
     "TopUnits",
     "Unit",
     "UnsupportedLayerError",
+    "WeightsError",
     "WholeMap",
     "resolve_layer",
 ]
