@@ -203,3 +203,17 @@ def overwrite_keep(indices: Tensor, input_shape: torch.Size) -> Tensor:
     last_writer = torch.full((*flat.shape[:2], plane), -1, dtype=torch.long, device=flat.device)
     last_writer = last_writer.scatter_reduce(2, flat, order, reduce="amax")
     return (last_writer.gather(2, flat) == order).reshape(indices.shape)
+
+
+def pool_switches(module: torch.nn.MaxPool2d, x: Tensor) -> Tensor:
+    """The switches ``module`` records for ``x``: flat argmax index in each input plane,
+    the first maximum in raster order (as Caffe's pooling mask)."""
+    return F.max_pool2d(
+        x,
+        module.kernel_size,
+        module.stride,
+        module.padding,
+        module.dilation,
+        ceil_mode=module.ceil_mode,
+        return_indices=True,
+    )[1]

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from deconvnet.hooks import HandleList, LayerReached
 from deconvnet.policies import ReversePolicy
-from deconvnet.rules import overwrite_keep
+from deconvnet.rules import overwrite_keep, pool_switches
 
 PASS_THROUGH = (nn.Dropout, nn.Identity)
 
@@ -113,15 +113,7 @@ def _record(module: nn.Module, inp: Tensor, policy: ReversePolicy) -> Tensor | N
     if isinstance(module, nn.LocalResponseNorm) and policy.lrn == "gradient":
         return inp.detach().clone()
     if isinstance(module, nn.MaxPool2d):
-        return F.max_pool2d(
-            inp,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
-            ceil_mode=module.ceil_mode,
-            return_indices=True,
-        )[1]
+        return pool_switches(module, inp)
     return None
 
 

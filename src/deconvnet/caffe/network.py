@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from deconvnet.errors import InputError
+from deconvnet.rules import pool_switches
 
 
 @dataclass(frozen=True)
@@ -115,13 +116,5 @@ def _argmax_mask(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         _, indices = F.adaptive_max_pool2d(x, module.output_size, return_indices=True)
     else:
         assert isinstance(module, nn.MaxPool2d)  # built that way; not user input
-        _, indices = F.max_pool2d(
-            x,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
-            ceil_mode=module.ceil_mode,
-            return_indices=True,
-        )
+        indices = pool_switches(module, x)
     return indices.to(x.dtype)
