@@ -87,3 +87,15 @@ def test_graphs_and_other_selections_use_the_general_path():
         assert windowed.plan(twin, x, twin.base[9], policy) is None, form
     vgg = _nets.vgg_like()
     assert windowed.plan(vgg.train(), x, vgg[9], policy) is not None  # no BN/dropout before 9
+
+
+@pytest.mark.parametrize(
+    "norm", [nn.BatchNorm2d(8, affine=False), nn.BatchNorm2d(8, track_running_stats=False)]
+)
+def test_batchnorm_variants(monkeypatch, norm):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), norm, nn.ReLU(), nn.Conv2d(8, 4, 3)).double().eval()
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    covered = windowed.plan(model, x, model[3], ReversePolicy()) is not None
+    assert covered == (norm.running_var is not None)  # batch statistics: general path
+    fast, general = both_paths(monkeypatch, model, x, "3", dn.TopMaps(2))
+    assert float((fast.images - general.images).abs().max()) <= 1e-10

@@ -85,7 +85,7 @@ def colormap(values: np.ndarray, low: float | None = None, high: float | None = 
     position = unit * (len(VIRIDIS_ANCHORS) - 1)
     below = np.floor(position).astype(int).clip(0, len(VIRIDIS_ANCHORS) - 2)
     weight = (position - below)[..., None]
-    rgb = VIRIDIS_ANCHORS[below] * (1 - weight) + VIRIDIS_ANCHORS[below + 1] * weight
+    rgb: np.ndarray = VIRIDIS_ANCHORS[below] * (1 - weight) + VIRIDIS_ANCHORS[below + 1] * weight
     rgb[~np.isfinite(data)] = MISSING
     return np.round(rgb).astype(np.uint8)
 
@@ -131,8 +131,12 @@ def legend(entries: Sequence[tuple[tuple[int, int, int], str]], width: int) -> n
     for row, (colour, name) in enumerate(entries):
         top = row * line + LINE_GAP
         draw.rectangle((0, top, SWATCH, top + SWATCH), fill=colour, outline=TEXT)
-        draw.text((SWATCH + 2 * LINE_GAP, top - 1), fit_text(name, width - SWATCH - 6, face),
-                  fill=TEXT, font=face)
+        draw.text(
+            (SWATCH + 2 * LINE_GAP, top - 1),
+            fit_text(name, width - SWATCH - 6, face),
+            fill=TEXT,
+            font=face,
+        )
     return np.asarray(canvas).copy()
 
 
@@ -185,7 +189,9 @@ def row(panels: Sequence[np.ndarray], caption: str | None = None) -> np.ndarray:
         left += panel.shape[1] + PADDING
     if caption:
         ImageDraw.Draw(canvas).text(
-            (PADDING, height), fit_text(caption, width - 2 * PADDING, font()), fill=TEXT,
+            (PADDING, height),
+            fit_text(caption, width - 2 * PADDING, font()),
+            fill=TEXT,
             font=font(),
         )
     return np.asarray(canvas).copy()
@@ -202,11 +208,13 @@ def stack(rows: Sequence[np.ndarray]) -> np.ndarray:
     return canvas
 
 
-def outline(image: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, int, int],
-            width: int = 2) -> np.ndarray:
+def outline(
+    image: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, int, int], width: int = 2
+) -> np.ndarray:
     """Copy of ``image`` with the ``(top, left, bottom, right)`` box drawn (exclusive ends)."""
     canvas = Image.fromarray(image)
     top, left, bottom, right = box
-    ImageDraw.Draw(canvas).rectangle((left, top, right - 1, bottom - 1), outline=colour,
-                                     width=width)
+    ImageDraw.Draw(canvas).rectangle(
+        (left, top, right - 1, bottom - 1), outline=colour, width=width
+    )
     return np.asarray(canvas).copy()

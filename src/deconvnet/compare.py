@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 import numpy as np
 import torch
@@ -60,6 +60,12 @@ class Comparison:
     selection: Selection
 
 
+class _EngineOptions(TypedDict, total=False):
+    """Keyword arguments passed on to :class:`Deconvnet` only when given."""
+
+    batch_size: int
+
+
 def compare_rules(
     model: nn.Module,
     x: Tensor,
@@ -77,7 +83,7 @@ def compare_rules(
     """
     images = []
     first = None
-    options = {} if batch_size is None else {"batch_size": batch_size}
+    options: _EngineOptions = {} if batch_size is None else {"batch_size": batch_size}
     for done, rule in enumerate(rules, start=1):
         with Deconvnet(model, rule=rule, **options) as net:
             result = net.project(x[:1], layer, select)

@@ -167,14 +167,15 @@ class ArrayDataset(ImageDataset):
             images = images.transpose(0, 2, 3, 1)
         if images.shape[-1] != _RGB:
             raise InputError(f"{self.path}: x must have 3 colour channels, got {images.shape}")
-        self.images = np.ascontiguousarray(images)
+        self.images: np.ndarray = np.ascontiguousarray(images)
         self.labels = labels
 
     def __len__(self) -> int:
         return len(self.images)
 
     def raw_image(self, image_id: int) -> np.ndarray:
-        return self.images[image_id].copy()
+        image: np.ndarray = self.images[image_id]
+        return image.copy()
 
     def name(self, image_id: int) -> str:
         return f"{self.path}[{image_id}]"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -211,8 +211,9 @@ class Deconvnet:
             images = self._reverse_windowed(chain, seeds, x.shape, progress)
         else:
             with torch.enable_grad():
-                y, pullback = torch.func.vjp(
-                    lambda inp: self._forward_to(inp, name, module, switches), x
+                y, pullback = cast(
+                    "tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]",
+                    torch.func.vjp(lambda inp: self._forward_to(inp, name, module, switches), x),
                 )
                 seeds = select.resolve(y)
                 images = self._reverse(pullback, y, seeds, progress)
@@ -309,10 +310,11 @@ class Deconvnet:
 
         with HandleList() as handles:
             tracker = ModuleTracker()
+            lrn_types: tuple[type[nn.Module], ...] = tuple(layer_types.LRN_MODULES)
             for sub_name, sub in self.model.named_modules():
                 handles.append(sub.register_forward_pre_hook(tracker.push(sub_name)))
                 handles.append(sub.register_forward_hook(tracker.pop))
-                if isinstance(sub, tuple(layer_types.LRN_MODULES)):
+                if isinstance(sub, lrn_types):
                     handles.append(sub.register_forward_hook(self.policy.lrn_module_hook))
             handles.append(module.register_forward_hook(capture))
             try:

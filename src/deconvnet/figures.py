@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -78,7 +78,7 @@ def projection_figure(
         view = images[k]
         if crop and box is not None and box[2] > box[0] and box[3] > box[1]:
             view = np.asarray(render.crop_box(view, box, channels_first=True))
-        order = "BGR" if channel_order == "BGR" else "RGB"
+        order: Literal["RGB", "BGR"] = "BGR" if channel_order == "BGR" else "RGB"
         tiles.append(render.to_display(view, "minmax", channel_order=order))
         signed.append(render.to_display(view, "signed", channel_order=order))
         where = f" @{','.join(map(str, position))}" if position else ""

@@ -197,7 +197,11 @@ class _FieldTracer(TorchFunctionMode):
             bound = _bind(names, args, kwargs)
             source = bound.get("input")
             field = self.field_of(source)
-            if field is not None and source.dim() == _IMAGE_RANK:
+            if (
+                field is not None
+                and isinstance(source, torch.Tensor)
+                and source.dim() == _IMAGE_RANK
+            ):
                 result = rule(field, source, output, bound)
                 return result if result is not None else self.whole_image()
         out_hw = tuple(output.shape[-_SPATIAL:])
@@ -209,7 +213,7 @@ class _FieldTracer(TorchFunctionMode):
 def _trace(
     model: nn.Module, shape: tuple[int, ...], device: torch.device | str | None
 ) -> dict[str, tuple[tuple[int, ...] | None, ReceptiveField | None]]:
-    reference = next(iter(model.parameters()), None)
+    reference: torch.Tensor | None = next(iter(model.parameters()), None)
     if reference is None:
         reference = next(iter(model.buffers()), None)
     if device is None:

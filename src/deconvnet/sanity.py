@@ -17,6 +17,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ def saliency_map(projection: Tensor | np.ndarray) -> np.ndarray:
     divided by its maximum (all zero stays zero)."""
     values = np.abs(np.asarray(_flat_tensor(projection), dtype=np.float64)).sum(axis=0)
     peak = values.max()
-    return values / peak if peak > 0 else values
+    return cast(np.ndarray, values / peak) if peak > 0 else values
 
 
 @dataclass(frozen=True)
@@ -217,18 +218,22 @@ def _row(
     )
 
 
-def sanity_figure(result: SanityResult, *, channel_order: str = "RGB") -> np.ndarray:
+def sanity_figure(
+    result: SanityResult, *, channel_order: Literal["RGB", "BGR"] = "RGB"
+) -> np.ndarray:
     """The first seed's projection at chosen steps, each titled with its metrics."""
     count = len(result.rows)
-    chosen = sorted({round(i * (count - 1) / (MAX_FIGURE_STEPS - 1)) for i in
-                     range(MAX_FIGURE_STEPS)}) if count > MAX_FIGURE_STEPS else list(range(count))
+    chosen = (
+        sorted({round(i * (count - 1) / (MAX_FIGURE_STEPS - 1)) for i in range(MAX_FIGURE_STEPS)})
+        if count > MAX_FIGURE_STEPS
+        else list(range(count))
+    )
     panels = []
     for step in chosen:
         row = result.rows[step]
         tile = to_display(result.projections[step, 0], "minmax", channel_order=channel_order)
         last = row.randomised[-1] if row.randomised else "none (trained)"
-        title = (f"step {step}: down to {last}\n"
-                 f"spearman {row.spearman:.2f}  ssim {row.ssim:.2f}")
+        title = f"step {step}: down to {last}\nspearman {row.spearman:.2f}  ssim {row.ssim:.2f}"
         panels.append(_figure.titled(_figure.resize_panel(tile, 160), title))
     caption = f"cascading randomisation of {result.layer} {result.seeds[0]} (top layer first)"
     return _figure.row(panels, caption)
@@ -267,7 +272,7 @@ def _image(values: Tensor | np.ndarray) -> np.ndarray:
 def _gaussian(size: int) -> np.ndarray:
     offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2
     weights = np.exp(-(offsets**2) / (2 * SSIM_SIGMA**2))
-    return weights / weights.sum()
+    return cast(np.ndarray, weights / weights.sum())
 
 
 def _filter(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:

@@ -11,8 +11,9 @@ back to the general autograd path, which the tests use as this module's oracle.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +87,7 @@ def plan(model: nn.Module, x: Tensor, layer: nn.Module, policy: ReversePolicy) -
             return None
         step = _Step(module, (inp.shape[2], inp.shape[3]), saved)
         if isinstance(module, nn.MaxPool2d) and policy.collisions == "overwrite":
-            step.keep = overwrite_keep(saved, inp.shape).to(out.dtype)
+            step.keep = overwrite_keep(_recorded(saved), inp.shape).to(out.dtype)
         steps.append(step)
         previous, previous_version = out, out_version
     return Chain(steps, outputs[-1][0].detach().clone())
@@ -103,7 +104,9 @@ def _covered(module: nn.Module) -> bool:
         return module.padding_mode == "zeros" and not isinstance(module.padding, str)
     if isinstance(module, nn.MaxPool2d):
         return not module.return_indices
-    return isinstance(module, (nn.ReLU, nn.LocalResponseNorm, nn.BatchNorm2d, *PASS_THROUGH))
+    if isinstance(module, nn.BatchNorm2d):  # a fixed per-channel scale only with running stats
+        return module.running_var is not None
+    return isinstance(module, (nn.ReLU, nn.LocalResponseNorm, *PASS_THROUGH))
 
 
 def _record(module: nn.Module, inp: Tensor, policy: ReversePolicy) -> Tensor | None:
@@ -115,6 +118,12 @@ def _record(module: nn.Module, inp: Tensor, policy: ReversePolicy) -> Tensor | N
     if isinstance(module, nn.MaxPool2d):
         return pool_switches(module, inp)
     return None
+
+
+def _recorded(saved: Tensor | None) -> Tensor:
+    """What :func:`_record` saved for a ReLU/LRN/pool step whose reverse reads it (set by
+    :func:`plan` for exactly those policies)."""
+    return cast(Tensor, saved)
 
 
 def reverse_batch(
@@ -162,17 +171,22 @@ def _step_back(
             return torch.relu(signal), tops, lefts
         if policy.rule == "none":
             return signal, tops, lefts
-        mask = _windows(step.saved, image_index, tops, lefts, signal.shape[2:])
+        mask = _windows(_recorded(step.saved), image_index, tops, lefts, signal.shape[2:])
         rectified = torch.relu(signal) if policy.rule == "guided" else signal
         return rectified * mask, tops, lefts
     if isinstance(module, nn.LocalResponseNorm):
         if policy.lrn == "gradient":  # across channels only: exact on a window
-            window = _windows(step.saved, image_index, tops, lefts, signal.shape[2:])
-            _, pullback = torch.func.vjp(module, window)
+            window = _windows(_recorded(step.saved), image_index, tops, lefts, signal.shape[2:])
+            _, pullback = cast(
+                "tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]", torch.func.vjp(module, window)
+            )
             return pullback(signal)[0], tops, lefts
         return (signal if policy.lrn == "skip" else module(signal)), tops, lefts
     if isinstance(module, nn.BatchNorm2d):
-        scale = module.weight / torch.sqrt(module.running_var + module.eps)
+        running_var = cast(Tensor, module.running_var)
+        scale = 1 / torch.sqrt(running_var + module.eps)
+        if module.weight is not None:
+            scale = scale * module.weight
         return signal * scale.view(1, -1, 1, 1), tops, lefts
     if isinstance(module, PASS_THROUGH):
         return signal, tops, lefts
@@ -180,8 +194,9 @@ def _step_back(
         grown = F.conv_transpose2d(
             signal, module.weight, None, module.stride, 0, 0, module.groups, module.dilation
         )
-        tops = tops * module.stride[0] - module.padding[0]
-        lefts = lefts * module.stride[1] - module.padding[1]
+        padding = cast("tuple[int, ...]", module.padding)  # _covered() excludes str padding
+        tops = tops * module.stride[0] - padding[0]
+        lefts = lefts * module.stride[1] - padding[1]
         return _inside(grown, tops, lefts, step.in_hw), tops, lefts
     if isinstance(module, nn.MaxPool2d):
         return _unpool(step, signal, tops, lefts, image_index)
@@ -201,7 +216,7 @@ def _unpool(
     size = signal.shape[2:]
     in_h = (size[0] - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1
     in_w = (size[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1
-    switches = _windows(step.saved, image_index, tops, lefts, size, fill=-1)
+    switches = _windows(_recorded(step.saved), image_index, tops, lefts, size, fill=-1)
     if step.keep is not None:
         signal = signal * _windows(step.keep, image_index, tops, lefts, size)
     new_tops = tops * stride[0] - padding[0]

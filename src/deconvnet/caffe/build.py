@@ -33,7 +33,7 @@ class Built:
     ``"running_mean"``...); ``kind`` tells the network how to call the module.
     """
 
-    module: nn.Module | None
+    module: nn.Module
     tops: list[Shape]
     blob_shapes: list[Shape] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
@@ -117,7 +117,7 @@ def _convolution(layer: LayerDef, bottoms: list[Shape], transposed: bool) -> Bui
     else:
         module = nn.Conv2d(c, out, kernel, **common)
         weight = (out, c // group, *kernel)
-    blobs = [weight, (out,)] if p.bias_term else [weight]
+    blobs: list[Shape] = [weight, (out,)] if p.bias_term else [weight]
     return Built(module, [(n, out, *sizes)], blobs, ["weight", "bias"][: len(blobs)])
 
 
@@ -191,7 +191,7 @@ def _inner_product(layer: LayerDef, bottoms: list[Shape]) -> Built:
         raise _fail(layer, "num_output must be >= 1")
     module = layers.InnerProduct(in_features, out, bias=p.bias_term, axis=axis)
     weight = (in_features, out) if p.transpose else (out, in_features)
-    blobs = [weight, (out,)] if p.bias_term else [weight]
+    blobs: list[Shape] = [weight, (out,)] if p.bias_term else [weight]
     return Built(
         module,
         [(*shape[:axis], out)],
@@ -302,7 +302,7 @@ def _batch_norm(layer: LayerDef, bottoms: list[Shape]) -> Built:
     cls = nn.BatchNorm2d if len(shape) == IMAGE_AXES else nn.BatchNorm1d
     global_stats = p.use_global_stats if p.HasField("use_global_stats") else True
     module = cls(channels, eps=p.eps, affine=False, track_running_stats=global_stats)
-    blobs = [(channels,), (channels,), (1,)]
+    blobs: list[Shape] = [(channels,), (channels,), (1,)]
     return Built(module, [shape], blobs, ["running_mean", "running_var", "scale_factor"])
 
 

@@ -41,7 +41,7 @@ def default_preprocessing(input_shape: tuple[int, ...]) -> Preprocessing:
     1-channel nets LeNet's (pixels / 256, one grey channel: convert images to grey first).
     Other nets (CIFAR-10 mean image, MTCNN's (x - 127.5) / 128) need ``preprocessing=``.
     """
-    size = tuple(input_shape[-2:]) if len(input_shape) == IMAGE_AXES else (1, 1)
+    size = (input_shape[-2], input_shape[-1]) if len(input_shape) == IMAGE_AXES else (1, 1)
     channels = input_shape[1] if len(input_shape) == IMAGE_AXES else 0
     if channels == RGB_CHANNELS:
         return Preprocessing(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -71,7 +72,7 @@ class CaffeNet(nn.Module):
             if record is not None:
                 record[name] = tensor
         for step in self.steps:
-            module = self._modules[step.module]
+            module = cast(nn.Module, self._modules[step.module])
             bottoms = [blobs[b] for b in step.bottoms]
             if step.kind == "split":
                 tops = [module(bottoms[0])] * len(step.tops)
@@ -112,8 +113,12 @@ class CaffeNet(nn.Module):
 def _argmax_mask(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Caffe's pooling mask top: flat index ``h * W + w`` of each window's first maximum
     in raster order, as floats (torch's CPU max pooling keeps the first maximum too)."""
+    indices: torch.Tensor
     if isinstance(module, nn.AdaptiveMaxPool2d):
-        _, indices = F.adaptive_max_pool2d(x, module.output_size, return_indices=True)
+        # torch's stub omits the ``None`` entries ``output_size`` may hold (kept at run time)
+        _, indices = F.adaptive_max_pool2d(  # type: ignore[call-overload]
+            x, module.output_size, return_indices=True
+        )
     else:
         assert isinstance(module, nn.MaxPool2d)  # built that way; not user input
         indices = pool_switches(module, x)

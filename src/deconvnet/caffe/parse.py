@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from google.protobuf import message, text_format
@@ -130,7 +130,7 @@ def read_caffemodel(path: str | Path) -> Any:
 
 def _type_of(layer: Any, legacy: bool) -> str:
     if not legacy:
-        return layer.type
+        return cast(str, layer.type)
     enum_name = schema.V1_TYPE_NAMES.get(layer.type, str(layer.type))
     return V1_TO_V2_TYPE.get(enum_name, enum_name)
 

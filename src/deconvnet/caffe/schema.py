@@ -10,6 +10,8 @@ never stop a load. The descriptors live in a private pool so they cannot clash w
 
 from __future__ import annotations
 
+from typing import cast
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 _FDP = descriptor_pb2.FieldDescriptorProto
@@ -144,7 +146,7 @@ _PARAM_MESSAGES: dict[str, list[FieldSpec]] = {
 }
 
 # Field numbers of those messages inside LayerParameter (V2) and V1LayerParameter.
-_V2_PARAM_FIELDS = {
+_V2_PARAM_FIELDS: dict[str, tuple[str, int]] = {
     "transform_param": ("TransformationParameter", 100),
     "batch_norm_param": ("BatchNormParameter", 139),
     "concat_param": ("ConcatParameter", 104),
@@ -162,7 +164,7 @@ _V2_PARAM_FIELDS = {
     "scale_param": ("ScaleParameter", 142),
     "softmax_param": ("SoftmaxParameter", 125),
 }
-_V1_PARAM_FIELDS = {
+_V1_PARAM_FIELDS: dict[str, tuple[str, int]] = {
     "concat_param": ("ConcatParameter", 9),
     "convolution_param": ("ConvolutionParameter", 10),
     "dropout_param": ("DropoutParameter", 12),
@@ -228,6 +230,12 @@ _ENUMS: dict[str, dict[str, int]] = {
     "V1LayerParameter.LayerType": V1_LAYER_TYPES,
 }
 
+
+def _param_specs(fields: dict[str, tuple[str, int]]) -> list[FieldSpec]:
+    """One optional message field per ``name: (message, number)`` entry."""
+    return [(f, n, "msg:" + m, "opt", None) for f, (m, n) in fields.items()]
+
+
 _CORE_MESSAGES: dict[str, list[FieldSpec]] = {
     "BlobShape": [("dim", 1, "int64", "packed", None)],
     "BlobProto": [
@@ -264,8 +272,8 @@ _CORE_MESSAGES: dict[str, list[FieldSpec]] = {
         ("exclude", 9, "msg:NetStateRule", "rep", None),
         ("phase", 10, "enum:Phase", "opt", None),
         ("propagate_down", 11, "bool", "rep", None),
-    ]
-    + [(f, n, "msg:" + m, "opt", None) for f, (m, n) in _V2_PARAM_FIELDS.items()],
+        *_param_specs(_V2_PARAM_FIELDS),
+    ],
     "V1LayerParameter": [
         ("bottom", 2, "string", "rep", None),
         ("top", 3, "string", "rep", None),
@@ -278,8 +286,8 @@ _CORE_MESSAGES: dict[str, list[FieldSpec]] = {
         ("exclude", 33, "msg:NetStateRule", "rep", None),
         ("loss_weight", 35, "float", "rep", None),
         ("param", 1001, "string", "rep", None),
-    ]
-    + [(f, n, "msg:" + m, "opt", None) for f, (m, n) in _V1_PARAM_FIELDS.items()],
+        *_param_specs(_V1_PARAM_FIELDS),
+    ],
     "NetParameter": [
         ("name", 1, "string", "opt", None),
         ("layers", 2, "msg:V1LayerParameter", "rep", None),
@@ -336,7 +344,8 @@ _POOL_INSTANCE.Add(_build_file())
 
 
 def _message_class(name: str) -> type:
-    return message_factory.GetMessageClass(_POOL_INSTANCE.FindMessageTypeByName(f"caffe.{name}"))
+    descriptor = _POOL_INSTANCE.FindMessageTypeByName(f"caffe.{name}")
+    return cast(type, message_factory.GetMessageClass(descriptor))
 
 
 NetParameter = _message_class("NetParameter")

@@ -6,6 +6,7 @@ import argparse
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ class LoadedModel:
 
     def default_layer(self) -> str:
         """The last convolution: the deepest layer that still has feature maps."""
-        convs = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
+        convs: list[str] = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
         if not convs:
             raise InputError("the model has no Conv2d layer; name one with --layer")
         return convs[-1]
@@ -104,12 +105,12 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
     weights_path = Path(args.weights) if args.weights and Path(args.weights).is_file() else None
     return LoadedModel(
         model=model,
-        preprocessing=model.preprocessing,
-        categories=model.categories,
+        preprocessing=cast(Preprocessing, model.preprocessing),
+        categories=cast("tuple[str, ...] | None", model.categories),
         name=name,
         weights=str(args.weights) if args.weights else "default",
         weights_sha256=_sha256(weights_path) if weights_path else _embedded_sha(name),
-        layer_aliases=dict(model.layer_aliases),
+        layer_aliases=dict(cast("dict[str, str]", model.layer_aliases)),
     )
 
 

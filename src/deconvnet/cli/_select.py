@@ -35,7 +35,7 @@ def parse_select(text: str) -> sel.Selection:
             "topunits": sel.TopUnits,
         }
         if kind in single and len(numbers) == 1:
-            return single[kind](numbers[0])  # type: ignore[abstract]
+            return single[kind](numbers[0])
     except ValueError:
         pass
     raise SelectionError(f"cannot read --select {text!r}; use {SELECT_SYNTAX}")

@@ -12,6 +12,7 @@ attributes (see :mod:`deconvnet.models._api`); :func:`info` gives the same metad
 without building anything.
 """
 
+from deconvnet.errors import ModelNotFoundError
 from deconvnet.models import alexnet as _alexnet  # noqa: F401  (registers)
 from deconvnet.models import caffenet as _caffenet  # noqa: F401
 from deconvnet.models import default as _default  # noqa: F401
@@ -19,7 +20,6 @@ from deconvnet.models import squeezenet as _squeezenet  # noqa: F401
 from deconvnet.models import vgg as _vgg  # noqa: F401
 from deconvnet.models import zfnet as _zfnet  # noqa: F401
 from deconvnet.models._api import (
-    ModelNotFoundError,
     ModelSpec,
     Weights,
     apply_state_dict,

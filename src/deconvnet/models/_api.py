@@ -214,13 +214,22 @@ def load(
             apply_state_dict(model, read_state_dict(chosen), source=str(chosen))
             categories = spec.categories
         preprocessing = spec.preprocessing
-    model.preprocessing = preprocessing
-    model.categories = categories
-    model.layer_aliases = dict(spec.layer_aliases)
+    _set_attributes(
+        model,
+        preprocessing=preprocessing,
+        categories=categories,
+        layer_aliases=dict(spec.layer_aliases),
+    )
     model.eval()
     if device is not None:
         model.to(device)
     return model
+
+
+def _set_attributes(model: nn.Module, **attributes: object) -> None:
+    """Plain attributes on ``model``, in order (``nn.Module``'s stub types only tensors)."""
+    for attribute, value in attributes.items():
+        setattr(model, attribute, value)
 
 
 def _resolve(

@@ -14,7 +14,7 @@ unchanged. Layer-name aliases (``LAYER_ALIASES``)::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -73,7 +73,7 @@ class AlexNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)
         x = self.avgpool(x).flatten(1)
-        return self.classifier(x)
+        return cast(Tensor, self.classifier(x))
 
 
 ALEXNET_IMAGENET = Weights(

@@ -29,7 +29,7 @@ Layer-name aliases (``LAYER_ALIASES``, also used by ``zfnet``)::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -122,7 +122,7 @@ class CaffeNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)
         x = self.avgpool(x).flatten(1)
-        return self.classifier(x)
+        return cast(Tensor, self.classifier(x))
 
 
 def state_dict_from_caffe(

@@ -15,7 +15,7 @@ Layer-name aliases (``LAYER_ALIASES``)::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -85,7 +85,7 @@ class TinyZFNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)
         x = self.avgpool(x).flatten(1)
-        return self.classifier(x)
+        return cast(Tensor, self.classifier(x))
 
 
 CIFAR10_PREPROCESSING = Preprocessing(

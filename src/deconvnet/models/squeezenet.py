@@ -10,7 +10,7 @@ the stem and pools Caffe-style (``conv1`` = ``features.0``) and each Fire module
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -44,8 +44,10 @@ class Fire(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.squeeze_activation(self.squeeze(x))
         return torch.cat(
-            [self.expand1x1_activation(self.expand1x1(x)),
-             self.expand3x3_activation(self.expand3x3(x))],
+            [
+                self.expand1x1_activation(self.expand1x1(x)),
+                self.expand3x3_activation(self.expand3x3(x)),
+            ],
             dim=1,
         )
 
@@ -93,10 +95,11 @@ class SqueezeNet(nn.Module):
                     nn.init.normal_(module.weight, mean=0.0, std=FINAL_CONV_STD)
                 else:
                     nn.init.kaiming_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x)).flatten(1)
+        return cast(Tensor, self.classifier(self.features(x)).flatten(1))
 
 
 def _aliases(pools: dict[str, int], fire_indices: tuple[int, ...]) -> dict[str, str]:

@@ -9,7 +9,7 @@ State-dict keys and shapes equal ``torchvision.models.vgg16``. Conv layers sit a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -39,8 +39,15 @@ def _vgg_aliases(config: tuple[int | str, ...]) -> dict[str, str]:
             aliases[f"conv{block}_{within}"] = f"features.{index}"
             aliases[f"relu{block}_{within}"] = f"features.{index + 1}"
             index, within = index + 2, within + 1
-    aliases.update({"fc6": "classifier.0", "relu6": "classifier.1", "fc7": "classifier.3",
-                    "relu7": "classifier.4", "fc8": "classifier.6"})
+    aliases.update(
+        {
+            "fc6": "classifier.0",
+            "relu6": "classifier.1",
+            "fc7": "classifier.3",
+            "relu7": "classifier.4",
+            "fc8": "classifier.6",
+        }
+    )
     return aliases
 
 
@@ -56,8 +63,10 @@ def make_layers(config: tuple[int | str, ...]) -> nn.Sequential:
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
             out_channels = int(item)
-            layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+                nn.ReLU(inplace=True),
+            ]
             in_channels = out_channels
     return nn.Sequential(*layers)
 
@@ -86,15 +95,17 @@ class VGG(nn.Module):
         for module in self.modules():  # torchvision's initialisation
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)
         x = self.avgpool(x).flatten(1)
-        return self.classifier(x)
+        return cast(Tensor, self.classifier(x))
 
 
 VGG16_IMAGENET = Weights(

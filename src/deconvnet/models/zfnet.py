@@ -14,7 +14,7 @@ names equal CaffeNet's (``conv5`` = ``features.12``, ``pool5`` = ``features.14``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -72,7 +72,7 @@ class ZFNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)
         x = self.avgpool(x).flatten(1)
-        return self.classifier(x)
+        return cast(Tensor, self.classifier(x))
 
 
 @register(

@@ -133,7 +133,9 @@ def render(
     return RenderResult(sheets=sheets, index_file=write_json(document, out / INDEX_FILE))
 
 
-def _record(index: TopKIndex, item: ProjectedEntry, sheet: str, boxes: tuple[Box, Box]) -> dict:
+def _record(
+    index: TopKIndex, item: ProjectedEntry, sheet: str, boxes: tuple[Box, Box]
+) -> dict[str, Any]:
     entry = item.entry
     return {
         "layer": entry.layer,
