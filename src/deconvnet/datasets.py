@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,7 @@ class Batch:
         return sum(int(ids.numel()) for ids, _ in self.groups) + len(self.failed)
 
 
-class ImageDataset(torch.utils.data.Dataset[Item]):
+class ImageDataset(torch.utils.data.Dataset[Item], ABC):
     """Base: subclasses provide ``__len__``, :meth:`raw_image`, :meth:`name` and
     :meth:`fingerprint`; items are preprocessed here."""
 
@@ -70,20 +71,21 @@ class ImageDataset(torch.utils.data.Dataset[Item]):
             )
         self.preprocessing = preprocessing
 
+    @abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """Number of images."""
 
+    @abstractmethod
     def raw_image(self, image_id: int) -> np.ndarray:
         """The stored image ``image_id`` as decoded ``(H, W, 3)`` uint8 RGB."""
-        raise NotImplementedError
 
+    @abstractmethod
     def name(self, image_id: int) -> str:
         """Human-readable identity of an image (its path, or ``file.npz[i]``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fingerprint(self) -> str:
         """A digest that changes when the dataset's content list changes (for resuming)."""
-        raise NotImplementedError
 
     def input_image(self, image_id: int) -> torch.Tensor:
         """The preprocessed network input ``(1, 3, H, W)`` of ``image_id`` (may raise)."""

@@ -17,6 +17,7 @@ The rule names follow the literature:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -29,18 +30,20 @@ LRN_MODES = ("skip", "gradient", "reapply")
 COLLISION_MODES = ("sum", "overwrite")
 
 
-class ReverseRule:
+class ReverseRule(ABC):
     """Base rule: subclasses set ``forward`` and ``backward``; ``saved`` picks what to keep."""
 
+    @abstractmethod
     def forward(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The layer's own forward value."""
 
     def saved(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
         """Tensors ``backward`` needs, taken from the forward input and output."""
         return ()
 
+    @abstractmethod
     def backward(self, signal: Tensor, *saved: Tensor) -> Tensor:
-        raise NotImplementedError
+        """What goes down in place of the gradient."""
 
 
 class _Rewired(torch.autograd.Function):

@@ -10,6 +10,7 @@ the first maximum in row-major order.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -61,15 +62,16 @@ class Seeds:
         return seed
 
 
-class Selection:
+class Selection(ABC):
     """Base class: ``resolve(y) -> Seeds``; subclasses are frozen dataclasses."""
 
+    @abstractmethod
     def resolve(self, y: Tensor) -> Seeds:
-        raise NotImplementedError
+        """The seeds for layer output ``y``."""
 
+    @abstractmethod
     def describe(self) -> str:
         """Short text for labels and manifests, e.g. ``top:9``."""
-        raise NotImplementedError
 
 
 def _require_maps(y: Tensor, what: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 from deconvnet import selection as sel
 from deconvnet.errors import SelectionError
@@ -27,7 +28,7 @@ def parse_select(text: str) -> sel.Selection:
             raise ValueError
         if kind == "neuron" and len(numbers) >= 2:
             return sel.Neuron(numbers[0], *numbers[1:])
-        single = {
+        single: dict[str, Callable[[int], sel.Selection]] = {
             "top": sel.TopMaps,
             "map": sel.MapMax,
             "whole": sel.WholeMap,
