@@ -267,3 +267,39 @@ def test_leaky_relu_and_dropout_are_torch_modules(write_net) -> None:
     assert isinstance(net.get_submodule("d"), nn.Dropout)
     x = torch.randn(1, 2, 3, 3)
     torch.testing.assert_close(net(x), torch.where(x > 0, x, 0.1 * x))  # eval: dropout is identity
+
+
+def test_within_channel_lrn_follows_the_engines_lrn_option() -> None:
+    """``lrn="skip"`` passes the signal through Caffe's within-channel LRN unchanged;
+    ``"reapply"`` applies the LRN to it; ``"gradient"`` is autograd's."""
+    import deconvnet as dn
+    from deconvnet.caffe.layers import WithinChannelLRN
+
+    torch.manual_seed(0)
+    model = (
+        torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3),
+            torch.nn.ReLU(),
+            WithinChannelLRN(3, 5e-2, 0.75),
+            torch.nn.Conv2d(4, 2, 3),
+        )
+        .double()
+        .eval()
+    )
+    x = torch.randn(1, 3, 10, 10, dtype=torch.float64) * 10
+    with torch.no_grad():
+        before_lrn = model[1](model[0](x))
+        value = model(x)[0, 1, 3, 3]
+    seed = torch.zeros(1, 2, 6, 6, dtype=torch.float64)
+    seed[0, 1, 3, 3] = value
+    signal = torch.nn.grad.conv2d_input(before_lrn.shape, model[3].weight, seed)
+    for lrn, through in (
+        ("skip", signal),
+        ("reapply", model[2](signal)),
+    ):
+        expected = torch.nn.grad.conv2d_input(x.shape, model[0].weight, torch.relu(through))
+        got = dn.Deconvnet(model, lrn=lrn).project(x, "3", dn.Neuron(1, 3, 3)).images[0, 0]
+        assert torch.allclose(got, expected[0], rtol=1e-10, atol=1e-12), lrn
+    skipped = dn.Deconvnet(model, lrn="skip").project(x, "3", dn.Neuron(1, 3, 3)).images
+    exact = dn.Deconvnet(model, lrn="gradient").project(x, "3", dn.Neuron(1, 3, 3)).images
+    assert not torch.allclose(skipped, exact)
