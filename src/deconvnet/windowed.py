@@ -11,7 +11,6 @@ back to the general autograd path, which the tests use as this module's oracle.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -114,7 +113,7 @@ def _record(module: nn.Module, inp: Tensor, policy: ReversePolicy) -> Tensor | N
     if isinstance(module, nn.ReLU) and policy.rule in ("guided", "gradient"):
         return (inp > 0).to(inp.dtype)
     if isinstance(module, nn.LocalResponseNorm) and policy.lrn == "gradient":
-        return inp.detach().clone()
+        return _lrn_terms(module, inp.detach())
     if isinstance(module, nn.MaxPool2d):
         return pool_switches(module, inp)
     return None
@@ -176,11 +175,8 @@ def _step_back(
         return rectified * mask, tops, lefts
     if isinstance(module, nn.LocalResponseNorm):
         if policy.lrn == "gradient":  # across channels only: exact on a window
-            window = _windows(_recorded(step.saved), image_index, tops, lefts, signal.shape[2:])
-            _, pullback = cast(
-                "tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]", torch.func.vjp(module, window)
-            )
-            return pullback(signal)[0], tops, lefts
+            terms = _windows(_recorded(step.saved), image_index, tops, lefts, signal.shape[2:])
+            return _lrn_gradient(module, signal, terms), tops, lefts
         return (signal if policy.lrn == "skip" else module(signal)), tops, lefts
     if isinstance(module, nn.BatchNorm2d):
         running_var = cast(Tensor, module.running_var)
@@ -201,6 +197,33 @@ def _step_back(
     if isinstance(module, nn.MaxPool2d):
         return _unpool(step, signal, tops, lefts, image_index)
     raise AssertionError(f"uncovered module {module}")  # plan() admits only the above
+
+
+def _lrn_terms(module: nn.LocalResponseNorm, x: Tensor) -> Tensor:
+    """``[s^-β, x·s^-β-1, x]`` stacked on channels, with ``s = k + α·mean(x²)`` over each
+    channel window exactly as ``F.local_response_norm`` pads it: the parts of the LRN
+    gradient that do not depend on the signal, computed once on the full map."""
+    size = module.size
+    squares = F.pad((x * x).unsqueeze(1), (0, 0, 0, 0, size // 2, (size - 1) // 2))
+    mean = F.avg_pool3d(squares, (size, 1, 1), stride=1).squeeze(1)
+    base = mean * module.alpha + module.k
+    return torch.cat([base.pow(-module.beta), x * base.pow(-module.beta - 1), x], dim=1)
+
+
+def _lrn_gradient(module: nn.LocalResponseNorm, signal: Tensor, terms: Tensor) -> Tensor:
+    """The LRN's vector-Jacobian product on windows, from :func:`_lrn_terms`.
+
+    ``g_j = signal_j·s_j^-β − (2αβ/n)·x_j·Σ_c signal_c·x_c·s_c^-β-1`` over the channels ``c``
+    whose window holds ``j`` (the transposed window: ``n-1-n//2`` before, ``n//2`` after).
+    """
+    size, channels = module.size, signal.shape[1]
+    inverse, scaled, x = (terms[:, i * channels : (i + 1) * channels] for i in range(3))
+    product = F.pad(signal * scaled, (0, 0, 0, 0, (size - 1) // 2, size // 2))
+    spread = product[:, :channels].clone()
+    for i in range(1, size):
+        spread += product[:, i : i + channels]
+    factor = 2 * module.alpha * module.beta / size
+    return signal * inverse - factor * x * spread
 
 
 def _unpool(
