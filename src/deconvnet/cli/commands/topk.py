@@ -19,6 +19,9 @@ from deconvnet.errors import InputError
 from deconvnet.topk.render import DEFAULT_TILE
 from deconvnet.topk.scan import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, MapChoice
 
+DEFAULT_WORKERS = 1
+"""One loader process decodes the next batch while the model runs on this one."""
+
 CHECKPOINT_FILE = "topk_checkpoint.pt"
 DEFAULT_MAPS = "random:16"
 
@@ -41,7 +44,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for random:N (default: 0)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue OUT's checkpoint")
-    parser.add_argument("--workers", type=int, default=0, help="loader processes (default: 0)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"loader processes decoding images while the model runs (default: "
+        f"{DEFAULT_WORKERS}; 0 decodes in this process)",
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--checkpoint-every", type=int, default=DEFAULT_CHECKPOINT_EVERY)
     parser.add_argument(
