@@ -208,7 +208,8 @@ class Deconvnet:
             raise TypeError(f"select must be a Selection such as TopMaps(9), got {select!r}")
         name, module = resolve_layer(self.model, layer)
         x = self._check_input(x)
-        chain = windowed.plan(self.model, x, module, self.policy) if switches is None else None
+        fast = switches is None and not select.joint
+        chain = windowed.plan(self.model, x, module, self.policy) if fast else None
         seeds = select.resolve(chain.output) if chain is not None else None
         if chain is not None and seeds is not None and seeds.positions is not None:
             images = self._reverse_windowed(chain, seeds, x.shape, progress)

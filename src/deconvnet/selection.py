@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -63,7 +64,13 @@ class Seeds:
 
 
 class Selection(ABC):
-    """Base class: ``resolve(y) -> Seeds``; subclasses are frozen dataclasses."""
+    """Base class: ``resolve(y) -> Seeds``; subclasses are frozen dataclasses.
+
+    ``joint`` is True for selections that seed many activations in one projection; the
+    engine's windowed fast path is only for single-unit seeds, so it skips those.
+    """
+
+    joint: ClassVar[bool] = False
 
     @abstractmethod
     def resolve(self, y: Tensor) -> Seeds:
@@ -248,6 +255,8 @@ def _joint(y: Tensor, keep: Tensor, channel: int, rescale: bool = False) -> Seed
 class WholeMap(Selection):
     """Every activation of map ``channel`` jointly, at its forward values."""
 
+    joint: ClassVar[bool] = True
+
     channel: int
 
     def resolve(self, y: Tensor) -> Seeds:
@@ -270,6 +279,8 @@ class Threshold(Selection):
     pass read it. ``values`` still report the raw activations.
     """
 
+    joint: ClassVar[bool] = True
+
     threshold: float
     rescale: bool = False
 
@@ -283,6 +294,8 @@ class Threshold(Selection):
 @dataclass(frozen=True, eq=False)
 class Mask(Selection):
     """Activations where ``mask`` is true, jointly; ``mask`` broadcasts to (B, C, *spatial)."""
+
+    joint: ClassVar[bool] = True
 
     mask: Tensor
 
