@@ -29,6 +29,11 @@ def image_paths(given: list[str]) -> list[Path]:
     return [Path(p) for p in given] if given else [images.bundled_photo()]
 
 
+def image_path(given: str | None) -> Path:
+    """The user's image, or the bundled CC0 photo."""
+    return image_paths([given] if given else [])[0]
+
+
 def prepare(path: Path, spec: Preprocessing, device: torch.device) -> PreparedImage:
     """Decode ``path`` and preprocess it for the model (``ImageError`` on bad files)."""
     rgb = images.load_image(path)

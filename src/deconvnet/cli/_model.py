@@ -47,6 +47,20 @@ class LoadedModel:
             raise InputError("the model has no Conv2d layer; name one with --layer")
         return convs[-1]
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters live (inputs are moved there)."""
+        param = next(self.model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+
+    def provenance(self) -> dict[str, str | None]:
+        """The manifest fields that say which network made a picture."""
+        return {
+            "model": self.name,
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+        }
+
     def display_name(self, layer: str) -> str:
         """The alias of ``layer`` if it has one (``conv5``), else the dotted name."""
         for alias, target in self.layer_aliases.items():

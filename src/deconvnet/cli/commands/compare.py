@@ -6,11 +6,10 @@ import argparse
 from pathlib import Path
 
 from deconvnet import compare, render
-from deconvnet.cli._inputs import prepare
+from deconvnet.cli._inputs import image_path, prepare
 from deconvnet.cli._model import add_model_arguments, load_model
 from deconvnet.cli._progress import ProgressBar
 from deconvnet.cli._select import add_target_arguments, parse_select
-from deconvnet.images import bundled_photo
 
 MANIFEST = "manifest.json"
 FIGURE = "compare.png"
@@ -41,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args)
     layer = loaded.layer(args.layer)
     selection = args.select or parse_select(DEFAULT_SELECT)
-    device = next(loaded.model.parameters()).device
-    path = Path(args.image) if args.image else bundled_photo()
+    device = loaded.device
+    path = image_path(args.image)
     image = prepare(path, loaded.preprocessing, device)
     with ProgressBar(f"{path.name}: rules", unit="rule") as bar:
         result = compare.compare_rules(loaded.model, image.tensor, layer, selection, progress=bar)
@@ -56,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
         "command": "compare",
         "image": str(path),
         "input_size": list(image.tensor.shape[2:]),
-        "model": loaded.name,
-        "weights": loaded.weights,
-        "weights_sha256": loaded.weights_sha256,
+        **loaded.provenance(),
         "layer": layer,
         "layer_alias": loaded.display_name(layer),
         "selection": selection.describe(),

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     loaded = load_model(args)
     height, width = args.size or loaded.preprocessing.input_size
-    device = next(loaded.model.parameters()).device
+    device = loaded.device
     rows = layer_table(loaded.model, (1, 3, height, width), device=device)
     aliases = {target: alias for alias, target in loaded.layer_aliases.items()}
     print(f"{loaded.name}: input 3x{height}x{width}")

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     loaded = load_model(args)
     layer = loaded.layer(args.layer)
-    device = next(loaded.model.parameters()).device
+    device = loaded.device
     image = prepare(Path(args.image), loaded.preprocessing, device)
     output = Deconvnet(loaded.model).layer_output(image.tensor, layer)[0]
     if output.dim() != 3:
@@ -39,9 +39,7 @@ def run(args: argparse.Namespace) -> int:
     render.save_png(grid, args.out / f"{stem}.png")
     render.write_json(
         {
-            "model": loaded.name,
-            "weights": loaded.weights,
-            "weights_sha256": loaded.weights_sha256,
+            **loaded.provenance(),
             "image": str(args.image),
             "layer": layer,
             "layer_alias": loaded.display_name(layer),

@@ -10,11 +10,10 @@ import torch
 
 from deconvnet import occlusion, occlusion_figure, render
 from deconvnet.cli._classes import categories_for, parse_label
-from deconvnet.cli._inputs import prepare
+from deconvnet.cli._inputs import image_path, prepare
 from deconvnet.cli._model import add_model_arguments, load_model
 from deconvnet.cli._progress import ProgressBar
 from deconvnet.errors import InputError
-from deconvnet.images import bundled_photo
 
 MANIFEST = "manifest.json"
 FIGURE = "occlusion.png"
@@ -66,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     spec = loaded.preprocessing
     if spec.resize_rule == "none" and not args.native_size:
         spec = dataclasses.replace(spec, resize_rule="exact")
-    device = next(loaded.model.parameters()).device
-    path = Path(args.image) if args.image else bundled_photo()
+    device = loaded.device
+    path = image_path(args.image)
     image = prepare(path, spec, device)
     height, width = image.tensor.shape[-2:]
     options = {"batch_size": args.batch_size, "fill": _fill(args.fill, spec)}
@@ -103,9 +102,7 @@ def run(args: argparse.Namespace) -> int:
         "command": "occlude",
         "image": str(path),
         "input_size": [height, width],
-        "model": loaded.name,
-        "weights": loaded.weights,
-        "weights_sha256": loaded.weights_sha256,
+        **loaded.provenance(),
         "layer": layer,
         "layer_alias": loaded.display_name(layer),
         "map": result.channel,

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         compat=args.compat,
     )
     policy = net.policy
-    device = next(loaded.model.parameters()).device
+    device = loaded.device
     entries = []
     for index, path in enumerate(image_paths(args.images)):
         image = prepare(path, loaded.preprocessing, device)
@@ -133,9 +133,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(args.out / files["sheet"])
     manifest = {
-        "model": loaded.name,
-        "weights": loaded.weights,
-        "weights_sha256": loaded.weights_sha256,
+        **loaded.provenance(),
         "layer": layer,
         "layer_alias": label,
         "selection": selection.describe(),

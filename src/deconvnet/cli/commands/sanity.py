@@ -7,11 +7,10 @@ import math
 from pathlib import Path
 
 from deconvnet import render, sanity
-from deconvnet.cli._inputs import prepare
+from deconvnet.cli._inputs import image_path, prepare
 from deconvnet.cli._model import add_model_arguments, load_model
 from deconvnet.cli._progress import ProgressBar
 from deconvnet.cli._select import add_target_arguments, parse_select
-from deconvnet.images import bundled_photo
 from deconvnet.rules import RULES
 
 MANIFEST = "manifest.json"
@@ -45,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args)
     layer = loaded.layer(args.layer)
     selection = args.select or parse_select(DEFAULT_SELECT)
-    device = next(loaded.model.parameters()).device
-    path = Path(args.image) if args.image else bundled_photo()
+    device = loaded.device
+    path = image_path(args.image)
     image = prepare(path, loaded.preprocessing, device)
     with ProgressBar(f"{path.name}: randomising", unit="layer") as bar:
         result = sanity.cascading_randomisation(
@@ -64,9 +63,7 @@ def run(args: argparse.Namespace) -> int:
         "command": "sanity",
         "image": str(path),
         "input_size": list(image.tensor.shape[2:]),
-        "model": loaded.name,
-        "weights": loaded.weights,
-        "weights_sha256": loaded.weights_sha256,
+        **loaded.provenance(),
         "layer": layer,
         "layer_alias": loaded.display_name(layer),
         "selection": selection.describe(),

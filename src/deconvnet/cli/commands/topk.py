@@ -113,9 +113,7 @@ def run(args: argparse.Namespace) -> int:
             progress=bar,
         )
     metadata = {
-        "model": loaded.name,
-        "weights": loaded.weights,
-        "weights_sha256": loaded.weights_sha256,
+        **loaded.provenance(),
         "data": str(args.data),
         "layers": {layer: loaded.display_name(layer) for layer in layers},
         "rule": args.rule,
