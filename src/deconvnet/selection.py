@@ -89,6 +89,13 @@ def _require_maps(y: Tensor, what: str) -> None:
         )
 
 
+def _require_units(y: Tensor, what: str, instead: str) -> None:
+    if y.dim() != 2:
+        raise SelectionError(
+            f"{what} needs an fc layer output (B, F); got {tuple(y.shape)}: use {instead}"
+        )
+
+
 def _check_channel(y: Tensor, channel: int) -> None:
     if not 0 <= channel < y.shape[1]:
         raise SelectionError(
@@ -197,10 +204,7 @@ class Unit(Selection):
     index: int
 
     def resolve(self, y: Tensor) -> Seeds:
-        if y.dim() != 2:
-            raise SelectionError(
-                f"Unit needs an fc layer output (B, F); got {tuple(y.shape)}: use Neuron or MapMax"
-            )
+        _require_units(y, "Unit", "Neuron or MapMax")
         _check_channel(y, self.index)
         channels = torch.full((y.shape[0], 1), self.index, dtype=torch.long, device=y.device)
         return _unit_seeds(y, channels, None)
@@ -220,10 +224,7 @@ class TopUnits(Selection):
             raise SelectionError(f"TopUnits needs k >= 1, got {self.k}")
 
     def resolve(self, y: Tensor) -> Seeds:
-        if y.dim() != 2:
-            raise SelectionError(
-                f"TopUnits needs an fc layer output (B, F); got {tuple(y.shape)}: use TopMaps"
-            )
+        _require_units(y, "TopUnits", "TopMaps")
         if self.k > y.shape[1]:
             raise SelectionError(f"TopUnits({self.k}) but the layer has only {y.shape[1]} units")
         order = torch.sort(y.detach(), dim=1, descending=True, stable=True).indices[:, : self.k]
