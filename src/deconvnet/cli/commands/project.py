@@ -14,7 +14,7 @@ from deconvnet.cli._select import DEFAULT_SELECT, add_target_arguments, parse_se
 from deconvnet.compat import MAX_8BIT, PRESETS, demo_display
 from deconvnet.engine import DEFAULT_BATCH_SIZE, DEFAULT_POLICY, Deconvnet
 from deconvnet.errors import InputError
-from deconvnet.receptive import receptive_fields
+from deconvnet.receptive import ReceptiveField, receptive_fields
 from deconvnet.rules import COLLISION_MODES, LRN_MODES, RULES
 
 MANIFEST = "manifest.json"
@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     policy = net.policy
     device = loaded.device
     entries = []
+    fields_by_shape: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
     for index, path in enumerate(image_paths(args.images)):
         image = prepare(path, loaded.preprocessing, device)
         if image.downscaled:
@@ -101,7 +102,10 @@ def run(args: argparse.Namespace) -> int:
             )
         with ProgressBar(f"{path.name}: {label}", unit="proj") as bar:
             result = net.project(image.tensor, layer, selection, progress=bar)
-        fields = receptive_fields(loaded.model, tuple(image.tensor.shape), device=device)
+        shape = tuple(image.tensor.shape)
+        if shape not in fields_by_shape:  # one tracing pass per input size, not per image
+            fields_by_shape[shape] = receptive_fields(loaded.model, shape, device=device)
+        fields = fields_by_shape[shape]
         figure = figures.projection_figure(
             result,
             channel_order=loaded.preprocessing.channel_order,
