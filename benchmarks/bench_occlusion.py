@@ -1,4 +1,4 @@
-"""Occlusion speed: ``deconvnet.occlusion`` (all four Fig. 7 panels) against Captum.
+"""Occlusion speed: ``deconvnet.instruments.occlusion`` (all four Fig. 7 panels) against Captum.
 
 Captum's ``Occlusion`` computes one panel (the class-probability attribution) with the same
 window, stride, fill and batch size on the same model and image, in the same run. Our
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from deconvnet import caffe, images, models
-from deconvnet.occlusion import Occluder, occlude
+from deconvnet import caffe, models
+from deconvnet.inputs import images
+from deconvnet.instruments.occlusion import Occluder, occlude
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SQUEEZENET = DATA / "caffe" / "squeezenet"

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from deconvnet import Deconvnet, Neuron, caffe, datasets, models, topk
-from deconvnet.datasets import collate_by_size
-from deconvnet.images import load_image, preprocess
+from deconvnet import Deconvnet, Neuron, caffe, models, topk
+from deconvnet.inputs import datasets
+from deconvnet.inputs.datasets import collate_by_size
+from deconvnet.inputs.images import load_image, preprocess
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SQUEEZENET = SHARED / "caffe" / "squeezenet"
@@ -44,7 +45,8 @@ PROJECTION_MAPS = "random:2"
 
 _MEMORY_CHILD = """
 import json, sys, threading, time
-from deconvnet import datasets, models, topk
+from deconvnet import models, topk
+from deconvnet.inputs import datasets
 
 def rss_mib():
     with open("/proc/self/status") as status:

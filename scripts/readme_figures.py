@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 import deconvnet as dn
-from deconvnet import caffe, render
-from deconvnet.cli import main
-from deconvnet.compat import CAFFE_DECONVNET, demo_display
+from deconvnet import caffe
+from deconvnet.engine.compat import CAFFE_DECONVNET, demo_display
+from deconvnet.faces.cli import main
+from deconvnet.figures import render
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -1,4 +1,4 @@
-"""Small seeded networks shared by the engine tests (random weights, real layouts)."""
+"""Small seeded networks shared by the tests (random weights, real layouts, built answers)."""
 
 from __future__ import annotations
 
@@ -202,3 +202,65 @@ class ReusedReLU(nn.Module):
         for module in self.base:
             x = self.act(x) if isinstance(module, nn.ReLU) else module(x)
         return x
+
+
+def small_conv() -> nn.Sequential:
+    """conv-ReLU-pool-conv-ReLU on 3 channels (the rule-comparison net)."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 5, 3, padding=1),
+        nn.ReLU(),
+    ).eval()
+
+
+def small_classifier() -> nn.Sequential:
+    """A conv net with a linear head on 16x16 inputs (the sanity-check net)."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 4),
+    ).eval()
+
+
+def quadrant_classifier() -> nn.Sequential:
+    """Class q = the quadrant whose mean is lowest: occluding quadrant q (fill 0) picks q."""
+    conv = nn.Conv2d(1, 1, 1)
+    linear = nn.Linear(4, 4)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.zero_()
+        linear.weight.copy_(-100 * torch.eye(4))
+        linear.bias.zero_()
+    return nn.Sequential(conv, nn.AvgPool2d(16), nn.Flatten(), linear).eval()
+
+
+def tie_net() -> nn.Sequential:
+    """Integer weights, no bias: exact arithmetic, many exact ties."""
+    generator = torch.Generator().manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1, bias=False),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 5, 3, padding=1, bias=False),
+        nn.ReLU(),
+    )
+    with torch.no_grad():
+        for index in (0, 3):
+            weight = net[index].weight
+            weight.copy_(torch.randint(-1, 2, weight.shape, generator=generator).float())
+    return net.eval()
+
+
+def float_net(seed: int = 1) -> nn.Sequential:
+    generator = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(),
+    )
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    return net.eval()

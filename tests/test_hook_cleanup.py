@@ -13,9 +13,12 @@ import torch
 from torch import nn
 
 import deconvnet as dn
-from deconvnet import compare, datasets, occlusion, sanity, topk
-from deconvnet.preprocessing import Preprocessing
-from deconvnet.receptive import receptive_fields
+from deconvnet import topk
+from deconvnet.engine.receptive import receptive_fields
+from deconvnet.inputs import datasets
+from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.instruments import compare, sanity
+from deconvnet.instruments.occlusion import occlusion
 from tests import _nets
 
 

@@ -3,9 +3,29 @@
 >>> import deconvnet as dn
 >>> with dn.Deconvnet(model, rule="zeiler") as net:             # doctest: +SKIP
 ...     res = net.project(x, layer="features.10", select=dn.TopMaps(9))
+
+This module is the public facade. The package's rooms follow the data:
+``inputs`` (pixels in) -> ``models`` and ``caffe`` (networks) -> ``engine`` (the reverse
+pass) -> ``instruments`` (the paper's experiments, returning dataclasses) -> ``figures``
+(every picture) -> ``faces`` (the command line); each imports only the rooms before it.
+The facade may import them all, and it is where figures and engine meet: it gives the
+engine's :class:`Projection` its Jupyter picture, so the engine never imports figures.
 """
 
-from deconvnet.engine import Deconvnet, Projection, resolve_layer
+from deconvnet import caffe, models, topk
+from deconvnet.engine.engine import Deconvnet, resolve_layer
+from deconvnet.engine.projection import Projection, register_display
+from deconvnet.engine.selection import (
+    MapMax,
+    Mask,
+    Neuron,
+    Selection,
+    Threshold,
+    TopMaps,
+    TopUnits,
+    Unit,
+    WholeMap,
+)
 from deconvnet.errors import (
     CaffeFormatError,
     DeconvnetError,
@@ -17,18 +37,11 @@ from deconvnet.errors import (
     UnsupportedLayerError,
     WeightsError,
 )
-from deconvnet.preprocessing import Preprocessing
-from deconvnet.selection import (
-    MapMax,
-    Mask,
-    Neuron,
-    Selection,
-    Threshold,
-    TopMaps,
-    TopUnits,
-    Unit,
-    WholeMap,
-)
+from deconvnet.figures.projection import projection_sheet_png
+from deconvnet.inputs import datasets, images
+from deconvnet.inputs.preprocessing import Preprocessing
+
+register_display(projection_sheet_png)
 
 __all__ = [
     "CaffeFormatError",
@@ -52,5 +65,10 @@ __all__ = [
     "UnsupportedLayerError",
     "WeightsError",
     "WholeMap",
+    "caffe",
+    "datasets",
+    "images",
+    "models",
     "resolve_layer",
+    "topk",
 ]

@@ -1,3 +1,3 @@
-from deconvnet.cli import main
+from deconvnet.faces.cli import main
 
 raise SystemExit(main())

@@ -11,7 +11,7 @@ import torch
 from deconvnet.caffe import default_preprocessing, load, read_caffemodel, read_prototxt
 from deconvnet.caffe.parse import net_definition
 from deconvnet.errors import CaffeFormatError
-from deconvnet.preprocessing import Preprocessing
+from deconvnet.inputs.preprocessing import Preprocessing
 
 CONV_NET = """
 name: "tiny"

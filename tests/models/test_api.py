@@ -11,8 +11,8 @@ import torch
 
 import deconvnet.models as zoo
 from deconvnet.errors import DeconvnetError, WeightsError
+from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION
 from deconvnet.models.caffenet import CAFFE_PREPROCESSING, PARAM_LAYERS
-from deconvnet.preprocessing import IMAGENET_TORCHVISION
 
 SMALL = "squeezenet1_1"  # the cheapest ImageNet model to build (1.2 M parameters)
 

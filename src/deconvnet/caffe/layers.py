@@ -14,8 +14,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deconvnet.layer_types import register_lrn_module
-
 
 class InnerProduct(nn.Linear):
     """Caffe's InnerProduct: flatten every axis from ``axis`` on, then a linear map.
@@ -35,7 +33,6 @@ class InnerProduct(nn.Linear):
         return f"{super().extra_repr()}, axis={self.axis}"
 
 
-@register_lrn_module
 class WithinChannelLRN(nn.Module):
     """Caffe's LRN with ``norm_region: WITHIN_CHANNEL``.
 

@@ -21,7 +21,7 @@ from deconvnet.caffe.parse import (
     weight_blobs,
 )
 from deconvnet.errors import CaffeFormatError
-from deconvnet.preprocessing import Preprocessing
+from deconvnet.inputs.preprocessing import Preprocessing
 
 IMAGENET_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 """Mean pixel of Caffe's ``ilsvrc_2012_mean.npy`` (mean over H and W), B, G, R, 0..255."""

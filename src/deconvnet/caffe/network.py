@@ -10,7 +10,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from deconvnet.errors import InputError
-from deconvnet.rules import pool_switches
 
 
 @dataclass(frozen=True)
@@ -121,5 +120,13 @@ def _argmax_mask(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         )
     else:
         assert isinstance(module, nn.MaxPool2d)  # built that way; not user input
-        indices = pool_switches(module, x)
+        _, indices = F.max_pool2d(
+            x,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            ceil_mode=module.ceil_mode,
+            return_indices=True,
+        )
     return indices.to(x.dtype)

@@ -3,7 +3,7 @@
 Every model that :func:`load` returns carries three plain attributes, so callers (and the
 CLI) never need a side table:
 
-``model.preprocessing``  the :class:`~deconvnet.preprocessing.Preprocessing` of its weights;
+``model.preprocessing``  the :class:`~deconvnet.inputs.preprocessing.Preprocessing` of its weights;
 ``model.categories``     class names in output order, or ``None`` (random init);
 ``model.layer_aliases``  readable layer names mapped to ``named_modules()`` names
                          (e.g. ``{"conv5": "features.12"}``).
@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from deconvnet.errors import ModelNotFoundError, WeightsError
+from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.models._download import ProgressFn, check_sha256, fetch
-from deconvnet.preprocessing import Preprocessing
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "weights"
 STATE_DICT_SUFFIXES = (".pth", ".pt")

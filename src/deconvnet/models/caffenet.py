@@ -35,9 +35,9 @@ import torch
 from torch import Tensor, nn
 
 from deconvnet.errors import WeightsError
+from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.models._api import register
 from deconvnet.models._meta import CAFFE_IMAGENET_MEAN_BGR, IMAGENET_CATEGORIES
-from deconvnet.preprocessing import Preprocessing
 
 NUM_CLASSES = 1000
 NUM_PARAMS = 60_965_224

@@ -19,9 +19,9 @@ from typing import Any, cast
 
 from torch import Tensor, nn
 
+from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.models._api import Weights, register
 from deconvnet.models._meta import CIFAR10_CATEGORIES, CIFAR10_MEAN, CIFAR10_STD
-from deconvnet.preprocessing import Preprocessing
 
 NUM_CLASSES = len(CIFAR10_CATEGORIES)
 TRAIN_SIZE = (32, 32)

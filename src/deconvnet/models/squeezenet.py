@@ -15,9 +15,9 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor, nn
 
+from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION
 from deconvnet.models._api import Weights, register
 from deconvnet.models._meta import IMAGENET_CATEGORIES
-from deconvnet.preprocessing import IMAGENET_TORCHVISION
 
 NUM_CLASSES = 1000
 NUM_PARAMS_1_0 = 1_248_424

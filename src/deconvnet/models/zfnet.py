@@ -18,11 +18,11 @@ from typing import Any, cast
 
 from torch import Tensor, nn
 
+from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION
 from deconvnet.models._api import register
 from deconvnet.models._meta import IMAGENET_CATEGORIES
 from deconvnet.models.caffenet import LAYER_ALIASES as CAFFENET_LAYER_ALIASES
 from deconvnet.models.caffenet import classifier_head
-from deconvnet.preprocessing import IMAGENET_TORCHVISION
 
 NUM_CLASSES = 1000
 NUM_PARAMS = 62_357_608

@@ -1,7 +1,0 @@
-"""Sub-commands of ``deconvnet``, in the order ``--help`` lists them."""
-
-from types import ModuleType
-
-from deconvnet.cli.commands import compare, layers, maps, occlude, project, sanity, topk
-
-ALL: list[ModuleType] = [project, layers, maps, topk, occlude, compare, sanity]

@@ -1,0 +1,1 @@
+"""What users touch: the ``deconvnet`` command line, which only calls library functions."""

@@ -1,0 +1,141 @@
+"""``deconvnet occlude``: the paper's Fig. 7 occlusion analysis for one image."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from deconvnet.errors import InputError
+from deconvnet.faces.cli._classes import categories_for, parse_label
+from deconvnet.faces.cli._inputs import image_path, prepare
+from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._progress import ProgressBar
+from deconvnet.figures.files import save_png, write_json
+from deconvnet.figures.occlusion import figure, figure_panels
+from deconvnet.instruments.occlusion import occlusion
+
+MANIFEST = "manifest.json"
+FIGURE = "occlusion.png"
+MAX_GREY = 255
+EXAMPLES = """examples:
+  deconvnet occlude --out out/                      # default model, bundled photo at 32x32
+  deconvnet occlude cat.jpg --caffe deploy.prototxt net.caffemodel --label 281 --out out/
+  deconvnet occlude cat.jpg --model alexnet --weights imagenet --size 48 --stride 8 --out out/
+
+Models whose preprocessing keeps photos at their own size (the default CIFAR-10 model) are
+occluded at their training size (32x32 for the default), where their classifier is valid;
+--native-size keeps the photo's own size instead. Size and stride default to 48 and 8 for a
+224-pixel input, scaled to the input (7 and 1 at 32x32).
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "occlude",
+        help="occlusion sensitivity (the paper's Fig. 7)",
+        description="Slide a grey square over the image and map a layer's strongest feature "
+        "map, the class probability and the top class (Zeiler & Fergus 2014, Fig. 7).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("image", nargs="?", metavar="IMAGE", help="default: bundled photo")
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--layer", default=None, help="layer of panels (b), (c) (default: last conv)"
+    )
+    parser.add_argument("--label", default=None, help="true class (index or name); default: top")
+    parser.add_argument("--categories", type=Path, default=None, help="class names, one per line")
+    parser.add_argument("--size", type=int, default=None, help="occluder side in pixels")
+    parser.add_argument("--stride", type=int, default=None, help="occluder step in pixels")
+    parser.add_argument(
+        "--fill", default="mean", help="'mean' (the model's mean pixel) or a grey level 0-255"
+    )
+    parser.add_argument("--batch-size", type=int, default=occlusion.DEFAULT_BATCH_SIZE)
+    parser.add_argument(
+        "--native-size", action="store_true", help="keep the photo's size for 'none' models"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_model(args)
+    layer = loaded.layer(args.layer)
+    spec = loaded.preprocessing
+    if spec.resize_rule == "none" and not args.native_size:
+        spec = dataclasses.replace(spec, resize_rule="exact")
+    device = loaded.device
+    path = image_path(args.image)
+    image = prepare(path, spec, device)
+    height, width = image.tensor.shape[-2:]
+    options = {"batch_size": args.batch_size, "fill": _fill(args.fill, spec)}
+    if args.size is not None:
+        options["size"] = args.size
+    if args.stride is not None:
+        options["stride"] = args.stride
+    occluder = occlusion.Occluder.for_input(height, width, **options)
+    with torch.no_grad():
+        outputs = loaded.model(image.tensor).flatten(1).shape[1]
+    names, source = categories_for(args.categories, loaded.categories, outputs)
+    label = parse_label(args.label, names, outputs)
+    with ProgressBar(f"{path.name}: occlusion", unit="pos") as bar:
+        result = occlusion.occlude(
+            loaded.model, image.tensor, layer, occluder, label=label, progress=bar
+        )
+    order = spec.channel_order
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_png(figure(result, image.rgb, names, channel_order=order), args.out / FIGURE)
+    files = {"figure": FIGURE}
+    for key, panel in figure_panels(result, image.rgb, names, channel_order=order).items():
+        files[key] = f"panel_{key}.png"
+        save_png(panel, args.out / files[key])
+
+    def name(index: int) -> str:
+        return names[index] if names else f"class {index}"
+
+    manifest = {
+        "command": "occlude",
+        "image": str(path),
+        "input_size": [height, width],
+        **loaded.provenance(),
+        "layer": layer,
+        "layer_alias": loaded.display_name(layer),
+        "map": result.channel,
+        "size": occluder.size,
+        "stride": occluder.stride,
+        "fill": list(result.fill),
+        "fill_given": args.fill,
+        "label": result.target if result.target_is_label else None,
+        "target": result.target,
+        "target_name": name(result.target),
+        "categories": source,
+        "baseline": {
+            "class": result.baseline_class,
+            "class_name": name(result.baseline_class),
+            "probability_of_target": result.baseline_probability,
+            "map_total_activation": result.baseline_activation,
+        },
+        "positions": {"rows": result.rows, "cols": result.cols},
+        "min_probability_of_target": float(result.probability.min()),
+        "method": result.method,
+        "splice_layer": result.splice_layer,
+        "files": files,
+    }
+    write_json(manifest, args.out / MANIFEST)
+    print(args.out / FIGURE)
+    return 0
+
+
+def _fill(text: str, spec: object) -> tuple[float, ...] | None:
+    if text == "mean":
+        return occlusion.mean_fill(spec)  # type: ignore[arg-type]
+    try:
+        grey = float(text)
+    except ValueError:
+        grey = -1.0
+    if not 0 <= grey <= MAX_GREY:
+        raise InputError(f"--fill must be 'mean' or a grey level 0-255, got {text!r}")
+    return occlusion.grey_fill(spec, grey / MAX_GREY)  # type: ignore[arg-type]

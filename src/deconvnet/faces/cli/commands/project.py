@@ -1,0 +1,154 @@
+"""``deconvnet project``: the main job — project a layer's activations to pixels."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from deconvnet.engine.compat import MAX_8BIT, PRESETS, demo_display
+from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, DEFAULT_POLICY, Deconvnet
+from deconvnet.engine.receptive import ReceptiveField, receptive_fields
+from deconvnet.engine.rules import COLLISION_MODES, LRN_MODES, RULES
+from deconvnet.errors import InputError
+from deconvnet.faces.cli._inputs import image_paths, prepare
+from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._progress import ProgressBar
+from deconvnet.faces.cli._select import DEFAULT_SELECT, add_target_arguments, parse_select
+from deconvnet.figures.files import save_png, write_json
+from deconvnet.figures.projection import projection_figure, save_projection_figure
+
+MANIFEST = "manifest.json"
+EXAMPLES = """examples:
+  deconvnet project --out out/          # embedded default model on the bundled photo
+  deconvnet project cat.jpg --layer conv3 --select map:12 --out out/
+  deconvnet project cat.jpg --model alexnet --weights imagenet --layer features.10 --out out/
+  deconvnet project img.jpg --caffe deploy.prototxt net.caffemodel --layer pool5 --out out/
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "project",
+        help="project a layer's activations back to pixels (the deconvnet)",
+        description="Project selected activations of a layer back to pixel space "
+        "(Zeiler & Fergus 2014). Writes PNGs and a JSON manifest.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="default: a bundled CC0 photo")
+    add_model_arguments(parser)
+    add_target_arguments(parser, DEFAULT_SELECT)
+    add_rule_arguments(parser)
+    parser.add_argument(
+        "--compat",
+        choices=sorted(PRESETS),
+        default=None,
+        help="reproduce another tool exactly: caffe-deconvnet = the old Caffe demo "
+        "(default layer pool5, threshold:150 rescaled, no ReLU, LRN re-applied, overwrite)",
+    )
+    parser.add_argument("--no-crop", action="store_true", help="keep whole-image projections")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.set_defaults(func=run)
+
+
+def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--rule``, ``--lrn``, ``--collisions``, ``--batch-size`` (shared with other commands)."""
+    parser.add_argument(
+        "--rule", choices=RULES, default=None, help=f"reverse rule (default: {DEFAULT_POLICY.rule})"
+    )
+    parser.add_argument(
+        "--lrn",
+        choices=LRN_MODES,
+        default=None,
+        help=f"LRN on the way down (default: {DEFAULT_POLICY.lrn})",
+    )
+    parser.add_argument(
+        "--collisions",
+        choices=COLLISION_MODES,
+        default=None,
+        help=f"overlapping unpooling (default: {DEFAULT_POLICY.collisions})",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="reverse passes run together"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_model(args)
+    compat = PRESETS[args.compat] if args.compat else None
+    if compat is not None and (args.rule or args.lrn or args.collisions):
+        raise InputError(f"--compat {compat.name} fixes --rule, --lrn and --collisions")
+    layer = loaded.layer(args.layer or (compat.layer if compat else None))
+    label = loaded.display_name(layer)
+    selection = args.select or (compat.selection() if compat else parse_select(DEFAULT_SELECT))
+    net = Deconvnet(
+        loaded.model,
+        rule=args.rule,
+        lrn=args.lrn,
+        collisions=args.collisions,
+        batch_size=args.batch_size,
+        compat=args.compat,
+    )
+    policy = net.policy
+    device = loaded.device
+    entries = []
+    fields_by_shape: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
+    for index, path in enumerate(image_paths(args.images)):
+        image = prepare(path, loaded.preprocessing, device)
+        if image.downscaled:
+            print(
+                f"note: {path} downscaled to {image.rgb.shape[1]}x{image.rgb.shape[0]}",
+                file=sys.stderr,
+            )
+        with ProgressBar(f"{path.name}: {label}", unit="proj") as bar:
+            result = net.project(image.tensor, layer, selection, progress=bar)
+        shape = tuple(image.tensor.shape)
+        if shape not in fields_by_shape:  # one tracing pass per input size, not per image
+            fields_by_shape[shape] = receptive_fields(loaded.model, shape, device=device)
+        fields = fields_by_shape[shape]
+        figure = projection_figure(
+            result,
+            channel_order=loaded.preprocessing.channel_order,
+            receptive_field=fields.get(layer),
+            input_rgb=image.rgb,
+            layer_label=label,
+            crop=not args.no_crop,
+        )
+        stem = f"{index:02d}_{path.stem}"
+        files = save_projection_figure(figure, args.out, stem)
+        if compat is not None:
+            display = demo_display(result.images[0, 0], loaded.preprocessing)
+            files["demo_display"] = f"{stem}_demo_display.png"
+            save_png(
+                (display.clip(0, 1) * MAX_8BIT).round().astype("uint8"),
+                args.out / files["demo_display"],
+            )
+        entries.append(
+            {
+                "image": str(path),
+                "input_size": list(image.tensor.shape[2:]),
+                "sheet": files["sheet"],
+                "demo_display": files.get("demo_display"),
+                "projections": [
+                    {**record, "files": tile}
+                    for record, tile in zip(figure.records, files["tiles"], strict=True)
+                ],
+            }
+        )
+        print(args.out / files["sheet"])
+    manifest = {
+        **loaded.provenance(),
+        "layer": layer,
+        "layer_alias": label,
+        "selection": selection.describe(),
+        "compat": args.compat,
+        "rule": policy.rule,
+        "lrn": policy.lrn,
+        "collisions": policy.collisions,
+        "preprocessing": loaded.preprocessing,
+        "images": entries,
+    }
+    write_json(manifest, args.out / MANIFEST)
+    print(args.out / MANIFEST)
+    return 0

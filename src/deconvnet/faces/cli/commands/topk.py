@@ -1,0 +1,145 @@
+"""``deconvnet topk``: the paper's Fig. 2 — top-k activations per map over a dataset.
+
+Scans DATA (a folder of images or an ``.npz``), keeps the ``k`` strongest images of each
+chosen map, projects each one, and writes ``topk_<layer>.png`` sheets and
+``topk_index.json`` to ``--out``. The scan checkpoints to ``OUT/topk_checkpoint.pt``;
+``--resume`` continues an interrupted scan (without it a new scan starts over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from deconvnet.errors import InputError
+from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._progress import ProgressBar
+from deconvnet.figures.topk import DEFAULT_TILE, render
+from deconvnet.inputs import datasets
+from deconvnet.instruments.topk.project import project
+from deconvnet.instruments.topk.scan import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHECKPOINT_EVERY,
+    MapChoice,
+    scan,
+)
+
+DEFAULT_WORKERS = 1
+"""One loader process decodes the next batch while the model runs on this one."""
+
+CHECKPOINT_FILE = "topk_checkpoint.pt"
+DEFAULT_MAPS = "random:16"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``topk`` parser."""
+    parser = subparsers.add_parser(
+        "topk",
+        help="top-k activations per feature map over a dataset, projected (paper Fig. 2)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("data", metavar="DATA", help="a folder of images or an .npz file")
+    add_model_arguments(parser)
+    parser.add_argument("--layers", required=True, help="comma-separated layers (aliases ok)")
+    parser.add_argument("--k", type=int, default=9, help="images per map (default: 9)")
+    parser.add_argument(
+        "--maps", default=DEFAULT_MAPS, help=f"all, N or random:N (default: {DEFAULT_MAPS})"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for random:N (default: 0)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--resume", action="store_true", help="continue OUT's checkpoint")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"loader processes decoding images while the model runs (default: "
+        f"{DEFAULT_WORKERS}; 0 decodes in this process)",
+    )
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--checkpoint-every", type=int, default=DEFAULT_CHECKPOINT_EVERY)
+    parser.add_argument(
+        "--rule", default="zeiler", choices=["zeiler", "guided", "gradient", "none"]
+    )
+    parser.add_argument("--lrn", default="skip", choices=["skip", "gradient", "reapply"])
+    parser.add_argument("--collisions", default="sum", choices=["sum", "overwrite"])
+    parser.add_argument("--display", default="minmax", choices=["minmax", "signed"])
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels")
+    parser.add_argument("--no-tiles", action="store_true", help="write only the sheets")
+    parser.set_defaults(func=run)
+
+
+class _RelativeBar:
+    """Feeds a :class:`ProgressBar` counts relative to the first call, so a resumed scan
+    shows the rate of this run, not of the checkpointed part."""
+
+    def __init__(self, bar: ProgressBar) -> None:
+        self.bar = bar
+        self.start: int | None = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self.start is None:
+            self.start = done
+        self.bar(done - self.start, None if total is None else total - self.start)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Scan, project, render; print where the files went."""
+    maps = MapChoice.parse(args.maps)
+    loaded = load_model(args)
+    layers = [loaded.layer(name.strip()) for name in args.layers.split(",") if name.strip()]
+    if not layers:
+        raise InputError("--layers needs at least one layer name")
+    data = datasets.open_dataset(args.data, loaded.preprocessing)
+    out = args.out
+    with ProgressBar("scan", unit="img") as bar:
+        index = scan(
+            loaded.model,
+            data,
+            layers,
+            k=args.k,
+            maps=maps,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            checkpoint=f"{out}/{CHECKPOINT_FILE}",
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+            progress=_RelativeBar(bar),
+        )
+    with ProgressBar("project", unit="proj") as bar:
+        projections = project(
+            index,
+            loaded.model,
+            data,
+            rule=args.rule,
+            lrn=args.lrn,
+            collisions=args.collisions,
+            progress=bar,
+        )
+    metadata = {
+        **loaded.provenance(),
+        "data": str(args.data),
+        "layers": {layer: loaded.display_name(layer) for layer in layers},
+        "rule": args.rule,
+        "lrn": args.lrn,
+        "collisions": args.collisions,
+    }
+    result = render(
+        index,
+        projections,
+        out,
+        tile=args.tile,
+        mode=args.display,
+        save_tiles=not args.no_tiles,
+        metadata=metadata,
+        display_names={layer: loaded.display_name(layer) for layer in layers},
+    )
+    print(f"scanned {index.num_images} images ({len(index.skipped)} skipped)")
+    for name, why in index.skipped:
+        print(f"  skipped {name}: {why}", file=sys.stderr)
+    for layer, path in result.sheets.items():
+        print(f"{loaded.display_name(layer)}: {path}")
+    print(f"index: {result.index_file}")
+    return 0

@@ -1,0 +1,74 @@
+"""The rule comparison drawn: each rule's projection of one selection, side by side.
+
+Showing the rules on one shared scale (:func:`~deconvnet.figures.render.shared_range`)
+makes their strengths comparable; the signed view puts zero at grey so negative evidence
+shows; a last row gives each rule its own scale, so a weak rule's pattern stays visible.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from deconvnet.figures.render import (
+    DisplayMode,
+    DisplayRange,
+    contact_sheet,
+    shared_range,
+    to_display,
+)
+from deconvnet.instruments.compare import RULE_DESCRIPTIONS, Comparison
+
+
+def seed_label(comparison: Comparison, k: int) -> str:
+    """``map 12 @ (3, 4) = 5.1`` for selection ``k``."""
+    channel = int(comparison.channels[k])
+    what = f"map {channel}" if channel >= 0 else "joint"
+    if comparison.positions is not None and comparison.positions.shape[-1] > 0:
+        what += " @ (" + ", ".join(str(int(p)) for p in comparison.positions[k]) + ")"
+    return f"{what} = {float(comparison.values[k]):.3g}"
+
+
+def comparison_figure(
+    comparison: Comparison,
+    image: np.ndarray | None = None,
+    *,
+    channel_order: Literal["RGB", "BGR"] = "RGB",
+) -> np.ndarray:
+    """A sheet: per selection, a row on the shared min-max scale, a signed row on the shared
+    scale, and a signed row where each rule has its own scale.
+
+    The shared rows compare magnitudes honestly (rules can differ by orders of magnitude,
+    e.g. the deconvnet's ``relu`` lets through signals the forward mask would stop, and
+    they cancel); the last row shows each rule's pattern even when its values are small.
+    Columns are the input (if given) then one rule each; each tile says what it shows and,
+    under the rule's name, what the rule does.
+    """
+    minmax = shared_range(list(comparison.images), "minmax")
+    signed = shared_range(list(comparison.images), "signed")
+    tiles: list[np.ndarray] = []
+    labels: list[str] = []
+    views: tuple[tuple[DisplayMode, DisplayRange | None], ...] = (
+        ("minmax", minmax),
+        ("signed", signed),
+        ("signed", None),
+    )
+    for k in range(comparison.images.shape[1]):
+        for mode, scale in views:
+            if image is not None:
+                tiles.append(image)
+                labels.append(f"input\n{seed_label(comparison, k)}\n{comparison.layer}")
+            for r, rule in enumerate(comparison.rules):
+                tiles.append(
+                    to_display(
+                        comparison.images[r, k], mode, scale=scale, channel_order=channel_order
+                    )
+                )
+                if scale is None:
+                    view = "signed, own scale"
+                else:
+                    view = "shared min-max" if mode == "minmax" else "signed, shared, 0 = grey"
+                labels.append(f"{rule} ({view})\n{RULE_DESCRIPTIONS.get(rule, rule)}")
+    columns = len(comparison.rules) + (image is not None)
+    return contact_sheet(tiles, labels, columns=columns)

@@ -1,0 +1,83 @@
+"""Writing what the figures show: PNG images and JSON manifests, each written atomically.
+
+A write goes to a temporary file beside its target and is moved into place with
+``os.replace``, so a crash or a full disk never leaves a half-written file under the name
+a reader looks for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from deconvnet.errors import InputError
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """Write a uint8 ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` array as PNG, atomically.
+
+    Parent folders are created; a crash never leaves a half-written file at ``path``.
+    """
+    if not isinstance(array, np.ndarray) or array.dtype != np.uint8:
+        kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise InputError(f"save_png needs a uint8 array, got {kind}")
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise InputError(f"save_png needs (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
+    image = Image.fromarray(np.ascontiguousarray(array))
+    return _atomic_write(Path(path), lambda handle: image.save(handle, format="PNG"))
+
+
+def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``obj`` as JSON atomically: sorted keys, 2-space indent, trailing newline.
+
+    NumPy and torch scalars and arrays, tuples, paths and dataclasses are converted to
+    plain JSON values; NaN and infinity are refused (they are not JSON).
+    """
+    try:
+        text = json.dumps(_jsonable(obj), sort_keys=True, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"cannot write {path} as JSON: {exc}") from exc
+    data = text.encode("utf-8")
+    return _atomic_write(Path(path), lambda handle: handle.write(data))
+
+
+def _atomic_write(path: Path, write: Callable[[Any], object]) -> Path:
+    """Write through ``write(handle)`` to a temp file beside ``path``, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {_jsonable(key): _jsonable(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        items = sorted(obj) if isinstance(obj, set | frozenset) else obj
+        return [_jsonable(item) for item in items]
+    if isinstance(obj, torch.Tensor):
+        return _jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, np.ndarray | np.generic):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(asdict(obj))
+    return obj

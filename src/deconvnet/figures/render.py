@@ -1,0 +1,299 @@
+"""Tensors to pictures: feature-map grids, projection display, crops and contact sheets.
+
+No model code here: everything takes arrays (NumPy or torch, any device) and returns
+``uint8`` arrays, so the CLI, the report and the explorer draw the same pixels (writing
+them is :mod:`deconvnet.figures.files`). Inputs are
+never modified (the old Caffe demo rescaled its blob in place while displaying it, which
+changed the projection it then computed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from deconvnet.engine.receptive import Box
+from deconvnet.errors import InputError
+from deconvnet.figures.style import (
+    BACKGROUND,
+    GRID_FONT_SIZE,
+    LABEL_BOX_COLOUR,
+    LABEL_TEXT_COLOUR,
+    MAX_LEVEL,
+    PADDING,
+    SHEET_FONT_SIZE,
+    TEXT,
+    font,
+    text_size,
+)
+
+DisplayMode = Literal["minmax", "signed"]
+Normalise = Literal["grid", "map"]
+ArrayLike = np.ndarray | torch.Tensor
+
+SIGNED_ZERO = 128
+"""Grey level of 0 in the signed view; +-max|x| map to 128 +- 127."""
+SIGNED_HALF_RANGE = 127
+GRID_PAD_VALUE = 1.0
+"""Separator colour in feature grids, on the [0, 1] scale (white, as in Caffe's vis_square)."""
+LABEL_MIN_TILE = 32
+"""Feature-grid tiles are upscaled (nearest) to at least this many pixels when labelled."""
+SHEET_MIN_TILE = 128
+"""Contact-sheet tiles are upscaled (nearest) to at least this many pixels."""
+
+
+@dataclass(frozen=True)
+class DisplayRange:
+    """Values mapped to the ends of the display scale; share one to compare projections.
+
+    In ``"minmax"`` mode ``low`` -> 0 and ``high`` -> 255. In ``"signed"`` mode only
+    ``max(|low|, |high|)`` is used: it maps to 255 and its negative to 1, with 0 at 128.
+    """
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low > self.high:
+            raise InputError(f"DisplayRange needs finite low <= high, got {self.low}, {self.high}")
+
+
+def shared_range(
+    projections: Iterable[ArrayLike], mode: DisplayMode = "minmax", *, clip_percent: float = 0.0
+) -> DisplayRange:
+    """One :class:`DisplayRange` covering all ``projections``, for side-by-side comparison.
+
+    ``"minmax"``: the overall min and max; ``"signed"``: ``(-m, m)`` with ``m`` the overall
+    largest ``|x|``. ``clip_percent`` > 0 ignores that percentage of the most extreme values
+    at each end (those pixels saturate), so a few outlier pixels cannot make the rest faint.
+    """
+    _check_mode(mode)
+    if not 0.0 <= clip_percent < 50.0:
+        raise InputError(f"clip_percent must be in [0, 50), got {clip_percent}")
+    arrays = [_as_float_array(p) for p in projections]
+    if not arrays or all(a.size == 0 for a in arrays):
+        raise InputError("shared_range got no values; pass at least one non-empty projection")
+    values = np.concatenate([a.ravel() for a in arrays if a.size])
+    if mode == "signed":
+        magnitude = np.abs(values)
+        largest = (
+            float(np.percentile(magnitude, 100 - clip_percent))
+            if clip_percent
+            else float(magnitude.max())
+        )
+        return DisplayRange(-largest, largest)
+    if clip_percent:
+        low, high = np.percentile(values, [clip_percent, 100 - clip_percent])
+        return DisplayRange(float(low), float(high))
+    return DisplayRange(float(values.min()), float(values.max()))
+
+
+def to_display(
+    projection: ArrayLike,
+    mode: DisplayMode = "minmax",
+    *,
+    scale: DisplayRange | None = None,
+    channel_order: Literal["RGB", "BGR"] = "RGB",
+) -> np.ndarray:
+    """Show a ``(C, H, W)`` projection (C = 1 or 3) as a ``(H, W, 3)`` uint8 RGB image.
+
+    ``"minmax"`` stretches ``[min, max]`` to ``[0, 255]`` (the old demo's look); ``"signed"``
+    puts 0 at grey 128 and scales by ``max|x|`` so negative evidence shows honestly. The
+    range is taken over all channels together, never per channel, so colours keep their
+    balance. A constant projection is black (minmax) or grey 128 (signed). ``channel_order``
+    is the network's: BGR projections are flipped to RGB. ``scale`` fixes the range (see
+    :func:`shared_range`); values beyond it are clipped.
+    """
+    _check_mode(mode)
+    values = _as_float_array(projection)
+    if values.ndim != 3 or values.shape[0] not in (1, 3):
+        raise InputError(f"to_display needs (C, H, W) with C 1 or 3, got {values.shape}")
+    if channel_order not in ("RGB", "BGR"):
+        raise InputError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
+    limits = scale if scale is not None else _own_range(values, mode)
+    if mode == "signed":
+        largest = max(abs(limits.low), abs(limits.high))
+        scaled = values / largest * SIGNED_HALF_RANGE if largest > 0 else np.zeros_like(values)
+        levels = SIGNED_ZERO + scaled
+    else:
+        span = limits.high - limits.low
+        levels = (values - limits.low) / span * MAX_LEVEL if span > 0 else np.zeros_like(values)
+    pixels = np.clip(np.round(levels), 0, MAX_LEVEL).astype(np.uint8)
+    if channel_order == "BGR":
+        pixels = pixels[::-1]
+    if pixels.shape[0] == 1:
+        pixels = np.repeat(pixels, 3, axis=0)
+    return np.ascontiguousarray(pixels.transpose(1, 2, 0))
+
+
+def feature_grid(
+    activations: ArrayLike,
+    *,
+    padding: int = 1,
+    normalise: Normalise = "grid",
+    labels: bool = False,
+    min_tile: int | None = None,
+    pad_value: float = GRID_PAD_VALUE,
+) -> np.ndarray:
+    """Tile ``(C, H, W)`` feature maps into a near-square ``(H', W', 3)`` uint8 grid.
+
+    Caffe's ``vis_square``: ``n = ceil(sqrt(C))`` columns, each map followed by ``padding``
+    separator pixels on its right and bottom, rows as needed (empty trailing rows dropped).
+
+    Parameters
+    ----------
+    normalise
+        ``"grid"``: one min-max over all maps, so strengths compare across maps;
+        ``"map"``: each map stretched on its own, to see the shape of weak maps.
+        Constant data maps to 0.
+    labels
+        Write each map's channel index in its top-left corner.
+    min_tile
+        Upscale maps (nearest, integer factor) until their shorter side reaches this;
+        defaults to :data:`LABEL_MIN_TILE` with labels, else no upscaling.
+    pad_value
+        Separator and empty-slot colour in ``[0, 1]``.
+    """
+    maps = _as_float_array(activations)
+    if maps.ndim != 3 or maps.shape[0] == 0 or 0 in maps.shape[1:]:
+        raise InputError(f"feature_grid needs non-empty (C, H, W) maps, got {maps.shape}")
+    if normalise not in ("grid", "map"):
+        raise InputError(f"normalise must be 'grid' or 'map', got {normalise!r}")
+    if padding < 0 or not 0.0 <= pad_value <= 1.0:
+        raise InputError(f"need padding >= 0 and pad_value in [0, 1], got {padding}, {pad_value}")
+    unit = _min_max(maps, axis=(1, 2) if normalise == "map" else None)
+    factor = _upscale_factor(maps.shape[1:], min_tile, labels)
+    unit = unit.repeat(factor, axis=1).repeat(factor, axis=2)
+    count, tile_h, tile_w = unit.shape
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    cell_h, cell_w = tile_h + padding, tile_w + padding
+    canvas = np.full((rows * cell_h, columns * cell_w), pad_value, dtype=np.float64)
+    for index in range(count):
+        top, left = (index // columns) * cell_h, (index % columns) * cell_w
+        canvas[top : top + tile_h, left : left + tile_w] = unit[index]
+    grid = np.repeat(np.round(canvas * MAX_LEVEL).astype(np.uint8)[:, :, None], 3, axis=2)
+    if labels:
+        _label_cells(grid, count, columns, (cell_h, cell_w))
+    return grid
+
+
+def crop_box(array: ArrayLike, box: Box, *, channels_first: bool = False) -> ArrayLike:
+    """Copy of the ``(top, left, bottom, right)`` region (bottom/right exclusive), clipped.
+
+    Works on ``(H, W)``, ``(H, W, C)`` or, with ``channels_first``, ``(..., H, W)`` arrays and
+    tensors, e.g. to cut a receptive-field box out of an image and its projection.
+
+    Raises
+    ------
+    InputError
+        The clipped box is empty (it lies outside the array).
+    """
+    top, left, bottom, right = (int(v) for v in box)
+    height_axis = -2 if channels_first else 0
+    height, width = array.shape[height_axis], array.shape[height_axis + 1]
+    top, left = max(top, 0), max(left, 0)
+    bottom, right = min(bottom, height), min(right, width)
+    if bottom <= top or right <= left:
+        raise InputError(f"box {tuple(box)} lies outside the {height}x{width} image")
+    rows, cols = slice(top, bottom), slice(left, right)
+    region = array[..., rows, cols] if channels_first else array[rows, cols]
+    return region.clone() if isinstance(region, torch.Tensor) else region.copy()
+
+
+def contact_sheet(
+    tiles: Sequence[np.ndarray],
+    labels: Sequence[str],
+    columns: int | None = None,
+    *,
+    min_tile: int = SHEET_MIN_TILE,
+) -> np.ndarray:
+    """Lay out ``K`` uint8 tiles ``(H, W)`` or ``(H, W, 3)``, each with its label underneath.
+
+    Small tiles are upscaled (nearest, integer factor) until their shorter side reaches
+    ``min_tile`` so sheets of 13x13 units stay readable. Labels may hold several lines
+    (e.g. layer, channel, value, position). ``columns`` defaults to ``ceil(sqrt(K))``.
+    """
+    if len(tiles) == 0 or len(tiles) != len(labels):
+        raise InputError(
+            f"contact_sheet needs one label per tile, got {len(tiles)} tiles, {len(labels)} labels"
+        )
+    if columns is not None and columns < 1:
+        raise InputError(f"columns must be >= 1, got {columns}")
+    shown = [_tile_rgb(tile, min_tile) for tile in tiles]
+    face = font(SHEET_FONT_SIZE)
+    text_boxes = [text_size(label, face) for label in labels]
+    cell_w = max(max(t.shape[1] for t in shown), max(w for w, _ in text_boxes)) + PADDING
+    text_h = max(h for _, h in text_boxes)
+    cell_h = max(t.shape[0] for t in shown) + text_h + 2 * PADDING
+    columns = columns or math.ceil(math.sqrt(len(shown)))
+    rows = math.ceil(len(shown) / columns)
+    sheet = Image.new("RGB", (columns * cell_w + PADDING, rows * cell_h + PADDING), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for index, (tile, label) in enumerate(zip(shown, labels, strict=True)):
+        left = (index % columns) * cell_w + PADDING
+        top = (index // columns) * cell_h + PADDING
+        sheet.paste(Image.fromarray(tile), (left, top))
+        draw.multiline_text((left, top + tile.shape[0] + PADDING // 2), label, fill=TEXT, font=face)
+    return np.asarray(sheet).copy()
+
+
+def _as_float_array(values: ArrayLike) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
+    if isinstance(values, np.ndarray):
+        return np.array(values, dtype=np.float64, copy=True)
+    raise InputError(f"expected a NumPy array or torch.Tensor, got {type(values).__name__}")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("minmax", "signed"):
+        raise InputError(f"mode must be 'minmax' or 'signed', got {mode!r}")
+
+
+def _own_range(values: np.ndarray, mode: DisplayMode) -> DisplayRange:
+    return shared_range([values], mode)
+
+
+def _min_max(values: np.ndarray, axis: tuple[int, ...] | None) -> np.ndarray:
+    """Stretch to [0, 1] over ``axis`` (None: everything); constant spans become 0."""
+    low = values.min(axis=axis, keepdims=True)
+    span = values.max(axis=axis, keepdims=True) - low
+    safe = np.where(span > 0, span, 1.0)
+    return np.where(span > 0, (values - low) / safe, 0.0)
+
+
+def _upscale_factor(tile_hw: tuple[int, ...], min_tile: int | None, labels: bool) -> int:
+    target = min_tile if min_tile is not None else (LABEL_MIN_TILE if labels else 1)
+    return max(1, math.ceil(target / min(tile_hw)))
+
+
+def _tile_rgb(tile: np.ndarray, min_tile: int) -> np.ndarray:
+    if not isinstance(tile, np.ndarray) or tile.dtype != np.uint8:
+        raise InputError("contact_sheet tiles must be uint8 arrays (see to_display)")
+    if tile.ndim == 2:
+        tile = np.repeat(tile[:, :, None], 3, axis=2)
+    if tile.ndim != 3 or tile.shape[2] != 3 or 0 in tile.shape:
+        raise InputError(f"contact_sheet tiles must be (H, W) or (H, W, 3), got {tile.shape}")
+    factor = _upscale_factor(tile.shape[:2], min_tile, labels=False)
+    return tile.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def _label_cells(grid: np.ndarray, count: int, columns: int, cell_hw: tuple[int, int]) -> None:
+    """Draw each cell's index on a dark box in its top-left corner, in place on ``grid``."""
+    canvas = Image.fromarray(grid)
+    draw = ImageDraw.Draw(canvas)
+    face = font(GRID_FONT_SIZE)
+    for index in range(count):
+        top, left = (index // columns) * cell_hw[0], (index % columns) * cell_hw[1]
+        text = str(index)
+        _, _, right, bottom = draw.textbbox((left + 1, top), text, font=face)
+        draw.rectangle((left, top, right, bottom), fill=LABEL_BOX_COLOUR)
+        draw.text((left + 1, top), text, fill=LABEL_TEXT_COLOUR, font=face)
+    grid[...] = np.asarray(canvas)

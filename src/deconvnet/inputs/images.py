@@ -1,0 +1,325 @@
+"""Pixels in and out: decode any image file to RGB, and turn it into a network input and back.
+
+All decoding goes through Pillow. The rules chosen here, once, for every caller:
+
+* **Orientation**: the EXIF ``Orientation`` tag is applied (``ImageOps.exif_transpose``), so
+  a phone photo is upright before the network sees it.
+* **Transparency** (modes ``RGBA``, ``LA``, ``PA``, ``RGBa``, ``La`` and ``P``/``L``/``RGB``
+  with a ``transparency`` entry) is composited over **white**, as a viewer would show it:
+  ``out = round((rgb * a + 255 * (255 - a)) / 255)`` in integers. Dropping the alpha
+  instead would expose whatever colour hides under fully transparent pixels.
+* **High bit depth and float grey** (modes ``I;16*``, ``I``, ``F``) are stretched linearly
+  from the image's own finite ``[min, max]`` to ``[0, 255]`` (a constant image becomes
+  black, non-finite pixels take the minimum). Pillow's own ``convert("L")`` clips these
+  modes at 255, which turns most 16-bit images white.
+* Every other mode (``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``, ``RGBX``)
+  uses Pillow's ``convert("RGB")``; grey is replicated to three channels.
+* Pillow's decompression-bomb guard stays on and is made strict: an image over
+  ``PIL.Image.MAX_IMAGE_PIXELS`` raises :class:`~deconvnet.errors.ImageError` (Pillow itself
+  only warns below twice the limit). Truncated files raise too: this module never sets
+  ``ImageFile.LOAD_TRUNCATED_IMAGES``.
+
+Resizing is Pillow's bilinear filter on the 8-bit image (it anti-aliases when shrinking),
+which is what torchvision's transforms do with PIL images; Caffe's demos resized floats with
+scikit-image instead, so "exact" inputs can differ from Caffe's by a few grey levels.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import struct
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from deconvnet.errors import ImageError, InputError
+from deconvnet.inputs.preprocessing import Preprocessing
+
+MIN_SIDE = 1
+"""Smallest side (pixels) :func:`preprocess` accepts unless the caller asks for more."""
+
+WHITE = 255
+"""Background that transparent pixels are composited over."""
+
+BUNDLED_PHOTO_NAME = "chelsea.png"
+BUNDLED_PHOTO_LICENCE = (
+    "CC0: 'No copyright restrictions. CC0 by the photographer (Stefan van der Walt).' "
+    "(scikit-image sample data, skimage.data.chelsea)"
+)
+"""Licence of :func:`bundled_photo`, quoted from scikit-image's ``skimage.data.chelsea``."""
+
+_MAX_8BIT = 255
+_HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+# what Pillow's plugins raise on corrupt or unsupported data
+_DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+)
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode an image file to an upright ``(H, W, 3)`` uint8 RGB array.
+
+    See the module docstring for the mode-conversion rules. Multi-frame files (GIF, TIFF)
+    give their first frame. Images of any size down to 1x1 load; networks check their
+    minimum in :func:`preprocess`.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    IsADirectoryError
+        ``path`` is a directory.
+    ImageError
+        The file is empty, truncated, not an image, in an unsupported format, or larger
+        than ``PIL.Image.MAX_IMAGE_PIXELS``.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"image file not found: {file}")
+    if file.is_dir():
+        raise IsADirectoryError(f"expected an image file, got a directory: {file}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as opened:
+                _check_pixel_limit(opened, file)
+                opened.load()
+                return _to_rgb(ImageOps.exif_transpose(opened))
+    except ImageError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageError(f"refusing to decode {file}: {_one_line(exc)}") from exc
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"cannot decode image {file}: {_one_line(exc)}") from exc
+
+
+def require_min_side(image: np.ndarray, min_side: int, *, what: str = "image") -> None:
+    """Raise :class:`ImageError` unless both sides of ``image`` (H, W, ...) are ``>= min_side``.
+
+    Networks need a minimum input (a stack of strided layers must leave at least one unit);
+    the caller knows that number, this only checks it with a readable message.
+    """
+    height, width = image.shape[:2]
+    if min(height, width) < min_side:
+        raise ImageError(
+            f"{what} is {height}x{width} pixels; at least {min_side} on each side is needed"
+        )
+
+
+def resized_rgb(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """The ``(H, W, 3)`` uint8 RGB image the network sees: resized and cropped per ``spec``.
+
+    Use it to show the input beside its projections: both share the network's pixel grid.
+    """
+    _check_rgb_array(image)
+    require_min_side(image, MIN_SIDE)
+    if spec.resize_rule == "none":
+        return image.copy()
+    if spec.resize_rule == "exact":
+        return _resize(image, spec.input_size)
+    if spec.resize_to is None:  # Preprocessing.__post_init__ forbids this; keeps mypy exact
+        raise InputError("resize_rule 'shorter_then_center_crop' needs resize_to")
+    resized = _resize(image, _shorter_side_size(image.shape[:2], spec.resize_to))
+    return _center_crop(resized, spec.input_size)
+
+
+def preprocess(
+    image: np.ndarray,
+    spec: Preprocessing,
+    device: torch.device | str | None = None,
+    *,
+    min_side: int = MIN_SIDE,
+) -> torch.Tensor:
+    """Turn a ``(H, W, 3)`` uint8 RGB image into a ``(1, 3, H', W')`` float32 network input.
+
+    Steps, in ``spec``'s order: resize/crop (:func:`resized_rgb`), divide by 255, multiply by
+    ``spec.scale``, reorder channels, ``(x - mean) / std``.
+
+    Parameters
+    ----------
+    min_side
+        The network's smallest usable input side; checked on the resized image.
+
+    Raises
+    ------
+    InputError
+        ``image`` is not a ``(H, W, 3)`` uint8 array.
+    ImageError
+        The resized image is smaller than ``min_side``.
+    """
+    shown = resized_rgb(image, spec)
+    require_min_side(shown, min_side, what="network input")
+    pixels = torch.from_numpy(np.ascontiguousarray(shown)).to(device=device)
+    x = pixels.permute(2, 0, 1).to(torch.float32) / _MAX_8BIT * spec.scale
+    if spec.channel_order == "BGR":
+        x = x.flip(0)
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    return ((x - mean) / std).unsqueeze(0)
+
+
+def preprocess_batch(
+    images: Sequence[np.ndarray],
+    spec: Preprocessing,
+    device: torch.device | str | None = None,
+    *,
+    min_side: int = MIN_SIDE,
+) -> torch.Tensor:
+    """:func:`preprocess` each image and stack them into ``(N, 3, H, W)``.
+
+    Raises
+    ------
+    InputError
+        No images, or (with ``resize_rule="none"``) images of different sizes.
+    """
+    if len(images) == 0:
+        raise InputError("preprocess_batch got no images; pass at least one")
+    inputs = [preprocess(image, spec, device, min_side=min_side) for image in images]
+    sizes = sorted({tuple(x.shape[2:]) for x in inputs})
+    if len(sizes) > 1:
+        raise InputError(f"images give inputs of different sizes {sizes}; a batch needs one size")
+    return torch.cat(inputs)
+
+
+def deprocess(tensor: torch.Tensor, spec: Preprocessing) -> np.ndarray:
+    """Invert the normalisation of :func:`preprocess`: ``(3, H, W)`` or ``(1, 3, H, W)`` to uint8.
+
+    Values are mapped back to RGB pixels (``x * std + mean``, channel order undone, divided by
+    ``spec.scale``), then rounded and clipped to ``[0, 255]``. Resizing is not undone.
+
+    Raises
+    ------
+    InputError
+        ``tensor`` is not ``(3, H, W)`` or ``(1, 3, H, W)``.
+    """
+    if not isinstance(tensor, torch.Tensor):
+        raise InputError(f"deprocess needs a torch.Tensor, got {type(tensor).__name__}")
+    x = tensor.detach()
+    if x.dim() == 4 and x.shape[0] == 1:
+        x = x[0]
+    if x.dim() != 3 or x.shape[0] != 3:
+        raise InputError(f"deprocess needs (3, H, W) or (1, 3, H, W), got {tuple(tensor.shape)}")
+    values = x.to(device="cpu", dtype=torch.float64).numpy()
+    mean = np.asarray(spec.mean, dtype=np.float64).reshape(3, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float64).reshape(3, 1, 1)
+    pixels = (values * std + mean) / spec.scale * _MAX_8BIT
+    if spec.channel_order == "BGR":
+        pixels = pixels[::-1]
+    return np.clip(np.round(pixels), 0, _MAX_8BIT).astype(np.uint8).transpose(1, 2, 0).copy()
+
+
+def bundled_photo() -> Path:
+    """Path of scikit-image's CC0 photo "chelsea" (a cat), found without importing skimage.
+
+    Licence: :data:`BUNDLED_PHOTO_LICENCE`.
+
+    Raises
+    ------
+    ImageError
+        scikit-image is not installed (or ships without the photo).
+    """
+    try:
+        spec = importlib.util.find_spec("skimage")
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        candidate = Path(location) / "data" / BUNDLED_PHOTO_NAME
+        if candidate.is_file():
+            return candidate
+    raise ImageError(
+        "the bundled photo comes with scikit-image: run 'pip install scikit-image' "
+        "or pass an image file"
+    )
+
+
+def _check_rgb_array(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
+        raise InputError(f"expected a uint8 (H, W, 3) RGB array (see load_image), got {kind}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"expected a (H, W, 3) RGB array, got shape {image.shape}")
+
+
+def _check_pixel_limit(image: Image.Image, file: Path) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = image.size
+    if limit is not None and width * height > limit:
+        raise ImageError(
+            f"refusing to decode {file}: {width}x{height} pixels exceeds the "
+            f"decompression-bomb limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)"
+        )
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in _HIGH_DEPTH_MODES:
+        grey = _stretch_to_8bit(np.asarray(image))
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA")).astype(np.uint32)
+        alpha = rgba[:, :, 3:]
+        blended = rgba[:, :, :3] * alpha + WHITE * (_MAX_8BIT - alpha)
+        return ((blended + _MAX_8BIT // 2) // _MAX_8BIT).astype(np.uint8)
+    return np.array(image.convert("RGB"), dtype=np.uint8)
+
+
+def _stretch_to_8bit(values: np.ndarray) -> np.ndarray:
+    """Linear map of the finite ``[min, max]`` of ``values`` to ``[0, 255]`` uint8."""
+    data = values.astype(np.float64)
+    finite = np.isfinite(data)
+    if not finite.any():
+        return np.zeros(data.shape, dtype=np.uint8)
+    low, high = float(data[finite].min()), float(data[finite].max())
+    data[~finite] = low
+    if high == low:
+        return np.zeros(data.shape, dtype=np.uint8)
+    return np.round((data - low) / (high - low) * _MAX_8BIT).astype(np.uint8)
+
+
+def _resize(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    height, width = size_hw
+    if image.shape[:2] == (height, width):
+        return image.copy()
+    resized = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(resized).copy()
+
+
+def _shorter_side_size(image_hw: tuple[int, ...], shorter: int) -> tuple[int, int]:
+    """torchvision's ``Resize(int)`` rule: shorter side to ``shorter``, longer side truncated."""
+    height, width = image_hw[0], image_hw[1]
+    if height <= width:
+        return shorter, int(shorter * width / height)
+    return int(shorter * height / width), shorter
+
+
+def _center_crop(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """torchvision's ``CenterCrop`` offsets: ``int(round((image - crop) / 2))``."""
+    height, width = image.shape[:2]
+    crop_h, crop_w = size_hw
+    if crop_h > height or crop_w > width:
+        raise InputError(
+            f"cannot centre-crop {crop_h}x{crop_w} from a {height}x{width} resize; "
+            "the spec's resize_to must be at least its input_size"
+        )
+    top = round((height - crop_h) / 2.0)
+    left = round((width - crop_w) / 2.0)
+    return image[top : top + crop_h, left : left + crop_w].copy()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

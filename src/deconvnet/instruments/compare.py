@@ -1,0 +1,94 @@
+"""The same selection projected with each reverse rule, side by side on one colour scale.
+
+The three rules differ only in how the backward signal passes a ReLU (Springenberg et al.
+2015, Fig. 1): the deconvnet rectifies the signal itself, plain gradients keep the forward
+pass's on/off pattern, guided backpropagation does both. :func:`compare_rules` computes the
+projections; :mod:`deconvnet.figures.compare` shows them on one shared scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypedDict
+
+import torch
+from torch import Tensor, nn
+
+from deconvnet.engine.engine import Deconvnet
+from deconvnet.engine.selection import Selection
+
+RULES: tuple[str, ...] = ("zeiler", "guided", "gradient")
+"""The rules compared, in display order."""
+
+RULE_DESCRIPTIONS: dict[str, str] = {
+    "zeiler": "deconvnet: ReLU of the backward signal",
+    "guided": "guided: ReLU of signal, masked by forward",
+    "gradient": "gradient: masked by forward ReLU only",
+}
+"""One line per rule for figure captions and manifests."""
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """Projections of one selection under each rule.
+
+    Attributes
+    ----------
+    rules : the rules, in order.
+    images : Tensor (R, K, C, H, W) — rule r's projection of selection k (first image).
+    channels, values : Tensor (K,) — the seeded map and activation (same for every rule).
+    positions : LongTensor (K, ndim) or None.
+    layer, selection : what was projected.
+    """
+
+    rules: tuple[str, ...]
+    images: Tensor
+    channels: Tensor
+    values: Tensor
+    positions: Tensor | None
+    layer: str
+    selection: Selection
+
+
+class _EngineOptions(TypedDict, total=False):
+    """Keyword arguments passed on to :class:`Deconvnet` only when given."""
+
+    batch_size: int
+
+
+def compare_rules(
+    model: nn.Module,
+    x: Tensor,
+    layer: str | nn.Module,
+    select: Selection,
+    *,
+    rules: Sequence[str] = RULES,
+    batch_size: int | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Comparison:
+    """Project ``select`` of ``layer`` for the first image of ``x`` with each rule.
+
+    The forward pass and therefore the selection (channel, position) are the same for
+    every rule; only the reverse pass differs.
+    """
+    images = []
+    first = None
+    options: _EngineOptions = {} if batch_size is None else {"batch_size": batch_size}
+    for done, rule in enumerate(rules, start=1):
+        with Deconvnet(model, rule=rule, **options) as net:
+            result = net.project(x[:1], layer, select)
+        images.append(result.images[0])
+        first = first or result
+        if progress is not None:
+            progress(done, len(rules))
+    assert first is not None  # rules is never empty: RULES by default
+    return Comparison(
+        rules=tuple(rules),
+        images=torch.stack(images).cpu(),
+        channels=first.channels[0].cpu(),
+        values=first.values[0].cpu(),
+        positions=None if first.positions is None else first.positions[0].cpu(),
+        layer=first.layer,
+        selection=select,
+    )

@@ -1,0 +1,192 @@
+"""Project every top-k activation of a scan back to pixel space, one image at a time.
+
+Entries are grouped by image id: each image is read and preprocessed once, and for each
+layer that ranked it the engine runs one forward pass and one batched reverse pass that
+seeds every (map, position) of that image separately (:class:`Units`). Each projection is
+cut to the receptive-field box of its unit (:mod:`deconvnet.engine.receptive`), together with the
+same box of the resized image the network saw.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, Deconvnet
+from deconvnet.engine.receptive import Box, ReceptiveField, receptive_fields
+from deconvnet.engine.selection import Seeds, Selection
+from deconvnet.errors import InputError, SelectionError
+from deconvnet.inputs.datasets import ImageDataset
+from deconvnet.inputs.images import preprocess, resized_rgb
+from deconvnet.instruments.topk.scan import TopKIndex
+from deconvnet.instruments.topk.state import Entry
+
+Progress = Callable[[int, int | None], None]
+_MAP_RANK = 4
+
+
+@dataclass(frozen=True, eq=False)
+class Units(Selection):
+    """Several single activations of one image, each projected separately.
+
+    ``channels`` (K,) and ``positions`` (K, 2): seed ``k`` keeps only
+    ``y[0, channels[k], *positions[k]]``. The input batch must hold one image.
+    """
+
+    channels: Tensor
+    positions: Tensor
+
+    def resolve(self, y: Tensor) -> Seeds:
+        if y.dim() != _MAP_RANK or y.shape[0] != 1:
+            raise SelectionError(f"Units needs one image's maps (1, C, H, W), got {tuple(y.shape)}")
+        channels = self.channels.to(device=y.device, dtype=torch.long)
+        positions = self.positions.to(device=y.device, dtype=torch.long)
+        limits = torch.tensor(y.shape[2:], device=y.device)
+        if bool((channels < 0).any() | (channels >= y.shape[1]).any()) or bool(
+            ((positions < 0) | (positions >= limits)).any()
+        ):
+            raise SelectionError(
+                f"Units has a channel or position outside the layer's maps {tuple(y.shape[1:])}"
+            )
+        values = y.detach()[0, channels, positions[:, 0], positions[:, 1]]
+        return Seeds(
+            channels=channels[None],
+            values=values[None],
+            positions=positions[None],
+            joint=None,
+        )
+
+    def describe(self) -> str:
+        return f"units:{int(self.channels.numel())}"
+
+
+@dataclass(frozen=True, eq=False)
+class ProjectedEntry:
+    """One projected top-k activation.
+
+    Attributes
+    ----------
+    entry : what the scan ranked (layer, map, rank, value, image, position).
+    projection : Tensor (3, h, w) float — the projection inside ``crop_box`` (CPU), in RGB
+        order whatever the network's channel order.
+    patch : ndarray (h, w, 3) uint8 — the same box of the resized input image.
+    crop_box : ``(top, left, bottom, right)`` of the unit's receptive field, clipped to the
+        input; ``field_box`` is the unclipped box (it may reach into the padding).
+    value : the activation as recomputed by the engine's forward pass.
+    """
+
+    entry: Entry
+    projection: Tensor
+    patch: np.ndarray
+    crop_box: Box
+    field_box: Box
+    value: float
+
+
+def project(
+    index: TopKIndex,
+    model: nn.Module,
+    dataset: ImageDataset,
+    *,
+    rule: str = "zeiler",
+    lrn: str = "skip",
+    collisions: str = "sum",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    layers: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    device: torch.device | str | None = None,
+) -> dict[tuple[str, int, int], ProjectedEntry]:
+    """Project every entry of ``index`` separately; keys are ``(layer, map, rank)``.
+
+    Memory: the cropped projections of all entries (maps x k x receptive field area x 3
+    floats per layer); choose fewer maps for large layers.
+
+    Raises
+    ------
+    InputError
+        ``dataset`` is not the one that was scanned, or an image cannot be read now.
+    """
+    if dataset.fingerprint() != index.fingerprint:
+        raise InputError("the dataset differs from the one the top-k index was scanned from")
+    wanted = set(index.layers if layers is None else layers)
+    by_image: dict[int, list[Entry]] = defaultdict(list)
+    for entry in index.state.entries():
+        if entry.layer in wanted:
+            by_image[entry.image_id].append(entry)
+    total = sum(len(entries) for entries in by_image.values())
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    fields: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
+    results: dict[tuple[str, int, int], ProjectedEntry] = {}
+    done = 0
+    with Deconvnet(model, rule, lrn=lrn, collisions=collisions, batch_size=batch_size) as net:
+        for image_id in sorted(by_image):
+            raw = dataset.raw_image(image_id)
+            x = preprocess(raw, dataset.preprocessing, device)
+            shown = resized_rgb(raw, dataset.preprocessing)
+            shape = tuple(x.shape)
+            if shape not in fields:
+                fields[shape] = receptive_fields(model, shape, device)
+            per_layer: dict[str, list[Entry]] = defaultdict(list)
+            for entry in by_image[image_id]:
+                per_layer[entry.layer].append(entry)
+            for layer, entries in per_layer.items():
+                found = _project_image(net, x, shown, layer, entries, fields[shape])
+                if dataset.preprocessing.channel_order == "BGR":
+                    found = {key: _to_rgb(item) for key, item in found.items()}
+                results.update(found)
+                done += len(entries)
+                if progress is not None:
+                    progress(done, total)
+    return results
+
+
+def _project_image(
+    net: Deconvnet,
+    x: Tensor,
+    shown: np.ndarray,
+    layer: str,
+    entries: list[Entry],
+    fields: dict[str, ReceptiveField],
+) -> dict[tuple[str, int, int], ProjectedEntry]:
+    select = Units(
+        channels=torch.tensor([e.channel for e in entries], dtype=torch.long),
+        positions=torch.tensor([e.position for e in entries], dtype=torch.long),
+    )
+    result = net.project(x, layer, select)
+    if layer not in fields:
+        raise InputError(f"no receptive field for layer {layer!r} (its output is not 4-D)")
+    field = fields[layer]
+    image_hw = (int(x.shape[2]), int(x.shape[3]))
+    out = {}
+    for slot, entry in enumerate(entries):
+        y, x_pos = entry.position
+        crop = field.box(y, x_pos, image_hw)
+        top, left, bottom, right = crop
+        out[(layer, entry.channel, entry.rank)] = ProjectedEntry(
+            entry=entry,
+            projection=result.images[0, slot, :, top:bottom, left:right].detach().cpu().clone(),
+            patch=shown[top:bottom, left:right].copy(),
+            crop_box=crop,
+            field_box=field.box(y, x_pos),
+            value=float(result.values[0, slot]),
+        )
+    return out
+
+
+def _to_rgb(item: ProjectedEntry) -> ProjectedEntry:
+    """Flip a BGR network's projection to RGB, like the patch beside it."""
+    return ProjectedEntry(
+        entry=item.entry,
+        projection=item.projection.flip(0),
+        patch=item.patch,
+        crop_box=item.crop_box,
+        field_box=item.field_box,
+        value=item.value,
+    )

@@ -1,0 +1,88 @@
+"""``deconvnet topk`` end to end on a tiny generated image folder (random-weight default model).
+
+Oracle: the library functions called directly with the same options give the same index.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deconvnet import models, topk
+from deconvnet.faces.cli import main
+from deconvnet.inputs import datasets
+
+N_IMAGES = 10
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for number in range(N_IMAGES):
+        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        sub = root / ("odd" if number % 2 else "even")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(sub / f"{number:02d}.png")
+    (root / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def test_topk_command_writes_sheets_and_index(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = [
+        "topk", str(folder), "--model", "default", "--weights", "random",
+        "--layers", "conv1,conv3", "--k", "4", "--maps", "3", "--out", str(out),
+        "--batch-size", "4",
+    ]  # fmt: skip
+    torch.manual_seed(0)  # random init: the same weights for the CLI and the oracle below
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert f"scanned {N_IMAGES + 1} images (1 skipped)" in captured.out
+    assert "broken.png" in captured.err
+    assert (out / "topk_conv1.png").is_file() and (out / "topk_conv3.png").is_file()
+    document = json.loads((out / "topk_index.json").read_text())
+    assert document["metadata"]["layers"] == {"features.0": "conv1", "features.8": "conv3"}
+    assert [s["image"] for s in document["skipped"]] == [str(folder / "broken.png")]
+    assert len(document["entries"]) == 2 * 3 * 4
+    # same numbers as the library with the same model weights and options
+    torch.manual_seed(0)
+    model = models.load("default", "random")
+    data = datasets.open_dataset(folder, model.preprocessing)
+    index = topk.scan(model, data, ["features.0", "features.8"], k=4, maps=3)
+    expected = {(e.layer, e.channel, e.rank): e for e in index.state.entries()}
+    for entry in document["entries"]:
+        want = expected[(entry["layer"], entry["map"], entry["rank"])]
+        assert entry["image"] == data.name(want.image_id)
+        assert entry["position"] == list(want.position)
+        assert entry["value"] == pytest.approx(want.value, rel=1e-5)
+        assert (out / entry["tile_file"]).is_file()
+    assert not list(out.rglob("*.tmp"))
+    # resuming a finished scan reuses the checkpoint and gives the same index
+    torch.manual_seed(0)
+    assert main([*argv, "--resume"]) == 0
+    again = json.loads((out / "topk_index.json").read_text())
+    assert again["entries"] == document["entries"]
+
+
+def test_topk_command_exit_codes(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["topk", str(folder), "--model", "default", "--weights", "random"]
+    out = ["--out", str(tmp_path / "o")]
+    assert main([*base, "--layers", "nope", *out]) == 1
+    assert main([*base, "--layers", "conv1", "--maps", "some", *out]) == 1
+    assert main([*base, "--layers", "conv1"]) == 2  # --out missing
+    assert main([*base, "--layers", "conv1", "--k", "x", *out]) == 2
+    assert main(["topk", str(tmp_path / "missing"), "--layers", "conv1", *out]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert errors and all(
+        line.startswith(("deconvnet: error:", "usage:")) or "topk" in line for line in errors
+    )

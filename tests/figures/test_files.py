@@ -1,0 +1,69 @@
+"""Atomic PNG and JSON writing (deconvnet.figures.files): round trips, failures keep old files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deconvnet.errors import InputError
+from deconvnet.figures.files import save_png, write_json
+
+RNG = np.random.default_rng(1)
+
+
+def test_save_png_round_trip_creates_parents_and_leaves_no_temp(tmp_path: Path) -> None:
+    image = RNG.integers(0, 256, size=(7, 9, 3), dtype=np.uint8)
+    path = save_png(image, tmp_path / "a" / "b" / "out.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), image)
+    grey = RNG.integers(0, 256, size=(7, 9), dtype=np.uint8)
+    np.testing.assert_array_equal(np.asarray(Image.open(save_png(grey, path))), grey)
+    assert os.listdir(path.parent) == ["out.png"]
+    with pytest.raises(InputError):
+        save_png(image.astype(np.float32), path)
+
+
+def test_save_png_failure_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = save_png(np.zeros((2, 2), np.uint8), tmp_path / "keep.png")
+    before = path.read_bytes()
+
+    def broken_save(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        fp.write(b"partial")  # type: ignore[attr-defined]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_png(np.ones((2, 2), np.uint8), path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["keep.png"]
+
+
+def test_write_json_converts_scalars_and_sorts_keys(tmp_path: Path) -> None:
+    record = {
+        "value": np.float32(1.5),
+        "channel": torch.tensor(7),
+        "position": (np.int64(3), 4),
+        "box": np.array([1, 2, 3, 4]),
+        "nested": {"b": torch.tensor([0.25, 0.5]), "a": tmp_path / "x.png"},
+    }
+    path = write_json(record, tmp_path / "sub" / "run.json")
+    text = path.read_text()
+    assert text.endswith("\n") and text.index('"box"') < text.index('"value"')
+    assert json.loads(text) == {
+        "value": 1.5,
+        "channel": 7,
+        "position": [3, 4],
+        "box": [1, 2, 3, 4],
+        "nested": {"a": str(tmp_path / "x.png"), "b": [0.25, 0.5]},
+    }
+    assert write_json(json.loads(text), path).read_text() == text  # stable
+    with pytest.raises(InputError, match="JSON"):
+        write_json({"bad": float("nan")}, tmp_path / "nan.json")
+    assert not (tmp_path / "nan.json").exists()

@@ -1,0 +1,360 @@
+"""Decoding, mode conversion, preprocessing and its inverse (deconvnet.images).
+
+Oracles: literal NumPy formulas written here (alpha over white, min-max stretch, palette
+lookup, normalisation), hand values (CMYK, EXIF rotations), and Caffe's own blobs for the
+old demo (shared data).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deconvnet.errors import ImageError, InputError
+from deconvnet.inputs.images import (
+    BUNDLED_PHOTO_LICENCE,
+    bundled_photo,
+    deprocess,
+    load_image,
+    preprocess,
+    preprocess_batch,
+    require_min_side,
+    resized_rgb,
+)
+from deconvnet.inputs.preprocessing import Preprocessing
+
+RNG = np.random.default_rng(0)
+CAFFE_227 = Preprocessing(
+    input_size=(227, 227),
+    channel_order="BGR",
+    scale=255.0,
+    mean=(104.00698793, 116.66876762, 122.67891434),
+)
+TORCHVISION_NONE = Preprocessing(
+    input_size=(224, 224), resize_rule="none", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+)
+
+
+def _random_rgb(height: int, width: int) -> np.ndarray:
+    return RNG.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def _over_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Literal alpha compositing over white, rounded to nearest."""
+    a = alpha.astype(np.float64)[..., None] / 255.0
+    return np.floor(rgb * a + 255.0 * (1.0 - a) + 0.5).astype(np.uint8)
+
+
+def _stretch(values: np.ndarray) -> np.ndarray:
+    v = values.astype(np.float64)
+    return np.round((v - v.min()) / (v.max() - v.min()) * 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- modes
+
+
+def test_rgb_png_round_trip_is_exact(tmp_path: Path) -> None:
+    image = _random_rgb(5, 7)
+    Image.fromarray(image).save(tmp_path / "rgb.png")
+    loaded = load_image(tmp_path / "rgb.png")
+    assert loaded.dtype == np.uint8 and loaded.shape == (5, 7, 3)
+    np.testing.assert_array_equal(loaded, image)
+
+
+def test_grey_and_bilevel_replicate_to_three_channels(tmp_path: Path) -> None:
+    grey = RNG.integers(0, 256, size=(4, 6), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "l.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "l.png"), np.stack([grey] * 3, axis=2))
+
+    bits = RNG.integers(0, 2, size=(4, 6)).astype(bool)
+    Image.fromarray(bits).convert("1").save(tmp_path / "one.png")
+    expected = np.where(bits, 255, 0).astype(np.uint8)
+    np.testing.assert_array_equal(load_image(tmp_path / "one.png"), np.stack([expected] * 3, 2))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_composited_over_white(tmp_path: Path, mode: str) -> None:
+    rgb = _random_rgb(6, 5)
+    alpha = RNG.integers(0, 256, size=(6, 5), dtype=np.uint8)
+    alpha[0, 0], alpha[0, 1] = 0, 255  # fully transparent and fully opaque corners
+    if mode == "RGBA":
+        Image.fromarray(np.dstack([rgb, alpha]), mode="RGBA").save(tmp_path / "a.png")
+        colour = rgb
+    else:
+        grey = rgb[:, :, 0]
+        Image.fromarray(np.dstack([grey, alpha]), mode="LA").save(tmp_path / "a.png")
+        colour = np.stack([grey] * 3, axis=2)
+    loaded = load_image(tmp_path / "a.png")
+    np.testing.assert_array_equal(loaded, _over_white(colour, alpha))
+    assert tuple(loaded[0, 0]) == (255, 255, 255)
+    assert tuple(loaded[0, 1]) == tuple(colour[0, 1])
+
+
+def test_palette_with_and_without_transparency(tmp_path: Path) -> None:
+    palette = RNG.integers(0, 256, size=(4, 3), dtype=np.uint8)
+    indices = RNG.integers(0, 4, size=(5, 6), dtype=np.uint8)
+    indices[0, 0] = 2
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette(palette.flatten().tolist())
+    image.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "p.png"), palette[indices])
+
+    image.save(tmp_path / "p_trns.png", transparency=2)
+    expected = palette[indices].copy()
+    expected[indices == 2] = 255  # transparent index shows white
+    np.testing.assert_array_equal(load_image(tmp_path / "p_trns.png"), expected)
+    image.save(tmp_path / "p_trns.gif", transparency=2)
+    np.testing.assert_array_equal(load_image(tmp_path / "p_trns.gif"), expected)
+
+
+def test_cmyk_hand_values(tmp_path: Path) -> None:
+    cmyk = np.array([[[255, 0, 0, 0], [0, 0, 0, 255], [0, 0, 0, 0], [0, 255, 255, 0]]], np.uint8)
+    Image.fromarray(cmyk, mode="CMYK").save(tmp_path / "c.tif")
+    expected = np.array([[[0, 255, 255], [0, 0, 0], [255, 255, 255], [255, 0, 0]]], np.uint8)
+    np.testing.assert_array_equal(load_image(tmp_path / "c.tif"), expected)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "suffix", "mode"),
+    [(np.uint16, "png", "I;16"), (np.int32, "tif", "I"), (np.float32, "tif", "F")],
+)
+def test_high_depth_is_stretched_by_its_own_range(
+    tmp_path: Path, dtype: type, suffix: str, mode: str
+) -> None:
+    values = (RNG.integers(1000, 60000, size=(5, 4))).astype(dtype)
+    if dtype is np.float32:
+        values = values / np.float32(70000.0)  # floats in (0, 1): stretched, not clipped
+    path = tmp_path / f"deep.{suffix}"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode == mode
+    loaded = load_image(path)
+    np.testing.assert_array_equal(loaded, np.stack([_stretch(values)] * 3, axis=2))
+    assert loaded.min() == 0 and loaded.max() == 255
+
+
+def test_constant_and_nonfinite_float_images(tmp_path: Path) -> None:
+    Image.fromarray(np.full((3, 3), 7.5, np.float32)).save(tmp_path / "flat.tif")
+    np.testing.assert_array_equal(load_image(tmp_path / "flat.tif"), 0)
+    values = np.array([[0.0, np.nan], [2.0, np.inf]], np.float32)
+    Image.fromarray(values).save(tmp_path / "nan.tif")
+    expected = np.array([[0, 0], [255, 0]], np.uint8)
+    np.testing.assert_array_equal(load_image(tmp_path / "nan.tif")[:, :, 0], expected)
+
+
+# ---------------------------------------------------------------- orientation
+
+
+@pytest.mark.parametrize(("orientation", "rot90_k"), [(3, 2), (6, -1), (8, 1)])
+def test_exif_orientation_is_applied(tmp_path: Path, orientation: int, rot90_k: int) -> None:
+    # 16x32 image of four 8x8-aligned solid blocks per row: survives JPEG almost exactly
+    stored = np.zeros((16, 32, 3), np.uint8)
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]
+    for i, colour in enumerate(colours):
+        stored[:8, 8 * i : 8 * i + 8] = colour
+    stored[8:] = 128
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(tmp_path / "o.jpg", quality=95, subsampling=0, exif=exif.tobytes())
+    loaded = load_image(tmp_path / "o.jpg")
+    # EXIF: 6 = shown rotated 90 deg clockwise, 8 = counter-clockwise, 3 = 180
+    expected = np.rot90(stored, k=rot90_k)
+    assert loaded.shape == expected.shape
+    assert np.abs(loaded.astype(int) - expected.astype(int)).max() <= 12  # JPEG 4:4:4, 8x8 blocks
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope\.png"):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(IsADirectoryError):
+        load_image(tmp_path)
+
+
+def _truncated_jpeg(tmp_path: Path) -> Path:
+    Image.fromarray(_random_rgb(64, 64)).save(tmp_path / "full.jpg", quality=90)
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    return tmp_path / "cut.jpg"
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("empty.png", b""),
+        ("text.png", b"this is not an image\n"),
+        ("drawing.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>"),
+        ("half.png", None),
+        ("cut.jpg", None),
+    ],
+)
+def test_bad_files_raise_one_line_image_error(
+    tmp_path: Path, name: str, content: bytes | None
+) -> None:
+    if name == "cut.jpg":
+        path = _truncated_jpeg(tmp_path)
+    elif name == "half.png":
+        Image.fromarray(_random_rgb(32, 32)).save(tmp_path / "whole.png")
+        data = (tmp_path / "whole.png").read_bytes()
+        path = tmp_path / name
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path = tmp_path / name
+        path.write_bytes(content or b"")
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+
+
+def test_decompression_bomb_guard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Image.fromarray(_random_rgb(10, 10)).save(tmp_path / "ok.png")
+    Image.fromarray(_random_rgb(11, 10)).save(tmp_path / "over.png")
+    Image.fromarray(_random_rgb(30, 30)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    assert load_image(tmp_path / "ok.png").shape == (10, 10, 3)
+    for name in ("over.png", "bomb.png"):  # Pillow only warns for "over": we refuse both
+        with pytest.raises(ImageError, match=r"MAX_IMAGE_PIXELS|decompression"):
+            load_image(tmp_path / name)
+
+
+def test_tiny_images_load_and_the_size_check_states_the_minimum(tmp_path: Path) -> None:
+    Image.fromarray(_random_rgb(1, 1)).save(tmp_path / "dot.png")
+    dot = load_image(tmp_path / "dot.png")
+    assert dot.shape == (1, 1, 3)
+    with pytest.raises(ImageError, match="at least 32"):
+        require_min_side(dot, 32)
+    with pytest.raises(ImageError, match="at least 64"):
+        preprocess(_random_rgb(40, 80), TORCHVISION_NONE, min_side=64)
+
+
+# ---------------------------------------------------------------- preprocess
+
+
+def _literal_preprocess(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    x = rgb.astype(np.float64).transpose(2, 0, 1) / 255.0 * spec.scale
+    if spec.channel_order == "BGR":
+        x = x[::-1]
+    mean = np.asarray(spec.mean).reshape(3, 1, 1)
+    std = np.asarray(spec.std).reshape(3, 1, 1)
+    return ((x - mean) / std)[None]
+
+
+@pytest.mark.parametrize("spec", [TORCHVISION_NONE, CAFFE_227], ids=["rgb", "caffe_bgr"])
+def test_preprocess_normalisation_matches_literal(spec: Preprocessing) -> None:
+    image = _random_rgb(227, 227)  # "exact" at 227 is the identity resize
+    x = preprocess(image, spec, device="cpu")
+    assert x.shape == (1, 3, 227, 227) and x.dtype == torch.float32
+    np.testing.assert_allclose(x.numpy(), _literal_preprocess(image, spec), rtol=1e-5, atol=1e-5)
+
+
+def test_exact_resize_is_pillow_bilinear_to_input_size() -> None:
+    image = _random_rgb(50, 80)
+    spec = Preprocessing(input_size=(20, 30))
+    expected = np.asarray(Image.fromarray(image).resize((30, 20), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(resized_rgb(image, spec), expected)
+    assert preprocess(image, spec).shape == (1, 3, 20, 30)
+
+
+@pytest.mark.parametrize(
+    ("hw", "resized_wh", "top_left"),
+    [((300, 451), (384, 256), (16, 80)), ((451, 300), (256, 384), (80, 16))],
+)
+def test_shorter_side_then_centre_crop_geometry(
+    hw: tuple[int, int], resized_wh: tuple[int, int], top_left: tuple[int, int]
+) -> None:
+    # hand values: 256 * 451 / 300 = 384.85 -> 384; crop offsets (256-224)/2, (384-224)/2
+    image = _random_rgb(*hw)
+    spec = Preprocessing(
+        input_size=(224, 224), resize_rule="shorter_then_center_crop", resize_to=256
+    )
+    resized = np.asarray(Image.fromarray(image).resize(resized_wh, Image.Resampling.BILINEAR))
+    top, left = top_left
+    np.testing.assert_array_equal(
+        resized_rgb(image, spec), resized[top : top + 224, left : left + 224]
+    )
+
+
+def test_preprocess_rejects_non_rgb_arrays() -> None:
+    with pytest.raises(InputError, match="uint8"):
+        preprocess(np.zeros((4, 4, 3), np.float32), TORCHVISION_NONE)
+    with pytest.raises(InputError, match=r"\(H, W, 3\)"):
+        preprocess(np.zeros((4, 4), np.uint8), TORCHVISION_NONE)
+
+
+def test_preprocess_batch_stacks_and_rejects_mixed_sizes() -> None:
+    images = [_random_rgb(10, 12), _random_rgb(10, 12)]
+    batch = preprocess_batch(images, TORCHVISION_NONE)
+    assert batch.shape == (2, 3, 10, 12)
+    torch.testing.assert_close(batch[1:], preprocess(images[1], TORCHVISION_NONE))
+    with pytest.raises(InputError, match="different sizes"):
+        preprocess_batch([_random_rgb(10, 12), _random_rgb(12, 10)], TORCHVISION_NONE)
+    with pytest.raises(InputError):
+        preprocess_batch([], TORCHVISION_NONE)
+
+
+@pytest.mark.parametrize("spec", [TORCHVISION_NONE, CAFFE_227], ids=["rgb", "caffe_bgr"])
+def test_deprocess_inverts_preprocess_exactly(spec: Preprocessing) -> None:
+    image = _random_rgb(227, 227)
+    x = preprocess(image, spec)
+    np.testing.assert_array_equal(deprocess(x, spec), image)
+    np.testing.assert_array_equal(deprocess(x[0], spec), image)
+    with pytest.raises(InputError):
+        deprocess(x[:, :2], spec)
+
+
+def test_deprocess_clips_out_of_range_values() -> None:
+    spec = Preprocessing(input_size=(1, 2))
+    x = torch.tensor([[[2.0, -1.0]], [[0.5, 0.5]], [[0.0, 1.0]]])
+    np.testing.assert_array_equal(deprocess(x, spec), [[[255, 128, 0], [0, 128, 255]]])
+
+
+def test_caffe_demo_input_matches_caffe(shared_data: Path) -> None:
+    """The old demo's network input (Caffe's blob) from its resized RGB image."""
+    blobs = np.load(shared_data / "caffe" / "seed" / "forward_butterfly.npz")
+    resized = np.round(blobs["resized_rgb"] * 255).astype(np.uint8)  # quantised to 8 bits
+    x = preprocess(resized, CAFFE_227).numpy()
+    # quantising to 8 bits moves a pixel by <= 0.5/255, i.e. <= 0.5 in Caffe's 0..255 units
+    assert np.abs(x - blobs["data"]).max() <= 0.5 + 1e-3
+
+
+def test_deprocess_matches_the_caffe_demo_display(shared_data: Path) -> None:
+    """Caffe's Transformer.deprocess of the demo's min-max-scaled conv1 output."""
+    seed = np.load(shared_data / "caffe" / "seed" / "seed_exact.npz")
+    conv1 = seed["conv1"][0].astype(np.float64)
+    scaled = (conv1 - conv1.min()) / (conv1.max() - conv1.min()) * 255  # the demo's step
+    expected = np.clip(seed["display_rgb"].astype(np.float64) * 255, 0, 255)
+    got = deprocess(torch.from_numpy(scaled), CAFFE_227).astype(np.float64)
+    assert np.abs(got - expected).max() <= 0.5 + 1e-3  # rounding to integers only
+
+
+# ---------------------------------------------------------------- bundled photo
+
+
+def test_bundled_photo_is_found_without_importing_skimage(
+    monkeypatch: pytest.MonkeyPatch, shared_data: Path
+) -> None:
+    if importlib.util.find_spec("skimage") is None:
+        pytest.skip("scikit-image not installed")
+    monkeypatch.delitem(sys.modules, "skimage", raising=False)
+    path = bundled_photo()
+    assert "skimage" not in sys.modules
+    assert path.name == "chelsea.png"
+    photo = load_image(path)
+    assert photo.shape == (300, 451, 3)
+    np.testing.assert_array_equal(photo, load_image(shared_data / "images" / "skimage_chelsea.png"))
+    assert "CC0" in BUNDLED_PHOTO_LICENCE
+
+
+def test_bundled_photo_without_skimage_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "skimage", raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImageError, match="pip install scikit-image"):
+        bundled_photo()
