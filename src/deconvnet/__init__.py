@@ -10,9 +10,10 @@ pass) -> ``instruments`` (the paper's experiments, returning dataclasses) -> ``f
 (every picture) -> ``faces`` (the command line); each imports only the rooms before it.
 The facade may import them all, and it is where figures and engine meet: it gives the
 engine's :class:`Projection` its Jupyter picture, so the engine never imports figures.
+``from deconvnet import caffe, models, topk`` imports those on demand (``topk`` is the
+facade's Fig. 2 namespace); ``images`` and ``datasets`` are bound here from ``inputs``.
 """
 
-from deconvnet import caffe, models, topk
 from deconvnet.engine.engine import Deconvnet, resolve_layer
 from deconvnet.engine.projection import Projection, register_display
 from deconvnet.engine.selection import (
@@ -65,10 +66,7 @@ __all__ = [
     "UnsupportedLayerError",
     "WeightsError",
     "WholeMap",
-    "caffe",
     "datasets",
     "images",
-    "models",
     "resolve_layer",
-    "topk",
 ]
