@@ -198,6 +198,7 @@ class Deconvnet:
             layer=name,
             selection=select,
             policy=self.policy,
+            extents=seeds.extents(),
         )
 
     def _reverse(

@@ -41,6 +41,9 @@ class Projection:
     values : Tensor (B, K) — the seeded activation (for joint selections, the largest).
     layer : dotted name of the projected layer.
     selection, policy : what was asked.
+    extents : LongTensor (B, K, 4) or None — ``(top, left, bottom, right)`` of the seeded
+        positions in the layer's map (inclusive; ``-1`` when nothing was seeded), for every
+        selection kind; None for layers without 2-D maps. Figures zoom to their fields.
     """
 
     images: Tensor
@@ -50,6 +53,7 @@ class Projection:
     layer: str
     selection: Selection
     policy: ReversePolicy
+    extents: Tensor | None = None
 
     def _repr_png_(self) -> bytes | None:
         """Inline display in Jupyter: the contact sheet of the first image (None, and

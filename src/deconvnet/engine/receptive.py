@@ -28,7 +28,7 @@ concatenations are followed as well as modules; module forward hooks only attach
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,31 @@ class ReceptiveField:
         height, width = image_hw
         top, left = min(max(top, 0), height), min(max(left, 0), width)
         return top, left, max(min(bottom, height), top), max(min(right, width), left)
+
+
+    def span(self, extent: Sequence[int], image_hw: tuple[int, int]) -> Box | None:
+        """The input box that units ``extent = (top, left, bottom, right)`` (inclusive map
+        indices, as :attr:`Projection.extents`) look at together, clipped to the image;
+        None when ``extent`` is empty (``-1``)."""
+        top, left, bottom, right = (int(v) for v in extent)
+        if min(top, left, bottom, right) < 0:
+            return None
+        first = self.box(top, left, image_hw)
+        last = self.box(bottom, right, image_hw)
+        return first[0], first[1], last[2], last[3]
+
+
+def union_box(boxes: Iterable[Box | None]) -> Box | None:
+    """The smallest box holding every given box (None when there are none)."""
+    present = [box for box in boxes if box is not None]
+    if not present:
+        return None
+    return (
+        min(box[0] for box in present),
+        min(box[1] for box in present),
+        max(box[2] for box in present),
+        max(box[3] for box in present),
+    )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from deconvnet.errors import SelectionError
 
+_PLANE_DIMS = 2
 JOINT_CHANNEL = -1
 """``channels`` entry for a joint selection that spans several channels."""
 
@@ -46,6 +47,27 @@ class Seeds:
         """K, the number of separate projections per image."""
         return int(self.channels.shape[1])
 
+    def extents(self) -> Tensor | None:
+        """LongTensor (B, K, 4): ``(top, left, bottom, right)`` of the seeded positions of each
+        projection in its map, bounds inclusive; ``-1`` where nothing is seeded.
+
+        Figures zoom to the receptive fields of these corners, for single units and joint
+        seeds alike. None for layers without a 2-D map (fc units, 1-D or 3-D convolutions).
+        """
+        if self.positions is not None:
+            if self.positions.shape[-1] != _PLANE_DIMS:
+                return None
+            return torch.cat([self.positions, self.positions], dim=-1)
+        assert self.joint is not None  # by construction: joint xor positions
+        if self.joint.dim() != _PLANE_DIMS + 3:
+            return None
+        seeded = self.joint != 0  # (B, 1, C, H, W)
+        rows = seeded.any(dim=(2, 4))  # (B, 1, H)
+        cols = seeded.any(dim=(2, 3))  # (B, 1, W)
+        top, bottom = _span(rows)
+        left, right = _span(cols)
+        return torch.stack([top, left, bottom, right], dim=-1)
+
     def materialize(self, y: Tensor, start: int, stop: int) -> Tensor:
         """Seeds ``start:stop`` as a tensor (stop - start, B, *y.shape[1:])."""
         if self.joint is not None:
@@ -61,6 +83,15 @@ class Seeds:
         index = (k_index, b_index, channels, *positions.unbind(1))
         seed[index] = self.values[:, start:stop].T.reshape(-1).to(y.dtype)
         return seed
+
+
+def _span(occupied: Tensor) -> tuple[Tensor, Tensor]:
+    """First and last True index along the last dim (``-1`` for none)."""
+    index = torch.arange(occupied.shape[-1], device=occupied.device)
+    missing = torch.full_like(index, -1)
+    first = torch.where(occupied, index, occupied.shape[-1]).amin(dim=-1)
+    last = torch.where(occupied, index, missing).amax(dim=-1)
+    return torch.where(last >= 0, first, -1), last
 
 
 class Selection(ABC):
