@@ -15,7 +15,7 @@ facade's Fig. 2 namespace); ``images`` and ``datasets`` are bound here from ``in
 """
 
 from deconvnet.engine.engine import Deconvnet, resolve_layer
-from deconvnet.engine.projection import Projection, register_display
+from deconvnet.engine.projection import Projection, register_views
 from deconvnet.engine.selection import (
     MapMax,
     Mask,
@@ -38,11 +38,11 @@ from deconvnet.errors import (
     UnsupportedLayerError,
     WeightsError,
 )
-from deconvnet.figures.projection import projection_sheet_png
+from deconvnet.figures.projection import ProjectionViews
 from deconvnet.inputs import datasets, images
 from deconvnet.inputs.preprocessing import Preprocessing
 
-register_display(projection_sheet_png)
+register_views(ProjectionViews())
 
 __all__ = [
     "CaffeFormatError",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -24,11 +24,15 @@ from deconvnet.engine.compat import preset
 from deconvnet.engine.hooks import HandleList, LayerReached
 from deconvnet.engine.policies import ModuleTracker, ReversePolicy, RuleMode
 from deconvnet.engine.projection import Projection
+from deconvnet.engine.receptive import ReceptiveField, receptive_fields
 from deconvnet.engine.selection import Seeds, Selection
 from deconvnet.errors import InputError, LayerNotFoundError
+from deconvnet.inputs.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+_IMAGE_RANK = 4
 DEFAULT_POLICY = ReversePolicy()
 """zeiler rule, LRN skipped, summed collisions: the paper, read literally."""
 
@@ -182,6 +186,7 @@ class Deconvnet:
         seeds = select.resolve(chain.output) if chain is not None else None
         if chain is not None and seeds is not None and seeds.positions is not None:
             images = self._reverse_windowed(chain, seeds, x.shape, progress)
+            layer_shape = tuple(chain.output.shape[1:])
         else:
             with torch.enable_grad():
                 y, pullback = cast(
@@ -190,6 +195,7 @@ class Deconvnet:
                 )
                 seeds = select.resolve(y)
                 images = self._reverse(pullback, y, seeds, progress)
+                layer_shape = tuple(y.shape[1:])
         return Projection(
             images=images,
             channels=seeds.channels,
@@ -199,6 +205,12 @@ class Deconvnet:
             selection=select,
             policy=self.policy,
             extents=seeds.extents(),
+            layer_shape=layer_shape,
+            inputs=x.detach(),
+            preprocessing=_model_attribute(self.model, "preprocessing", Preprocessing),
+            categories=_model_attribute(self.model, "categories", tuple),
+            layer_alias=_alias_of(self.model, name),
+            trace_field=_field_tracer(self.model, name, tuple(x.shape), x.device),
         )
 
     def _reverse(
@@ -325,3 +337,32 @@ def _first_tensor(output: Any, name: str) -> Tensor:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def _model_attribute(model: nn.Module, name: str, kind: type[T]) -> T | None:
+    """``model.<name>`` when it is a ``kind`` (the zoo's and Caffe's models carry these)."""
+    value = getattr(model, name, None)
+    return value if isinstance(value, kind) else None
+
+
+def _alias_of(model: nn.Module, layer: str) -> str | None:
+    aliases = getattr(model, "layer_aliases", None)
+    if not isinstance(aliases, dict):
+        return None
+    return next((alias for alias, target in aliases.items() if target == layer), None)
+
+
+def _field_tracer(
+    model: nn.Module, layer: str, shape: tuple[int, ...], device: torch.device
+) -> Callable[[], ReceptiveField | None]:
+    """Deferred: tracing fields costs a forward pass, and most callers never draw."""
+
+    def trace() -> ReceptiveField | None:
+        if len(shape) != _IMAGE_RANK:
+            return None
+        try:
+            return receptive_fields(model, shape, device=device).get(layer)
+        except InputError:  # the full forward pass fails (a model usable only up to layer)
+            return None
+
+    return trace

@@ -1,33 +1,49 @@
 """What :meth:`Deconvnet.project <deconvnet.engine.engine.Deconvnet.project>` returns.
 
 The engine draws nothing, so it never imports the figures room. Jupyter still shows a
-:class:`Projection` as a picture: the package facade (``deconvnet/__init__.py``, which
-Python runs before any submodule) hands the figures room's sheet renderer to
-:func:`register_display`, and ``_repr_png_`` calls whatever was registered.
+:class:`Projection` as a picture and ``Projection.save`` writes the CLI's files: the package
+facade (``deconvnet/__init__.py``, which Python runs before any submodule) hands the figures
+room's views to :func:`register_views`, and the methods call whatever was registered.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 from torch import Tensor
 
 from deconvnet.engine.policies import ReversePolicy
+from deconvnet.engine.receptive import ReceptiveField
 from deconvnet.engine.selection import Selection
-
-PngRenderer = Callable[["Projection"], bytes]
-
-_png_renderer: PngRenderer | None = None
+from deconvnet.errors import InputError
+from deconvnet.inputs.preprocessing import Preprocessing
 
 
-def register_display(png: PngRenderer) -> None:
-    """Use ``png(projection) -> PNG bytes`` for Jupyter's inline display of projections."""
-    global _png_renderer
-    _png_renderer = png
+class ProjectionViews(Protocol):
+    """How the figures room shows and writes a :class:`Projection`."""
+
+    def png(self, projection: Projection) -> bytes: ...
+
+    def html(self, projection: Projection) -> str: ...
+
+    def save(self, projection: Projection, out_dir: Path) -> Path: ...
 
 
-@dataclass(frozen=True, eq=False)
+_views: ProjectionViews | None = None
+
+
+def register_views(views: ProjectionViews) -> None:
+    """Use ``views`` for Jupyter's inline display and :meth:`Projection.save`."""
+    global _views
+    _views = views
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class Projection:
     """Result of :meth:`Deconvnet.project <deconvnet.engine.engine.Deconvnet.project>`.
 
@@ -44,6 +60,12 @@ class Projection:
     extents : LongTensor (B, K, 4) or None — ``(top, left, bottom, right)`` of the seeded
         positions in the layer's map (inclusive; ``-1`` when nothing was seeded), for every
         selection kind; None for layers without 2-D maps. Figures zoom to their fields.
+    layer_shape : the layer output's shape without the batch dim, e.g. ``(C, H, W)``.
+    inputs : Tensor (B, C_in, H, W) or None — the batch that was projected, so pictures can
+        show it beside the projections.
+    preprocessing, categories, layer_alias : what the model says about itself (its
+        ``preprocessing``, ``categories`` and ``layer_aliases`` attributes, when present), so
+        pictures show the image in true colours and name classes and layers.
     """
 
     images: Tensor
@@ -54,8 +76,41 @@ class Projection:
     selection: Selection
     policy: ReversePolicy
     extents: Tensor | None = None
+    layer_shape: tuple[int, ...] | None = None
+    inputs: Tensor | None = None
+    preprocessing: Preprocessing | None = None
+    categories: tuple[str, ...] | None = None
+    layer_alias: str | None = None
+    trace_field: Callable[[], ReceptiveField | None] | None = field(default=None)
+    """Computes :attr:`receptive_field` on first use (one tracing pass of the model)."""
+
+    @functools.cached_property
+    def receptive_field(self) -> ReceptiveField | None:
+        """The projected layer's receptive field for this input size (None if unknown)."""
+        return self.trace_field() if self.trace_field is not None else None
+
+    def __repr__(self) -> str:
+        """One line: layer, selection, rule and shape; never tensor dumps."""
+        alias = f" ({self.layer_alias})" if self.layer_alias else ""
+        return (
+            f"Projection(layer={self.layer!r}{alias}, select={self.selection.describe()}, "
+            f"rule={self.policy.rule}, images={tuple(self.images.shape)})"
+        )
+
+    def save(self, out_dir: str | os.PathLike[str]) -> Path:
+        """Write what ``deconvnet project`` writes (sheet, per-projection PNGs, manifest)
+        into ``out_dir``; returns the manifest's path."""
+        return self._require_views().save(self, Path(out_dir))
 
     def _repr_png_(self) -> bytes | None:
-        """Inline display in Jupyter: the contact sheet of the first image (None, and
-        so the text repr, when no renderer is registered)."""
-        return _png_renderer(self) if _png_renderer is not None else None
+        """Jupyter's PNG view: the first image's sheet (None when no views registered)."""
+        return _views.png(self) if _views is not None else None
+
+    def _repr_html_(self) -> str | None:
+        """Jupyter's rich view: the input with its units' boxes, then the sheet."""
+        return _views.html(self) if _views is not None else None
+
+    def _require_views(self) -> ProjectionViews:
+        if _views is None:
+            raise InputError("no figure views registered; import deconvnet (the package) first")
+        return _views

@@ -91,10 +91,12 @@ class ReceptiveField:
         return top, left, max(min(bottom, height), top), max(min(right, width), left)
 
 
-    def span(self, extent: Sequence[int], image_hw: tuple[int, int]) -> Box | None:
+    def span(
+        self, extent: Sequence[int], image_hw: tuple[int, int] | None = None
+    ) -> Box | None:
         """The input box that units ``extent = (top, left, bottom, right)`` (inclusive map
-        indices, as :attr:`Projection.extents`) look at together, clipped to the image;
-        None when ``extent`` is empty (``-1``)."""
+        indices, as :attr:`Projection.extents`) look at together, clipped to the image when
+        ``image_hw`` is given; None when ``extent`` is empty (``-1``)."""
         top, left, bottom, right = (int(v) for v in extent)
         if min(top, left, bottom, right) < 0:
             return None

@@ -10,11 +10,14 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from deconvnet.figures.render import (
     DisplayMode,
     DisplayRange,
     contact_sheet,
+    crop_box,
     shared_range,
     to_display,
 )
@@ -30,11 +33,19 @@ def seed_label(comparison: Comparison, k: int) -> str:
     return f"{what} = {float(comparison.values[k]):.3g}"
 
 
+def shown_projections(comparison: Comparison, full_frame: bool = False) -> Tensor:
+    """The (R, K, C, h, w) projections as the figure shows them: cut to the zoom box."""
+    if full_frame or comparison.zoom is None:
+        return comparison.images
+    return torch.as_tensor(crop_box(comparison.images, comparison.zoom, channels_first=True))
+
+
 def comparison_figure(
     comparison: Comparison,
     image: np.ndarray | None = None,
     *,
     channel_order: Literal["RGB", "BGR"] = "RGB",
+    full_frame: bool = False,
 ) -> np.ndarray:
     """A sheet: per selection, a row on the shared min-max scale, a signed row on the shared
     scale, and a signed row where each rule has its own scale.
@@ -45,8 +56,12 @@ def comparison_figure(
     Columns are the input (if given) then one rule each; each tile says what it shows and,
     under the rule's name, what the rule does.
     """
-    minmax = shared_range(list(comparison.images), "minmax")
-    signed = shared_range(list(comparison.images), "signed")
+    box = None if full_frame else comparison.zoom
+    projections = shown_projections(comparison, full_frame)
+    if box is not None and image is not None:
+        image = np.asarray(crop_box(image, box))
+    minmax = shared_range(list(projections), "minmax")
+    signed = shared_range(list(projections), "signed")
     tiles: list[np.ndarray] = []
     labels: list[str] = []
     views: tuple[tuple[DisplayMode, DisplayRange | None], ...] = (
@@ -58,12 +73,11 @@ def comparison_figure(
         for mode, scale in views:
             if image is not None:
                 tiles.append(image)
-                labels.append(f"input\n{seed_label(comparison, k)}\n{comparison.layer}")
+                where = "receptive field" if box is not None else "input"
+                labels.append(f"{where}\n{seed_label(comparison, k)}\n{comparison.layer}")
             for r, rule in enumerate(comparison.rules):
                 tiles.append(
-                    to_display(
-                        comparison.images[r, k], mode, scale=scale, channel_order=channel_order
-                    )
+                    to_display(projections[r, k], mode, scale=scale, channel_order=channel_order)
                 )
                 if scale is None:
                     view = "signed, own scale"

@@ -7,6 +7,7 @@ a reader looks for.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -34,6 +35,13 @@ def save_png(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
         raise InputError(f"save_png needs (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
     image = Image.fromarray(np.ascontiguousarray(array))
     return _atomic_write(Path(path), lambda handle: image.save(handle, format="PNG"))
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """A uint8 ``(H, W, 3)`` array encoded as PNG in memory (Jupyter, HTML data URLs)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:

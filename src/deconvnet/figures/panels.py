@@ -1,48 +1,42 @@
-"""Figure pieces drawn with Pillow only: a colour map, heatmaps, label maps, titled panels.
+"""Figure pieces: colour maps, colour bars, label maps, legends and titled panels.
 
-Shared by the occlusion, comparison and sanity figures so they look alike (their colours,
-fonts and spacing come from :mod:`deconvnet.figures.style`). Matplotlib is
-not a runtime dependency: the colour map is a small lookup table (viridis anchors,
-interpolated linearly) and all text uses Pillow's default font.
+Shared by the occlusion, comparison, sanity and projection figures so they look alike
+(their colours, fonts and spacing come from :mod:`deconvnet.figures.style`). Colour maps
+and colour bars are matplotlib's (drawn on private Agg figures); image tiles stay arrays.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
+import matplotlib
+import matplotlib.ticker
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from deconvnet.figures.style import (
     BACKGROUND,
+    DPI,
+    FONT_FAMILY,
     FONT_SIZE,
     LINE_GAP,
     MAX_LEVEL,
     NO_DATA,
     PADDING,
     TEXT,
-    fit_text,
-    font,
+    draw_text,
+    rendered,
+    text_image,
+    text_size,
+    wrap_text,
 )
 
-VIRIDIS_ANCHORS = np.array(
-    [
-        (68, 1, 84),
-        (72, 40, 120),
-        (62, 73, 137),
-        (49, 104, 142),
-        (38, 130, 142),
-        (31, 158, 137),
-        (53, 183, 121),
-        (110, 206, 88),
-        (181, 222, 43),
-        (253, 231, 37),
-    ],
-    dtype=np.float64,
-)
-"""Ten evenly spaced samples of matplotlib's viridis (CC0); values in between interpolate."""
-
+SEQUENTIAL_MAP = "viridis"
+"""Colour map of heat maps with no sign (activations, probabilities)."""
 LABEL_PALETTE: tuple[tuple[int, int, int], ...] = (
     (31, 119, 180),
     (255, 127, 14),
@@ -67,11 +61,17 @@ SWATCH = 10
 """Side of a legend's colour swatch and height of a colour bar."""
 
 
-def colormap(values: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
-    """``(H, W)`` floats to ``(H, W, 3)`` uint8 viridis; ``[low, high]`` spans the map.
+def colormap(
+    values: np.ndarray,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    name: str = SEQUENTIAL_MAP,
+) -> np.ndarray:
+    """``(H, W)`` floats to ``(H, W, 3)`` uint8 through matplotlib's colour map ``name``.
 
-    ``low``/``high`` default to the data's min and max; a constant map is the middle
-    colour. NaN shows as the no-data grey.
+    ``[low, high]`` spans the map (default: the data's min and max); a constant map is the
+    middle colour. NaN shows as the no-data grey.
     """
     data = np.asarray(values, dtype=np.float64)
     finite = data[np.isfinite(data)]
@@ -80,27 +80,36 @@ def colormap(values: np.ndarray, low: float | None = None, high: float | None = 
     span = high - low
     unit = (data - low) / span if span > 0 else np.full(data.shape, 0.5)
     unit = np.clip(np.nan_to_num(unit, nan=0.0), 0.0, 1.0)
-    position = unit * (len(VIRIDIS_ANCHORS) - 1)
-    below = np.floor(position).astype(int).clip(0, len(VIRIDIS_ANCHORS) - 2)
-    weight = (position - below)[..., None]
-    rgb: np.ndarray = VIRIDIS_ANCHORS[below] * (1 - weight) + VIRIDIS_ANCHORS[below + 1] * weight
+    rgb = np.asarray(matplotlib.colormaps[name](unit, bytes=True))[..., :3].copy()
     rgb[~np.isfinite(data)] = NO_DATA
-    return np.round(rgb).astype(np.uint8)
+    return rgb
 
 
-def colour_bar(low: float, high: float, width: int = PANEL_SIDE) -> np.ndarray:
-    """A horizontal viridis bar with its end values written under it."""
-    bar_height = SWATCH
-    ramp = colormap(np.tile(np.linspace(0.0, 1.0, width), (bar_height, 1)), 0.0, 1.0)
-    text = f"{low:.3g}"
-    right = f"{high:.3g}"
-    canvas = Image.new("RGB", (width, bar_height + FONT_SIZE + 2 * LINE_GAP), BACKGROUND)
-    canvas.paste(Image.fromarray(ramp), (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    draw.text((0, bar_height + LINE_GAP), text, fill=TEXT, font=font())
-    right_width = draw.textlength(right, font=font())
-    draw.text((width - right_width, bar_height + LINE_GAP), right, fill=TEXT, font=font())
-    return np.asarray(canvas).copy()
+def colour_bar(
+    low: float,
+    high: float,
+    width: int = PANEL_SIDE,
+    *,
+    name: str = SEQUENTIAL_MAP,
+    label: str | None = None,
+) -> np.ndarray:
+    """A horizontal matplotlib colour bar ``width`` pixels wide, with ticks (and ``label``)."""
+    if not high > low:
+        high = low + 1.0
+    height = 3 * SWATCH + 2 * FONT_SIZE + (FONT_SIZE + LINE_GAP if label else 0)
+    figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
+    canvas = FigureCanvasAgg(figure)
+    bottom = (2 * FONT_SIZE + (FONT_SIZE + LINE_GAP if label else 0)) / height
+    axes = figure.add_axes((0.1, bottom, 0.8, 1.5 * SWATCH / height))
+    mappable = ScalarMappable(norm=Normalize(low, high), cmap=matplotlib.colormaps[name])
+    bar = figure.colorbar(mappable, cax=axes, orientation="horizontal")
+    bar.ax.tick_params(labelsize=FONT_SIZE - 2, length=3, pad=1)
+    bar.ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=4))
+    for tick in bar.ax.get_xticklabels():
+        tick.set_fontfamily(FONT_FAMILY)
+    if label:
+        bar.set_label(label, fontsize=FONT_SIZE - 1, family=FONT_FAMILY, labelpad=1)
+    return rendered(canvas)[..., :3].copy()
 
 
 def label_colours(labels: np.ndarray) -> dict[int, tuple[int, int, int]]:
@@ -121,21 +130,19 @@ def label_image(labels: np.ndarray, colours: dict[int, tuple[int, int, int]]) ->
 
 
 def legend(entries: Sequence[tuple[tuple[int, int, int], str]], width: int) -> np.ndarray:
-    """Colour swatches with their names, one per line, ``width`` pixels wide."""
-    face = font()
-    line = FONT_SIZE + LINE_GAP * 2
-    canvas = Image.new("RGB", (width, max(1, len(entries)) * line), BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    for row, (colour, name) in enumerate(entries):
-        top = row * line + LINE_GAP
-        draw.rectangle((0, top, SWATCH, top + SWATCH), fill=colour, outline=TEXT)
-        draw.text(
-            (SWATCH + 2 * LINE_GAP, top - 1),
-            fit_text(name, width - SWATCH - 6, face),
-            fill=TEXT,
-            font=face,
-        )
-    return np.asarray(canvas).copy()
+    """Colour swatches with their names, one per line (wrapped, never cut), ``width`` wide."""
+    rows = []
+    for colour, name in entries:
+        text = wrap_text(name, width - SWATCH - 3 * LINE_GAP)
+        height = max(text_size(text)[1], SWATCH + 2 * LINE_GAP) + LINE_GAP
+        line = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+        line[LINE_GAP + 1 : LINE_GAP + SWATCH + 1, :SWATCH] = TEXT
+        line[LINE_GAP + 2 : LINE_GAP + SWATCH, 1 : SWATCH - 1] = colour
+        draw_text(line, SWATCH + 2 * LINE_GAP, 0, text)
+        rows.append(line)
+    if not rows:
+        return np.full((1, width, 3), BACKGROUND, dtype=np.uint8)
+    return np.concatenate(rows, axis=0)
 
 
 def resize_panel(image: np.ndarray, side: int = PANEL_SIDE, *, smooth: bool = False) -> np.ndarray:
@@ -147,42 +154,42 @@ def resize_panel(image: np.ndarray, side: int = PANEL_SIDE, *, smooth: bool = Fa
     return np.asarray(Image.fromarray(image).resize(size, resample)).copy()
 
 
-def titled(panel: np.ndarray, title: str, footer: np.ndarray | None = None) -> np.ndarray:
-    """``panel`` with ``title`` (may hold several lines) above and an optional footer image."""
-    face = font()
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    lines = [fit_text(t, panel.shape[1], face) for t in title.split("\n")]
-    box = probe.multiline_textbbox((0, 0), "\n".join(lines), font=face)
-    text_height = math.ceil(box[3]) + LINE_GAP
-    footer_height = 0 if footer is None else footer.shape[0] + LINE_GAP
+def titled(
+    panel: np.ndarray, title: str, footer: np.ndarray | None = None, *, wrap: bool = True
+) -> np.ndarray:
+    """``panel`` with ``title`` above (wrapped to the panel's width, never cut) and an
+    optional footer image below."""
     width = max(panel.shape[1], 0 if footer is None else footer.shape[1])
-    canvas = Image.new("RGB", (width, text_height + panel.shape[0] + footer_height), BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    draw.multiline_text((0, 0), "\n".join(lines), fill=TEXT, font=face)
-    canvas.paste(Image.fromarray(panel), (0, text_height))
+    heading = text_image(wrap_text(title, width) if wrap else title)
+    width = max(width, heading.shape[1])
+    text_height = heading.shape[0] + LINE_GAP
+    footer_height = 0 if footer is None else footer.shape[0] + LINE_GAP
+    canvas = np.full(
+        (text_height + panel.shape[0] + footer_height, width, 3), BACKGROUND, dtype=np.uint8
+    )
+    canvas[: heading.shape[0], : heading.shape[1]] = heading
+    canvas[text_height : text_height + panel.shape[0], : panel.shape[1]] = panel
     if footer is not None:
-        canvas.paste(Image.fromarray(footer), (0, text_height + panel.shape[0] + LINE_GAP))
-    return np.asarray(canvas).copy()
+        top = text_height + panel.shape[0] + LINE_GAP
+        canvas[top : top + footer.shape[0], : footer.shape[1]] = footer
+    return canvas
 
 
 def row(panels: Sequence[np.ndarray], caption: str | None = None) -> np.ndarray:
-    """Panels side by side, top-aligned, with padding and an optional caption line below."""
+    """Panels side by side, top-aligned, with padding and an optional caption below
+    (wrapped to the row's width)."""
     height = max(p.shape[0] for p in panels) + 2 * PADDING
     width = sum(p.shape[1] for p in panels) + PADDING * (len(panels) + 1)
-    caption_height = FONT_SIZE + 2 * LINE_GAP if caption else 0
-    canvas = Image.new("RGB", (width, height + caption_height), BACKGROUND)
+    note = text_image(wrap_text(caption, width - 2 * PADDING)) if caption else None
+    caption_height = note.shape[0] + PADDING if note is not None else 0
+    canvas = np.full((height + caption_height, width, 3), BACKGROUND, dtype=np.uint8)
     left = PADDING
     for panel in panels:
-        canvas.paste(Image.fromarray(panel), (left, PADDING))
+        canvas[PADDING : PADDING + panel.shape[0], left : left + panel.shape[1]] = panel
         left += panel.shape[1] + PADDING
-    if caption:
-        ImageDraw.Draw(canvas).text(
-            (PADDING, height),
-            fit_text(caption, width - 2 * PADDING, font()),
-            fill=TEXT,
-            font=font(),
-        )
-    return np.asarray(canvas).copy()
+    if note is not None:
+        canvas[height : height + note.shape[0], PADDING : PADDING + note.shape[1]] = note
+    return canvas
 
 
 def stack(rows: Sequence[np.ndarray]) -> np.ndarray:

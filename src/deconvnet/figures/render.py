@@ -16,10 +16,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError
+from deconvnet.figures.panels import colormap
 from deconvnet.figures.style import (
     BACKGROUND,
     GRID_FONT_SIZE,
@@ -28,12 +28,20 @@ from deconvnet.figures.style import (
     MAX_LEVEL,
     PADDING,
     SHEET_FONT_SIZE,
-    TEXT,
-    font,
+    draw_text,
+    text_image,
     text_size,
+    wrap_text,
 )
 
 DisplayMode = Literal["minmax", "signed"]
+Display = Literal["rgb", "signed", "overlay", "heat"]
+DISPLAYS: tuple[Display, ...] = ("rgb", "signed", "overlay", "heat")
+"""How a projection is shown: ``rgb`` its three channels scaled by their largest ``|x|``
+with zero at mid-grey (so every tile's zero is the same grey, and colours keep their
+balance); ``signed`` the channel sum on a blue–white–red map, zero white, symmetric about
+zero; ``heat`` the magnitude (L2 over channels) on inferno, zero black; ``overlay`` that
+magnitude laid over the greyed input image, its opacity growing with the magnitude."""
 Normalise = Literal["grid", "map"]
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -44,7 +52,15 @@ GRID_PAD_VALUE = 1.0
 """Separator colour in feature grids, on the [0, 1] scale (white, as in Caffe's vis_square)."""
 LABEL_MIN_TILE = 32
 """Feature-grid tiles are upscaled (nearest) to at least this many pixels when labelled."""
+SIGNED_MAP = "RdBu_r"
+HEAT_MAP = "inferno"
+OVERLAY_OPACITY = 0.85
+"""Opacity of the largest magnitude in the overlay view (zero is fully transparent)."""
+OVERLAY_GREY_CONTRAST = 0.6
+"""The input under an overlay is greyed and faded to this share of its contrast."""
 SHEET_MIN_TILE = 128
+SHEET_LABEL_MIN_WIDTH = 180
+"""Contact-sheet labels wrap at the tile width, or this many pixels for narrow tiles."""
 """Contact-sheet tiles are upscaled (nearest) to at least this many pixels."""
 
 
@@ -130,6 +146,63 @@ def to_display(
     if pixels.shape[0] == 1:
         pixels = np.repeat(pixels, 3, axis=0)
     return np.ascontiguousarray(pixels.transpose(1, 2, 0))
+
+
+def display_range(
+    projections: Iterable[ArrayLike], display: Display = "rgb", *, clip_percent: float = 0.0
+) -> DisplayRange:
+    """One range for ``projections`` as ``display`` shows them (see :func:`show`), so tiles
+    drawn with it share one scale; ``clip_percent`` as in :func:`shared_range`."""
+    _check_display(display)
+    if display == "rgb":
+        return shared_range(projections, "signed", clip_percent=clip_percent)
+    reduced = [_reduce(_as_float_array(p), display) for p in projections]
+    return shared_range(
+        reduced, "signed" if display == "signed" else "minmax", clip_percent=clip_percent
+    )
+
+
+def show(
+    projection: ArrayLike,
+    display: Display = "rgb",
+    *,
+    scale: DisplayRange | None = None,
+    image: np.ndarray | None = None,
+    channel_order: Literal["RGB", "BGR"] = "RGB",
+) -> np.ndarray:
+    """A ``(C, H, W)`` projection as an ``(H, W, 3)`` uint8 picture in one of
+    :data:`DISPLAYS`; ``image`` is the ``(H, W, 3)`` uint8 input under an ``overlay``.
+
+    ``scale`` fixes the range (from :func:`display_range`); by default each call uses its
+    own (per-tile contrast, as in the paper).
+    """
+    _check_display(display)
+    if display == "rgb":
+        return to_display(projection, "signed", scale=scale, channel_order=channel_order)
+    values = _as_float_array(projection)
+    if values.ndim != 3:
+        raise InputError(f"show needs (C, H, W), got {values.shape}")
+    reduced = _reduce(values, display)
+    if display == "signed":
+        largest = max(abs(scale.low), abs(scale.high)) if scale else float(np.abs(reduced).max())
+        return (
+            colormap(reduced, -largest, largest, name=SIGNED_MAP)
+            if largest > 0
+            else (colormap(np.zeros_like(reduced), -1.0, 1.0, name=SIGNED_MAP))
+        )
+    high = scale.high if scale else float(reduced.max())
+    unit = np.clip(reduced / high, 0.0, 1.0) if high > 0 else np.zeros_like(reduced)
+    heat = colormap(unit, 0.0, 1.0, name=HEAT_MAP)
+    if display == "heat":
+        return heat
+    if image is None or image.shape[:2] != unit.shape:
+        raise InputError("the overlay view needs the input image of the same size")
+    grey = image.astype(np.float64).mean(axis=2, keepdims=True)
+    faded = MAX_LEVEL - OVERLAY_GREY_CONTRAST * (MAX_LEVEL - grey)
+    opacity = OVERLAY_OPACITY * unit[..., None]
+    blended = opacity * heat + (1 - opacity) * faded
+    picture: np.ndarray = np.clip(np.round(blended), 0, MAX_LEVEL).astype(np.uint8)
+    return picture
 
 
 def feature_grid(
@@ -227,21 +300,21 @@ def contact_sheet(
     if columns is not None and columns < 1:
         raise InputError(f"columns must be >= 1, got {columns}")
     shown = [_tile_rgb(tile, min_tile) for tile in tiles]
-    face = font(SHEET_FONT_SIZE)
-    text_boxes = [text_size(label, face) for label in labels]
+    label_width = max(max(t.shape[1] for t in shown), SHEET_LABEL_MIN_WIDTH)
+    labels = [wrap_text(label, label_width, SHEET_FONT_SIZE) for label in labels]
+    text_boxes = [text_size(label, SHEET_FONT_SIZE) for label in labels]
     cell_w = max(max(t.shape[1] for t in shown), max(w for w, _ in text_boxes)) + PADDING
     text_h = max(h for _, h in text_boxes)
     cell_h = max(t.shape[0] for t in shown) + text_h + 2 * PADDING
     columns = columns or math.ceil(math.sqrt(len(shown)))
     rows = math.ceil(len(shown) / columns)
-    sheet = Image.new("RGB", (columns * cell_w + PADDING, rows * cell_h + PADDING), BACKGROUND)
-    draw = ImageDraw.Draw(sheet)
+    sheet = np.full((rows * cell_h + PADDING, columns * cell_w + PADDING, 3), BACKGROUND, np.uint8)
     for index, (tile, label) in enumerate(zip(shown, labels, strict=True)):
         left = (index % columns) * cell_w + PADDING
         top = (index // columns) * cell_h + PADDING
-        sheet.paste(Image.fromarray(tile), (left, top))
-        draw.multiline_text((left, top + tile.shape[0] + PADDING // 2), label, fill=TEXT, font=face)
-    return np.asarray(sheet).copy()
+        sheet[top : top + tile.shape[0], left : left + tile.shape[1]] = tile
+        draw_text(sheet, left, top + tile.shape[0] + PADDING // 2, label, SHEET_FONT_SIZE)
+    return sheet
 
 
 def _as_float_array(values: ArrayLike) -> np.ndarray:
@@ -250,6 +323,18 @@ def _as_float_array(values: ArrayLike) -> np.ndarray:
     if isinstance(values, np.ndarray):
         return np.array(values, dtype=np.float64, copy=True)
     raise InputError(f"expected a NumPy array or torch.Tensor, got {type(values).__name__}")
+
+
+def _reduce(values: np.ndarray, display: Display) -> np.ndarray:
+    """``(C, H, W)`` to the ``(H, W)`` map a colour-mapped view shows."""
+    if display == "signed":
+        return np.asarray(values.sum(axis=0))
+    return np.asarray(np.sqrt((values * values).sum(axis=0)))
+
+
+def _check_display(display: str) -> None:
+    if display not in DISPLAYS:
+        raise InputError(f"display must be one of {', '.join(DISPLAYS)}, got {display!r}")
 
 
 def _check_mode(mode: str) -> None:
@@ -287,13 +372,11 @@ def _tile_rgb(tile: np.ndarray, min_tile: int) -> np.ndarray:
 
 def _label_cells(grid: np.ndarray, count: int, columns: int, cell_hw: tuple[int, int]) -> None:
     """Draw each cell's index on a dark box in its top-left corner, in place on ``grid``."""
-    canvas = Image.fromarray(grid)
-    draw = ImageDraw.Draw(canvas)
-    face = font(GRID_FONT_SIZE)
     for index in range(count):
         top, left = (index // columns) * cell_hw[0], (index % columns) * cell_hw[1]
-        text = str(index)
-        _, _, right, bottom = draw.textbbox((left + 1, top), text, font=face)
-        draw.rectangle((left, top, right, bottom), fill=LABEL_BOX_COLOUR)
-        draw.text((left + 1, top), text, fill=LABEL_TEXT_COLOUR, font=face)
-    grid[...] = np.asarray(canvas)
+        label = text_image(
+            str(index), GRID_FONT_SIZE, colour=LABEL_TEXT_COLOUR, background=LABEL_BOX_COLOUR
+        )
+        height = min(label.shape[0], grid.shape[0] - top)
+        width = min(label.shape[1], grid.shape[1] - left)
+        grid[top : top + height, left : left + width] = label[:height, :width]

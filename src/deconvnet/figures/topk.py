@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError
@@ -35,10 +35,11 @@ from deconvnet.figures.style import (
     BACKGROUND,
     EMPTY_SLOT,
     FONT_SIZE,
+    HEADER_FONT_SIZE,
+    MUTED_TEXT,
     OUTSIDE_IMAGE,
-    TEXT,
     TITLE_FONT_SIZE,
-    font,
+    draw_text,
 )
 from deconvnet.instruments.topk.project import ProjectedEntry
 from deconvnet.instruments.topk.scan import TopKIndex
@@ -53,8 +54,9 @@ DEFAULT_TILE = 96
 TILE_GAP = 2
 BLOCK_GAP = 10
 CELL_PAD = 14
-LABEL_HEIGHT = 18
-TITLE_HEIGHT = 26
+LABEL_HEIGHT = 20
+TITLE_HEIGHT = 28
+HEADER_HEIGHT = 22
 INDEX_FILE = "topk_index.json"
 INDEX_FORMAT = "deconvnet-topk-index/1"
 TILES_DIR = "tiles"
@@ -210,32 +212,41 @@ def _layer_sheet(
     per_row = max(1, math.ceil(math.sqrt(len(cells) / 2)))
     rows = max(1, math.ceil(len(cells) / per_row))
     width = max(per_row * cell_w + CELL_PAD, 2 * block_w + 2 * CELL_PAD)
-    sheet = Image.new("RGB", (width, TITLE_HEIGHT + rows * cell_h + CELL_PAD), BACKGROUND)
-    draw = ImageDraw.Draw(sheet)
-    draw.text(
-        (CELL_PAD, 4),
-        f"{layer}: top-k projections | image patches",
-        fill=TEXT,
-        font=font(TITLE_FONT_SIZE),
-    )
-    face = font(FONT_SIZE)
+    top_margin = TITLE_HEIGHT + HEADER_HEIGHT
+    sheet = np.full((top_margin + rows * cell_h + CELL_PAD, width, 3), BACKGROUND, np.uint8)
+    title = f"{layer}: the top {len(cells[0][1][0]) if cells else 0} activations of each map"
+    draw_text(sheet, CELL_PAD, 4, title, TITLE_FONT_SIZE)
+    for column in range(min(per_row, len(cells))):
+        left = CELL_PAD + column * cell_w
+        header_top = TITLE_HEIGHT + 2
+        draw_text(
+            sheet, left, header_top, "deconvnet projections", HEADER_FONT_SIZE, colour=MUTED_TEXT
+        )
+        draw_text(
+            sheet,
+            left + block_w + BLOCK_GAP,
+            header_top,
+            "image patches",
+            HEADER_FONT_SIZE,
+            colour=MUTED_TEXT,
+        )
     boxes: dict[tuple[int, int], tuple[Box, Box]] = {}
     for number, (channel, (tiles, caption)) in enumerate(cells):
         left = CELL_PAD + (number % per_row) * cell_w
-        top = TITLE_HEIGHT + (number // per_row) * cell_h
-        draw.text((left, top), f"map {channel}  {caption}", fill=TEXT, font=face)
+        top = top_margin + (number // per_row) * cell_h
+        draw_text(sheet, left, top, f"map {channel}  {caption}", FONT_SIZE)
         for rank, (projection, patch) in enumerate(tiles):
             y = top + LABEL_HEIGHT + (rank // columns) * (tile + TILE_GAP)
             x = left + (rank % columns) * (tile + TILE_GAP)
             x_patch = x + block_w + BLOCK_GAP
-            sheet.paste(Image.fromarray(projection), (x, y))
-            sheet.paste(Image.fromarray(patch), (x_patch, y))
             height, width_tile = projection.shape[:2]
+            sheet[y : y + height, x : x + width_tile] = projection
+            sheet[y : y + height, x_patch : x_patch + width_tile] = patch
             boxes[(channel, rank)] = (
                 (y, x, y + height, x + width_tile),
                 (y, x_patch, y + height, x_patch + width_tile),
             )
-    return np.asarray(sheet).copy(), boxes
+    return sheet, boxes
 
 
 def _safe(name: str) -> str:

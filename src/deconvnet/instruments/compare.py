@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from deconvnet.engine.engine import Deconvnet
+from deconvnet.engine.projection import Projection
+from deconvnet.engine.receptive import Box, union_box
 from deconvnet.engine.selection import Selection
 
 RULES: tuple[str, ...] = ("zeiler", "guided", "gradient")
@@ -40,6 +42,8 @@ class Comparison:
     channels, values : Tensor (K,) — the seeded map and activation (same for every rule).
     positions : LongTensor (K, ndim) or None.
     layer, selection : what was projected.
+    zoom : the input box the selected units look at together (the union of their
+        receptive fields, clipped to the image), or None when unknown (fc layers).
     """
 
     rules: tuple[str, ...]
@@ -49,6 +53,7 @@ class Comparison:
     positions: Tensor | None
     layer: str
     selection: Selection
+    zoom: Box | None = None
 
 
 class _EngineOptions(TypedDict, total=False):
@@ -91,4 +96,14 @@ def compare_rules(
         positions=None if first.positions is None else first.positions[0].cpu(),
         layer=first.layer,
         selection=select,
+        zoom=_zoom(first),
     )
+
+
+def _zoom(projection: Projection) -> Box | None:
+    """Union of the selected units' receptive fields for the first image."""
+    field = projection.receptive_field
+    if field is None or projection.extents is None:
+        return None
+    image_hw = (int(projection.images.shape[-2]), int(projection.images.shape[-1]))
+    return union_box(field.span(extent, image_hw) for extent in projection.extents[0].tolist())

@@ -10,7 +10,7 @@ from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._progress import ProgressBar
 from deconvnet.faces.cli._select import add_target_arguments, parse_select
 from deconvnet.figures import render
-from deconvnet.figures.compare import comparison_figure
+from deconvnet.figures.compare import comparison_figure, shown_projections
 from deconvnet.figures.files import save_png, write_json
 from deconvnet.instruments import compare
 
@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("image", nargs="?", metavar="IMAGE", help="default: bundled photo")
     add_model_arguments(parser)
     add_target_arguments(parser, DEFAULT_SELECT)
+    parser.add_argument(
+        "--full-frame",
+        action="store_true",
+        help="show the whole input instead of the selected units' receptive fields",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.set_defaults(func=run)
 
@@ -48,10 +53,16 @@ def run(args: argparse.Namespace) -> int:
     image = prepare(path, loaded.preprocessing, device)
     with ProgressBar(f"{path.name}: rules", unit="rule") as bar:
         result = compare.compare_rules(loaded.model, image.tensor, layer, selection, progress=bar)
-    sheet = comparison_figure(result, image.rgb, channel_order=loaded.preprocessing.channel_order)
+    sheet = comparison_figure(
+        result,
+        image.rgb,
+        channel_order=loaded.preprocessing.channel_order,
+        full_frame=args.full_frame,
+    )
     save_png(sheet, args.out / FIGURE)
-    minmax = render.shared_range(list(result.images), "minmax")
-    signed = render.shared_range(list(result.images), "signed")
+    shown = shown_projections(result, args.full_frame)
+    minmax = render.shared_range(list(shown), "minmax")
+    signed = render.shared_range(list(shown), "signed")
     manifest = {
         "command": "compare",
         "image": str(path),
@@ -60,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         "layer": layer,
         "layer_alias": loaded.display_name(layer),
         "selection": selection.describe(),
+        "zoom_box": None if args.full_frame else result.zoom,
         "rules": {rule: compare.RULE_DESCRIPTIONS[rule] for rule in result.rules},
         "shared_range": {"minmax": minmax, "signed": signed},
         "seeds": [

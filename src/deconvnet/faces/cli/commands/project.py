@@ -16,7 +16,15 @@ from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._progress import ProgressBar
 from deconvnet.faces.cli._select import DEFAULT_SELECT, add_target_arguments, parse_select
 from deconvnet.figures.files import save_png, write_json
-from deconvnet.figures.projection import projection_figure, save_projection_figure
+from deconvnet.figures.projection import (
+    CONTRASTS,
+    FigureOptions,
+    manifest,
+    manifest_entry,
+    projection_figure,
+    save_projection_figure,
+)
+from deconvnet.figures.render import DISPLAYS
 
 MANIFEST = "manifest.json"
 EXAMPLES = """examples:
@@ -47,9 +55,45 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="reproduce another tool exactly: caffe-deconvnet = the old Caffe demo "
         "(default layer pool5, threshold:150 rescaled, no ReLU, LRN re-applied, overwrite)",
     )
-    parser.add_argument("--no-crop", action="store_true", help="keep whole-image projections")
+    add_figure_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.set_defaults(func=run)
+
+
+def add_figure_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--display``, ``--contrast``, ``--full-frame``, ``--captions``."""
+    group = parser.add_argument_group("pictures")
+    group.add_argument(
+        "--display",
+        choices=DISPLAYS,
+        default="rgb",
+        help="rgb: colours min-max stretched (the paper's); signed: channel sum, blue < 0 < "
+        "red, zero white; heat: magnitude on inferno; overlay: magnitude over the greyed input",
+    )
+    group.add_argument(
+        "--contrast",
+        choices=CONTRASTS,
+        default="tile",
+        help="tile: each projection stretched on its own (the paper's); shared: one scale",
+    )
+    group.add_argument(
+        "--full-frame",
+        action="store_true",
+        help="show the whole input instead of zooming to each unit's receptive field",
+    )
+    group.add_argument(
+        "--captions", action="store_true", help="add a caption strip to per-projection files"
+    )
+
+
+def figure_options(args: argparse.Namespace) -> FigureOptions:
+    """The picture options the command line asked for."""
+    return FigureOptions(
+        display=args.display,
+        contrast=args.contrast,
+        full_frame=args.full_frame,
+        captions=args.captions,
+    )
 
 
 def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,8 +134,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         compat=args.compat,
     )
-    policy = net.policy
     device = loaded.device
+    options = figure_options(args)
     entries = []
     fields_by_shape: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
     for index, path in enumerate(image_paths(args.images)):
@@ -109,46 +153,32 @@ def run(args: argparse.Namespace) -> int:
         fields = fields_by_shape[shape]
         figure = projection_figure(
             result,
-            channel_order=loaded.preprocessing.channel_order,
+            options=options,
             receptive_field=fields.get(layer),
             input_rgb=image.rgb,
             layer_label=label,
-            crop=not args.no_crop,
+            categories=loaded.categories,
         )
         stem = f"{index:02d}_{path.stem}"
         files = save_projection_figure(figure, args.out, stem)
+        entry = manifest_entry(figure, files, str(path), image.tensor.shape[2:])
         if compat is not None:
             display = demo_display(result.images[0, 0], loaded.preprocessing)
-            files["demo_display"] = f"{stem}_demo_display.png"
+            entry["demo_display"] = f"{stem}_demo_display.png"
             save_png(
                 (display.clip(0, 1) * MAX_8BIT).round().astype("uint8"),
-                args.out / files["demo_display"],
+                args.out / entry["demo_display"],
             )
-        entries.append(
-            {
-                "image": str(path),
-                "input_size": list(image.tensor.shape[2:]),
-                "sheet": files["sheet"],
-                "demo_display": files.get("demo_display"),
-                "projections": [
-                    {**record, "files": tile}
-                    for record, tile in zip(figure.records, files["tiles"], strict=True)
-                ],
-            }
-        )
+        entries.append(entry)
+        last = result
         print(args.out / files["sheet"])
-    manifest = {
+    document = {
         **loaded.provenance(),
-        "layer": layer,
+        **manifest(last, entries, options),
         "layer_alias": label,
-        "selection": selection.describe(),
         "compat": args.compat,
-        "rule": policy.rule,
-        "lrn": policy.lrn,
-        "collisions": policy.collisions,
         "preprocessing": loaded.preprocessing,
-        "images": entries,
     }
-    write_json(manifest, args.out / MANIFEST)
+    write_json(document, args.out / MANIFEST)
     print(args.out / MANIFEST)
     return 0
