@@ -138,7 +138,7 @@ def test_load_named_set_through_the_hub_cache(
     served = zoo.Weights(
         name="served", url=f"{base}/tiny.pth", sha256=digest, file_name="tiny-test.pth",
         preprocessing=CIFAR10_PREPROCESSING, categories=CIFAR10_CATEGORIES,
-        provenance="test", num_params=378_538,
+        provenance="test", licence="MIT", num_params=378_538,
     )
     seen: list[tuple[int, int | None]] = []
     model = zoo.load("default", weights=served, progress=lambda d, t: seen.append((d, t)))

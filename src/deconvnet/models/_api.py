@@ -22,6 +22,7 @@ from torch import nn
 
 from deconvnet.errors import ModelNotFoundError, WeightsError
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.models import codebook
 from deconvnet.models._download import ProgressFn, check_sha256, fetch
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "weights"
@@ -53,9 +54,16 @@ class Weights:
     categories
         Class names in output order, or ``None``.
     provenance
-        Who trained them, how, under which licence.
+        Who trained them, how, where they come from.
+    licence
+        Terms the weights are distributed under (an SPDX id where one fits), shown by
+        ``deconvnet models``.
     num_params
         Parameter count of the architecture these weights fill.
+    builder_kwargs
+        Extra arguments for the model's builder, for weights trained on a variant of the
+        architecture (e.g. Caffe's SqueezeNet pads its final conv); state-dict keys stay
+        those of the plain architecture.
     """
 
     name: str
@@ -65,7 +73,9 @@ class Weights:
     preprocessing: Preprocessing
     categories: tuple[str, ...] | None
     provenance: str
+    licence: str
     num_params: int
+    builder_kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def embedded(self) -> bool:
@@ -204,11 +214,11 @@ def load(
     chosen = _resolve(spec, weights)
     if isinstance(chosen, Weights):
         num_classes = len(chosen.categories) if chosen.categories else spec.num_classes
-        model = _build(spec, num_classes, seed)
+        model = _build(spec, num_classes, seed, chosen.builder_kwargs)
         apply_state_dict(model, _read_weight_set(chosen, progress), source=chosen.file_name)
         preprocessing, categories = chosen.preprocessing, chosen.categories
     else:
-        model = _build(spec, spec.num_classes, seed)
+        model = _build(spec, spec.num_classes, seed, {})
         categories = None
         if chosen is not None:
             apply_state_dict(model, read_state_dict(chosen), source=str(chosen))
@@ -253,13 +263,15 @@ def _resolve(
     return spec.weight_set(text)
 
 
-def _build(spec: ModelSpec, num_classes: int, seed: int | None) -> nn.Module:
+def _build(
+    spec: ModelSpec, num_classes: int, seed: int | None, builder_kwargs: Mapping[str, Any]
+) -> nn.Module:
     """Call the builder, seeding a private RNG scope when ``seed`` is given."""
     if seed is None:
-        return spec.builder(num_classes=num_classes)
+        return spec.builder(num_classes=num_classes, **builder_kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return spec.builder(num_classes=num_classes)
+        return spec.builder(num_classes=num_classes, **builder_kwargs)
 
 
 def _read_weight_set(weights: Weights, progress: ProgressFn | None) -> dict[str, torch.Tensor]:
@@ -277,21 +289,13 @@ def _read_weight_set(weights: Weights, progress: ProgressFn | None) -> dict[str,
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a ``.pth``/``.pt`` (``weights_only=True``) or ``.safetensors`` file of tensors.
 
-    A checkpoint that wraps its tensors as ``{"state_dict": {...}}`` is unwrapped.
+    A checkpoint that wraps its tensors as ``{"state_dict": {...}}`` is unwrapped; a
+    safetensors file in the :mod:`~deconvnet.models.codebook` form is decoded.
     """
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     if path.suffix == SAFETENSORS_SUFFIX:
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise WeightsError(
-                f"reading {path.name} needs the safetensors package: pip install safetensors"
-            ) from None
-        try:
-            return dict(load_file(str(path)))
-        except Exception as exc:  # the library raises its own error types
-            raise WeightsError(f"cannot read {path} as safetensors: {exc}") from exc
+        return _read_safetensors(path)
     try:
         loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors have no common base class
@@ -305,6 +309,30 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     ):
         raise WeightsError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return dict(loaded)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, decoded when its metadata names an encoding."""
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise WeightsError(
+            f"reading {path.name} needs the safetensors package: pip install safetensors"
+        ) from None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            stored = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as exc:  # the library raises its own error types
+        raise WeightsError(f"cannot read {path} as safetensors: {exc}") from exc
+    encoding = metadata.get(codebook.ENCODING_KEY)
+    if encoding is None:
+        return stored
+    if encoding != codebook.ENCODING:
+        raise WeightsError(
+            f"{path} is stored as {encoding!r}; this deconvnet reads only {codebook.ENCODING!r}"
+        )
+    return codebook.decode(stored, source=str(path))
 
 
 def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str) -> None:

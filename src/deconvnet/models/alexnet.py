@@ -86,6 +86,7 @@ ALEXNET_IMAGENET = Weights(
     preprocessing=IMAGENET_TORCHVISION,
     categories=IMAGENET_CATEGORIES,
     provenance="torchvision IMAGENET1K_V1 (acc@1 56.522), BSD-3-Clause; trained on ImageNet-1k",
+    licence="BSD-3-Clause",
     num_params=NUM_PARAMS,
 )
 

@@ -104,6 +104,7 @@ DEFAULT_CIFAR10 = Weights(
         "trained for this project by scripts/train_default.py on the 25,000 CIFAR-10 "
         "training JPEGs (seed 0); see weights/default_cifar10.md; MIT like the package"
     ),
+    licence="MIT",
     num_params=NUM_PARAMS,
 )
 

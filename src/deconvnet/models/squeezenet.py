@@ -6,6 +6,13 @@ the stem and pools Caffe-style (``conv1`` = ``features.0``) and each Fire module
 ``fire2``... ``fire9`` in its position (``fire9`` = ``features.12``); ``conv10`` =
 ``classifier.1``. A Fire module's parts are addressable as ``features.N.squeeze``,
 ``features.N.expand1x1``, ``features.N.expand3x3`` (with ``_activation`` ReLUs).
+
+Two weight sets fill ``squeezenet1_0``: torchvision's ``"imagenet"`` (downloaded) and the
+embedded ``"deep-compression"`` set, Caffe's SqueezeNet v1.0 as pruned and quantised by
+Deep Compression (see ``weights/squeezenet1_0_deep_compression.md``). The latter is built
+the way Caffe ran it: its final 1x1 conv has padding 1 (15x15 at a 227x227 input, the
+border is ``relu(bias)`` and counts in the global average), and it takes Caffe's input
+(227x227, BGR, 0-255, mean pixel subtracted).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor, nn
 
-from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION
+from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION, Preprocessing
 from deconvnet.models._api import Weights, register
 from deconvnet.models._meta import IMAGENET_CATEGORIES
 
@@ -24,6 +31,7 @@ NUM_PARAMS_1_0 = 1_248_424
 NUM_PARAMS_1_1 = 1_235_496
 DROPOUT = 0.5
 FINAL_CONV_STD = 0.01
+TORCHVISION_LICENCE = "BSD-3-Clause"
 
 Version = Literal["1_0", "1_1"]
 
@@ -75,17 +83,25 @@ def _features(version: Version) -> nn.Sequential:
 
 
 class SqueezeNet(nn.Module):
-    """torchvision's SqueezeNet (``version`` ``"1_0"`` or ``"1_1"``) and its initialisation."""
+    """torchvision's SqueezeNet (``version`` ``"1_0"`` or ``"1_1"``) and its initialisation.
+
+    ``final_conv_padding=1`` gives Caffe's deploy variant, whose 1x1 classifier conv is
+    padded; parameters and state-dict keys are the same either way.
+    """
 
     def __init__(
-        self, version: Version = "1_0", num_classes: int = NUM_CLASSES, dropout: float = DROPOUT
+        self,
+        version: Version = "1_0",
+        num_classes: int = NUM_CLASSES,
+        dropout: float = DROPOUT,
+        final_conv_padding: int = 0,
     ) -> None:
         super().__init__()
         if version not in ("1_0", "1_1"):
             raise ValueError(f"SqueezeNet version must be '1_0' or '1_1', got {version!r}")
         self.num_classes = num_classes
         self.features = _features(version)
-        final_conv = nn.Conv2d(512, num_classes, kernel_size=1)
+        final_conv = nn.Conv2d(512, num_classes, kernel_size=1, padding=final_conv_padding)
         self.classifier = nn.Sequential(
             nn.Dropout(p=dropout), final_conv, nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1))
         )
@@ -115,6 +131,20 @@ def _aliases(pools: dict[str, int], fire_indices: tuple[int, ...]) -> dict[str, 
 LAYER_ALIASES_1_0 = _aliases({"pool1": 2, "pool4": 6, "pool8": 11}, (3, 4, 5, 7, 8, 9, 10, 12))
 LAYER_ALIASES_1_1 = _aliases({"pool1": 2, "pool3": 5, "pool5": 8}, (3, 4, 6, 7, 9, 10, 11, 12))
 
+
+def _caffe_modules(fire_indices: tuple[int, ...]) -> dict[str, str]:
+    """Caffe layer name of the SqueezeNet deploy files -> the module holding its blobs."""
+    modules = {"conv1": "features.0", "conv_final": "classifier.1"}
+    for number, index in enumerate(fire_indices, start=2):
+        modules[f"fire{number}/conv1x1_1"] = f"features.{index}.squeeze"
+        modules[f"fire{number}/conv1x1_2"] = f"features.{index}.expand1x1"
+        modules[f"fire{number}/conv3x3_2"] = f"features.{index}.expand3x3"
+    return modules
+
+
+CAFFE_MODULES_1_0 = _caffe_modules((3, 4, 5, 7, 8, 9, 10, 12))
+"""Where ``scripts/convert_squeezenet.py`` puts each Caffe layer's ``[weight, bias]``."""
+
 _PROVENANCE = "torchvision IMAGENET1K_V1 (acc@1 {acc}), BSD-3-Clause; trained on ImageNet-1k"
 
 SQUEEZENET1_0_IMAGENET = Weights(
@@ -125,6 +155,7 @@ SQUEEZENET1_0_IMAGENET = Weights(
     preprocessing=IMAGENET_TORCHVISION,
     categories=IMAGENET_CATEGORIES,
     provenance=_PROVENANCE.format(acc="58.092"),
+    licence=TORCHVISION_LICENCE,
     num_params=NUM_PARAMS_1_0,
 )
 
@@ -137,7 +168,38 @@ SQUEEZENET1_1_IMAGENET = Weights(
     preprocessing=IMAGENET_TORCHVISION,
     categories=IMAGENET_CATEGORIES,
     provenance=_PROVENANCE.format(acc="58.178"),
+    licence=TORCHVISION_LICENCE,
     num_params=NUM_PARAMS_1_1,
+)
+
+DEEP_COMPRESSION_SHA256 = "8ed4f1e516411e3bae9bda8087a71cb3f54e8c32c7cbce2fdf6ab96de6a36501"
+"""SHA-256 of ``weights/squeezenet1_0_deep_compression.safetensors``, checked on every load."""
+
+CAFFE_SQUEEZENET_PREPROCESSING = Preprocessing(
+    input_size=(227, 227),
+    resize_rule="exact",
+    channel_order="BGR",
+    scale=255.0,
+    mean=(104.0, 117.0, 123.0),
+)
+"""SqueezeNet's Caffe input: whole image resized to 227x227 (bilinear, no crop), BGR,
+0-255, minus the integer mean pixel (104, 117, 123) its Caffe references use."""
+
+SQUEEZENET1_0_DEEP_COMPRESSION = Weights(
+    name="deep-compression",
+    url=None,
+    sha256=DEEP_COMPRESSION_SHA256,
+    file_name="squeezenet1_0_deep_compression.safetensors",
+    preprocessing=CAFFE_SQUEEZENET_PREPROCESSING,
+    categories=IMAGENET_CATEGORIES,
+    provenance=(
+        "SqueezeNet v1.0 (Iandola et al. 2016) pruned and quantised by Deep Compression "
+        "(Han et al. 2016), songhan/SqueezeNet-Deep-Compression, converted from its Caffe "
+        "model by scripts/convert_squeezenet.py; see weights/squeezenet1_0_deep_compression.md"
+    ),
+    licence="BSD-2-Clause",
+    num_params=NUM_PARAMS_1_0,
+    builder_kwargs={"final_conv_padding": 1},
 )
 
 
@@ -146,11 +208,11 @@ SQUEEZENET1_1_IMAGENET = Weights(
     num_classes=NUM_CLASSES,
     preprocessing=IMAGENET_TORCHVISION,
     layer_aliases=LAYER_ALIASES_1_0,
-    weights=(SQUEEZENET1_0_IMAGENET,),
+    weights=(SQUEEZENET1_0_IMAGENET, SQUEEZENET1_0_DEEP_COMPRESSION),
     categories=IMAGENET_CATEGORIES,
 )
 def squeezenet1_0(**kwargs: Any) -> SqueezeNet:
-    """SqueezeNet 1.0, torchvision layout (ImageNet weights: ``weights="imagenet"``)."""
+    """SqueezeNet 1.0, torchvision layout (ImageNet: "imagenet", or embedded "deep-compression")."""
     return SqueezeNet("1_0", **kwargs)
 
 

@@ -117,6 +117,7 @@ VGG16_IMAGENET = Weights(
     preprocessing=IMAGENET_TORCHVISION,
     categories=IMAGENET_CATEGORIES,
     provenance="torchvision IMAGENET1K_V1 (acc@1 71.592), BSD-3-Clause; trained on ImageNet-1k",
+    licence="BSD-3-Clause",
     num_params=NUM_PARAMS,
 )
 

@@ -123,7 +123,7 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
         categories=cast("tuple[str, ...] | None", model.categories),
         name=name,
         weights=str(args.weights) if args.weights else "default",
-        weights_sha256=_sha256(weights_path) if weights_path else _embedded_sha(name),
+        weights_sha256=_sha256(weights_path) if weights_path else _set_sha(name, args.weights),
         layer_aliases=dict(cast("dict[str, str]", model.layer_aliases)),
     )
 
@@ -146,11 +146,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _embedded_sha(name: str) -> str | None:
+def _set_sha(name: str, weights_name: str | None) -> str | None:
+    """The digest of the named (or default) weight set; ``None`` for random init."""
     spec = models.info(name)
-    if not spec.default_weights:
+    chosen = weights_name or spec.default_weights
+    if chosen is None or chosen == models._api.RANDOM_INIT:
         return None
-    weights = spec.weight_set(spec.default_weights)
+    weights = spec.weight_set(chosen)
     if weights.embedded:
         path = models._api.EMBEDDED_DIR / weights.file_name
         return _sha256(path) if path.is_file() else None

@@ -2,6 +2,15 @@
 
 from types import ModuleType
 
-from deconvnet.faces.cli.commands import compare, layers, maps, occlude, project, sanity, topk
+from deconvnet.faces.cli.commands import (
+    compare,
+    layers,
+    maps,
+    models,
+    occlude,
+    project,
+    sanity,
+    topk,
+)
 
-ALL: list[ModuleType] = [project, layers, maps, topk, occlude, compare, sanity]
+ALL: list[ModuleType] = [project, layers, maps, topk, occlude, compare, sanity, models]
