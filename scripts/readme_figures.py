@@ -40,7 +40,7 @@ def _save(array: np.ndarray, name: str) -> None:
 
 def main_job() -> None:
     tmp = ROOT / "out" / "readme_main"
-    if main(["project", "--out", str(tmp)]) != 0:
+    if main(["project", "--out", str(tmp), "--overwrite"]) != 0:
         raise SystemExit("main job failed")
     sheet = np.asarray(Image.open(next(tmp.glob("*_sheet.png"))).convert("RGB"))
     _save(sheet, "main_job.png")
@@ -122,7 +122,7 @@ def squeezenet_instruments() -> None:
         "compare": ["compare", photo, *caffe_args, "--layer", "fire9/concat", "--select", "top:1"],
     }
     for name, argv in runs.items():
-        if main([*argv, "--out", str(tmp / name)]) != 0:
+        if main([*argv, "--out", str(tmp / name), "--overwrite"]) != 0:
             raise SystemExit(f"{name} failed")
         picture = np.asarray(Image.open(tmp / name / f"{name}.png").convert("RGB"))
         _save(picture, f"squeezenet_{name}.png")

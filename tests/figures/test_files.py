@@ -1,9 +1,12 @@
-"""Atomic PNG and JSON writing (deconvnet.figures.files): round trips, failures keep old files."""
+"""Atomic PNG and JSON writing (deconvnet.figures.files): round trips, failures keep old files,
+modes follow the umask (0o666 & ~umask, what ``open()`` gives)."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +70,18 @@ def test_write_json_converts_scalars_and_sorts_keys(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="JSON"):
         write_json({"bad": float("nan")}, tmp_path / "nan.json")
     assert not (tmp_path / "nan.json").exists()
+
+
+UMASKS = pytest.mark.parametrize(
+    ("umask", "expected"), [(0o022, 0o644), (0o027, 0o640)], ids=["umask 0022", "umask 0027"]
+)
+
+
+@UMASKS
+def test_png_and_json_files_get_the_umask_mode(
+    tmp_path: Path, set_umask: Callable[[int], int], umask: int, expected: int
+) -> None:
+    set_umask(umask)
+    png = save_png(np.zeros((2, 3), np.uint8), tmp_path / "a.png")
+    document = write_json({"a": 1}, tmp_path / "a.json")
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (png, document)] == [expected, expected]

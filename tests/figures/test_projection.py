@@ -63,7 +63,7 @@ def test_border_fields_are_padded_grey_where_they_leave_the_image() -> None:
     model, x, res = _result(dn.Neuron(0, 0, 0))
     field = receptive_fields(model, tuple(x.shape))["8"]
     figure = projection_figure(res, receptive_field=field, input_rgb=_rgb())
-    top, left, bottom, right = figure.crops[0]
+    top, left, bottom, _ = figure.crops[0]
     assert top < 0 and left < 0  # the corner unit's field reaches past the border
     picture = figure.files[0]
     factor = picture.shape[0] // (bottom - top)
@@ -92,11 +92,11 @@ def test_sheet_shows_each_projection_tile_exactly() -> None:
     _, _, res = _result(dn.TopMaps(2))
     figure = projection_figure(res, input_rgb=_rgb(), options=FigureOptions(tile=80))
     for k, (_, projection_box) in enumerate(figure.tile_boxes):
-        t, l, b, r = projection_box
+        top, left, bottom, right = projection_box
         source = figure.pictures[k]
         resample = Image.Resampling.NEAREST if source.shape[0] <= 80 else Image.Resampling.LANCZOS
         expected = np.asarray(Image.fromarray(source).resize((80, 80), resample))
-        assert np.array_equal(figure.sheet[t:b, l:r], expected)
+        assert np.array_equal(figure.sheet[top:bottom, left:right], expected)
         factor = figure.files[k].shape[0] // source.shape[0]
         assert np.array_equal(figure.files[k], source.repeat(factor, 0).repeat(factor, 1))
 

@@ -7,7 +7,7 @@ old demo (shared data).
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 
@@ -17,8 +17,9 @@ import torch
 from PIL import Image
 
 from deconvnet.errors import ImageError, InputError
+from deconvnet.inputs import images as images_module
 from deconvnet.inputs.images import (
-    BUNDLED_PHOTO_LICENCE,
+    BUNDLED_PHOTOS,
     bundled_photo,
     deprocess,
     load_image,
@@ -338,23 +339,43 @@ def test_deprocess_matches_the_caffe_demo_display(shared_data: Path) -> None:
 # ---------------------------------------------------------------- bundled photo
 
 
-def test_bundled_photo_is_found_without_importing_skimage(
-    monkeypatch: pytest.MonkeyPatch, shared_data: Path
+def test_bundled_photos_are_the_shared_cc0_files_byte_for_byte(shared_data: Path) -> None:
+    for name, shared in [("chelsea", "skimage_chelsea.png"), ("coffee", "skimage_coffee.png")]:
+        path = bundled_photo(name)
+        assert path.name == f"{name}.png"
+        assert path.read_bytes() == (shared_data / "images" / shared).read_bytes()
+        assert "CC0" in BUNDLED_PHOTOS[name]
+    assert bundled_photo() == bundled_photo("chelsea")
+    assert load_image(bundled_photo()).shape == (300, 451, 3)
+    assert load_image(bundled_photo("coffee")).shape == (400, 600, 3)
+
+
+def test_the_licence_note_beside_the_photos_names_each_one_and_cc0() -> None:
+    note = (bundled_photo().parent / "README.md").read_text(encoding="utf-8")
+    photographers = {"chelsea": "Stefan van der Walt", "coffee": "Rachel Michetti"}
+    for name, photographer in photographers.items():
+        assert f"`{name}.png`" in note and photographer in note
+        assert photographer in BUNDLED_PHOTOS[name]
+    assert "CC0" in note and "scikit-image" in note
+
+
+def test_bundled_photo_works_with_scikit_image_unimportable(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if importlib.util.find_spec("skimage") is None:
-        pytest.skip("scikit-image not installed")
-    monkeypatch.delitem(sys.modules, "skimage", raising=False)
-    path = bundled_photo()
-    assert "skimage" not in sys.modules
-    assert path.name == "chelsea.png"
-    photo = load_image(path)
-    assert photo.shape == (300, 451, 3)
-    np.testing.assert_array_equal(photo, load_image(shared_data / "images" / "skimage_chelsea.png"))
-    assert "CC0" in BUNDLED_PHOTO_LICENCE
+    for module in [name for name in sys.modules if name.split(".")[0] == "skimage"]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, "skimage", None)  # makes ``import skimage`` raise
+    with pytest.raises(ImportError):
+        importlib.import_module("skimage")
+    for name in BUNDLED_PHOTOS:
+        assert load_image(bundled_photo(name)).dtype == np.uint8
 
 
-def test_bundled_photo_without_skimage_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "skimage", raising=False)
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ImageError, match="pip install scikit-image"):
+def test_bundled_photo_refuses_unknown_names_and_reports_a_broken_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with pytest.raises(InputError, match=r"no bundled photo 'astronaut'.*chelsea.*coffee"):
+        bundled_photo("astronaut")
+    monkeypatch.setattr(images_module, "PHOTO_DIR", tmp_path)
+    with pytest.raises(ImageError, match="reinstall"):
         bundled_photo()

@@ -1,8 +1,9 @@
 """Writing what the figures show: PNG images and JSON manifests, each written atomically.
 
-A write goes to a temporary file beside its target and is moved into place with
-``os.replace``, so a crash or a full disk never leaves a half-written file under the name
-a reader looks for.
+Both go through :func:`~deconvnet.instruments.atomic.atomic_write`: a temporary file beside
+the target, moved into place with ``os.replace``, so a crash or a full disk never leaves a
+half-written file under the name a reader looks for; files get the umask's mode (0644
+under umask 0022).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 
 from deconvnet.errors import InputError
+from deconvnet.instruments.atomic import atomic_write
 
 
 def save_png(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
@@ -34,7 +34,7 @@ def save_png(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise InputError(f"save_png needs (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
     image = Image.fromarray(np.ascontiguousarray(array))
-    return _atomic_write(Path(path), lambda handle: image.save(handle, format="PNG"))
+    return atomic_write(Path(path), lambda handle: image.save(handle, format="PNG"))
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -55,23 +55,7 @@ def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
     except (TypeError, ValueError) as exc:
         raise InputError(f"cannot write {path} as JSON: {exc}") from exc
     data = text.encode("utf-8")
-    return _atomic_write(Path(path), lambda handle: handle.write(data))
-
-
-def _atomic_write(path: Path, write: Callable[[Any], object]) -> Path:
-    """Write through ``write(handle)`` to a temp file beside ``path``, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(Path(path), lambda handle: handle.write(data))
 
 
 def _jsonable(obj: Any) -> Any:

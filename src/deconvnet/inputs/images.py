@@ -26,7 +26,6 @@ scikit-image instead, so "exact" inputs can differ from Caffe's by a few grey le
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import struct
 import warnings
@@ -46,12 +45,19 @@ MIN_SIDE = 1
 WHITE = 255
 """Background that transparent pixels are composited over."""
 
-BUNDLED_PHOTO_NAME = "chelsea.png"
-BUNDLED_PHOTO_LICENCE = (
-    "CC0: 'No copyright restrictions. CC0 by the photographer (Stefan van der Walt).' "
-    "(scikit-image sample data, skimage.data.chelsea)"
-)
-"""Licence of :func:`bundled_photo`, quoted from scikit-image's ``skimage.data.chelsea``."""
+PHOTO_DIR = Path(__file__).resolve().parent / "photos"
+"""Where the bundled photos live inside the installed package (see its README.md)."""
+
+BUNDLED_PHOTOS: dict[str, str] = {
+    "chelsea": "Chelsea the cat: 'No copyright restrictions. CC0 by the photographer "
+    "(Stefan van der Walt).' (scikit-image sample data, skimage.data.chelsea)",
+    "coffee": "Coffee cup: 'No copyright restrictions. CC0 by the photographer "
+    "(Rachel Michetti).' (scikit-image sample data, skimage.data.coffee)",
+}
+"""Name -> licence of every photo :func:`bundled_photo` returns, quoted from scikit-image."""
+
+DEFAULT_PHOTO = "chelsea"
+"""The photo sub-commands use when given no image."""
 
 _MAX_8BIT = 255
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
@@ -221,29 +227,26 @@ def deprocess(tensor: torch.Tensor, spec: Preprocessing) -> np.ndarray:
     return np.clip(np.round(pixels), 0, _MAX_8BIT).astype(np.uint8).transpose(1, 2, 0).copy()
 
 
-def bundled_photo() -> Path:
-    """Path of scikit-image's CC0 photo "chelsea" (a cat), found without importing skimage.
+def bundled_photo(name: str = DEFAULT_PHOTO) -> Path:
+    """Path of a CC0 photo shipped inside the package: ``"chelsea"`` (a cat) or ``"coffee"``.
 
-    Licence: :data:`BUNDLED_PHOTO_LICENCE`.
+    They are copies of scikit-image's sample photos, bundled so that the default image works
+    after a plain ``pip install`` with no extras and no network. Licences:
+    :data:`BUNDLED_PHOTOS`.
 
     Raises
     ------
+    InputError
+        ``name`` is not one of :data:`BUNDLED_PHOTOS`.
     ImageError
-        scikit-image is not installed (or ships without the photo).
+        The installed package lacks the file (a broken install).
     """
-    try:
-        spec = importlib.util.find_spec("skimage")
-    except (ImportError, ValueError):
-        spec = None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        candidate = Path(location) / "data" / BUNDLED_PHOTO_NAME
-        if candidate.is_file():
-            return candidate
-    raise ImageError(
-        "the bundled photo comes with scikit-image: run 'pip install scikit-image' "
-        "or pass an image file"
-    )
+    if name not in BUNDLED_PHOTOS:
+        raise InputError(f"no bundled photo {name!r}; there are {sorted(BUNDLED_PHOTOS)}")
+    path = PHOTO_DIR / f"{name}.png"
+    if not path.is_file():
+        raise ImageError(f"the bundled photo {path} is missing; reinstall deconvnet")
+    return path
 
 
 def _check_rgb_array(image: np.ndarray) -> None:

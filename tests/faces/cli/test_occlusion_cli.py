@@ -36,7 +36,8 @@ def test_occlude_writes_figure_panels_and_manifest(tmp_path):
     assert manifest["label"] == 3 and manifest["target_name"] == "class 3"
     assert manifest["layer"] == "features.10" and manifest["input_size"] == [32, 32]
     assert len(manifest["positions"]["rows"]) == 7
-    for name in manifest["files"].values():
+    assert manifest["files"] == sorted([manifest["figure"], *manifest["panels"].values()])
+    for name in manifest["files"]:
         assert min(_decodes(out, name)) > 10
 
 
@@ -50,14 +51,16 @@ def test_compare_and_sanity_write_pngs_and_manifests(tmp_path):
         "gradient", "guided", "zeiler"
     ]
     assert manifest["seeds"][0]["channel"] == 3
-    _decodes(out, manifest["files"]["figure"])
+    assert manifest["files"] == [manifest["figure"]]
+    _decodes(out, manifest["figure"])
     out = tmp_path / "san"
     assert main(["sanity", str(photo), *RANDOM, "--layer", "conv2", "--select", "map:3",
                  "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rows"][0]["spearman"] == 1.0 and len(manifest["rows"]) == 6  # 5 layers
     assert manifest["seeds"][0].startswith("neuron:3,")
-    _decodes(out, manifest["files"]["figure"])
+    assert manifest["files"] == [manifest["figure"]]
+    _decodes(out, manifest["figure"])
 
 
 @pytest.mark.parametrize(

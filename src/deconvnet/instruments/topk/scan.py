@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from deconvnet.engine.engine import resolve_layer
 from deconvnet.engine.hooks import HandleList, LayerReached
 from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.datasets import Batch, ImageDataset, collate_by_size
+from deconvnet.instruments.atomic import atomic_write
 from deconvnet.instruments.topk.state import LayerTopK, TopKState
 
 Progress = Callable[[int, int | None], None]
@@ -325,19 +325,9 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def _save_checkpoint(path: Path, header: dict[str, Any], state: TopKState, done: int) -> None:
-    """``torch.save`` to a temp file beside ``path``, then ``os.replace`` (atomic)."""
+    """``torch.save`` the scan so far, atomically (see :func:`atomic_write`)."""
     payload = {**header, "done": done, "state": state.to_dict()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def _load_checkpoint(path: Path, header: dict[str, Any]) -> tuple[TopKState, int]:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from deconvnet.faces.cli._inputs import image_path, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.cli._progress import ProgressBar
 from deconvnet.faces.cli._select import add_target_arguments, parse_select
 from deconvnet.figures import render
 from deconvnet.figures.compare import comparison_figure, shown_projections
-from deconvnet.figures.files import save_png, write_json
+from deconvnet.figures.files import save_png
 from deconvnet.instruments import compare
 
-MANIFEST = "manifest.json"
 FIGURE = "compare.png"
 DEFAULT_SELECT = "top:1"
 EXAMPLES = """examples:
@@ -40,11 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="show the whole input instead of the selected units' receptive fields",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    add_output_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+@writes_output()
+def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     loaded = load_model(args)
     layer = loaded.layer(args.layer)
     selection = args.select or parse_select(DEFAULT_SELECT)
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
             }
             for k in range(result.channels.numel())
         ],
-        "files": {"figure": FIGURE},
+        "figure": FIGURE,
     }
-    write_json(manifest, args.out / MANIFEST)
+    folder.write_manifest(manifest)
     print(args.out / FIGURE)
     return 0

@@ -9,8 +9,9 @@ from deconvnet.engine.engine import Deconvnet
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._inputs import prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.figures import render
-from deconvnet.figures.files import save_png, write_json
+from deconvnet.figures.files import save_png
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,11 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_model_arguments(parser)
     parser.add_argument("--layer", default=None, help="layer name or alias (default: last conv)")
     parser.add_argument("--labels", action="store_true", help="print map indices on the tiles")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    add_output_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+@writes_output()
+def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     loaded = load_model(args)
     layer = loaded.layer(args.layer)
     device = loaded.device
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     grid = render.feature_grid(output.cpu(), labels=args.labels)
     stem = f"{Path(args.image).stem}_{loaded.display_name(layer)}_maps"
     save_png(grid, args.out / f"{stem}.png")
-    write_json(
+    folder.write_manifest(
         {
             **loaded.provenance(),
             "image": str(args.image),
@@ -48,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
             "map_size": list(output.shape[1:]),
             "normalisation": "min-max over the whole grid",
             "file": f"{stem}.png",
-        },
-        args.out / f"{stem}.json",
+        }
     )
     print(args.out / f"{stem}.png")
     return 0

@@ -12,12 +12,12 @@ from deconvnet.errors import InputError
 from deconvnet.faces.cli._classes import categories_for, parse_label
 from deconvnet.faces.cli._inputs import image_path, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.cli._progress import ProgressBar
-from deconvnet.figures.files import save_png, write_json
+from deconvnet.figures.files import save_png
 from deconvnet.figures.occlusion import figure, figure_panels
 from deconvnet.instruments.occlusion import occlusion
 
-MANIFEST = "manifest.json"
 FIGURE = "occlusion.png"
 MAX_GREY = 255
 EXAMPLES = """examples:
@@ -57,11 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument(
         "--native-size", action="store_true", help="keep the photo's size for 'none' models"
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    add_output_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+@writes_output()
+def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     loaded = load_model(args)
     layer = loaded.layer(args.layer)
     spec = loaded.preprocessing
@@ -88,10 +89,10 @@ def run(args: argparse.Namespace) -> int:
     order = spec.channel_order
     args.out.mkdir(parents=True, exist_ok=True)
     save_png(figure(result, image.rgb, names, channel_order=order), args.out / FIGURE)
-    files = {"figure": FIGURE}
+    panels = {}
     for key, panel in figure_panels(result, image.rgb, names, channel_order=order).items():
-        files[key] = f"panel_{key}.png"
-        save_png(panel, args.out / files[key])
+        panels[key] = f"panel_{key}.png"
+        save_png(panel, args.out / panels[key])
 
     def name(index: int) -> str:
         return names[index] if names else f"class {index}"
@@ -122,9 +123,10 @@ def run(args: argparse.Namespace) -> int:
         "min_probability_of_target": float(result.probability.min()),
         "method": result.method,
         "splice_layer": result.splice_layer,
-        "files": files,
+        "figure": FIGURE,
+        "panels": panels,
     }
-    write_json(manifest, args.out / MANIFEST)
+    folder.write_manifest(manifest)
     print(args.out / FIGURE)
     return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from deconvnet.engine.compat import MAX_8BIT, PRESETS, demo_display
 from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, DEFAULT_POLICY, Deconvnet
@@ -13,9 +12,10 @@ from deconvnet.engine.rules import COLLISION_MODES, LRN_MODES, RULES
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._inputs import image_paths, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._output import MANIFEST, OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.cli._progress import ProgressBar
 from deconvnet.faces.cli._select import DEFAULT_SELECT, add_target_arguments, parse_select
-from deconvnet.figures.files import save_png, write_json
+from deconvnet.figures.files import save_png
 from deconvnet.figures.projection import (
     CONTRASTS,
     FigureOptions,
@@ -26,7 +26,6 @@ from deconvnet.figures.projection import (
 )
 from deconvnet.figures.render import DISPLAYS
 
-MANIFEST = "manifest.json"
 EXAMPLES = """examples:
   deconvnet project --out out/          # embedded default model on the bundled photo
   deconvnet project cat.jpg --layer conv3 --select map:12 --out out/
@@ -56,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "(default layer pool5, threshold:150 rescaled, no ReLU, LRN re-applied, overwrite)",
     )
     add_figure_arguments(parser)
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    add_output_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -118,7 +117,8 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+@writes_output()
+def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     loaded = load_model(args)
     compat = PRESETS[args.compat] if args.compat else None
     if compat is not None and (args.rule or args.lrn or args.collisions):
@@ -179,6 +179,6 @@ def run(args: argparse.Namespace) -> int:
         "compat": args.compat,
         "preprocessing": loaded.preprocessing,
     }
-    write_json(document, args.out / MANIFEST)
+    folder.write_manifest(document)
     print(args.out / MANIFEST)
     return 0

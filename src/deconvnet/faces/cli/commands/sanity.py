@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 from deconvnet.engine.rules import RULES
 from deconvnet.faces.cli._inputs import image_path, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.cli._progress import ProgressBar
 from deconvnet.faces.cli._select import add_target_arguments, parse_select
-from deconvnet.figures.files import save_png, write_json
+from deconvnet.figures.files import save_png
 from deconvnet.figures.sanity import sanity_figure
 from deconvnet.instruments import sanity
 
-MANIFEST = "manifest.json"
 FIGURE = "sanity.png"
 DEFAULT_SELECT = "top:1"
 EXAMPLES = """examples:
@@ -38,11 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_target_arguments(parser, DEFAULT_SELECT)
     parser.add_argument("--rule", choices=RULES, default="zeiler", help="reverse rule")
     parser.add_argument("--seed", type=int, default=sanity.DEFAULT_SEED, help="random seed")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    add_output_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+@writes_output()
+def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     loaded = load_model(args)
     layer = loaded.layer(args.layer)
     selection = args.select or parse_select(DEFAULT_SELECT)
@@ -84,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
             }
             for row in result.rows
         ],
-        "files": {"figure": FIGURE},
+        "figure": FIGURE,
     }
-    write_json(manifest, args.out / MANIFEST)
+    folder.write_manifest(manifest)
     print(args.out / FIGURE)
     return 0
 

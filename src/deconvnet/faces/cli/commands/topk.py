@@ -2,8 +2,10 @@
 
 Scans DATA (a folder of images or an ``.npz``), keeps the ``k`` strongest images of each
 chosen map, projects each one, and writes ``topk_<layer>.png`` sheets and
-``topk_index.json`` to ``--out``. The scan checkpoints to ``OUT/topk_checkpoint.pt``;
-``--resume`` continues an interrupted scan (without it a new scan starts over).
+``topk_index.json`` to ``--out``, with ``manifest.json`` listing every file written. The
+scan checkpoints to ``OUT/topk_checkpoint.pt``; ``--resume`` continues an interrupted scan
+in its own folder (the files its manifest lists are replaced, no ``--overwrite`` needed);
+with ``--overwrite`` instead, a new scan starts over.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.cli._progress import ProgressBar
 from deconvnet.figures.topk import DEFAULT_TILE, render
 from deconvnet.inputs import datasets
@@ -48,7 +51,7 @@ def register(subparsers: Any) -> None:
         "--maps", default=DEFAULT_MAPS, help=f"all, N or random:N (default: {DEFAULT_MAPS})"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for random:N (default: 0)")
-    parser.add_argument("--out", required=True, help="output folder")
+    add_output_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue OUT's checkpoint")
     parser.add_argument(
         "--workers",
@@ -84,7 +87,8 @@ class _RelativeBar:
         self.bar(done - self.start, None if total is None else total - self.start)
 
 
-def run(args: argparse.Namespace) -> int:
+@writes_output(resumable=CHECKPOINT_FILE)
+def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     """Scan, project, render; print where the files went."""
     maps = MapChoice.parse(args.maps)
     loaded = load_model(args)
@@ -142,4 +146,15 @@ def run(args: argparse.Namespace) -> int:
     for layer, path in result.sheets.items():
         print(f"{loaded.display_name(layer)}: {path}")
     print(f"index: {result.index_file}")
+    folder.write_manifest(
+        {
+            "command": "topk",
+            **metadata,
+            "k": args.k,
+            "maps": index.maps,
+            "seed": args.seed,
+            "index": result.index_file.name,
+            "checkpoint": CHECKPOINT_FILE,
+        }
+    )
     return 0

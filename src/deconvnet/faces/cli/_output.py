@@ -1,0 +1,282 @@
+"""``--out`` for every sub-command that writes files: never a stale file beside a manifest.
+
+Rules, the same for every such sub-command:
+
+* A new path or an empty folder is used as it is.
+* A folder that holds anything is refused (one line naming it and ``--overwrite``), unless
+  ``--overwrite``: then the files its earlier ``manifest.json`` lists, and that manifest,
+  are removed first. Nothing else is ever deleted: files no manifest lists stay (a note
+  says how many), so do files outside the folder and whatever symlinks point at.
+* A manifest that lists a name that is absolute, climbs out (``..``), passes through a
+  symlink or names something other than a file is refused as a whole before anything is
+  deleted, as is a manifest that cannot be read or has no ``files`` list.
+* ``--resume`` (``topk``): the folder is the scan's own. Its checkpoint is kept and
+  continued, the files its manifest lists are replaced without ``--overwrite``; anything
+  else in it is refused as above.
+* A run that fails or is interrupted removes the files it wrote (the checkpoint stays, to be
+  resumed), so a later run never finds files of ours without their manifest.
+* Each manifest gets a top-level ``files``: the relative names (``/``-separated) of every file
+  the run wrote, the manifest itself excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import stat
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from deconvnet.errors import InputError
+from deconvnet.figures.files import write_json
+
+MANIFEST = "manifest.json"
+"""Every sub-command's manifest: what it did, and in ``files`` what it wrote."""
+
+Command = Callable[[argparse.Namespace], int]
+CommandWithOutput = Callable[[argparse.Namespace, "OutputFolder"], int]
+_Identity = tuple[int, int, int, int]
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out`` and ``--overwrite``."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder: new or empty, or see --overwrite",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"reuse a non-empty --out: first delete the files its {MANIFEST} lists (nothing else)",
+    )
+
+
+@dataclass(frozen=True)
+class OutputFolder:
+    """An ``--out`` folder made ready for one run, and what was in it when the run began."""
+
+    path: Path
+    before: Mapping[str, _Identity]
+    """Relative name -> identity of every regular file present after preparing."""
+    existing_folders: frozenset[str]
+    """Relative names of the folders present after preparing (``"."`` for the folder)."""
+    resumable: str | None = None
+    """A file the command continues from (``topk``'s checkpoint); it belongs to every run."""
+
+    def written(self) -> list[str]:
+        """Sorted relative names of the files this run wrote, the manifest excluded."""
+        names = set(self._changed()) - {MANIFEST}
+        if self.resumable is not None and _is_regular(self.path / self.resumable):
+            names.add(self.resumable)
+        return sorted(names)
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> Path:
+        """Write ``manifest`` with its ``files`` list as ``manifest.json``; returns its path."""
+        return write_json({**manifest, "files": self.written()}, self.path / MANIFEST)
+
+    def discard(self) -> None:
+        """Undo a failed run: remove the files it wrote, then the folders it made.
+
+        A run whose manifest is written is complete and stays (a closed pipe while printing
+        afterwards does not undo it); the resumable checkpoint always stays."""
+        changed = self._changed()
+        if MANIFEST in changed:
+            return
+        for name in changed:
+            if name != self.resumable:
+                (self.path / name).unlink(missing_ok=True)
+        made = set(_folders(self.path)) - self.existing_folders
+        for name in sorted(made, key=lambda folder: (folder == ".", -folder.count("/"))):
+            _remove_if_empty(self.path / name)  # deepest first, the --out folder last
+
+    def _changed(self) -> list[str]:
+        """Regular files that are new or replaced since preparing (``os.replace`` always
+        gives a new inode, so a rewritten file counts even if its bytes are the same)."""
+        now = _regular_files(self.path)
+        return [name for name, identity in now.items() if self.before.get(name) != identity]
+
+
+def writes_output(resumable: str | None = None) -> Callable[[CommandWithOutput], Command]:
+    """Decorate ``run(args, folder)``: prepare ``args.out`` first, undo a failed run's files.
+
+    ``resumable`` names the file the command continues from with ``--resume`` (the command
+    defines ``--resume`` itself).
+    """
+
+    def decorate(run: CommandWithOutput) -> Command:
+        @functools.wraps(run)
+        def run_in_folder(args: argparse.Namespace) -> int:
+            resume = resumable is not None and bool(args.resume)
+            output = prepare_output(
+                args.out, overwrite=args.overwrite, resumable=resumable, resume=resume
+            )
+            try:
+                return run(args, output)
+            except BaseException:
+                output.discard()
+                raise
+
+        return run_in_folder
+
+    return decorate
+
+
+def prepare_output(
+    folder: Path, *, overwrite: bool, resumable: str | None = None, resume: bool = False
+) -> OutputFolder:
+    """Check ``folder`` against the rules above, delete what they say, and remember the rest.
+
+    Raises
+    ------
+    InputError
+        ``folder`` is a file, holds files and neither ``overwrite`` nor ``resume`` allows
+        them, or its manifest is unreadable or lists a name outside the folder.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--out {folder} is a file, not a folder")
+    entries = list(_entries(folder)) if folder.is_dir() else []
+    if not entries:
+        return _remember(folder, resumable)
+    if not (overwrite or resume):
+        raise _not_empty(folder, entries, resumable)
+    listed = _listed_files(folder) if MANIFEST in entries else []
+    keep = {resumable} if resume else set()
+    unknown = [name for name in entries if name not in {*listed, MANIFEST, *keep}]
+    if unknown and not overwrite:
+        raise _not_empty(folder, entries, None)
+    _delete(folder, [*(name for name in listed if name not in keep), MANIFEST])
+    if unknown:
+        count = f"{len(unknown)} file{'s' if len(unknown) > 1 else ''}"
+        print(f"note: kept {count} in {folder} that no manifest lists", file=sys.stderr)
+    return _remember(folder, resumable)
+
+
+def _not_empty(folder: Path, entries: list[str], resumable: str | None) -> InputError:
+    hint = ", or --resume to continue its checkpoint" if resumable in entries else ""
+    return InputError(
+        f"--out {folder} is not empty ({len(entries)} entries); choose a new or empty folder, "
+        f"or pass --overwrite to first delete the files its {MANIFEST} lists{hint}"
+    )
+
+
+def _remember(folder: Path, resumable: str | None) -> OutputFolder:
+    return OutputFolder(
+        path=folder,
+        before=_regular_files(folder),
+        existing_folders=frozenset(_folders(folder)),
+        resumable=resumable,
+    )
+
+
+def _listed_files(folder: Path) -> list[str]:
+    """The ``files`` of ``folder``'s manifest, each checked to be a file inside the folder."""
+    manifest = folder / MANIFEST
+    if not _is_regular(manifest):
+        raise InputError(f"{manifest} is not a regular file; refusing to overwrite {folder}")
+    try:
+        document = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise InputError(f"cannot read {manifest} ({reason}); refusing to overwrite") from error
+    files = document.get("files") if isinstance(document, dict) else None
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        raise InputError(
+            f"{manifest} has no 'files' list (an older deconvnet?); delete its folder's "
+            "files yourself or choose another --out"
+        )
+    for name in files:
+        _check_inside(folder, name)
+    return files
+
+
+def _check_inside(folder: Path, name: str) -> None:
+    """Refuse a manifest entry that could name anything but a file inside ``folder``."""
+    parts = name.split("/")
+    escapes = (
+        PurePosixPath(name).is_absolute()
+        or bool(Path(name).anchor)
+        or "\\" in name
+        or any(part in {"", ".", ".."} for part in parts)
+        or name == MANIFEST
+    )
+    if not escapes:
+        for depth in range(1, len(parts) + 1):
+            path = folder.joinpath(*parts[:depth])
+            try:
+                mode = path.lstat().st_mode
+            except FileNotFoundError:
+                return  # gone already: nothing to delete
+            last = depth == len(parts)
+            if stat.S_ISLNK(mode) or (not stat.S_ISREG(mode) if last else not stat.S_ISDIR(mode)):
+                escapes = True
+                break
+    if escapes:
+        raise InputError(
+            f"{folder / MANIFEST} lists {name!r}, which is not a file inside {folder}; "
+            "refusing to delete anything"
+        )
+
+
+def _delete(folder: Path, names: list[str]) -> None:
+    """Unlink ``names`` (checked by :func:`_check_inside`), then their emptied sub-folders."""
+    parents: set[Path] = set()
+    for name in names:
+        path = folder / name
+        path.unlink(missing_ok=True)
+        parents.update(p for p in path.parents if p != folder and folder in p.parents)
+    for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        _remove_if_empty(parent)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty (or gone already): it stays as it is
+        folder.rmdir()
+
+
+def _entries(folder: Path, prefix: str = "") -> Iterator[str]:
+    """Relative names of everything but folders under ``folder``; symlinks are not followed."""
+    with os.scandir(folder) as scan:
+        for entry in scan:
+            name = f"{prefix}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                yield from _entries(Path(entry.path), f"{name}/")
+            else:
+                yield name
+
+
+def _folders(folder: Path) -> Iterator[str]:
+    """``"."`` for ``folder`` (if it exists) and the relative names of its sub-folders."""
+    if not folder.is_dir():
+        return
+    yield "."
+    for root, dirs, _ in os.walk(folder):
+        for name in dirs:
+            path = Path(root) / name
+            if not path.is_symlink():
+                yield path.relative_to(folder).as_posix()
+
+
+def _regular_files(folder: Path) -> dict[str, _Identity]:
+    """Relative name -> (device, inode, mtime, size) of every regular file under ``folder``."""
+    found = {}
+    if folder.is_dir():
+        for name in _entries(folder):
+            info = (folder / name).lstat()
+            if stat.S_ISREG(info.st_mode):
+                found[name] = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+    return found
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except FileNotFoundError:
+        return False
