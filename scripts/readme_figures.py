@@ -38,9 +38,13 @@ def _save(array: np.ndarray, name: str) -> None:
     print(OUT / name)
 
 
+MAIN_JOB = ["project", "--model", "squeezenet1_0", "--weights", "deep-compression", "--layer", "fire5"]
+"""The README's first command: embedded ImageNet SqueezeNet on the bundled cat photo."""
+
+
 def main_job() -> None:
     tmp = ROOT / "out" / "readme_main"
-    if main(["project", "--out", str(tmp), "--overwrite"]) != 0:
+    if main([*MAIN_JOB, "--out", str(tmp), "--overwrite"]) != 0:
         raise SystemExit("main job failed")
     sheet = np.asarray(Image.open(next(tmp.glob("*_sheet.png"))).convert("RGB"))
     _save(sheet, "main_job.png")

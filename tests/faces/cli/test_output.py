@@ -76,7 +76,7 @@ def test_a_new_folder_gets_the_files_and_a_manifest_listing_exactly_them(
     out = tmp_path / "new" / "out"
     assert _project(photo, out, "--select", "top:2") == 0
     files = _listed_exactly(out)
-    assert len(files) == 1 + 2 * 2  # the sheet, and per projection its two tiles
+    assert len(files) == 1 + 2  # the sheet, and per projection its picture
     assert all(stat.S_IMODE((out / n).stat().st_mode) == 0o644 for n in _found(out))
 
 
