@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from deconvnet.models._meta import CIFAR10_CATEGORIES
 from deconvnet.models.default import CIFAR10_PREPROCESSING
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # > 1 MiB: several chunks, several callbacks
+TRICKLE_PAUSE_S = 0.15  # longer than the 0.1 s between progress reports
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -62,7 +64,7 @@ def _closed_port() -> int:
 
 
 def test_fetch_downloads_verifies_and_reports_progress(
-    server: tuple[str, Path], tmp_path: Path
+    server: tuple[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     base, root = server
     (root / "w.bin").write_bytes(PAYLOAD)
@@ -73,8 +75,97 @@ def test_fetch_downloads_verifies_and_reports_progress(
                  directory=cache)
     assert path == cache / "w.bin" and path.read_bytes() == PAYLOAD
     assert calls[0] == (0, len(PAYLOAD)) and calls[-1] == (len(PAYLOAD), len(PAYLOAD))
-    assert len(calls) >= 3
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert [p.name for p in cache.iterdir()] == ["w.bin"]  # no partial files left
+    assert capfd.readouterr().err == ""  # the models room draws nothing (torch.hub's bar off)
+
+
+def test_fetch_goes_through_torch_hub(
+    server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, root = server
+    (root / "w.bin").write_bytes(PAYLOAD)
+    seen: list[dict[str, object]] = []
+    real = torch.hub.download_url_to_file
+
+    def spy(url: str, dst: str, hash_prefix: str | None = None, progress: bool = True) -> None:
+        seen.append({"url": url, "hash_prefix": hash_prefix, "progress": progress})
+        real(url, dst, hash_prefix, progress)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", spy)
+    prefix = hashlib.sha256(PAYLOAD).hexdigest()[:8].upper()  # case does not matter
+    assert fetch(f"{base}/w.bin", "w.bin", prefix, directory=tmp_path).read_bytes() == PAYLOAD
+    assert seen == [{"url": f"{base}/w.bin", "hash_prefix": prefix.lower(), "progress": False}]
+
+
+class TricklingHandler(http.server.BaseHTTPRequestHandler):
+    """Sends PAYLOAD in four pieces, 0.15 s apart; ``/unsized`` without Content-Length."""
+
+    def log_message(self, fmt: str, *args: object) -> None:
+        pass
+
+    def _headers(self) -> None:
+        self.send_response(200)
+        if self.path != "/unsized":
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        self._headers()
+
+    def do_GET(self) -> None:
+        self._headers()
+        piece = len(PAYLOAD) // 4 + 1
+        for start in range(0, len(PAYLOAD), piece):
+            self.wfile.write(PAYLOAD[start : start + piece])
+            self.wfile.flush()
+            time.sleep(TRICKLE_PAUSE_S)
+        self.close_connection = True
+
+
+@pytest.fixture
+def trickling() -> Iterator[str]:
+    """Base URL of a slow loopback server, so progress is reported while bytes arrive."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TricklingHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def test_progress_is_reported_while_bytes_arrive(trickling: str, tmp_path: Path) -> None:
+    calls: list[tuple[int, int | None]] = []
+    fetch(f"{trickling}/w.bin", "w.bin", None, progress=lambda d, t: calls.append((d, t)),
+          directory=tmp_path)
+    assert {t for _, t in calls} == {len(PAYLOAD)}
+    assert any(0 < d < len(PAYLOAD) for d, _ in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_unknown_size_is_reported_as_none_until_the_end(trickling: str, tmp_path: Path) -> None:
+    calls: list[tuple[int, int | None]] = []
+    path = fetch(f"{trickling}/unsized", "u.bin", None,
+                 progress=lambda d, t: calls.append((d, t)), directory=tmp_path)
+    assert path.read_bytes() == PAYLOAD
+    assert calls[0] == (0, None) and calls[-1] == (len(PAYLOAD), len(PAYLOAD))
+    assert all(t is None for _, t in calls[:-1])
+
+
+def test_a_failing_progress_callback_stops_the_fetch(trickling: str, tmp_path: Path) -> None:
+    class Stop(Exception):
+        pass
+
+    def progress(done: int, total: int | None) -> None:
+        if done > 0:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fetch(f"{trickling}/w.bin", "w.bin", None, progress=progress, directory=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fetch_accepts_a_digest_prefix_and_reuses_the_cache(
@@ -92,7 +183,7 @@ def test_sha_mismatch_saves_nothing(server: tuple[str, Path], tmp_path: Path) ->
     base, root = server
     (root / "w.bin").write_bytes(PAYLOAD)
     cache = tmp_path / "cache"
-    with pytest.raises(WeightsError, match=r"has sha256 .* expected 00000000"):
+    with pytest.raises(WeightsError, match=r"wrong sha256 .*expected \"00000000"):
         fetch(f"{base}/w.bin", "w.bin", "0" * 64, directory=cache)
     assert list(cache.iterdir()) == []
 

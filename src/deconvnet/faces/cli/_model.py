@@ -14,7 +14,7 @@ from torch import nn
 from deconvnet import caffe, models
 from deconvnet.engine.engine import resolve_layer
 from deconvnet.errors import InputError
-from deconvnet.faces.cli._progress import ProgressBar
+from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.inputs.preprocessing import Preprocessing
 
 DEFAULT_MODEL = "default"
@@ -76,7 +76,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         choices=models.names(),
         default=None,
-        help=f"a zoo model (default: {DEFAULT_MODEL}, the embedded CIFAR-10 network)",
+        help=f"a zoo model (default: {DEFAULT_MODEL!r}, the embedded CIFAR-10 network)",
     )
     group.add_argument(
         "--weights",
@@ -89,9 +89,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar=("PROTOTXT", "CAFFEMODEL"),
         default=None,
-        help="a Caffe deploy.prototxt and optionally its .caffemodel, instead of --model",
+        help="a Caffe deploy.prototxt and optionally its .caffemodel, instead of --model "
+        "(default: none, the zoo model)",
     )
-    group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 … (default: cpu)")
+    group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
 
 
 def load_model(args: argparse.Namespace) -> LoadedModel:

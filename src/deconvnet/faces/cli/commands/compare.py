@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from deconvnet.faces.cli._bars import ProgressBar
+from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import image_path, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
-from deconvnet.faces.cli._progress import ProgressBar
 from deconvnet.faces.cli._select import add_target_arguments, parse_select
 from deconvnet.figures import render
 from deconvnet.figures.compare import comparison_figure, shown_projections
@@ -26,12 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "compare",
         help="the same selection under zeiler, guided and gradient, side by side",
-        description="Project one selection with the deconvnet (zeiler), guided backprop and "
+        description="Project one selection with the deconvnet (zeiler), guided backprop and\n"
         "the plain gradient, on one shared colour scale and a signed view.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("image", nargs="?", metavar="IMAGE", help="default: bundled photo")
+    parser.add_argument(
+        "image", nargs="?", metavar="IMAGE", help="an image file (default: a bundled CC0 photo)"
+    )
     add_model_arguments(parser)
     add_target_arguments(parser, DEFAULT_SELECT)
     parser.add_argument(

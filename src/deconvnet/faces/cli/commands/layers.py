@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from deconvnet.engine.receptive import layer_table
+from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 
 NAME_WIDTH = 28
@@ -14,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "layers",
         help="list layers, output shapes and receptive fields",
-        description="List every layer with its output shape for the model's input size and "
+        description="List every layer with its output shape for the model's input size and\n"
         "its receptive field (size, stride, offset in input pixels).",
+        formatter_class=HelpFormatter,
     )
     add_model_arguments(parser)
     parser.add_argument(

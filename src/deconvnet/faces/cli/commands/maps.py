@@ -7,6 +7,7 @@ from pathlib import Path
 
 from deconvnet.engine.engine import Deconvnet
 from deconvnet.errors import InputError
+from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
@@ -19,10 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "maps",
         help="feature-map grid of a layer for one image",
         description="Tile every feature map of a layer for one image in a near-square grid.",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("image", metavar="IMAGE")
+    parser.add_argument("image", metavar="IMAGE", help="an image file")
     add_model_arguments(parser)
-    parser.add_argument("--layer", default=None, help="layer name or alias (default: last conv)")
+    parser.add_argument(
+        "--layer", default=None, help="layer name or alias (default: the model's last conv)"
+    )
     parser.add_argument("--labels", action="store_true", help="print map indices on the tiles")
     add_output_arguments(parser)
     parser.set_defaults(func=run)

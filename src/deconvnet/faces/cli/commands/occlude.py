@@ -9,11 +9,12 @@ from pathlib import Path
 import torch
 
 from deconvnet.errors import InputError
+from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._classes import categories_for, parse_label
+from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import image_path, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
-from deconvnet.faces.cli._progress import ProgressBar
 from deconvnet.figures.files import save_png
 from deconvnet.figures.occlusion import figure, figure_panels
 from deconvnet.instruments.occlusion import occlusion
@@ -36,26 +37,54 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "occlude",
         help="occlusion sensitivity (the paper's Fig. 7)",
-        description="Slide a grey square over the image and map a layer's strongest feature "
+        description="Slide a grey square over the image and map a layer's strongest feature\n"
         "map, the class probability and the top class (Zeiler & Fergus 2014, Fig. 7).",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("image", nargs="?", metavar="IMAGE", help="default: bundled photo")
+    parser.add_argument(
+        "image", nargs="?", metavar="IMAGE", help="an image file (default: a bundled CC0 photo)"
+    )
     add_model_arguments(parser)
     parser.add_argument(
-        "--layer", default=None, help="layer of panels (b), (c) (default: last conv)"
+        "--layer", default=None, help="layer of panels (b), (c) (default: the model's last conv)"
     )
-    parser.add_argument("--label", default=None, help="true class (index or name); default: top")
-    parser.add_argument("--categories", type=Path, default=None, help="class names, one per line")
-    parser.add_argument("--size", type=int, default=None, help="occluder side in pixels")
-    parser.add_argument("--stride", type=int, default=None, help="occluder step in pixels")
+    parser.add_argument(
+        "--label",
+        default=None,
+        help="true class, an index or a name (default: the top predicted class)",
+    )
+    parser.add_argument(
+        "--categories",
+        type=Path,
+        default=None,
+        help="class names, one per line (default: the model's own, ImageNet's for 1000 outputs)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="occluder side in pixels (default: 48 for a 224-pixel input, scaled to the input)",
+    )
+    parser.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="occluder step in pixels (default: 8 for a 224-pixel input, scaled to the input)",
+    )
     parser.add_argument(
         "--fill", default="mean", help="'mean' (the model's mean pixel) or a grey level 0-255"
     )
-    parser.add_argument("--batch-size", type=int, default=occlusion.DEFAULT_BATCH_SIZE)
     parser.add_argument(
-        "--native-size", action="store_true", help="keep the photo's size for 'none' models"
+        "--batch-size",
+        type=int,
+        default=occlusion.DEFAULT_BATCH_SIZE,
+        help="occluded images per forward pass",
+    )
+    parser.add_argument(
+        "--native-size",
+        action="store_true",
+        help="occlude at the photo's own size for models that do not resize (see below)",
     )
     add_output_arguments(parser)
     parser.set_defaults(func=run)

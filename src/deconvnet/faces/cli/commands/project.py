@@ -10,10 +10,11 @@ from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, DEFAULT_POLICY, Deconvne
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
 from deconvnet.engine.rules import COLLISION_MODES, LRN_MODES, RULES
 from deconvnet.errors import InputError
+from deconvnet.faces.cli._bars import ProgressBar
+from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import image_paths, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._output import MANIFEST, OutputFolder, add_output_arguments, writes_output
-from deconvnet.faces.cli._progress import ProgressBar
 from deconvnet.faces.cli._select import DEFAULT_SELECT, add_target_arguments, parse_select
 from deconvnet.figures.files import save_png
 from deconvnet.figures.projection import (
@@ -38,12 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "project",
         help="project a layer's activations back to pixels (the deconvnet)",
-        description="Project selected activations of a layer back to pixel space "
+        description="Project selected activations of a layer back to pixel space\n"
         "(Zeiler & Fergus 2014). Writes PNGs and a JSON manifest.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("images", nargs="*", metavar="IMAGE", help="default: a bundled CC0 photo")
+    parser.add_argument(
+        "images", nargs="*", metavar="IMAGE", help="image files (default: a bundled CC0 photo)"
+    )
     add_model_arguments(parser)
     add_target_arguments(parser, DEFAULT_SELECT)
     add_rule_arguments(parser)
@@ -51,8 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--compat",
         choices=sorted(PRESETS),
         default=None,
-        help="reproduce another tool exactly: caffe-deconvnet = the old Caffe demo "
-        "(default layer pool5, threshold:150 rescaled, no ReLU, LRN re-applied, overwrite)",
+        help="reproduce another tool exactly; caffe-deconvnet: the old Caffe demo, with its "
+        "layer pool5, threshold:150 rescaled, no ReLU, LRN re-applied, overwrite "
+        "(default: none, this package's own rules)",
     )
     add_figure_arguments(parser)
     add_output_arguments(parser)
@@ -113,7 +117,7 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"overlapping unpooling (default: {DEFAULT_POLICY.collisions})",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="reverse passes run together"
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="reverse passes run at once"
     )
 
 

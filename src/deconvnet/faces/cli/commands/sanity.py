@@ -6,10 +6,11 @@ import argparse
 import math
 
 from deconvnet.engine.rules import RULES
+from deconvnet.faces.cli._bars import ProgressBar
+from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import image_path, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
-from deconvnet.faces.cli._progress import ProgressBar
 from deconvnet.faces.cli._select import add_target_arguments, parse_select
 from deconvnet.figures.files import save_png
 from deconvnet.figures.sanity import sanity_figure
@@ -27,12 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "sanity",
         help="cascading randomisation: does the projection depend on the weights?",
-        description="Re-initialise the model's layers from the top down, one more each step, "
+        description="Re-initialise the model's layers from the top down, one more each step,\n"
         "and compare each projection with the trained one (Spearman rank correlation, SSIM).",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("image", nargs="?", metavar="IMAGE", help="default: bundled photo")
+    parser.add_argument(
+        "image", nargs="?", metavar="IMAGE", help="an image file (default: a bundled CC0 photo)"
+    )
     add_model_arguments(parser)
     add_target_arguments(parser, DEFAULT_SELECT)
     parser.add_argument("--rule", choices=RULES, default="zeiler", help="reverse rule")

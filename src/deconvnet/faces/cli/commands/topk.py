@@ -1,11 +1,11 @@
-"""``deconvnet topk``: the paper's Fig. 2 — top-k activations per map over a dataset.
+"""deconvnet topk: the paper's Fig. 2 — top-k activations per map over a dataset.
 
-Scans DATA (a folder of images or an ``.npz``), keeps the ``k`` strongest images of each
-chosen map, projects each one, and writes ``topk_<layer>.png`` sheets and
-``topk_index.json`` to ``--out``, with ``manifest.json`` listing every file written. The
-scan checkpoints to ``OUT/topk_checkpoint.pt``; ``--resume`` continues an interrupted scan
-in its own folder (the files its manifest lists are replaced, no ``--overwrite`` needed);
-with ``--overwrite`` instead, a new scan starts over.
+Scans DATA (a folder of images or an .npz file), keeps the K strongest images of each
+chosen map, projects each one, and writes topk_<layer>.png sheets and topk_index.json
+to OUT, with manifest.json listing every file written. The scan checkpoints to
+OUT/topk_checkpoint.pt; --resume continues an interrupted scan in its own folder (the
+files its manifest lists are replaced, no --overwrite needed); with --overwrite instead,
+a new scan starts over.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import sys
 from typing import Any
 
 from deconvnet.errors import InputError
+from deconvnet.faces.cli._bars import ProgressBar
+from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
-from deconvnet.faces.cli._progress import ProgressBar
 from deconvnet.figures.topk import DEFAULT_TILE, render
 from deconvnet.inputs import datasets
 from deconvnet.instruments.topk.project import project
@@ -41,50 +42,54 @@ def register(subparsers: Any) -> None:
         "topk",
         help="top-k activations per feature map over a dataset, projected (paper Fig. 2)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("data", metavar="DATA", help="a folder of images or an .npz file")
     add_model_arguments(parser)
     parser.add_argument("--layers", required=True, help="comma-separated layers (aliases ok)")
-    parser.add_argument("--k", type=int, default=9, help="images per map (default: 9)")
-    parser.add_argument(
-        "--maps", default=DEFAULT_MAPS, help=f"all, N or random:N (default: {DEFAULT_MAPS})"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed for random:N (default: 0)")
+    parser.add_argument("--k", type=int, default=9, help="images per map")
+    parser.add_argument("--maps", default=DEFAULT_MAPS, help="all, N or random:N")
+    parser.add_argument("--seed", type=int, default=0, help="seed for random:N")
     add_output_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue OUT's checkpoint")
     parser.add_argument(
         "--workers",
         type=int,
         default=DEFAULT_WORKERS,
-        help=f"loader processes decoding images while the model runs (default: "
-        f"{DEFAULT_WORKERS}; 0 decodes in this process)",
+        help="loader processes decoding images while the model runs; 0 decodes in this process",
     )
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--checkpoint-every", type=int, default=DEFAULT_CHECKPOINT_EVERY)
     parser.add_argument(
-        "--rule", default="zeiler", choices=["zeiler", "guided", "gradient", "none"]
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per forward pass"
     )
-    parser.add_argument("--lrn", default="skip", choices=["skip", "gradient", "reapply"])
-    parser.add_argument("--collisions", default="sum", choices=["sum", "overwrite"])
-    parser.add_argument("--display", default="minmax", choices=["minmax", "signed"])
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=DEFAULT_CHECKPOINT_EVERY,
+        metavar="BATCHES",
+        help="save the scan to OUT/topk_checkpoint.pt every this many batches of "
+        "--batch-size images, and at the end",
+    )
+    parser.add_argument(
+        "--rule",
+        default="zeiler",
+        choices=["zeiler", "guided", "gradient", "none"],
+        help="reverse rule",
+    )
+    parser.add_argument(
+        "--lrn", default="skip", choices=["skip", "gradient", "reapply"], help="LRN on the way down"
+    )
+    parser.add_argument(
+        "--collisions", default="sum", choices=["sum", "overwrite"], help="overlapping unpooling"
+    )
+    parser.add_argument(
+        "--display",
+        default="minmax",
+        choices=["minmax", "signed"],
+        help="minmax: min to max as black to white; signed: zero as grey",
+    )
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels")
     parser.add_argument("--no-tiles", action="store_true", help="write only the sheets")
     parser.set_defaults(func=run)
-
-
-class _RelativeBar:
-    """Feeds a :class:`ProgressBar` counts relative to the first call, so a resumed scan
-    shows the rate of this run, not of the checkpointed part."""
-
-    def __init__(self, bar: ProgressBar) -> None:
-        self.bar = bar
-        self.start: int | None = None
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if self.start is None:
-            self.start = done
-        self.bar(done - self.start, None if total is None else total - self.start)
 
 
 @writes_output(resumable=CHECKPOINT_FILE)
@@ -110,7 +115,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             checkpoint=f"{out}/{CHECKPOINT_FILE}",
             checkpoint_every=args.checkpoint_every,
             resume=args.resume,
-            progress=_RelativeBar(bar),
+            progress=bar,
         )
     with ProgressBar("project", unit="proj") as bar:
         projections = project(
