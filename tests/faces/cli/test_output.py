@@ -93,7 +93,7 @@ def test_an_empty_existing_folder_is_used(photo: Path, tmp_path: Path) -> None:
     out = tmp_path / "empty"
     out.mkdir()
     assert _project(photo, out, "--select", "map:1") == 0
-    assert len(_listed_exactly(out)) == 3
+    assert len(_listed_exactly(out)) == 2  # the sheet and the one picture
 
 
 def test_a_second_run_into_the_same_folder_is_refused_and_touches_nothing(
@@ -123,7 +123,7 @@ def test_overwrite_removes_exactly_the_listed_files_and_keeps_the_rest(
     assert _project(photo, out, "--select", "map:5", "--overwrite") == 0
     assert "kept 1 file in" in capsys.readouterr().err
     new = _manifest(out)["files"]
-    assert len(new) == 3 and not (old - set(new)) & set(_found(out))  # no stale tile remains
+    assert len(new) == 2 and not (old - set(new)) & set(_found(out))  # no stale tile remains
     assert sorted([*new, "manifest.json", "notes.txt"]) == _found(out)
     assert (out / "notes.txt").read_text() == "mine" and outside.read_bytes() == b"not ours"
 

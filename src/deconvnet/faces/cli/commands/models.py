@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from deconvnet import models
+from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.models import ModelSpec, Weights
 
 EMBEDDED = "embedded"
@@ -33,10 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "set: its licence, and whether it is embedded in the package (works offline) or "
         "downloaded into torch's hub cache on first use.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
-        "--json", action="store_true", help="print JSON instead of a table (default: table)"
+        "--json", action="store_true", help="print JSON instead of a table"
     )
     parser.set_defaults(func=run)
 
