@@ -38,7 +38,9 @@ def _save(array: np.ndarray, name: str) -> None:
     print(OUT / name)
 
 
-MAIN_JOB = ["project", "--model", "squeezenet1_0", "--weights", "deep-compression", "--layer", "fire5"]
+MAIN_JOB = [
+    "project", "--model", "squeezenet1_0", "--weights", "deep-compression", "--layer", "fire5"
+]
 """The README's first command: embedded ImageNet SqueezeNet on the bundled cat photo."""
 
 
