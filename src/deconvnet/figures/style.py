@@ -70,6 +70,8 @@ HEADER_FONT_SIZE = 15
 """Column headers of sheets."""
 TITLE_FONT_SIZE = 18
 """Sheet titles."""
+WORD_SEPARATORS = "/._-"
+"""A word too wide for its line is broken after one of these where possible."""
 FONT_FAMILY = "DejaVu Sans"
 """Ships with matplotlib, so every machine draws the same glyphs."""
 
@@ -123,7 +125,8 @@ def draw_text(
 def wrap_text(text: str, width: int, size: int = FONT_SIZE, *, bold: bool = False) -> str:
     """``text`` with line breaks added between words so each line fits ``width`` pixels.
 
-    Nothing is cut: a single word wider than ``width`` is broken between characters.
+    Nothing is cut: a single word wider than ``width`` is broken after a separator
+    (``fire5/`` | ``conv3x3_2``) or, failing that, between characters.
     Existing line breaks are kept.
     """
     lines: list[str] = []
@@ -156,10 +159,13 @@ def rendered(canvas: FigureCanvasAgg) -> np.ndarray:
 
 
 def _longest_prefix(word: str, width: int, size: int, bold: bool) -> int:
+    """Where to break ``word``: after its last separator (``/ . _ -``, as in layer names)
+    within the longest prefix that fits ``width``, else at that prefix's end."""
     cut = len(word) - 1
     while cut > 1 and text_size(word[:cut], size, bold=bold)[0] > width:
         cut -= 1
-    return cut
+    separators = [n for n in range(1, cut + 1) if word[n - 1] in WORD_SEPARATORS]
+    return separators[-1] if separators else cut
 
 
 @functools.lru_cache(maxsize=8192)

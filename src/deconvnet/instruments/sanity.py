@@ -7,23 +7,31 @@ go; one that only reflects the image (edge detection) stays similar. Similarity 
 Spearman rank correlation and SSIM of the absolute-value maps (channels summed, divided by
 their maximum, so in [0, 1]) against the trained model's projection.
 
+Only the layers the projected layer depends on are randomised (:func:`split_layers`): a
+layer above it, or a branch that does not feed it, cannot change the projection, and
+would only add steps that read 1.00. A unit that no longer fires after a step has no
+projection to compare; its row says ``"unit inactive"`` and carries no metric.
+
 The model is deep-copied once (memory: one extra copy of its parameters); the caller's
 model is never touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from deconvnet.engine.engine import Deconvnet, resolve_layer
+from deconvnet.engine.hooks import HandleList, LayerReached
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import Box, receptive_fields
 from deconvnet.engine.selection import Mask, Neuron, Selection, Threshold, Unit
@@ -35,6 +43,12 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 SSIM_DATA_RANGE = 1.0
 DEFAULT_SEED = 0
+STATUS_OK = "ok"
+STATUS_INACTIVE = "unit inactive"
+"""A row's status when no seed fires: the seeded activation is <= 0 or projects to zero."""
+
+Reinitialise = Callable[[nn.Module, torch.Generator], None]
+"""Re-initialises one module's own parameters in place, drawing from the generator."""
 
 
 def spearman(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
@@ -85,24 +99,153 @@ def saliency_map(projection: Tensor | np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class SeedScore:
+    """One seed's similarity to its trained projection at one step.
+
+    ``active``: the seed still fires after this step (its activation is positive and its
+    projection not all zero). The metrics are None unless it fires both here and in the
+    trained model, or where a map is constant (no ranks to correlate).
+    """
+
+    active: bool
+    spearman: float | None
+    ssim: float | None
+    spearman_signed: float | None
+
+
+@dataclass(frozen=True)
 class SanityRow:
-    """One cascading step: the layers randomised so far (top first) and the similarity."""
+    """One cascading step: the layers randomised so far (top first) and the similarity.
+
+    The metrics are means over the seeds compared (``scores``, one per seed); None when no
+    seed fires both here and in the trained model, and ``status`` then says ``"unit
+    inactive"``, so a dead unit never reads as a number. ``status`` is ``"ok"`` when every
+    seed was compared. ``same_as_previous``: every seed's projection and activation are
+    bit-identical to the step before (the layer randomised here reaches none of the seeded
+    units, e.g. the other half of a concatenation).
+    """
 
     step: int
     randomised: tuple[str, ...]
-    spearman: float
-    ssim: float
-    spearman_signed: float
+    spearman: float | None
+    ssim: float | None
+    spearman_signed: float | None
+    status: str
+    scores: tuple[SeedScore, ...]
+    same_as_previous: bool
 
 
 @dataclass(frozen=True, eq=False)
 class SanityResult:
-    """Rows (step 0 = trained model) and each step's projection (S+1, K, C, H, W)."""
+    """Rows (step 0 = trained model) and each step's projection (S+1, K, C, H, W).
+
+    ``skipped`` are the parameterised modules left trained because the projected layer
+    does not depend on them (above it, or a branch that does not feed it). ``boxes`` is,
+    per seed, the input box its projection can reach (the metrics are taken inside it;
+    figures zoom to it); None where the layer has no receptive field (fc layers).
+    """
 
     rows: tuple[SanityRow, ...]
     projections: Tensor
     layer: str
     seeds: tuple[str, ...]
+    skipped: tuple[str, ...]
+    boxes: tuple[Box | None, ...]
+
+
+@dataclass(frozen=True)
+class LayerSplit:
+    """The parameterised modules of a model, split by whether a layer depends on them.
+
+    ``feeding`` in forward order (the order they ran); ``skipped`` in ``named_modules()``
+    order.
+    """
+
+    feeding: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+
+def reinitialise_gaussian(module: nn.Module, generator: torch.Generator) -> None:
+    """New Gaussian weights with each tensor's own standard deviation (1 if it has none),
+    so activation scales stay comparable with the trained model's."""
+    with torch.no_grad():
+        for param in module.parameters(recurse=False):
+            spread = float(param.detach().float().std()) if param.numel() > 1 else 0.0
+            spread = spread if math.isfinite(spread) and spread > 0 else 1.0
+            noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+            param.copy_((noise * spread).to(param.device, param.dtype))
+
+
+def split_layers(model: nn.Module, x: Tensor, layer: str | nn.Module) -> LayerSplit:
+    """Which modules holding parameters ``layer``'s output depends on, read from a forward pass.
+
+    The forward pass runs on ``x[:1]`` until the layer's output exists, with every parameter
+    swapped (``torch.func.functional_call``) for a view that requires grad; a module feeds
+    the layer when the autograd graph of that output reaches one of its own parameters. So
+    layers above the projected one (never run before it) and sibling branches (run, but
+    not part of its graph) are both left out, whatever the module names or their order.
+    The model itself is not changed: its parameters, buffers (BatchNorm statistics run on
+    copies) and random state are left as they were.
+    """
+    name, target = resolve_layer(model, layer)
+    owned = _owned_parameters(model)
+    if not owned:
+        raise InputError("the model has no parameters to randomise")
+    leaves = {
+        id(p): p.detach().requires_grad_(True)
+        for _, params in owned
+        for p in params
+        if p.is_floating_point()
+    }
+    swapped: dict[str, Tensor] = {
+        key: leaves[id(p)]
+        for key, p in model.named_parameters(remove_duplicate=False)
+        if id(p) in leaves
+    }
+    swapped.update(
+        {key: b.detach().clone() for key, b in model.named_buffers(remove_duplicate=False)}
+    )
+    finished: dict[str, int] = {}
+    captured: list[Tensor] = []
+
+    def finish(module_name: str) -> Callable[[nn.Module, Any, Any], None]:
+        def record(module: nn.Module, inputs: Any, output: Any) -> None:
+            finished.setdefault(module_name, len(finished))
+
+        return record
+
+    def capture(module: nn.Module, inputs: Any, output: Any) -> None:
+        first = output[0] if isinstance(output, tuple | list) and output else output
+        if isinstance(first, Tensor):
+            captured.append(first)
+        raise LayerReached
+
+    first_param = owned[0][1][0]
+    x = x[:1].detach().to(first_param.device)
+    cuda = [x.device] if x.device.type == "cuda" else []
+    with HandleList() as handles, torch.random.fork_rng(devices=cuda), torch.enable_grad():
+        for module_name, _ in owned:
+            module = model.get_submodule(module_name)
+            handles.append(module.register_forward_hook(finish(module_name)))
+        handles.append(target.register_forward_hook(capture))
+        with contextlib.suppress(LayerReached):
+            functional_call(model, swapped, (x,))
+        if not captured:
+            raise InputError(f"layer {name!r} gave no tensor output in the forward pass")
+        output = captured[0]
+        wanted = list(leaves.values())
+        grads = (
+            torch.autograd.grad(output, wanted, torch.ones_like(output), allow_unused=True)
+            if output.requires_grad
+            else [None] * len(wanted)
+        )
+    reached = {key for key, grad in zip(leaves, grads, strict=True) if grad is not None}
+    feeding = [n for n, params in owned if any(id(p) in reached for p in params)]
+    feeding.sort(key=lambda n: finished.get(n, -1))
+    return LayerSplit(
+        feeding=tuple(feeding),
+        skipped=tuple(n for n, _ in owned if n not in feeding),
+    )
 
 
 def cascading_randomisation(
@@ -113,43 +256,65 @@ def cascading_randomisation(
     *,
     rule: str = "zeiler",
     seed: int = DEFAULT_SEED,
+    reinitialise: Reinitialise = reinitialise_gaussian,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> SanityResult:
-    """Randomise ``model``'s layers top-down, one more per step, re-projecting each time.
+    """Randomise the layers ``layer`` depends on, top-down, one more per step, re-projecting.
 
-    Layers are the modules holding parameters, in ``named_modules()`` order, reversed.
-    New weights are Gaussian with each tensor's own standard deviation (seeded by ``seed``),
-    so activation scales stay comparable. Metrics are averaged over the ``K`` seeds and
-    taken inside each seed's receptive-field box (where the projection can be non-zero).
+    The layers are those of :func:`split_layers`, the last to run first; ``reinitialise``
+    gives each its new weights (default :func:`reinitialise_gaussian`, seeded by ``seed``).
+    Metrics are averaged over the ``K`` seeds that still fire and taken inside each seed's
+    receptive-field box (where the projection can be non-zero).
     """
     name, _ = resolve_layer(model, layer)
     x = x[:1]
     with Deconvnet(model, rule=rule) as net:
         original = net.project(x, name, select)
     fixed = _fixed_selections(original, net, x, name)
-    boxes = _boxes(model, x, name, fixed)
-    layers = [n for n, m in model.named_modules() if any(True for _ in m.parameters(False))]
-    if not layers:
-        raise InputError("the model has no parameters to randomise")
+    boxes = _boxes(model, x, name, original)
     work = copy.deepcopy(model)
+    split = split_layers(work, x, name)
+    if not split.feeding:
+        raise InputError(f"layer {name!r} depends on no parameters: nothing to randomise")
+    order = tuple(reversed(split.feeding))
     generator = torch.Generator().manual_seed(seed)
-    projections = [original.images[0].cpu()]
-    rows = [SanityRow(0, (), 1.0, 1.0, 1.0)]
-    total = len(layers)
-    for step, layer_name in enumerate(reversed(layers), start=1):
-        _randomise(work.get_submodule(layer_name), generator)
+    reference = original.images[0].cpu()
+    before = original.values[0].cpu()
+    reference_active = _active(before, reference)
+    projections = [reference]
+    rows = [_first_row(reference_active)]
+    for step, layer_name in enumerate(order, start=1):
+        reinitialise(work.get_submodule(layer_name), generator)
         with Deconvnet(work, rule=rule) as net:
-            images = torch.stack([net.project(x, name, s).images[0, 0] for s in fixed]).cpu()
+            results = [net.project(x, name, s) for s in fixed]
+        images = torch.stack([r.images[0, 0] for r in results]).cpu()
+        values = torch.stack([r.values[0, 0] for r in results]).cpu()
+        same = torch.equal(images, projections[-1]) and torch.equal(values, before)
+        rows.append(
+            _row(step, order[:step], reference, images, boxes, reference_active, values, same)
+        )
         projections.append(images)
-        rows.append(_row(step, tuple(reversed(layers))[:step], projections[0], images, boxes))
+        before = values
         if progress is not None:
-            progress(step, total)
+            progress(step, len(order))
     return SanityResult(
         rows=tuple(rows),
         projections=torch.stack(projections),
         layer=name,
         seeds=tuple(s.describe() for s in fixed),
+        skipped=split.skipped,
+        boxes=tuple(boxes),
     )
+
+
+def _owned_parameters(model: nn.Module) -> list[tuple[str, list[nn.Parameter]]]:
+    """``(module name, its own parameters)`` for each module holding any, in module order."""
+    owned = []
+    for module_name, module in model.named_modules():
+        params = list(module.parameters(recurse=False))
+        if params:
+            owned.append((module_name, params))
+    return owned
 
 
 def _fixed_selections(
@@ -167,29 +332,36 @@ def _fixed_selections(
     return [original.selection]
 
 
-def _randomise(module: nn.Module, generator: torch.Generator) -> None:
-    with torch.no_grad():
-        for param in module.parameters(recurse=False):
-            spread = float(param.detach().float().std()) if param.numel() > 1 else 0.0
-            spread = spread if math.isfinite(spread) and spread > 0 else 1.0
-            noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-            param.copy_((noise * spread).to(param.dtype))
-
-
-def _boxes(model: nn.Module, x: Tensor, name: str, fixed: list[Selection]) -> list[Box | None]:
-    """Each pinned neuron's receptive-field box: metrics are taken inside it.
+def _boxes(model: nn.Module, x: Tensor, name: str, original: Projection) -> list[Box | None]:
+    """Each seed's receptive-field box: metrics are taken inside it.
 
     Outside the box every projection is exactly zero, so whole-image metrics would be
     dominated by those zeros and read ~1 whatever the weights.
     """
+    count = int(original.images.shape[1])
+    if original.extents is None:
+        return [None] * count
     field = receptive_fields(model, tuple(x.shape)).get(name)
+    if field is None:
+        return [None] * count
     hw = (int(x.shape[2]), int(x.shape[3]))
-    return [
-        field.box(s.position[0], s.position[1], hw)
-        if field is not None and isinstance(s, Neuron) and len(s.position) == 2
-        else None
-        for s in fixed
-    ]
+    return [field.span(original.extents[0, k].tolist(), hw) for k in range(count)]
+
+
+def _active(values: Tensor, images: Tensor) -> tuple[bool, ...]:
+    """Per seed: the seeded activation is positive and its projection is not all zero."""
+    return tuple(
+        bool(values[k] > 0) and bool(torch.any(images[k] != 0)) for k in range(images.shape[0])
+    )
+
+
+def _first_row(active: tuple[bool, ...]) -> SanityRow:
+    """Step 0 compares the trained projection with itself: 1 wherever the seed fires."""
+    scores = tuple(
+        SeedScore(a, 1.0, 1.0, 1.0) if a else SeedScore(False, None, None, None) for a in active
+    )
+    value = 1.0 if any(active) else None
+    return SanityRow(0, (), value, value, value, _status(active), scores, False)
 
 
 def _row(
@@ -198,21 +370,61 @@ def _row(
     reference: Tensor,
     images: Tensor,
     boxes: list[Box | None],
+    reference_active: tuple[bool, ...],
+    values: Tensor,
+    same_as_previous: bool,
 ) -> SanityRow:
-    ranks, structure, signed = [], [], []
+    active = _active(values, images)
+    scores = []
     for k in range(images.shape[0]):
+        if not (reference_active[k] and active[k]):
+            scores.append(SeedScore(active[k], None, None, None))
+            continue
         before, after = reference[k], images[k]
-        box = boxes[k] if k < len(boxes) else None
+        box = boxes[k]
         if box is not None:
             before = before[:, box[0] : box[2], box[1] : box[3]]
             after = after[:, box[0] : box[2], box[1] : box[3]]
         a, b = saliency_map(before), saliency_map(after)
-        ranks.append(spearman(a, b))
-        structure.append(ssim(a, b))
-        signed.append(spearman(before.sum(0), after.sum(0)))
+        scores.append(
+            SeedScore(
+                True,
+                _defined(spearman(a, b)),
+                _defined(ssim(a, b)),
+                _defined(spearman(before.sum(0), after.sum(0))),
+            )
+        )
+    compared = tuple(reference_active[k] and active[k] for k in range(len(scores)))
     return SanityRow(
-        step, randomised, float(np.mean(ranks)), float(np.mean(structure)), float(np.mean(signed))
+        step,
+        randomised,
+        _mean([s.spearman for s in scores]),
+        _mean([s.ssim for s in scores]),
+        _mean([s.spearman_signed for s in scores]),
+        _status(compared),
+        tuple(scores),
+        same_as_previous,
     )
+
+
+def _status(compared: tuple[bool, ...]) -> str:
+    missing = compared.count(False)
+    if missing == 0:
+        return STATUS_OK
+    if missing == len(compared):
+        return STATUS_INACTIVE
+    return f"{missing} of {len(compared)} units inactive"
+
+
+def _defined(value: float) -> float | None:
+    """None for NaN (a constant map has no rank correlation)."""
+    return value if math.isfinite(value) else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """Mean of the defined values (None when there are none)."""
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:

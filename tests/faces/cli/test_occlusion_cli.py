@@ -57,7 +57,7 @@ def test_compare_and_sanity_write_pngs_and_manifests(tmp_path):
     assert main(["sanity", str(photo), *RANDOM, "--layer", "conv2", "--select", "map:3",
                  "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["rows"][0]["spearman"] == 1.0 and len(manifest["rows"]) == 6  # 5 layers
+    assert manifest["rows"][0]["spearman"] == 1.0 and len(manifest["rows"]) == 3  # conv1, conv2
     assert manifest["seeds"][0].startswith("neuron:3,")
     assert manifest["files"] == [manifest["figure"]]
     _decodes(out, manifest["figure"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 from deconvnet.engine.rules import RULES
 from deconvnet.faces.cli._bars import ProgressBar
@@ -28,8 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "sanity",
         help="cascading randomisation: does the projection depend on the weights?",
-        description="Re-initialise the model's layers from the top down, one more each step,\n"
-        "and compare each projection with the trained one (Spearman rank correlation, SSIM).",
+        description="Re-initialise the layers the projected layer depends on, from the top\n"
+        "down, one more each step, and compare each projection with the trained one\n"
+        "(Spearman rank correlation, SSIM). Layers above it, or on branches that do not\n"
+        "feed it, are left trained and listed. Prints the table; writes the figure and\n"
+        "manifest.",
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
@@ -40,6 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_target_arguments(parser, DEFAULT_SELECT)
     parser.add_argument("--rule", choices=RULES, default="zeiler", help="reverse rule")
     parser.add_argument("--seed", type=int, default=sanity.DEFAULT_SEED, help="random seed")
+    parser.add_argument(
+        "--full-frame",
+        action="store_true",
+        help="show the whole input instead of zooming to the seed's receptive field",
+    )
     add_output_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -62,8 +69,17 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             seed=args.seed,
             progress=bar,
         )
-    order = loaded.preprocessing.channel_order
-    save_png(sanity_figure(result, channel_order=order), args.out / FIGURE)
+    names = {
+        n: loaded.display_name(n) for n in (layer, *result.rows[-1].randomised, *result.skipped)
+    }
+    figure = sanity_figure(
+        result,
+        image.rgb,
+        full_frame=args.full_frame,
+        channel_order=loaded.preprocessing.channel_order,
+        names=names,
+    )
+    save_png(figure, args.out / FIGURE)
     manifest = {
         "command": "sanity",
         "image": str(path),
@@ -76,24 +92,73 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "rule": args.rule,
         "seed": args.seed,
         "metrics": "spearman and ssim of |projection| summed over channels, divided by max; "
-        "spearman_signed of the channel sum",
-        "rows": [
-            {
-                "step": row.step,
-                "randomised_down_to": row.randomised[-1] if row.randomised else None,
-                "spearman": _number(row.spearman),
-                "ssim": _number(row.ssim),
-                "spearman_signed": _number(row.spearman_signed),
-            }
-            for row in result.rows
-        ],
+        "spearman_signed of the channel sum; inside each seed's receptive-field box; "
+        "means over the seeds that fire in the trained model and after the step",
+        "randomised": list(result.rows[-1].randomised),
+        "skipped": list(result.skipped),
+        "skipped_reason": f"{layer} does not depend on them (above it, or a branch that "
+        "does not feed it): randomising them cannot change its projection",
+        "boxes": [None if box is None else list(box) for box in result.boxes],
+        "full_frame": args.full_frame,
+        "rows": [_manifest_row(row) for row in result.rows],
         "figure": FIGURE,
     }
     folder.write_manifest(manifest)
+    print(format_table(result, names))
     print(args.out / FIGURE)
     return 0
 
 
-def _number(value: float) -> float | None:
-    """JSON has no NaN: an undefined correlation (a constant map) is written as null."""
-    return value if math.isfinite(value) else None
+def format_table(result: sanity.SanityResult, names: dict[str, str]) -> str:
+    """The rows as the table printed on stdout (the manifest holds the same rows).
+
+    A step where no seed fires reads ``unit inactive`` across both metric columns.
+    """
+    header = ("step", "randomised", "down to", "spearman", "ssim")
+    cells: list[tuple[str, ...]] = []
+    for row in result.rows:
+        last = names.get(row.randomised[-1], row.randomised[-1]) if row.randomised else "-"
+        head = (str(row.step), str(len(row.randomised)), last)
+        if row.spearman is None and row.ssim is None:
+            cells.append((*head, row.status))
+        else:
+            notes = [] if row.status == sanity.STATUS_OK else [row.status]
+            notes += [f"same as step {row.step - 1}"] if row.same_as_previous else []
+            note = f"  ({'; '.join(notes)})" if notes else ""
+            cells.append((*head, _cell(row.spearman), _cell(row.ssim) + note))
+    table = [header, *cells]
+    widths = [max(len(line[i]) for line in table if len(line) > i + 1) for i in range(4)]
+    text = []
+    for line in table:
+        step, count, last = line[:3]
+        start = f"{step:>{widths[0]}}  {count:>{widths[1]}}  {last:<{widths[2]}}  "
+        if len(line) == len(header):
+            text.append(f"{start}{line[3]:>{widths[3]}}  {line[4]}".rstrip())
+        else:
+            text.append(start + line[3])
+    if result.skipped:
+        layer = names.get(result.layer, result.layer)
+        skipped = ", ".join(names.get(n, n) for n in result.skipped)
+        text.append(f"left trained ({layer} does not depend on them): {skipped}")
+    return "\n".join(text)
+
+
+def _manifest_row(row: sanity.SanityRow) -> dict[str, object]:
+    return {
+        "step": row.step,
+        "layers_randomised": len(row.randomised),
+        "randomised_down_to": row.randomised[-1] if row.randomised else None,
+        "spearman": row.spearman,
+        "ssim": row.ssim,
+        "spearman_signed": row.spearman_signed,
+        "status": row.status,
+        "same_as_previous": row.same_as_previous,
+        "per_seed": [
+            {"active": score.active, "spearman": score.spearman, "ssim": score.ssim}
+            for score in row.scores
+        ],
+    }
+
+
+def _cell(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
