@@ -30,7 +30,10 @@ from deconvnet.figures.files import png_bytes, save_png, write_json
 from deconvnet.figures.render import (
     Display,
     DisplayRange,
+    crop_box,
     display_range,
+    frame,
+    scaled,
     show,
 )
 from deconvnet.figures.style import (
@@ -158,13 +161,13 @@ def projection_figure(
     scale = _shared_scale(images, crops, options) if options.contrast == "shared" else None
     patches, shown = [], []
     for k in range(count):
-        patch = _framed(rgb, crops[k]) if rgb is not None else None
-        values = _framed_values(images[k], crops[k])
+        patch = frame(rgb, crops[k], OUTSIDE_IMAGE) if rgb is not None else None
+        values = frame(images[k], crops[k], 0.0, channels_first=True)
         under = patch if patch is not None else np.full((*values.shape[1:], 3), 128, np.uint8)
-        tile_scale = scale or display_range([_inside(images[k], crops[k])], options.display)
+        inside = crop_box(images[k], crops[k], channels_first=True)  # padding is not data
+        tile_scale = scale or display_range([inside], options.display)
         picture = show(values, options.display, scale=tile_scale, image=under, channel_order=order)
-        outside = _outside_mask(crops[k], (height, width))
-        picture[outside] = OUTSIDE_IMAGE
+        picture[~frame(np.ones((height, width), bool), crops[k], False)] = OUTSIDE_IMAGE
         patches.append(patch)
         shown.append(picture)
     labels, file_names, records = [], [], []
@@ -301,47 +304,10 @@ def _unit_field(
     return box
 
 
-def _framed(image: np.ndarray, box: Box) -> np.ndarray:
-    """The ``box`` of an (H, W, 3) image; parts outside the image are grey."""
-    top, left, bottom, right = box
-    canvas = np.empty((bottom - top, right - left, 3), dtype=np.uint8)
-    canvas[...] = OUTSIDE_IMAGE
-    y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(bottom, image.shape[0]), min(right, image.shape[1])
-    if y1 > y0 and x1 > x0:
-        canvas[y0 - top : y1 - top, x0 - left : x1 - left] = image[y0:y1, x0:x1]
-    return canvas
-
-
-def _framed_values(values: np.ndarray, box: Box) -> np.ndarray:
-    """The ``box`` of a (C, H, W) projection; zero outside the image (nothing lands there)."""
-    top, left, bottom, right = box
-    canvas = np.zeros((values.shape[0], bottom - top, right - left))
-    y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(bottom, values.shape[1]), min(right, values.shape[2])
-    if y1 > y0 and x1 > x0:
-        canvas[:, y0 - top : y1 - top, x0 - left : x1 - left] = values[:, y0:y1, x0:x1]
-    return canvas
-
-
-def _inside(values: np.ndarray, box: Box) -> np.ndarray:
-    """The part of ``box`` inside the image, for display ranges (padding is not data)."""
-    top, left, bottom, right = box
-    return values[:, max(top, 0) : max(bottom, 0), max(left, 0) : max(right, 0)]
-
-
-def _outside_mask(box: Box, image_hw: tuple[int, int]) -> np.ndarray:
-    top, left, bottom, right = box
-    rows = np.arange(top, bottom)
-    cols = np.arange(left, right)
-    inside_rows = (rows >= 0) & (rows < image_hw[0])
-    inside_cols = (cols >= 0) & (cols < image_hw[1])
-    return np.asarray(~(inside_rows[:, None] & inside_cols[None, :]))
-
-
 def _shared_scale(images: np.ndarray, crops: list[Box], options: FigureOptions) -> DisplayRange:
     return display_range(
-        [_inside(images[k], crop) for k, crop in enumerate(crops)], options.display
+        [crop_box(images[k], crop, channels_first=True) for k, crop in enumerate(crops)],
+        options.display,
     )
 
 
@@ -399,16 +365,12 @@ def _unit_name(record: Mapping[str, Any]) -> str:
 
 
 def _resized(picture: np.ndarray, side: int) -> np.ndarray:
-    """Fit ``picture`` in a ``side`` x ``side`` square (nearest when enlarging), centred."""
-    height, width = picture.shape[:2]
-    factor = side / max(height, width)
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    resample = Image.Resampling.NEAREST if factor >= 1 else Image.Resampling.LANCZOS
-    scaled = np.asarray(Image.fromarray(picture).resize(size, resample))
+    """Fit ``picture`` in a ``side`` x ``side`` square (see :func:`render.scaled`), centred."""
+    fitted = scaled(picture, side)
     square = np.empty((side, side, 3), dtype=np.uint8)
     square[...] = BACKGROUND
-    top, left = (side - scaled.shape[0]) // 2, (side - scaled.shape[1]) // 2
-    square[top : top + scaled.shape[0], left : left + scaled.shape[1]] = scaled
+    top, left = (side - fitted.shape[0]) // 2, (side - fitted.shape[1]) // 2
+    square[top : top + fitted.shape[0], left : left + fitted.shape[1]] = fitted
     return square
 
 

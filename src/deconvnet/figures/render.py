@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from PIL import Image
 
 from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError
@@ -278,6 +279,40 @@ def crop_box(array: ArrayLike, box: Box, *, channels_first: bool = False) -> Arr
     rows, cols = slice(top, bottom), slice(left, right)
     region = array[..., rows, cols] if channels_first else array[rows, cols]
     return region.clone() if isinstance(region, torch.Tensor) else region.copy()
+
+
+def frame(
+    array: np.ndarray, box: Box, fill: float | tuple[int, ...], *, channels_first: bool = False
+) -> np.ndarray:
+    """The ``(top, left, bottom, right)`` region of ``array`` at its full size: where the box
+    reaches past the array's edge, ``fill`` stands in (a receptive field at the border keeps
+    its true size and position). Layouts as :func:`crop_box`."""
+    top, left, bottom, right = (int(v) for v in box)
+    height_axis = array.ndim - 2 if channels_first else 0
+    height, width = array.shape[height_axis], array.shape[height_axis + 1]
+    shape = list(array.shape)
+    shape[height_axis : height_axis + 2] = [bottom - top, right - left]
+    canvas = np.empty(shape, dtype=array.dtype)
+    canvas[...] = fill
+    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(bottom, height), min(right, width)
+    if y1 > y0 and x1 > x0:
+        target = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
+        source = (slice(y0, y1), slice(x0, x1))
+        if channels_first:
+            canvas[..., target[0], target[1]] = array[..., source[0], source[1]]
+        else:
+            canvas[target] = array[source]
+    return canvas
+
+
+def scaled(picture: np.ndarray, side: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 with its longer side scaled to ``side``: nearest neighbour when
+    enlarging (pixels stay visible as blocks), Lanczos when shrinking."""
+    height, width = picture.shape[:2]
+    factor = side / max(height, width)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    resample = Image.Resampling.NEAREST if factor >= 1 else Image.Resampling.LANCZOS
+    return np.asarray(Image.fromarray(picture).resize(size, resample)).copy()
 
 
 def contact_sheet(

@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError
 from deconvnet.figures.files import save_png, write_json
-from deconvnet.figures.render import DisplayMode, shared_range, to_display
+from deconvnet.figures.render import DisplayMode, frame, scaled, shared_range, to_display
 from deconvnet.figures.style import (
     BACKGROUND,
     EMPTY_SLOT,
@@ -186,15 +185,8 @@ def _map_tiles(
 
 def _framed(pixels: np.ndarray, crop: Box, field: Box, tile: int) -> np.ndarray:
     """Place the clipped crop inside its full receptive-field box, scaled to ``tile``."""
-    field_h, field_w = field[2] - field[0], field[3] - field[1]
-    canvas = np.empty((field_h, field_w, 3), dtype=np.uint8)
-    canvas[...] = OUTSIDE_IMAGE
-    top, left = crop[0] - field[0], crop[1] - field[1]
-    canvas[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
-    factor = tile / max(field_h, field_w)
-    size = (max(1, round(field_w * factor)), max(1, round(field_h * factor)))
-    resample = Image.Resampling.NEAREST if factor >= 1 else Image.Resampling.LANCZOS
-    return np.asarray(Image.fromarray(canvas).resize(size, resample)).copy()
+    relative = (field[0] - crop[0], field[1] - crop[1], field[2] - crop[0], field[3] - crop[1])
+    return scaled(frame(pixels, relative, OUTSIDE_IMAGE), tile)
 
 
 def _layer_sheet(
