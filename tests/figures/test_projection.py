@@ -216,3 +216,21 @@ def test_every_view_renders_on_a_sheet(display: str) -> None:
     options = FigureOptions(display=display)  # type: ignore[arg-type]
     figure = projection_figure(res, input_rgb=_rgb(), options=options)
     assert figure.sheet.dtype == np.uint8 and figure.sheet.shape[2] == 3
+
+
+def test_jupyter_draws_the_figure_once_for_both_representations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import deconvnet.figures.projection as module
+
+    calls = []
+    original = module.projection_figure
+
+    def counting(*args: object, **kwargs: object) -> module.ProjectionFigure:
+        calls.append(1)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "projection_figure", counting)
+    _, _, res = _result(dn.TopMaps(2))
+    assert res._repr_html_() and res._repr_png_()
+    assert len(calls) == 1

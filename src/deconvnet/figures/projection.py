@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,13 +247,22 @@ def manifest(
 
 class ProjectionViews:
     """What ``Projection`` shows in Jupyter and writes with ``save`` (registered by the
-    package facade, since the engine never imports figures)."""
+    package facade, since the engine never imports figures).
+
+    Jupyter asks one object for every representation it has (HTML and PNG), so the first
+    image's default figure is drawn once per projection and remembered while it lives.
+    """
+
+    def __init__(self) -> None:
+        self._drawn: weakref.WeakKeyDictionary[Projection, ProjectionFigure] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def png(self, projection: Projection) -> bytes:
-        return png_bytes(projection_figure(projection).sheet)
+        return png_bytes(self._figure(projection).sheet)
 
     def html(self, projection: Projection) -> str:
-        figure = projection_figure(projection)
+        figure = self._figure(projection)
         title = html.escape(repr(projection))
         return (
             f'<div class="deconvnet-projection"><p><code>{title}</code></p>'
@@ -269,6 +279,12 @@ class ProjectionViews:
             shape = projection.images.shape[-2:]
             entries.append(manifest_entry(figure, files, f"batch[{index}]", shape))
         return write_json(manifest(projection, entries, options), out_dir / MANIFEST)
+
+    def _figure(self, projection: Projection) -> ProjectionFigure:
+        figure = self._drawn.get(projection)
+        if figure is None:
+            figure = self._drawn[projection] = projection_figure(projection)
+        return figure
 
 
 def _data_url(picture: np.ndarray) -> str:
