@@ -345,11 +345,14 @@ def _model_attribute(model: nn.Module, name: str, kind: type[T]) -> T | None:
     return value if isinstance(value, kind) else None
 
 
+def alias_of(aliases: Mapping[str, str], layer: str) -> str | None:
+    """The readable name (``conv5``) that ``aliases`` give the module ``layer``, if any."""
+    return next((alias for alias, target in aliases.items() if target == layer), None)
+
+
 def _alias_of(model: nn.Module, layer: str) -> str | None:
     aliases = getattr(model, "layer_aliases", None)
-    if not isinstance(aliases, dict):
-        return None
-    return next((alias for alias, target in aliases.items() if target == layer), None)
+    return alias_of(aliases, layer) if isinstance(aliases, Mapping) else None
 
 
 def _field_tracer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,22 @@ class PreparedImage:
     tensor: torch.Tensor  # (1, 3, H, W), on the model's device
     rgb: np.ndarray  # (H, W, 3) uint8, what the network saw
     downscaled: bool
+
+
+def add_image_argument(parser: argparse.ArgumentParser) -> None:
+    """The optional ``IMAGE`` of the one-image commands (compare, occlude, sanity)."""
+    parser.add_argument(
+        "image", nargs="?", metavar="IMAGE", help="an image file (default: a bundled CC0 photo)"
+    )
+
+
+def add_full_frame_argument(parser: argparse._ActionsContainer) -> None:
+    """``--full-frame``: pictures zoom to the selected units' receptive fields unless this."""
+    parser.add_argument(
+        "--full-frame",
+        action="store_true",
+        help="show the whole input instead of zooming to the selected units' receptive fields",
+    )
 
 
 def image_paths(given: list[str]) -> list[Path]:

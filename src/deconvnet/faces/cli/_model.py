@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from deconvnet import caffe, models
-from deconvnet.engine.engine import resolve_layer
+from deconvnet.engine.engine import alias_of, resolve_layer
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.inputs.preprocessing import Preprocessing
@@ -63,10 +63,7 @@ class LoadedModel:
 
     def display_name(self, layer: str) -> str:
         """The alias of ``layer`` if it has one (``conv5``), else the dotted name."""
-        for alias, target in self.layer_aliases.items():
-            if target == layer:
-                return alias
-        return layer
+        return alias_of(self.layer_aliases, layer) or layer
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -36,9 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print JSON instead of a table"
-    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run)
 
 

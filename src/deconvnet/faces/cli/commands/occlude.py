@@ -12,7 +12,7 @@ from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._classes import categories_for, parse_label
 from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import image_path, prepare
+from deconvnet.faces.cli._inputs import add_image_argument, image_path, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.figures.files import save_png
@@ -42,9 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument(
-        "image", nargs="?", metavar="IMAGE", help="an image file (default: a bundled CC0 photo)"
-    )
+    add_image_argument(parser)
     add_model_arguments(parser)
     parser.add_argument(
         "--layer", default=None, help="layer of panels (b), (c) (default: the model's last conv)"

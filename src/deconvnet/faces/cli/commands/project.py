@@ -12,7 +12,7 @@ from deconvnet.engine.rules import COLLISION_MODES, LRN_MODES, RULES
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import image_paths, prepare
+from deconvnet.faces.cli._inputs import add_full_frame_argument, image_paths, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._output import MANIFEST, OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.cli._select import DEFAULT_SELECT, add_target_arguments, parse_select
@@ -79,11 +79,7 @@ def add_figure_arguments(parser: argparse.ArgumentParser) -> None:
         default="tile",
         help="tile: each projection stretched on its own (the paper's); shared: one scale",
     )
-    group.add_argument(
-        "--full-frame",
-        action="store_true",
-        help="show the whole input instead of zooming to each unit's receptive field",
-    )
+    add_full_frame_argument(group)
     group.add_argument(
         "--captions", action="store_true", help="add a caption strip to per-projection files"
     )

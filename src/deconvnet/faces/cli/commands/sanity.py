@@ -7,7 +7,12 @@ import argparse
 from deconvnet.engine.rules import RULES
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import image_path, prepare
+from deconvnet.faces.cli._inputs import (
+    add_full_frame_argument,
+    add_image_argument,
+    image_path,
+    prepare,
+)
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.cli._select import add_target_arguments, parse_select
@@ -35,18 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument(
-        "image", nargs="?", metavar="IMAGE", help="an image file (default: a bundled CC0 photo)"
-    )
+    add_image_argument(parser)
     add_model_arguments(parser)
     add_target_arguments(parser, DEFAULT_SELECT)
     parser.add_argument("--rule", choices=RULES, default="zeiler", help="reverse rule")
     parser.add_argument("--seed", type=int, default=sanity.DEFAULT_SEED, help="random seed")
-    parser.add_argument(
-        "--full-frame",
-        action="store_true",
-        help="show the whole input instead of zooming to the seed's receptive field",
-    )
+    add_full_frame_argument(parser)
     add_output_arguments(parser)
     parser.set_defaults(func=run)
 
