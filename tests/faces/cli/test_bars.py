@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,29 +75,13 @@ def test_silent_when_the_stream_is_not_a_terminal() -> None:
     assert stream.getvalue() == ""
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, fmt: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
-    """(URL, bytes) of a 3 MiB file on a loopback HTTP server."""
-    root = tmp_path / "served"
-    root.mkdir()
+def served(server: tuple[str, Path]) -> tuple[str, bytes]:
+    """(URL, bytes) of a 3 MiB file on the loopback server."""
+    base, root = server
     payload = bytes(range(256)) * (3 * MIB // 256)
     (root / "w.bin").write_bytes(payload)
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root))
-    )
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/w.bin", payload
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    return f"{base}/w.bin", payload
 
 
 def test_the_download_bar_shows_the_bytes_fetched(
