@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,17 +141,6 @@ def test_missing_file_and_bad_arguments(tmp_path: Path) -> None:
         zoo.load("zfnet", weights="imagenet")
     with pytest.raises(WeightsError, match="got int"):
         zoo.load(SMALL, weights=3)  # type: ignore[arg-type]
-
-
-def test_safetensors_without_the_package_says_what_to_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "weights.safetensors"
-    path.write_bytes(b"\x00" * 16)
-    monkeypatch.setitem(sys.modules, "safetensors", None)
-    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
-    with pytest.raises(WeightsError, match="pip install safetensors"):
-        zoo.load(SMALL, weights=path)
 
 
 def test_state_dict_from_caffe_reshapes_v1_blobs() -> None:

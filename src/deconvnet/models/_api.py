@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from deconvnet.errors import ModelNotFoundError, WeightsError
@@ -313,12 +314,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file, decoded when its metadata names an encoding."""
-    try:
-        from safetensors import safe_open
-    except ImportError:
-        raise WeightsError(
-            f"reading {path.name} needs the safetensors package: pip install safetensors"
-        ) from None
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
