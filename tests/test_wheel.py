@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -31,6 +32,13 @@ def _run(argv: list[str], seconds: int, **kwargs: object) -> subprocess.Complete
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds, **kwargs)
     assert done.returncode == 0, f"{argv[:3]} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}"
     return done
+
+
+README_MAIN_JOB = [
+    "project", "--model", "squeezenet1_0", "--weights", "deep-compression", "--layer", "fire5"
+]
+"""The README's first command, after its install step."""
+FONT_CACHE = r"\.(config|cache)/matplotlib/fontlist-v[0-9.]+\.json"
 
 
 @pytest.mark.slow
@@ -64,4 +72,11 @@ def test_main_job_runs_from_a_plain_wheel_install(tmp_path: Path) -> None:
     assert Path(manifest["images"][0]["image"]).is_relative_to(venv)
     assert manifest["files"] and all((out / name).is_file() for name in manifest["files"])
     assert str(out / "manifest.json") in done.stdout
-    assert list(home.iterdir()) == []  # nothing downloaded or cached
+    readme = [*README_MAIN_JOB, "--out", str(tmp_path / "readme_out")]  # embedded ImageNet
+    _run([str(venv / "bin" / "deconvnet"), *readme], RUN_SECONDS, cwd=elsewhere, env=env)
+    manifest = json.loads((tmp_path / "readme_out" / "manifest.json").read_text())
+    assert (manifest["model"], manifest["weights"]) == ("squeezenet1_0", "deep-compression")
+    # Nothing downloaded: the only file written under HOME is matplotlib's font list, which
+    # keeps in its cache folder (~/.cache/matplotlib, or MPLCONFIGDIR).
+    written = sorted(p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file())
+    assert all(re.fullmatch(FONT_CACHE, name) for name in written), written
