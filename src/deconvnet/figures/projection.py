@@ -185,7 +185,8 @@ def projection_figure(
         _file_picture(picture, labels[k] if options.captions else None)
         for k, picture in enumerate(shown)
     ]
-    sheet, tile_boxes = _sheet(projection, layer, overview, patches, shown, labels, options)
+    zoomed = any(crop != (0, 0, height, width) for crop in crops)
+    sheet, tile_boxes = _sheet(projection, layer, overview, patches, shown, labels, options, zoomed)
     return ProjectionFigure(
         sheet=sheet,
         overview=overview,
@@ -462,8 +463,10 @@ def _sheet(
     shown: list[np.ndarray],
     labels: list[str],
     options: FigureOptions,
+    zoomed: bool,
 ) -> tuple[np.ndarray, list[tuple[Box, Box]]]:
-    """Title, overview, then rows of (patch | projection) pairs with headers and captions."""
+    """Title, overview, then rows of (patch | projection) pairs with headers and captions;
+    ``zoomed``: some tile shows a receptive field rather than the whole input."""
     tile = options.tile
     count = len(shown)
     with_patch = any(p is not None for p in patches)
@@ -484,7 +487,7 @@ def _sheet(
     width = max(grid_w, overview.shape[1]) + 2 * PADDING
     title_text = wrap_text(title, width - 2 * PADDING, TITLE_FONT_SIZE)
     title_h = text_size(title_text, TITLE_FONT_SIZE)[1] + PADDING
-    note = wrap_text(_footer(options, with_patch), width - 2 * PADDING, FONT_SIZE)
+    note = wrap_text(_footer(zoomed, options, with_patch), width - 2 * PADDING, FONT_SIZE)
     note_h = text_size(note, FONT_SIZE)[1] + PADDING
     grid_top = PADDING + title_h + overview.shape[0] + 2 * PADDING
     height = grid_top + header_h + rows * cell_h + note_h
@@ -524,11 +527,11 @@ def _contrast_note(options: FigureOptions) -> str:
     return "each tile stretched on its own"
 
 
-def _footer(options: FigureOptions, with_patch: bool) -> str:
+def _footer(zoomed: bool, options: FigureOptions, with_patch: bool) -> str:
     crop = (
-        "tiles show the whole input"
-        if options.full_frame
-        else "tiles are each unit's receptive field (grey: outside the image)"
+        "tiles are each unit's receptive field (grey: outside the image)"
+        if zoomed
+        else "tiles show the whole input"
     )
     views = {
         "rgb": "projection colours scaled by the largest |value|, zero mid-grey",
