@@ -70,8 +70,9 @@ def add_figure_arguments(parser: argparse.ArgumentParser) -> None:
         "--display",
         choices=DISPLAYS,
         default="rgb",
-        help="rgb: colours min-max stretched (the paper's); signed: channel sum, blue < 0 < "
-        "red, zero white; heat: magnitude on inferno; overlay: magnitude over the greyed input",
+        help="rgb: colours scaled by the largest |value|, zero mid-grey; signed: channel sum, "
+        "blue < 0 < red, zero white; heat: magnitude on inferno; overlay: magnitude over the "
+        "greyed input",
     )
     group.add_argument(
         "--contrast",
