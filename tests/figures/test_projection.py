@@ -183,11 +183,13 @@ def test_html_shows_the_input_image_with_its_boxes_and_the_sheet() -> None:
     with dn.Deconvnet(model) as net:
         res = net.project(x.contiguous(), "8", dn.TopMaps(2))
     pictures = _data_images(res._repr_html_() or "")
-    assert len(pictures) == 2
-    overview, sheet = pictures
+    assert len(pictures) == 1  # the sheet, which holds the input
+    sheet = pictures[0]
+    top, left, bottom, right = projection_figure(res).overview_box
+    overview = sheet[top:bottom, left:right]
     share = (np.abs(overview.astype(int) - colour).sum(axis=2) <= 3).mean()
     assert share > 0.3  # the input itself fills the overview's image area
-    assert sheet.shape[0] > overview.shape[0]
+    assert sheet.shape[0] > bottom + 2 * SIZE // 4  # the tiles follow below
 
 
 def test_png_repr_is_the_sheet() -> None:

@@ -108,7 +108,8 @@ class ProjectionFigure:
     ``pictures`` are the projections as displayed, at the crop's own resolution; ``files``
     the same enlarged to >= 128 px (and captioned if asked); ``crops`` are the
     input boxes they show (may reach outside the image: that part is padded grey);
-    ``tile_boxes`` are where each (patch, projection) pair sits in ``sheet``.
+    ``overview_box`` is where the input with its boxes sits in ``sheet``, ``tile_boxes``
+    where each (patch, projection) pair does.
     """
 
     sheet: np.ndarray
@@ -120,6 +121,7 @@ class ProjectionFigure:
     labels: list[str]
     names: list[str]
     records: list[dict[str, Any]]
+    overview_box: Box
     tile_boxes: list[tuple[Box, Box]] = field(default_factory=list)
 
 
@@ -186,7 +188,9 @@ def projection_figure(
         for k, picture in enumerate(shown)
     ]
     zoomed = any(crop != (0, 0, height, width) for crop in crops)
-    sheet, tile_boxes = _sheet(projection, layer, overview, patches, shown, labels, options, zoomed)
+    sheet, overview_box, tile_boxes = _sheet(
+        projection, layer, overview, patches, shown, labels, options, zoomed
+    )
     return ProjectionFigure(
         sheet=sheet,
         overview=overview,
@@ -197,6 +201,7 @@ def projection_figure(
         labels=labels,
         names=file_names,
         records=records,
+        overview_box=overview_box,
         tile_boxes=tile_boxes,
     )
 
@@ -267,8 +272,8 @@ class ProjectionViews:
         title = html.escape(repr(projection))
         return (
             f'<div class="deconvnet-projection"><p><code>{title}</code></p>'
-            f'<img alt="input with receptive fields" src="{_data_url(figure.overview)}"/><br/>'
-            f'<img alt="projection sheet" src="{_data_url(figure.sheet)}"/></div>'
+            f"<img alt=\"the input with each unit's receptive field, then per unit its image "
+            f'patch and projection" src="{_data_url(figure.sheet)}"/></div>'
         )
 
     def save(self, projection: Projection, out_dir: Path) -> Path:
@@ -464,7 +469,7 @@ def _sheet(
     labels: list[str],
     options: FigureOptions,
     zoomed: bool,
-) -> tuple[np.ndarray, list[tuple[Box, Box]]]:
+) -> tuple[np.ndarray, Box, list[tuple[Box, Box]]]:
     """Title, overview, then rows of (patch | projection) pairs with headers and captions;
     ``zoomed``: some tile shows a receptive field rather than the whole input."""
     tile = options.tile
@@ -495,6 +500,7 @@ def _sheet(
     sheet[...] = BACKGROUND
     draw_text(sheet, PADDING, PADDING, title_text, TITLE_FONT_SIZE)
     top = PADDING + title_h
+    overview_box = (top, PADDING, top + overview.shape[0], PADDING + overview.shape[1])
     sheet[top : top + overview.shape[0], PADDING : PADDING + overview.shape[1]] = overview
     for column in range(columns):
         left = PADDING + column * (pair_w + CELL_GAP)
@@ -518,7 +524,7 @@ def _sheet(
         draw_text(sheet, left, top + tile + PADDING, captions[k], SHEET_FONT_SIZE)
         boxes.append((patch_box, projection_box))
     draw_text(sheet, PADDING, height - note_h, note, FONT_SIZE, colour=MUTED_TEXT)
-    return sheet, boxes
+    return sheet, overview_box, boxes
 
 
 def _contrast_note(options: FigureOptions) -> str:
