@@ -264,3 +264,113 @@ def float_net(seed: int = 1) -> nn.Sequential:
         for parameter in net.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
     return net.eval()
+
+
+class TorchvisionBlock(nn.Module):
+    """torchvision's ``BasicBlock`` as written there: ``out += identity`` in place, one
+    ``relu`` module called twice, an optional 1×1 downsample with BatchNorm."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class TorchvisionResNet(nn.Module):
+    """A small ``torchvision.models.resnet18`` layout (stem, layer1, layer2, avgpool, fc),
+    left in train mode as torchvision builds it."""
+
+    def __init__(self, width: int = 8, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = nn.Sequential(TorchvisionBlock(width, width), TorchvisionBlock(width, width))
+        self.layer2 = nn.Sequential(
+            TorchvisionBlock(width, 2 * width, 2), TorchvisionBlock(2 * width, 2 * width)
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def torchvision_resnet(seed: int = 6) -> TorchvisionResNet:
+    """Seeded :class:`TorchvisionResNet` in train mode, with non-trivial BatchNorm stats."""
+    torch.manual_seed(seed)
+    model = TorchvisionResNet()
+    _random_batchnorm(model, seed)
+    return model.train()
+
+
+def vgg_bn(seed: int = 7) -> nn.Module:
+    """A small ``torchvision.models.vgg16_bn`` layout (conv-BN-ReLU(inplace) blocks, max
+    pools, a Dropout classifier), left in train mode as torchvision builds it."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    channels = 3
+    for width in (8, 8, "M", 16, 16, "M"):
+        if width == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            assert isinstance(width, int)
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width)]
+            layers.append(nn.ReLU(inplace=True))
+            channels = width
+    model = nn.Sequential()
+    model.add_module("features", nn.Sequential(*layers))
+    model.add_module("avgpool", nn.AdaptiveAvgPool2d(2))
+    model.add_module("flatten", nn.Flatten())
+    model.add_module(
+        "classifier",
+        nn.Sequential(nn.Linear(channels * 4, 32), nn.ReLU(True), nn.Dropout(), nn.Linear(32, 10)),
+    )
+    _random_batchnorm(model, seed)
+    return model.train()
+
+
+def _random_batchnorm(model: nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed + 100)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            size = module.num_features
+            module.running_mean.copy_(torch.randn(size, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+            with torch.no_grad():
+                module.weight.copy_(torch.rand(size, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(size, generator=generator) * 0.1)
+
+
+def lrn_net(seed: int = 8) -> nn.Sequential:
+    """conv-ReLU-LRN-pool-conv: the plain gradient must go through the LRN exactly."""
+    return _init(  # type: ignore[return-value]
+        nn.Sequential(
+            nn.Conv2d(3, 12, 3, padding=1),
+            nn.ReLU(),
+            nn.LocalResponseNorm(5, 1e-2, 0.75, 2.0),
+            nn.MaxPool2d(2),
+            nn.Conv2d(12, 8, 3),
+        ),
+        seed,
+    )

@@ -35,6 +35,7 @@ from deconvnet.errors import (
     LayerNotFoundError,
     ModelNotFoundError,
     SelectionError,
+    TrainingModeError,
     UnsupportedLayerError,
     WeightsError,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "Threshold",
     "TopMaps",
     "TopUnits",
+    "TrainingModeError",
     "Unit",
     "UnsupportedLayerError",
     "WeightsError",

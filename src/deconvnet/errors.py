@@ -43,3 +43,7 @@ class WeightsError(DeconvnetError, ValueError):
 
 class CaffeFormatError(DeconvnetError, ValueError):
     """A prototxt or caffemodel that is malformed or uses an unsupported layer."""
+
+
+class TrainingModeError(InputError):
+    """A model whose BatchNorm or Dropout modules are in train mode: call ``model.eval()``."""

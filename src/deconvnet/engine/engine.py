@@ -19,7 +19,7 @@ from typing import Any, TypeVar, cast
 import torch
 from torch import Tensor, nn
 
-from deconvnet.engine import layer_types, windowed
+from deconvnet.engine import guard, layer_types, windowed
 from deconvnet.engine.compat import preset
 from deconvnet.engine.hooks import HandleList, LayerReached
 from deconvnet.engine.policies import ModuleTracker, ReversePolicy, RuleMode
@@ -47,12 +47,17 @@ MAX_LISTED_LAYERS = 60
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
-    """``(name, module)`` for a dotted name or a module of ``model``.
+    """``(name, module)`` for a dotted name, an alias or a module of ``model``.
+
+    Aliases come from ``model.layer_aliases`` (the zoo's ``conv5``, Caffe's blob names)
+    and win over a module of the same name: in a Caffe net ``conv3`` is the blob Caffe
+    holds after its in-place ReLU.
 
     Raises
     ------
     LayerNotFoundError
-        Unknown name or a module that is not part of ``model``; lists valid names.
+        Unknown name or a module that is not part of ``model``; lists valid names and
+        aliases.
     """
     if isinstance(layer, nn.Module):
         for name, module in model.named_modules():
@@ -66,22 +71,51 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
         raise TypeError(
             f"layer must be a dotted module name or a module, got {type(layer).__name__}"
         )
+    if guard.CALL_INDEX_SEPARATOR in layer:
+        raise LayerNotFoundError(
+            f"layer {layer!r}: a call index ('#2') selects one call of a module that the "
+            "forward pass calls several times; only Deconvnet.project and layer_output take it"
+        )
+    target = _aliases(model).get(layer, layer)
     try:
-        module = model.get_submodule(layer) if layer else None
+        module = model.get_submodule(target) if target else None
     except AttributeError:
         module = None
     if module is None or module is model:
         raise LayerNotFoundError(
             f"no layer {layer!r} in the model; valid layers: {_layer_list(model)}"
         )
-    return layer, module
+    return target, module
+
+
+def _aliases(model: nn.Module) -> Mapping[str, str]:
+    aliases = getattr(model, "layer_aliases", None)
+    return aliases if isinstance(aliases, Mapping) else {}
 
 
 def _layer_list(model: nn.Module) -> str:
     names = [name for name, _ in model.named_modules() if name]
     shown = ", ".join(names[:MAX_LISTED_LAYERS])
     more = len(names) - MAX_LISTED_LAYERS
-    return shown + (f", … ({more} more)" if more > 0 else "")
+    text = shown + (f", … ({more} more)" if more > 0 else "")
+    aliases = _aliases(model)
+    if aliases:
+        pairs = [f"{alias} = {target}" for alias, target in aliases.items()]
+        text += f"; aliases: {', '.join(pairs[:MAX_LISTED_LAYERS])}"
+        if len(pairs) > MAX_LISTED_LAYERS:
+            text += f", … ({len(pairs) - MAX_LISTED_LAYERS} more)"
+    return text
+
+
+def resolve_call(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module, int | None]:
+    """:func:`resolve_layer` plus an optional call index: ``"layer1.0.relu#2"`` is the
+    second call of a module that the forward pass calls more than once."""
+    if isinstance(layer, str):
+        base, call = guard.split_call(layer)
+        name, module = resolve_layer(model, base)
+        return name, module, call
+    name, module = resolve_layer(model, layer)
+    return name, module, None
 
 
 class Deconvnet:
@@ -89,12 +123,18 @@ class Deconvnet:
 
     Parameters
     ----------
-    model : the network; used as given (call ``model.eval()`` yourself: BatchNorm and
-        Dropout follow the model's mode). Never modified; hooks live only during a call.
+    model : the network, in eval mode: a model whose BatchNorm or Dropout modules are in
+        train mode is refused (a warning and :class:`~deconvnet.errors.TrainingModeError`;
+        call ``model.eval()``). Never modified: buffers, mode flags, ``requires_grad`` and
+        hooks are as they were after every call, whether it succeeds or raises, and the
+        input tensor is copied before the forward pass (an in-place first op cannot
+        change it).
     rule : ``"zeiler"`` (the deconvnet: ``relu`` of the signal), ``"guided"``,
-        ``"gradient"``, or ``"none"`` (no rectification, the old Caffe demo).
-    lrn : ``"skip"`` (default: identity; the paper does not say), ``"gradient"``, or
-        ``"reapply"`` (the old Caffe demo).
+        ``"gradient"`` (the plain gradient, ``torch.autograd.grad``), or ``"none"`` (no
+        rectification, the old Caffe demo).
+    lrn : ``"skip"`` (default for zeiler, guided and none: identity; the paper does not
+        say), ``"gradient"`` (default for rule gradient, so that it is the plain gradient
+        everywhere), or ``"reapply"`` (the old Caffe demo).
     collisions : ``"sum"`` (default: exact transpose of overlapping max pooling) or
         ``"overwrite"`` (the old Caffe InvPooling layer).
     batch_size : how many reverse passes (of the ``K × B``) run together; bounds memory.
@@ -129,9 +169,10 @@ class Deconvnet:
             if (rule, lrn, collisions) != (None, None, None):
                 raise ValueError(f"compat={compat!r} fixes rule, lrn and collisions; give neither")
             rule, lrn, collisions = self.compat.rule, self.compat.lrn, self.compat.collisions
+        rule = rule or DEFAULT_POLICY.rule
         self.policy = ReversePolicy(
-            rule=rule or DEFAULT_POLICY.rule,
-            lrn=lrn or DEFAULT_POLICY.lrn,
+            rule=rule,
+            lrn=lrn or ("gradient" if rule == "gradient" else DEFAULT_POLICY.lrn),
             collisions=collisions or DEFAULT_POLICY.collisions,
         )
         self.batch_size = batch_size
@@ -143,10 +184,28 @@ class Deconvnet:
         """Nothing to release: every hook is removed at the end of each call."""
 
     def layer_output(self, x: Tensor, layer: str | nn.Module) -> Tensor:
-        """The layer's forward output for ``x`` (B, C, ...), without a reverse pass."""
-        name, module = resolve_layer(self.model, layer)
-        with torch.no_grad():
-            return self._forward_to(self._check_input(x), name, module).detach()
+        """The layer's forward output for ``x`` (B, C, ...), without a reverse pass.
+
+        ``layer`` as in :meth:`project`.
+        """
+        name, module, call = resolve_call(self.model, layer)
+        guard.require_eval(self.model)
+        x = self._check_input(x)
+        with guard.preserved(self.model), torch.no_grad():
+            self._require_call(x, module, name, call)
+            return self._forward_to(x, name, module, call=call).detach()
+
+    def _require_call(self, x: Tensor, module: nn.Module, name: str, call: int | None) -> None:
+        """A module called several times needs a call index; an index needs that call."""
+        if call is None:
+            guard.require_single_call(self.model, x, module, name)
+            return
+        calls = len(guard.call_sites(self.model, x, module))
+        if call > calls:
+            raise LayerNotFoundError(
+                f"layer {name!r} is called {calls} time(s) in one forward pass; "
+                f"there is no call #{call}"
+            )
 
     def project(
         self,
@@ -162,8 +221,11 @@ class Deconvnet:
         Parameters
         ----------
         x : Tensor (B, C_in, H, W) — preprocessed input batch (floating point).
-        layer : dotted module name (``model.named_modules()``) or the module itself;
-            its output is the layer.
+        layer : dotted module name (``model.named_modules()``), an alias from
+            ``model.layer_aliases`` (``conv5``; Caffe blob names), or the module itself;
+            its output is the layer. A module that the forward pass calls more than once
+            (a BasicBlock's ``relu``) needs a call index, ``"layer1.0.relu#2"``; without
+            one it is an error listing the calls.
         select : a :class:`~deconvnet.engine.selection.Selection` such as ``TopMaps(9)``.
         progress : optional ``(done, total)`` callback over the reverse passes.
         switches : optional argmax indices per max-pool module name, used instead of the
@@ -175,13 +237,30 @@ class Deconvnet:
 
         Raises
         ------
-        LayerNotFoundError, SelectionError, InputError, UnsupportedLayerError
+        LayerNotFoundError, SelectionError, InputError, UnsupportedLayerError,
+        TrainingModeError
         """
         if not isinstance(select, Selection):
             raise TypeError(f"select must be a Selection such as TopMaps(9), got {select!r}")
-        name, module = resolve_layer(self.model, layer)
+        name, module, call = resolve_call(self.model, layer)
+        guard.require_eval(self.model)
         x = self._check_input(x)
-        fast = switches is None and not select.joint
+        with guard.preserved(self.model):
+            return self._project(x, name, module, call, select, progress, switches)
+
+    def _project(
+        self,
+        x: Tensor,
+        name: str,
+        module: nn.Module,
+        call: int | None,
+        select: Selection,
+        progress: Callable[[int, int | None], None] | None,
+        switches: Mapping[str, Tensor] | None,
+    ) -> Projection:
+        with torch.no_grad():
+            self._require_call(x, module, name, call)
+        fast = switches is None and not select.joint and (call or 1) == 1
         chain = windowed.plan(self.model, x, module, self.policy) if fast else None
         seeds = select.resolve(chain.output) if chain is not None else None
         if chain is not None and seeds is not None and seeds.positions is not None:
@@ -191,7 +270,11 @@ class Deconvnet:
             with torch.enable_grad():
                 y, pullback = cast(
                     "tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]",
-                    torch.func.vjp(lambda inp: self._forward_to(inp, name, module, switches), x),
+                    torch.func.vjp(
+                        # a clone: an in-place first op must not edit the vjp's primal
+                        lambda inp: self._forward_to(inp.clone(), name, module, switches, call),
+                        x,
+                    ),
                 )
                 seeds = select.resolve(y)
                 images = self._reverse(pullback, y, seeds, progress)
@@ -201,7 +284,7 @@ class Deconvnet:
             channels=seeds.channels,
             positions=seeds.positions,
             values=seeds.values,
-            layer=name,
+            layer=name if call is None else f"{name}{guard.CALL_INDEX_SEPARATOR}{call}",
             selection=select,
             policy=self.policy,
             extents=seeds.extents(),
@@ -278,7 +361,7 @@ class Deconvnet:
         param = next(self.model.parameters(), None)
         if param is not None and param.device != x.device:
             x = x.to(param.device)
-        return x.detach()
+        return x.detach().clone()  # a forward that edits its input in place edits this copy
 
     def _forward_to(
         self,
@@ -286,13 +369,18 @@ class Deconvnet:
         name: str,
         module: nn.Module,
         switches: Mapping[str, Tensor] | None = None,
+        call: int | None = None,
     ) -> Tensor:
-        """Run the model under the rule mode until ``module`` has produced its output."""
+        """Run the model under the rule mode until ``module`` has produced its output (of
+        its ``call``-th call, default the first)."""
         captured: list[Tensor] = []
+        calls = [0]
 
         def capture(mod: nn.Module, inputs: Any, output: Any) -> None:
-            captured.append(_first_tensor(output, name))
-            raise LayerReached
+            calls[0] += 1
+            if calls[0] == (call or 1):
+                captured.append(_first_tensor(output, name))
+                raise LayerReached
 
         with HandleList() as handles:
             tracker = ModuleTracker()

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from deconvnet.engine import guard
 from deconvnet.engine.engine import Deconvnet, resolve_layer
 from deconvnet.engine.hooks import HandleList
 from deconvnet.engine.selection import MapMax
@@ -161,9 +162,11 @@ def occlude(
 
     Parameters
     ----------
-    model : the classifier, used as given (call ``.eval()`` yourself); its output is logits
-        or probabilities (detected: non-negative rows summing to 1), flattened per image.
-    layer : the layer of panels (b) and (c), a dotted name or module.
+    model : the classifier, in eval mode (train-mode BatchNorm/Dropout is refused), left
+        exactly as it was; its output is logits or probabilities (detected: non-negative
+        rows summing to 1), flattened per image.
+    layer : the layer of panels (b) and (c): a dotted name, an alias
+        (``model.layer_aliases``) or a module, called once per forward pass.
     occluder : default :meth:`Occluder.for_input` of the input size; ``fill`` None is 0
         (the mean pixel of a mean-subtracted input; use :func:`mean_fill` for others).
     label : the true class; None maps the top predicted class of the unoccluded image.
@@ -181,8 +184,24 @@ def occlude(
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise InputError(f"occlusion needs one float image (1, C, H, W), got {shape}")
     param = next(model.parameters(), None)
-    x = x.detach().to(param.device if param is not None else x.device)
+    x = x.detach().to(param.device if param is not None else x.device).clone()
     name, module = resolve_layer(model, layer)
+    guard.require_eval(model)
+    with guard.preserved(model):
+        guard.require_single_call(model, x, module, name)
+        return _occlude(model, x, name, module, occluder, label, method, progress)
+
+
+def _occlude(
+    model: nn.Module,
+    x: Tensor,
+    name: str,
+    module: nn.Module,
+    occluder: Occluder | None,
+    label: int | None,
+    method: Method,
+    progress: Progress | None,
+) -> OcclusionResult:
     occluder = occluder or Occluder.for_input(*x.shape[-2:])
     rows, cols = occluder.grid(*x.shape[-2:])
     fill = _fill_tensor(occluder, x)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from deconvnet.engine import guard
 from deconvnet.engine.engine import resolve_layer
 from deconvnet.engine.hooks import HandleList, LayerReached
 from deconvnet.errors import InputError, SelectionError
@@ -153,8 +154,10 @@ def scan(
 
     Parameters
     ----------
-    model : used as given (call ``model.eval()`` yourself); hooks are removed on return.
-    layers : dotted module names (or modules) whose 4-D outputs (B, C, H, W) are ranked.
+    model : in eval mode (train-mode BatchNorm/Dropout is refused); left exactly as it
+        was, on success or failure.
+    layers : dotted module names, aliases (``model.layer_aliases``) or modules whose 4-D
+        outputs (B, C, H, W) are ranked; each must be called once per forward pass.
     k : entries kept per map; each image counts once per map (its own maximum).
     maps : ``"all"``, ``N``, ``"random:N"`` or a channel list (see :class:`MapChoice`).
     batch_size, workers : DataLoader options (``workers=0`` loads in this process).
@@ -178,6 +181,7 @@ def scan(
         )
     choice = MapChoice.parse(maps)
     named = [resolve_layer(model, layer) for layer in layers]
+    guard.require_eval(model)
     if not named or len({name for name, _ in named}) != len(named):
         raise InputError(f"layers must name distinct layers, got {[n for n, _ in named]}")
     order = list(range(len(dataset))) if image_ids is None else [int(i) for i in image_ids]
@@ -214,7 +218,8 @@ def scan(
         progress(done, len(order))
     batches = 0
     for batch in loader:
-        recorder.run(model, batch, torch.device(device), dataset)
+        with guard.preserved(model):
+            recorder.run(model, batch, torch.device(device), dataset)
         skipped.extend(batch.failed)
         done += batch.size
         batches += 1
@@ -253,6 +258,7 @@ class _Recorder:
         self.seed = seed
         self.k = k
         self.tops: dict[str, LayerTopK] = dict(state.layers)
+        self.checked_calls = False
 
     def state(self, seen: int, skipped: list[tuple[int, str]]) -> TopKState:
         layers = {name: self.tops[name] for name, _ in self.named if name in self.tops}
@@ -260,6 +266,10 @@ class _Recorder:
 
     def run(self, model: nn.Module, batch: Batch, device: torch.device, dataset: Any) -> None:
         for image_ids, inputs in batch.groups:
+            if not self.checked_calls:  # a reused module's output would be ambiguous
+                for name, module in self.named:
+                    guard.require_single_call(model, inputs[:1].to(device), module, name)
+                self.checked_calls = True
             self._forward(model, image_ids, inputs.to(device), dataset)
 
     def _forward(self, model: nn.Module, image_ids: Tensor, x: Tensor, dataset: Any) -> None:
