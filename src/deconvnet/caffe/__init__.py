@@ -6,9 +6,10 @@
 Layers become torch modules named after the Caffe layers; see :class:`CaffeNet`.
 """
 
-from deconvnet.caffe.loader import IMAGENET_MEAN_BGR, default_preprocessing, load
+from deconvnet.caffe.loader import default_preprocessing, load
 from deconvnet.caffe.network import CaffeNet
-from deconvnet.caffe.parse import read_caffemodel, read_prototxt
+from deconvnet.caffe.parse import read_caffemodel, read_mean_file, read_prototxt
+from deconvnet.inputs.preprocessing import IMAGENET_MEAN_BGR
 
 __all__ = [
     "IMAGENET_MEAN_BGR",
@@ -16,5 +17,6 @@ __all__ = [
     "default_preprocessing",
     "load",
     "read_caffemodel",
+    "read_mean_file",
     "read_prototxt",
 ]

@@ -14,19 +14,24 @@ from deconvnet.caffe import build
 from deconvnet.caffe.network import CaffeNet, Step
 from deconvnet.caffe.parse import (
     LayerDef,
+    Transform,
     blob_array,
     net_definition,
     read_caffemodel,
+    read_mean_file,
     read_prototxt,
+    transform_param,
     weight_blobs,
 )
 from deconvnet.errors import CaffeFormatError
-from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.inputs.preprocessing import IMAGENET_MEAN_BGR, Preprocessing
 
-IMAGENET_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
-"""Mean pixel of Caffe's ``ilsvrc_2012_mean.npy`` (mean over H and W), B, G, R, 0..255."""
-LENET_SCALE = 255.0 * 0.00390625
-"""LeNet's ``scale: 0.00390625`` on 0..255 pixels, expressed on [0, 1] pixels."""
+LENET_CAFFE_SCALE = 0.00390625
+"""LeNet's ``scale: 0.00390625`` (1/256) on 0..255 pixels."""
+LENET_SCALE = 255.0 * LENET_CAFFE_SCALE
+"""LeNet's scale expressed on [0, 1] pixels."""
+PREACT_SUFFIX = "_preact"
+"""Alias suffix for a blob's value before the in-place layers that overwrite it."""
 MAX_PARAMETERS_WITHOUT_WEIGHTS = 2**28
 """Refuse to allocate randomly initialised nets larger than this (1 GiB of float32)."""
 INPUT_TYPES = ("Input",)
@@ -34,22 +39,50 @@ DATA_TYPES = ("Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "Dumm
 RGB_CHANNELS, GRAY_CHANNELS, IMAGE_AXES = 3, 1, 4
 
 
-def default_preprocessing(input_shape: tuple[int, ...]) -> Preprocessing:
-    """The preprocessing a deploy prototxt implies, which is little: it records none.
+def default_preprocessing(
+    input_shape: tuple[int, ...],
+    transform: Transform | None = None,
+    mean_image: np.ndarray | None = None,
+    mean_source: str | None = None,
+) -> Preprocessing:
+    """The preprocessing the prototxt implies, with Caffe's ``(pixel - mean) * scale``.
 
-    3-channel nets get the BVLC ImageNet convention (BGR, 0..255, ImageNet mean pixel);
-    1-channel nets LeNet's (pixels / 256, one grey channel: convert images to grey first).
-    Other nets (CIFAR-10 mean image, MTCNN's (x - 127.5) / 128) need ``preprocessing=``.
+    Size and channel count come from the input shape; ``transform`` (a ``transform_param``,
+    see :func:`~deconvnet.caffe.parse.transform_param`) gives scale and mean values;
+    ``mean_image`` is a mean file's ``(C, H, W)`` array on 0..255 pixels. Without them,
+    3-channel nets get the BVLC ImageNet convention (BGR, 0..255, ImageNet mean pixel) and
+    1-channel nets LeNet's (grey pixels / 256). 3-channel nets are fed BGR, Caffe's
+    convention for images read with OpenCV; nets trained on RGB data (CIFAR-10's
+    ``convert_cifar_data``) need ``channel_order="RGB"`` (the CLI's ``--no-bgr``).
+    Other inputs (not 1 or 3 channels) are fed as they are.
     """
     size = (input_shape[-2], input_shape[-1]) if len(input_shape) == IMAGE_AXES else (1, 1)
     channels = input_shape[1] if len(input_shape) == IMAGE_AXES else 0
-    if channels == RGB_CHANNELS:
-        return Preprocessing(
-            size, "exact", channel_order="BGR", scale=255.0, mean=IMAGENET_MEAN_BGR
+    if channels not in (RGB_CHANNELS, GRAY_CHANNELS):
+        return Preprocessing(size, "none")
+    grey = channels == GRAY_CHANNELS
+    caffe_scale = transform.scale if transform else (LENET_CAFFE_SCALE if grey else 1.0)
+    if transform is not None and transform.mean_value:
+        values = transform.mean_value
+        mean = values * channels if len(values) == 1 else values
+    elif transform is None and mean_image is None and not grey:
+        mean = IMAGENET_MEAN_BGR
+    else:
+        mean = (0.0,) * channels
+    if len(mean) != channels:
+        raise CaffeFormatError(
+            f"transform_param has {len(mean)} mean values for {channels} channels"
         )
-    if channels == GRAY_CHANNELS:
-        return Preprocessing(size, "exact", scale=LENET_SCALE)
-    return Preprocessing(size, "none")
+    return Preprocessing(
+        size,
+        "exact",
+        channel_order="RGB" if grey else "BGR",
+        scale=255.0 * caffe_scale,
+        mean=tuple(float(m) * caffe_scale for m in mean),
+        channels=channels,
+        mean_image=None if mean_image is None else mean_image * np.float32(caffe_scale),
+        mean_source=mean_source,
+    )
 
 
 def _module_name(layer: str, index: int, taken: set[str], net: nn.Module) -> str:
@@ -126,6 +159,7 @@ def load(
     caffemodel: str | Path | None = None,
     *,
     preprocessing: Preprocessing | None = None,
+    mean_file: str | Path | None = None,
     strict: bool = True,
     device: torch.device | str | None = None,
 ) -> tuple[CaffeNet, Preprocessing]:
@@ -141,7 +175,11 @@ def load(
         Trained weights, matched to layers by name. Without it parameters are randomly
         initialised (torch defaults).
     preprocessing
-        Overrides :func:`default_preprocessing` (a prototxt does not record it).
+        Overrides :func:`default_preprocessing` (read from the prototxt's
+        ``transform_param`` and input shape where it has them).
+    mean_file
+        A ``mean.binaryproto`` to subtract (Caffe's ``mean_file``); default: the one the
+        ``transform_param`` names, looked up beside the prototxt.
     strict
         With a caffemodel, a layer that needs weights but has none is an error; with
         ``strict=False`` it keeps torch's initialisation (Caffe would use its fillers).
@@ -151,9 +189,12 @@ def load(
     Returns
     -------
     (CaffeNet, Preprocessing)
-        The net in eval mode (Dropout is the identity, as in Caffe's test phase).
+        The net in eval mode (Dropout is the identity, as in Caffe's test phase), with
+        ``layer_aliases`` mapping Caffe's blob names to the module whose output Caffe holds
+        under that name after the forward pass (see :func:`blob_aliases`).
     """
-    definition = net_definition(read_prototxt(prototxt))
+    raw = read_prototxt(prototxt)
+    definition = net_definition(raw)
     model_blobs = weight_blobs(read_caffemodel(caffemodel)) if caffemodel is not None else {}
     shapes: dict[str, tuple[int, ...]] = dict(definition.inputs)
     inputs = dict(definition.inputs)
@@ -226,8 +267,46 @@ def load(
             _reset(module)
         net.add_module(name, module)
     net.eval()
-    first_input = next(iter(inputs.values()))
-    return net, preprocessing or default_preprocessing(first_input)
+    net.layer_aliases = blob_aliases(steps, set(net._modules))
+    if preprocessing is None:
+        first_input = next(iter(inputs.values()))
+        preprocessing = _prototxt_preprocessing(raw, Path(prototxt), first_input, mean_file)
+    return net, preprocessing
+
+
+def _prototxt_preprocessing(
+    raw: Any, prototxt: Path, input_shape: tuple[int, ...], mean_file: str | Path | None
+) -> Preprocessing:
+    transform = transform_param(raw)
+    if mean_file is None and transform is not None and transform.mean_file:
+        mean_file = prototxt.parent / Path(transform.mean_file).name
+        if not mean_file.is_file():
+            raise CaffeFormatError(
+                f"the prototxt's transform_param names mean_file {transform.mean_file!r}, "
+                f"not found beside it ({mean_file}); give the file (--mean-file)"
+            )
+    mean = read_mean_file(mean_file) if mean_file is not None else None
+    source = Path(mean_file).name if mean_file is not None else None
+    return default_preprocessing(input_shape, transform, mean, source)
+
+
+def blob_aliases(steps: list[Step], modules: set[str]) -> dict[str, str]:
+    """Caffe blob name -> the module whose output Caffe holds under it after the forward.
+
+    A top overwritten in place (``relu3`` on ``conv3``) names the last layer that wrote
+    it, as in Caffe; the value before the in-place layers stays reachable as
+    ``conv3_preact``. Blobs already named like their module get no alias.
+    """
+    writers: dict[str, list[str]] = {}
+    for step in steps:
+        if step.tops:
+            writers.setdefault(step.tops[0], []).append(step.module)
+    aliases = {blob: mods[-1] for blob, mods in writers.items() if blob != mods[-1]}
+    for blob, mods in writers.items():
+        preact = blob + PREACT_SUFFIX
+        if len(mods) > 1 and preact not in modules and preact not in writers:
+            aliases[preact] = mods[0]
+    return aliases
 
 
 def _outputs(inputs: dict[str, Any], steps: list[Step]) -> list[str]:

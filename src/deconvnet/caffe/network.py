@@ -54,6 +54,8 @@ class CaffeNet(nn.Module):
         self.input_shapes = dict(input_shapes)
         self.outputs = tuple(outputs)
         self.caffe_name = name
+        self.layer_aliases: dict[str, str] = {}
+        """Caffe blob names -> module names, set by the loader (``conv3`` -> ``relu3``)."""
 
     def _run(
         self, inputs: tuple[torch.Tensor, ...], record: dict[str, torch.Tensor] | None

@@ -246,3 +246,52 @@ def weight_blobs(model: Any) -> dict[str, list[Any]]:
         if layer.blobs:
             blobs[layer.name] = list(layer.blobs)
     return blobs
+
+
+def read_mean_file(path: str | Path) -> np.ndarray:
+    """A ``mean.binaryproto`` (Caffe's ``BlobProto``, from ``compute_image_mean``) as a
+    float32 ``(C, H, W)`` array in the channel order and 0..255 scale of the training data."""
+    blob = schema.BlobProto()
+    try:
+        blob.ParseFromString(_read_bytes(path))
+    except message.DecodeError as exc:
+        raise CaffeFormatError(
+            f"{path} is not a Caffe BlobProto (mean.binaryproto): {exc}"
+        ) from exc
+    shape = blob_shape(blob)
+    while len(shape) > 3 and shape[0] == 1:  # (1, C, H, W) -> (C, H, W)
+        shape = shape[1:]
+    if len(shape) != 3 or min(shape) < 1:
+        raise CaffeFormatError(f"{path}: a mean image needs shape (C, H, W), got {shape}")
+    values = blob.data if len(blob.data) else blob.double_data
+    if len(values) != math.prod(shape):
+        raise CaffeFormatError(
+            f"{path}: mean of shape {shape} needs {math.prod(shape)} values, has {len(values)}"
+        )
+    return np.asarray(values, dtype=np.float32).reshape(shape)
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A ``transform_param`` (Caffe's data layer preprocessing), as the prototxt gives it."""
+
+    scale: float = 1.0
+    mean_value: tuple[float, ...] = ()
+    mean_file: str | None = None
+    crop_size: int = 0
+
+
+def transform_param(net: Any) -> Transform | None:
+    """The ``transform_param`` of the test-phase data layer, if the prototxt has one (a
+    train_test prototxt does; a deploy prototxt usually not)."""
+    for raw in list(net.layers) + list(net.layer):
+        if not _included(raw) or not raw.HasField("transform_param"):
+            continue
+        param = raw.transform_param
+        return Transform(
+            scale=float(param.scale) if param.HasField("scale") else 1.0,
+            mean_value=tuple(float(v) for v in param.mean_value),
+            mean_file=param.mean_file or None,
+            crop_size=int(param.crop_size),
+        )
+    return None

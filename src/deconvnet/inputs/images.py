@@ -149,7 +149,7 @@ def preprocess(
     *,
     min_side: int = MIN_SIDE,
 ) -> torch.Tensor:
-    """Turn a ``(H, W, 3)`` uint8 RGB image into a ``(1, 3, H', W')`` float32 network input.
+    """Turn a ``(H, W, 3)`` uint8 RGB image into a ``(1, C, H', W')`` float32 network input.
 
     Steps, in ``spec``'s order: resize/crop (:func:`resized_rgb`), divide by 255, multiply by
     ``spec.scale``, reorder channels, ``(x - mean) / std``.
@@ -169,12 +169,34 @@ def preprocess(
     shown = resized_rgb(image, spec)
     require_min_side(shown, min_side, what="network input")
     pixels = torch.from_numpy(np.ascontiguousarray(shown)).to(device=device)
-    x = pixels.permute(2, 0, 1).to(torch.float32) / _MAX_8BIT * spec.scale
-    if spec.channel_order == "BGR":
+    x = pixels.permute(2, 0, 1).to(torch.float32)
+    if spec.channels == 1:
+        x = (x * _LUMA.to(x.device).view(3, 1, 1)).sum(dim=0, keepdim=True)
+    x = x / _MAX_8BIT * spec.scale
+    if spec.channel_order == "BGR" and spec.channels == 3:
         x = x.flip(0)
-    mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    if spec.mean_image is not None:
+        x = x - _mean_image(spec.mean_image, tuple(x.shape[1:])).to(x.device)
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
     return ((x - mean) / std).unsqueeze(0)
+
+
+_LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32)
+"""ITU-R 601 luma weights, as Pillow's ``convert("L")``."""
+
+
+def _mean_image(mean: np.ndarray, size_hw: tuple[int, ...]) -> torch.Tensor:
+    """The centre ``size_hw`` of a mean image (Caffe crops its mean file with the data)."""
+    height, width = int(size_hw[0]), int(size_hw[1])
+    if mean.shape[1] < height or mean.shape[2] < width:
+        raise InputError(
+            f"the mean image is {mean.shape[1]}x{mean.shape[2]}, smaller than the "
+            f"network input {height}x{width}"
+        )
+    top, left = (mean.shape[1] - height) // 2, (mean.shape[2] - width) // 2
+    crop = mean[:, top : top + height, left : left + width]
+    return torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))
 
 
 def preprocess_batch(
@@ -216,14 +238,22 @@ def deprocess(tensor: torch.Tensor, spec: Preprocessing) -> np.ndarray:
     x = tensor.detach()
     if x.dim() == 4 and x.shape[0] == 1:
         x = x[0]
-    if x.dim() != 3 or x.shape[0] != 3:
-        raise InputError(f"deprocess needs (3, H, W) or (1, 3, H, W), got {tuple(tensor.shape)}")
+    if x.dim() != 3 or x.shape[0] != spec.channels:
+        raise InputError(
+            f"deprocess needs ({spec.channels}, H, W) or (1, {spec.channels}, H, W), "
+            f"got {tuple(tensor.shape)}"
+        )
     values = x.to(device="cpu", dtype=torch.float64).numpy()
-    mean = np.asarray(spec.mean, dtype=np.float64).reshape(3, 1, 1)
-    std = np.asarray(spec.std, dtype=np.float64).reshape(3, 1, 1)
-    pixels = (values * std + mean) / spec.scale * _MAX_8BIT
-    if spec.channel_order == "BGR":
+    mean = np.asarray(spec.mean, dtype=np.float64).reshape(-1, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float64).reshape(-1, 1, 1)
+    values = values * std + mean
+    if spec.mean_image is not None:
+        values = values + _mean_image(spec.mean_image, values.shape[1:]).double().numpy()
+    pixels: np.ndarray = values / spec.scale * _MAX_8BIT
+    if spec.channel_order == "BGR" and spec.channels == 3:
         pixels = pixels[::-1]
+    if spec.channels == 1:
+        pixels = np.repeat(pixels, 3, axis=0)
     return np.clip(np.round(pixels), 0, _MAX_8BIT).astype(np.uint8).transpose(1, 2, 0).copy()
 
 

@@ -6,8 +6,10 @@ without importing Pillow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+import numpy as np
 
 ResizeRule = Literal["exact", "shorter_then_center_crop", "none"]
 
@@ -17,9 +19,9 @@ class Preprocessing:
     """Input convention of a network.
 
     Pixels are first decoded to RGB floats in [0, 1], then resized by ``resize_rule``,
-    multiplied by ``scale``, put in ``channel_order``, and normalised as
-    ``(x - mean) / std`` per channel (``mean``/``std`` in the network's channel order and
-    scale).
+    made grey for 1-channel nets, multiplied by ``scale``, put in ``channel_order``, and
+    normalised as ``(x - mean_image - mean) / std`` per channel (``mean``/``std`` in the
+    network's channel order and scale).
 
     Parameters
     ----------
@@ -37,7 +39,15 @@ class Preprocessing:
     scale
         ``1.0`` keeps [0, 1]; Caffe models use ``255.0``.
     mean, std
-        Per channel, after scaling and reordering.
+        Per channel, after scaling and reordering (one value each for 1-channel nets).
+    channels
+        3 (colour) or 1 (grey: ITU-R 601 luma of the RGB image, as Pillow's ``"L"``).
+    mean_image
+        ``(C, H, W)`` array subtracted before ``mean`` (Caffe's ``mean_file``), in the
+        network's channel order and scale; centre-cropped to the input when larger, as
+        Caffe does at test time.
+    mean_source
+        Where ``mean_image`` came from (a file name), for manifests.
     """
 
     input_size: tuple[int, int]
@@ -45,8 +55,11 @@ class Preprocessing:
     resize_to: int | None = None
     channel_order: Literal["RGB", "BGR"] = "RGB"
     scale: float = 1.0
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    channels: int = 3
+    mean_image: np.ndarray | None = field(default=None, compare=False, repr=False)
+    mean_source: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.input_size) != 2 or min(self.input_size) < 1:
@@ -57,9 +70,41 @@ class Preprocessing:
             raise ValueError("resize_rule 'shorter_then_center_crop' needs resize_to")
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("mean and std need 3 values each, std > 0")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
+        for name, neutral in (("mean", 0.0), ("std", 1.0)):  # the defaults fit any count
+            if getattr(self, name) == (neutral,) * 3:
+                object.__setattr__(self, name, (neutral,) * self.channels)
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(
+                f"mean and std need {self.channels} value(s) each, got {self.mean!r}, {self.std!r}"
+            )
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be > 0, got {self.std!r}")
+        if self.mean_image is not None and (
+            self.mean_image.ndim != 3 or self.mean_image.shape[0] != self.channels
+        ):
+            raise ValueError(
+                f"mean_image must be ({self.channels}, H, W), got {self.mean_image.shape}"
+            )
 
+    def record(self) -> dict[str, object]:
+        """The fields for a manifest: ``mean_image`` as its shape and source, not its values."""
+        fields = {
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if name not in ("mean_image", "mean_source")
+        }
+        if self.mean_image is not None:
+            fields["mean_image"] = {
+                "shape": list(self.mean_image.shape),
+                "source": self.mean_source,
+            }
+        return fields
+
+
+IMAGENET_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
+"""Mean pixel of Caffe's ``ilsvrc_2012_mean.npy`` (mean over H and W), B, G, R, 0..255."""
 
 IMAGENET_TORCHVISION = Preprocessing(
     input_size=(224, 224),
