@@ -17,14 +17,26 @@ from torch import nn
 from deconvnet.caffe.layers import WithinChannelLRN
 
 TorchFunction = Callable[..., Any]
+_ATEN = torch.ops.aten
+"""ATen ops appear directly in the graphs of ``torch.export`` archives (``.pt2``)."""
 
 RELU: frozenset[TorchFunction] = frozenset(
-    {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+    {
+        F.relu,
+        torch.relu,
+        torch.relu_,
+        torch.Tensor.relu,
+        torch.Tensor.relu_,
+        _ATEN.relu.default,
+        _ATEN.relu_.default,
+    }
 )
-RELU_INPLACE: frozenset[TorchFunction] = frozenset({torch.relu_, torch.Tensor.relu_})
-LEAKY_RELU: frozenset[TorchFunction] = frozenset({F.leaky_relu})
-PRELU: frozenset[TorchFunction] = frozenset({F.prelu, torch.prelu})
-HARDTANH: frozenset[TorchFunction] = frozenset({F.hardtanh, F.relu6})
+RELU_INPLACE: frozenset[TorchFunction] = frozenset(
+    {torch.relu_, torch.Tensor.relu_, _ATEN.relu_.default}
+)
+LEAKY_RELU: frozenset[TorchFunction] = frozenset({F.leaky_relu, _ATEN.leaky_relu.default})
+PRELU: frozenset[TorchFunction] = frozenset({F.prelu, torch.prelu, _ATEN.prelu.default})
+HARDTANH: frozenset[TorchFunction] = frozenset({F.hardtanh, F.relu6, _ATEN.hardtanh.default})
 THRESHOLD: frozenset[TorchFunction] = frozenset({F.threshold, torch.threshold})
 
 SMOOTH_ACTIVATIONS: frozenset[TorchFunction] = frozenset(
@@ -54,6 +66,15 @@ SMOOTH_ACTIVATIONS: frozenset[TorchFunction] = frozenset(
         torch.tanh,
         torch.Tensor.tanh,
         F.tanh,
+        _ATEN.sigmoid.default,
+        _ATEN.tanh.default,
+        _ATEN.gelu.default,
+        _ATEN.silu.default,
+        _ATEN.elu.default,
+        _ATEN.softplus.default,
+        _ATEN.hardswish.default,
+        _ATEN.hardsigmoid.default,
+        _ATEN.mish.default,
     }
 )
 """Activations without a deconvnet or guided rule: an error under those rules."""
@@ -69,6 +90,7 @@ MAX_POOL: dict[TorchFunction, TorchFunction] = {
     F.max_pool3d_with_indices: F.max_pool3d_with_indices,
     torch.max_pool1d: F.max_pool1d_with_indices,
     torch.max_pool2d: F.max_pool2d_with_indices,
+    _ATEN.max_pool2d.default: F.max_pool2d_with_indices,
     torch.max_pool3d: F.max_pool3d_with_indices,
     F.adaptive_max_pool1d: F.adaptive_max_pool1d_with_indices,
     F.adaptive_max_pool2d: F.adaptive_max_pool2d_with_indices,

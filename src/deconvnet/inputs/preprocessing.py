@@ -114,3 +114,24 @@ IMAGENET_TORCHVISION = Preprocessing(
     std=(0.229, 0.224, 0.225),
 )
 """torchvision's ImageNet convention (RGB, [0, 1], mean/std)."""
+
+CAFFE_IMAGENET = Preprocessing(
+    input_size=(227, 227), channel_order="BGR", scale=255.0, mean=IMAGENET_MEAN_BGR
+)
+"""BVLC Caffe's ImageNet convention: B, G, R on 0..255 minus the mean pixel."""
+
+CIFAR10_MEAN_RGB = (125.3, 123.0, 113.9)
+"""Mean pixel of the CIFAR-10 training set, R, G, B, 0..255."""
+
+PRESETS: dict[str, Preprocessing] = {
+    "torchvision": IMAGENET_TORCHVISION,
+    "caffe-imagenet": CAFFE_IMAGENET,
+    "caffe-cifar10": Preprocessing(input_size=(32, 32), scale=255.0, mean=CIFAR10_MEAN_RGB),
+    "caffe-lenet": Preprocessing(input_size=(28, 28), scale=255.0 / 256.0, channels=1),
+    "unit": Preprocessing(input_size=(224, 224)),
+}
+"""Named conventions for ``--preprocess``; their sizes give way to the model's own.
+
+``caffe-cifar10`` is Caffe's CIFAR-10 example with the mean pixel instead of its mean
+image (give ``--mean-file`` for the image); ``caffe-lenet`` is LeNet's grey ``x / 256``;
+``unit`` is RGB in [0, 1], nothing subtracted."""

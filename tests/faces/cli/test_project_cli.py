@@ -121,7 +121,11 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], int, str]]:
         "text as png": (["project", str(tmp / "text.png"), *out], 1, "text.png"),
         "truncated": (["project", str(tmp / "truncated.jpg"), *out], 1, "truncated.jpg"),
         "1x1 image": (["project", str(tmp / "one.png"), *out], 1, "forward pass failed"),
-        "unknown model": (["project", "--model", "resnet9000", *out], 2, "invalid choice"),
+        "unknown model": (
+            ["project", "--model", "resnet9000", *out],
+            1,
+            "unknown model 'resnet9000'; known models: alexnet",
+        ),
         "unknown layer": (
             ["project", str(good), "--layer", "conv99", *out],
             1,

@@ -1,21 +1,37 @@
-"""Model source options shared by every sub-command: ``--model/--weights`` or ``--caffe``."""
+"""Model source options shared by every sub-command: ``--model/--weights`` or ``--caffe``,
+and the preprocessing flags that fit any model to its pixels."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from deconvnet import caffe, models
-from deconvnet.engine.engine import alias_of, resolve_layer
+from deconvnet.engine.engine import alias_of, resolve_call
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
-from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION, PRESETS, Preprocessing
+from deconvnet.models.own import is_own_model, load_own
+
+PREPROCESSING_FLAGS = (
+    "preprocess",
+    "input_size",
+    "mean",
+    "std",
+    "scale",
+    "bgr",
+    "channels",
+    "mean_file",
+)
+"""The ``args`` attributes that change the preprocessing (recorded in manifests)."""
 
 DEFAULT_MODEL = "default"
 HASH_CHUNK = 1 << 20
@@ -32,13 +48,16 @@ class LoadedModel:
     weights: str
     weights_sha256: str | None
     layer_aliases: dict[str, str] = field(default_factory=dict)
+    preprocessing_flags: dict[str, Any] = field(default_factory=dict)
 
     def layer(self, name: str | None) -> str:
-        """A ``named_modules()`` name for ``name`` (alias or dotted); default: last conv."""
+        """A ``named_modules()`` name for ``name`` (alias or dotted, ``name#k`` for the k-th
+        call of a reused module); default: last conv."""
         if name is None:
             return self.default_layer()
         name = self.layer_aliases.get(name, name)
-        return resolve_layer(self.model, name)[0]
+        resolved, _, call = resolve_call(self.model, name)
+        return resolved if call is None else f"{resolved}#{call}"
 
     def default_layer(self) -> str:
         """The last convolution: the deepest layer that still has feature maps."""
@@ -53,12 +72,14 @@ class LoadedModel:
         param = next(self.model.parameters(), None)
         return param.device if param is not None else torch.device("cpu")
 
-    def provenance(self) -> dict[str, str | None]:
-        """The manifest fields that say which network made a picture."""
+    def provenance(self) -> dict[str, Any]:
+        """The manifest fields that say which network made a picture, fed how."""
         return {
             "model": self.name,
             "weights": self.weights,
             "weights_sha256": self.weights_sha256,
+            "preprocessing": self.preprocessing.record(),
+            "preprocessing_flags": self.preprocessing_flags,
         }
 
     def display_name(self, layer: str) -> str:
@@ -67,13 +88,22 @@ class LoadedModel:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--weights``, ``--caffe``, ``--device``."""
+    """``--model``, ``--weights``, ``--caffe``, ``--device`` and the preprocessing flags."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
-        choices=models.names(),
         default=None,
-        help=f"a zoo model (default: {DEFAULT_MODEL!r}, the embedded CIFAR-10 network)",
+        metavar="MODEL",
+        help=f"a zoo model ({', '.join(models.names())}); your own: FILE.py:FACTORY or "
+        "package.module:FACTORY (imports it and calls FACTORY(): this runs your code), a "
+        "torch.export archive MODEL.pt2, or a pickled model with --unsafe-pickle "
+        f"(default: {DEFAULT_MODEL!r}, the embedded CIFAR-10 network)",
+    )
+    group.add_argument(
+        "--unsafe-pickle",
+        action="store_true",
+        help="allow --model to be a torch.save(model) pickle; unpickling runs any code the "
+        "file holds, so only for files you trust",
     )
     group.add_argument(
         "--weights",
@@ -90,6 +120,69 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: none, the zoo model)",
     )
     group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
+    add_preprocessing_arguments(parser)
+
+
+def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags that override the model's own preprocessing, field by field."""
+    group = parser.add_argument_group(
+        "preprocessing",
+        "Pixels are read as RGB in [0, 1], resized, made grey for --channels 1, multiplied "
+        "by --scale, reordered for --bgr, then (x - mean) / std. Each flag overrides one "
+        "field of the model's own convention (zoo weights and Caffe prototxts carry one; "
+        "your own models get torchvision's ImageNet convention unless they set "
+        "model.preprocessing).",
+    )
+    group.add_argument(
+        "--preprocess",
+        choices=sorted(PRESETS),
+        default=None,
+        help="start from a named convention instead of the model's own (default: the model's)",
+    )
+    group.add_argument(
+        "--input-size",
+        type=int,
+        nargs="+",
+        metavar="N",
+        default=None,
+        help="network input H W (or one N for N×N); default: the model's",
+    )
+    group.add_argument(
+        "--mean",
+        default=None,
+        help="per-channel mean after --scale, comma-separated in the network's channel "
+        "order, e.g. 104,117,123 for Caffe's B,G,R (default: the model's)",
+    )
+    group.add_argument(
+        "--std", default=None, help="per-channel std, comma-separated (default: the model's)"
+    )
+    group.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="multiply [0, 1] pixels by this: 255 for Caffe nets (default: the model's)",
+    )
+    group.add_argument(
+        "--bgr",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="feed channels as B,G,R (--no-bgr: R,G,B) (default: the model's)",
+    )
+    group.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        help="1: grey input (ITU-R 601 luma), 3: colour (default: the model's)",
+    )
+    group.add_argument(
+        "--mean-file",
+        type=Path,
+        default=None,
+        help="a Caffe mean.binaryproto (0..255 pixels, the network's channel order) "
+        "subtracted before --mean; replaces the mean pixel unless --mean is given "
+        "(default: none)",
+    )
 
 
 def load_model(args: argparse.Namespace) -> LoadedModel:
@@ -105,25 +198,147 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
         net, preprocessing = caffe.load(prototxt, weights_file, device=device)
         return LoadedModel(
             model=net,
-            preprocessing=preprocessing,
+            preprocessing=_override(preprocessing, args),
             categories=None,
             name=f"caffe:{prototxt.name}",
             weights=str(weights_file) if weights_file else "random",
             weights_sha256=_sha256(weights_file) if weights_file else None,
+            layer_aliases=dict(net.layer_aliases),
+            preprocessing_flags=_flags(args),
         )
+    if args.model and is_own_model(args.model):
+        return _own_model(args, device)
+    if args.unsafe_pickle:
+        raise InputError("--unsafe-pickle is only for a pickled --model file")
     name = args.model or DEFAULT_MODEL
     with ProgressBar(f"downloading {name} weights", unit="B") as bar:
         model = models.load(name, args.weights, progress=bar, device=device)
     weights_path = Path(args.weights) if args.weights and Path(args.weights).is_file() else None
     return LoadedModel(
         model=model,
-        preprocessing=cast(Preprocessing, model.preprocessing),
+        preprocessing=_override(cast(Preprocessing, model.preprocessing), args),
         categories=cast("tuple[str, ...] | None", model.categories),
         name=name,
         weights=str(args.weights) if args.weights else "default",
         weights_sha256=_sha256(weights_path) if weights_path else _set_sha(name, args.weights),
         layer_aliases=dict(cast("dict[str, str]", model.layer_aliases)),
+        preprocessing_flags=_flags(args),
     )
+
+
+def _own_model(args: argparse.Namespace, device: torch.device) -> LoadedModel:
+    """A factory, a ``.pt2`` archive or (with ``--unsafe-pickle``) a pickle; put in eval
+    mode here because the command line owns this copy."""
+    spec = str(args.model)
+    model = load_own(spec, unsafe_pickle=args.unsafe_pickle)
+    if args.weights:
+        path = Path(args.weights)
+        models.apply_state_dict(model, models.read_state_dict(path), source=str(path))
+    model.eval().to(device)
+    own = getattr(model, "preprocessing", None)
+    categories = getattr(model, "categories", None)
+    aliases = getattr(model, "layer_aliases", None)
+    source = Path(spec.rpartition(":")[0] if ":" in spec else spec)
+    weights = Path(args.weights) if args.weights else source
+    return LoadedModel(
+        model=model,
+        preprocessing=_override(
+            own if isinstance(own, Preprocessing) else IMAGENET_TORCHVISION, args
+        ),
+        categories=tuple(categories) if isinstance(categories, (tuple, list)) else None,
+        name=spec,
+        weights=str(args.weights) if args.weights else "own",
+        weights_sha256=_sha256(weights) if weights.is_file() else None,
+        layer_aliases=dict(aliases) if isinstance(aliases, Mapping) else {},
+        preprocessing_flags=_flags(args),
+    )
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The preprocessing flags the user gave, as given (for the manifest)."""
+    given = {name: getattr(args, name, None) for name in PREPROCESSING_FLAGS}
+    return {
+        name: str(value) if isinstance(value, Path) else value
+        for name, value in given.items()
+        if value is not None
+    }
+
+
+def _override(base: Preprocessing, args: argparse.Namespace) -> Preprocessing:
+    """``base`` (or the ``--preprocess`` preset) with each given flag replacing its field."""
+    spec = base
+    if getattr(args, "preprocess", None):
+        preset = PRESETS[args.preprocess]
+        spec = dataclasses.replace(
+            preset,
+            input_size=base.input_size,
+            resize_rule=base.resize_rule,
+            resize_to=base.resize_to,
+        )
+    changes: dict[str, Any] = {}
+    if getattr(args, "input_size", None):
+        changes.update(_sized(spec, args.input_size))
+    if getattr(args, "scale", None) is not None:
+        if args.scale <= 0:
+            raise InputError(f"--scale must be > 0, got {args.scale:g}")
+        changes["scale"] = args.scale
+    if getattr(args, "bgr", None) is not None:
+        changes["channel_order"] = "BGR" if args.bgr else "RGB"
+    channels = getattr(args, "channels", None) or spec.channels
+    changes["channels"] = channels
+    mean_file = getattr(args, "mean_file", None)
+    mean_text = getattr(args, "mean", None)
+    if mean_text is not None:
+        changes["mean"] = _values(mean_text, channels, "--mean")
+    elif mean_file is not None:
+        changes["mean"] = (0.0,) * channels
+    else:
+        changes["mean"] = _fit(spec.mean, channels, "--mean")
+    std_text = getattr(args, "std", None)
+    changes["std"] = (
+        _values(std_text, channels, "--std")
+        if std_text is not None
+        else _fit(spec.std, channels, "--std")
+    )
+    if mean_file is not None:
+        image = caffe.read_mean_file(mean_file)
+        scale = changes.get("scale", spec.scale)
+        changes["mean_image"] = image * (scale / 255.0)
+        changes["mean_source"] = mean_file.name
+    try:
+        return dataclasses.replace(spec, **changes)
+    except ValueError as exc:
+        raise InputError(f"preprocessing flags: {exc}") from exc
+
+
+def _sized(spec: Preprocessing, sizes: list[int]) -> dict[str, Any]:
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise InputError(f"--input-size takes N or H W (>= 1), got {sizes}")
+    height, width = (sizes[0], sizes[0]) if len(sizes) == 1 else (sizes[0], sizes[1])
+    changes: dict[str, Any] = {"input_size": (height, width)}
+    if spec.resize_rule == "none":
+        changes["resize_rule"] = "exact"
+    elif spec.resize_rule == "shorter_then_center_crop" and spec.resize_to:
+        ratio = spec.resize_to / min(spec.input_size)
+        changes["resize_to"] = round(min(height, width) * ratio)
+    return changes
+
+
+def _values(text: str, channels: int, flag: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{flag} takes comma-separated numbers, got {text!r}") from None
+    return _fit(values, channels, flag)
+
+
+def _fit(values: tuple[float, ...], channels: int, flag: str) -> tuple[float, ...]:
+    """One value per channel: a single or repeated value fits any channel count."""
+    if len(values) == channels:
+        return values
+    if len(set(values)) == 1:
+        return (values[0],) * channels
+    raise InputError(f"{flag} needs {channels} value(s) for {channels} channel(s), got {values}")
 
 
 def _device(text: str) -> torch.device:

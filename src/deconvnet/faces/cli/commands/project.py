@@ -178,7 +178,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         **manifest(last, entries, options),
         "layer_alias": label,
         "compat": args.compat,
-        "preprocessing": loaded.preprocessing,
+        "preprocessing": loaded.preprocessing.record(),
     }
     folder.write_manifest(document)
     print(args.out / MANIFEST)

@@ -1,0 +1,142 @@
+"""Your own network as you have it: a factory in a file or package, a ``torch.export``
+archive, or (only when asked) a pickled module.
+
+``load_own("net.py:build")`` imports ``net.py`` and calls ``build()``;
+``load_own("mypkg.nets:build")`` imports the package module. Both run your own code, as
+``python net.py`` would. ``load_own("net.pt2")`` reads a ``torch.export.save`` archive
+(no code runs). A full pickled model (``torch.save(model)``) can run arbitrary code while
+it loads, so it is read only with ``unsafe_pickle=True``, with a warning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deconvnet.errors import ModelNotFoundError, WeightsError
+
+EXPORT_SUFFIX = ".pt2"
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl")
+FACTORY_SEPARATOR = ":"
+SOURCE_SUFFIX = ".py"
+
+
+def is_own_model(spec: str) -> bool:
+    """True for the forms :func:`load_own` reads (anything but a zoo name)."""
+    return (
+        FACTORY_SEPARATOR in spec or spec.endswith(EXPORT_SUFFIX) or spec.endswith(PICKLE_SUFFIXES)
+    )
+
+
+def load_own(spec: str, *, unsafe_pickle: bool = False) -> nn.Module:
+    """Build or read the model ``spec`` names; returned as built (mode untouched).
+
+    Parameters
+    ----------
+    spec
+        ``path/to/file.py:factory``, ``package.module:factory`` (``factory()`` must return
+        an ``nn.Module``), ``model.pt2`` (``torch.export.save``), or, with
+        ``unsafe_pickle``, a ``torch.save(model)`` file.
+
+    Raises
+    ------
+    ModelNotFoundError
+        The file, module or factory does not exist, or the factory fails or returns
+        something that is not a module.
+    WeightsError
+        An archive that cannot be read; a pickle without ``unsafe_pickle``.
+    """
+    if spec.endswith(EXPORT_SUFFIX):
+        return _exported(Path(spec))
+    if spec.endswith(PICKLE_SUFFIXES):
+        return _pickled(Path(spec), unsafe_pickle)
+    source, separator, name = spec.rpartition(FACTORY_SEPARATOR)
+    if not separator or not source or not name.isidentifier():
+        raise ModelNotFoundError(
+            f"cannot read model {spec!r}: give a zoo name, FILE.py:FACTORY, "
+            f"package.module:FACTORY, a {EXPORT_SUFFIX} archive or (with unsafe_pickle) a "
+            "pickled model"
+        )
+    factory = getattr(_module(source), name, None)
+    if not callable(factory):
+        raise ModelNotFoundError(f"{source} has no callable {name!r}")
+    try:
+        model = factory()
+    except Exception as exc:  # the user's code may raise anything
+        raise ModelNotFoundError(f"{spec}: {name}() failed: {_first_line(exc)}") from exc
+    return _checked(model, f"{spec}: {name}()")
+
+
+def _module(source: str) -> Any:
+    if source.endswith(SOURCE_SUFFIX):
+        path = Path(source)
+        if not path.is_file():
+            raise ModelNotFoundError(f"model source {path} does not exist")
+        module_name = f"deconvnet_own_model_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ModelNotFoundError(f"cannot import {path} as Python source")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # dataclasses and pickling look modules up here
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # the user's code may raise anything
+            del sys.modules[module_name]
+            raise ModelNotFoundError(f"importing {path} failed: {_first_line(exc)}") from exc
+        return module
+    try:
+        return importlib.import_module(source)
+    except ImportError as exc:
+        raise ModelNotFoundError(f"cannot import module {source!r}: {_first_line(exc)}") from exc
+
+
+def _exported(path: Path) -> nn.Module:
+    """The archive's program as a module tree (``torch.export.unflatten``), so its layers
+    keep their names and hooks fire on them."""
+    if not path.is_file():
+        raise ModelNotFoundError(f"exported model {path} does not exist")
+    try:
+        program = torch.export.load(path)
+    except Exception as exc:  # zip, version and schema errors have no common base
+        raise WeightsError(
+            f"cannot read {path} as a torch.export archive: {_first_line(exc)}"
+        ) from exc
+    return torch.export.unflatten(program)
+
+
+def _pickled(path: Path, unsafe_pickle: bool) -> nn.Module:
+    if not unsafe_pickle:
+        raise WeightsError(
+            f"{path} would be read as a pickled model, which can run any code while it loads; "
+            "pass --unsafe-pickle (unsafe_pickle=True) if you trust it, or save a state dict, "
+            f"a safetensors file or a {EXPORT_SUFFIX} archive instead"
+        )
+    if not path.is_file():
+        raise ModelNotFoundError(f"pickled model {path} does not exist")
+    warnings.warn(
+        f"reading {path} with pickle (weights_only=False): this runs any code the file holds",
+        stacklevel=3,
+    )
+    try:
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # unpickling may raise anything
+        raise WeightsError(f"cannot unpickle {path}: {_first_line(exc)}") from exc
+    return _checked(model, str(path))
+
+
+def _checked(model: object, what: str) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise ModelNotFoundError(f"{what} gave a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
