@@ -103,7 +103,9 @@ def _exported(path: Path) -> nn.Module:
     if not path.is_file():
         raise ModelNotFoundError(f"exported model {path} does not exist")
     try:
-        program = torch.export.load(path)
+        with warnings.catch_warnings():  # torch's own deprecation notices, not the user's
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.export.load(path)
     except Exception as exc:  # zip, version and schema errors have no common base
         raise WeightsError(
             f"cannot read {path} as a torch.export archive: {_first_line(exc)}"
