@@ -13,6 +13,7 @@ autograd's convolution transpose (no bias), and no parameter gradient is ever co
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -399,7 +400,7 @@ class Deconvnet:
             except RuntimeError as error:
                 raise InputError(
                     f"the model's forward pass failed on input of shape {tuple(x.shape)}: "
-                    f"{_first_line(error)}"
+                    f"{_first_line(error)}{_precision_hint(error, x)}"
                 ) from error
         if not captured:
             raise LayerNotFoundError(
@@ -420,6 +421,20 @@ def _first_tensor(output: Any, name: str) -> Tensor:
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
         return output[0]
     raise LayerNotFoundError(f"layer {name!r} does not output a tensor ({type(output).__name__})")
+
+
+_MISSING_KERNEL = re.compile(r"\"?([\w.:]+)\"? not implemented for '(Half|BFloat16)'")
+
+
+def _precision_hint(error: BaseException, x: Tensor) -> str:
+    """Name the op that has no half-precision kernel on this device, and the way out."""
+    found = _MISSING_KERNEL.search(str(error))
+    if found is None:
+        return ""
+    return (
+        f" (op {found.group(1)} has no {x.dtype} kernel on {x.device.type}: run the model in "
+        "float32 with model.float(), or on a GPU)"
+    )
 
 
 def _first_line(error: BaseException) -> str:

@@ -187,6 +187,8 @@ class RuleMode(TorchFunctionMode):
             if indices is not None:
                 return self._pool_through(func, args, kwargs, indices)
         handler = self.policy.handlers.get(func)
+        if func in types.LOCAL_RESPONSE_NORM and _needs_upcast(args[0] if args else None):
+            func = partial(_upcast, func)
         if handler is None:
             return func(*args, **kwargs)
         return handler(func, args, kwargs)
@@ -201,6 +203,21 @@ class RuleMode(TorchFunctionMode):
             pooled = rules.overwrite_collisions(pooled, indices, x.shape)
         wants_indices = func in types.MAX_POOL_ALWAYS_INDICES or kwargs.get("return_indices", False)
         return (pooled, indices) if wants_indices else pooled
+
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _needs_upcast(x: Any) -> bool:
+    """CPU has no float16/bfloat16 kernel for the 3-D average pooling inside
+    ``F.local_response_norm``."""
+    return isinstance(x, Tensor) and x.dtype in LOW_PRECISION and x.device.type == "cpu"
+
+
+def _upcast(func: Any, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+    """``func`` computed in float32 and rounded back to ``x``'s dtype (differentiable)."""
+    result: Tensor = func(x.float(), *args, **kwargs)
+    return result.to(x.dtype)
 
 
 # (name, type name) of the modules being run, innermost last; set by ModuleTracker's hooks.
