@@ -94,7 +94,7 @@ def project(
     dataset: ImageDataset,
     *,
     rule: str = "zeiler",
-    lrn: str = "skip",
+    lrn: str | None = None,
     collisions: str = "sum",
     batch_size: int = DEFAULT_BATCH_SIZE,
     layers: Sequence[str] | None = None,

@@ -105,7 +105,8 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
         "--lrn",
         choices=LRN_MODES,
         default=None,
-        help=f"LRN on the way down (default: {DEFAULT_POLICY.lrn})",
+        help=f"LRN on the way down (default: gradient with --rule gradient, so that it is "
+        f"the plain gradient; {DEFAULT_POLICY.lrn} otherwise)",
     )
     parser.add_argument(
         "--collisions",

@@ -76,7 +76,10 @@ def register(subparsers: Any) -> None:
         help="reverse rule",
     )
     parser.add_argument(
-        "--lrn", default="skip", choices=["skip", "gradient", "reapply"], help="LRN on the way down"
+        "--lrn",
+        default=None,
+        choices=["skip", "gradient", "reapply"],
+        help="LRN on the way down (default: gradient with --rule gradient, skip otherwise)",
     )
     parser.add_argument(
         "--collisions", default="sum", choices=["sum", "overwrite"], help="overlapping unpooling"
@@ -117,13 +120,14 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             resume=args.resume,
             progress=bar,
         )
+    lrn = args.lrn or ("gradient" if args.rule == "gradient" else "skip")
     with ProgressBar("project", unit="proj") as bar:
         projections = project(
             index,
             loaded.model,
             data,
             rule=args.rule,
-            lrn=args.lrn,
+            lrn=lrn,
             collisions=args.collisions,
             progress=bar,
         )
@@ -132,7 +136,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "data": str(args.data),
         "layers": {layer: loaded.display_name(layer) for layer in layers},
         "rule": args.rule,
-        "lrn": args.lrn,
+        "lrn": lrn,
         "collisions": args.collisions,
     }
     result = render(
