@@ -43,3 +43,7 @@ class WeightsError(DeconvnetError, ValueError):
 
 class CaffeFormatError(DeconvnetError, ValueError):
     """A prototxt or caffemodel that is malformed or uses an unsupported layer."""
+
+
+class CheckpointError(InputError):
+    """A top-k scan checkpoint that is corrupt, tampered with or from another scan."""
