@@ -35,9 +35,11 @@ from deconvnet.engine.engine import resolve_layer
 from deconvnet.engine.hooks import HandleList, LayerReached
 from deconvnet.errors import CheckpointError, DeconvnetError, InputError, SelectionError
 from deconvnet.inputs.datasets import Batch, ImageDataset, collate_by_size
+from deconvnet.inputs.images import preprocess
 from deconvnet.instruments.atomic import remove_stale_temporaries
 from deconvnet.instruments.topk import checkpoint as checkpoints
 from deconvnet.instruments.topk.state import (
+    VALUE_DTYPE,
     LayerTopK,
     TopKState,
     content_sum,
@@ -52,6 +54,10 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_CHECKPOINT_EVERY = 50
 """Batches between checkpoints."""
 CHECKPOINT_FORMAT = checkpoints.CHECKPOINT_FORMAT
+VERIFY_RTOL = 1e-3
+"""Relative tolerance (against max(1, |value|)) when a resume recomputes ranked values:
+one image alone versus in a batch changes float32 rounding by about 1e-7 relative on CPU;
+other kernels (Winograd, TF32 on GPUs) by more."""
 _MAP_RANK = 4
 _SEED_BYTES = 8
 
@@ -230,7 +236,7 @@ def scan(
         remove_stale_temporaries(Path(checkpoint).parent)
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         state, done = _load_checkpoint(Path(checkpoint), header)
-        _verify_ranked_images(state, dataset)
+        _verify_ranked_images(state, dataset, model, named, torch.device(device))
     recorder = _Recorder(named, choice, seed, k, state)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, order[done:]),
@@ -415,11 +421,80 @@ def _load_checkpoint(path: Path, header: dict[str, Any]) -> tuple[TopKState, int
     return checkpoints.load(path, header)
 
 
-def _verify_ranked_images(state: TopKState, dataset: ImageDataset) -> None:
-    """Read every image holding a top-k slot again; its bytes must be those it was ranked
-    with, or the checkpoint's results no longer describe this dataset."""
+def _verify_ranked_images(
+    state: TopKState,
+    dataset: ImageDataset,
+    model: nn.Module,
+    named: list[tuple[str, nn.Module]],
+    device: torch.device,
+) -> None:
+    """Read every image holding a top-k slot again: its bytes must be those it was ranked
+    with, and one forward pass of it must give each of its ranked values (within
+    :data:`VERIFY_RTOL`, batching changes float rounding) as that map's maximum, reached at the
+    ranked position. A checkpoint whose results do not describe this dataset and model is
+    refused, not continued."""
+    slots: dict[int, list[tuple[str, int, float, tuple[int, int]]]] = {}
+    for entry in state.entries():
+        slots.setdefault(entry.image_id, []).append(
+            (entry.layer, entry.channel, entry.value, entry.position)
+        )
     for image_id, recorded in state.digests.items():
-        verified_image(dataset, image_id, recorded, "the checkpoint ranked it")
+        pixels = verified_image(dataset, image_id, recorded, "the checkpoint ranked it")
+        x = preprocess(pixels, dataset.preprocessing, device)
+        outputs = _layer_outputs(model, named, x, dataset.name(image_id))
+        for layer, channel, value, (y, x_pos) in slots.get(image_id, []):
+            maps = outputs[layer][0]
+            height, width = maps.shape[1:]
+            if channel >= maps.shape[0] or not (0 <= y < height and 0 <= x_pos < width):
+                raise CheckpointError(
+                    f"the checkpoint ranks map {channel} at ({y}, {x_pos}) of layer {layer!r}, "
+                    f"outside its maps {tuple(maps.shape)} for {dataset.name(image_id)}"
+                )
+            found = maps[channel].nan_to_num(nan=-torch.inf)
+            if not (_close(float(found.max()), value) and _close(float(found[y, x_pos]), value)):
+                raise CheckpointError(
+                    f"the checkpoint ranks {dataset.name(image_id)} in map {channel} of layer "
+                    f"{layer!r} with {value:.6g} at ({y}, {x_pos}); the model gives "
+                    f"{float(found[y, x_pos]):.6g} there and {float(found.max()):.6g} at most"
+                )
+
+
+def _layer_outputs(
+    model: nn.Module, named: list[tuple[str, nn.Module]], x: Tensor, name: str
+) -> dict[str, Tensor]:
+    """Copies of the outputs of ``named`` layers for input ``x`` (one forward pass)."""
+    outputs: dict[str, Tensor] = {}
+
+    def hook_for(layer: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            y = output[0] if isinstance(output, (tuple, list)) else output
+            if layer not in outputs and isinstance(y, Tensor) and y.dim() == _MAP_RANK:
+                outputs[layer] = y.detach().to(device="cpu", dtype=VALUE_DTYPE, copy=True)
+            if len(outputs) == len(named):
+                raise LayerReached
+
+        return hook
+
+    with HandleList() as handles, torch.no_grad():
+        for layer, module in named:
+            handles.append(module.register_forward_hook(hook_for(layer)))
+        try:
+            model(x)
+        except LayerReached:
+            pass
+        except (RuntimeError, MemoryError) as error:
+            raise CheckpointError(
+                f"the checkpoint ranks {name}, but the forward pass fails on it now: "
+                f"{' '.join(str(error).split())[:200]}"
+            ) from error
+    if len(outputs) != len(named):
+        missing = sorted({layer for layer, _ in named} - set(outputs))
+        raise InputError(f"layers {missing} were not reached by the forward pass")
+    return outputs
+
+
+def _close(found: float, value: float) -> bool:
+    return found == value or abs(found - value) <= VERIFY_RTOL * max(1.0, abs(value))
 
 
 def verified_image(dataset: ImageDataset, image_id: int, recorded: bytes, why: str) -> np.ndarray:
