@@ -109,7 +109,7 @@ TAMPERED = {
     "k changed": (_set("state", "k", value=3), r"state k=3"),
     "skipped an unscanned id": (_set("state", "skipped", value=[[12, "x"]]), r"skipped image"),
     "missing state": (_drop("state"), r"lacks its 'state'"),
-    "missing done": (_drop("done"), r"'done' is NoneType"),
+    "missing done": (_drop("done"), r"lacks its 'done'"),
     "missing fingerprint": (_drop("fingerprint"), r"lacks its 'fingerprint'"),
     "missing layers": (_drop("state", "layers"), r"lacks state field 'layers'"),
     "missing digests": (_drop("state", "digests"), r"lacks state field 'digests'"),
@@ -144,7 +144,7 @@ TAMPERED = {
     "a NaN value": (_edit_tensor("0", "values", _assign((1, 1), float("nan"))), r"NaN"),
     "channels changed": (
         _edit_tensor("3", "channels", lambda t: t + 1),
-        r"other maps of layer .3.|the model gives",
+        r"other maps of layer .3.|the model gives|which has 5 maps",
     ),
     "a digest altered": (_flip_digest, r"changed since the scan"),
     "content not hex": (_set("state", "content", value="zz"), r"'content' is not 64 hex"),

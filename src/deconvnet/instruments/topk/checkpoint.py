@@ -154,7 +154,9 @@ def validate(payload: object, header: Mapping[str, Any], path: Path) -> tuple[To
 
 
 def _integer(data: Mapping[str, Any], key: str, where: str, low: int, high: int | None) -> int:
-    value = data.get(key)
+    if key not in data:
+        raise CheckpointError(f"{where} lacks its {key!r}")
+    value = data[key]
     if type(value) is not int:
         raise CheckpointError(f"{where}: {key!r} is {type(value).__name__}, not an int")
     if value < low or (high is not None and value > high):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,6 @@ from deconvnet.inputs.images import preprocess
 from deconvnet.instruments.atomic import remove_stale_temporaries
 from deconvnet.instruments.topk import checkpoint as checkpoints
 from deconvnet.instruments.topk.state import (
-    VALUE_DTYPE,
     LayerTopK,
     TopKState,
     content_sum,
@@ -434,51 +433,65 @@ def _verify_ranked_images(
     :data:`VERIFY_RTOL`, batching changes float rounding) as that map's maximum, reached at the
     ranked position. A checkpoint whose results do not describe this dataset and model is
     refused, not continued."""
-    slots: dict[int, list[tuple[str, int, float, tuple[int, int]]]] = {}
-    for entry in state.entries():
-        slots.setdefault(entry.image_id, []).append(
-            (entry.layer, entry.channel, entry.value, entry.position)
-        )
+    tracked = {name: top.channels for name, top in state.layers.items()}
     for image_id, recorded in state.digests.items():
+        name = dataset.name(image_id)
         pixels = verified_image(dataset, image_id, recorded, "the checkpoint ranked it")
         x = preprocess(pixels, dataset.preprocessing, device)
-        outputs = _layer_outputs(model, named, x, dataset.name(image_id))
-        for layer, channel, value, (y, x_pos) in slots.get(image_id, []):
-            maps = outputs[layer][0]
-            height, width = maps.shape[1:]
-            if channel >= maps.shape[0] or not (0 <= y < height and 0 <= x_pos < width):
-                raise CheckpointError(
-                    f"the checkpoint ranks map {channel} at ({y}, {x_pos}) of layer {layer!r}, "
-                    f"outside its maps {tuple(maps.shape)} for {dataset.name(image_id)}"
-                )
-            found = maps[channel].nan_to_num(nan=-torch.inf)
-            if not (_close(float(found.max()), value) and _close(float(found[y, x_pos]), value)):
-                raise CheckpointError(
-                    f"the checkpoint ranks {dataset.name(image_id)} in map {channel} of layer "
-                    f"{layer!r} with {value:.6g} at ({y}, {x_pos}); the model gives "
-                    f"{float(found[y, x_pos]):.6g} there and {float(found.max()):.6g} at most"
-                )
+        outputs = _tracked_outputs(model, named, x, tracked, name)
+        for layer, top in state.layers.items():
+            maps = outputs[layer]
+            for rank, column in (top.image_ids == image_id).nonzero().tolist():
+                value = float(top.values[rank, column])
+                y, x_pos = top.positions[rank, column].tolist()
+                where = f"map {int(top.channels[column])} of layer {layer!r} at ({y}, {x_pos})"
+                if not (0 <= y < maps.shape[1] and 0 <= x_pos < maps.shape[2]):
+                    raise CheckpointError(
+                        f"the checkpoint ranks {name} in {where}, outside its maps "
+                        f"{tuple(maps.shape[1:])}"
+                    )
+                found = maps[column].nan_to_num(nan=-torch.inf)
+                there, most = float(found[y, x_pos]), float(found.max())
+                if not (_close(there, value) and _close(most, value)):
+                    raise CheckpointError(
+                        f"the checkpoint ranks {name} in {where} with {value:.6g}; the model "
+                        f"gives {there:.6g} there and {most:.6g} at most"
+                    )
 
 
-def _layer_outputs(
-    model: nn.Module, named: list[tuple[str, nn.Module]], x: Tensor, name: str
+def _tracked_outputs(
+    model: nn.Module,
+    named: list[tuple[str, nn.Module]],
+    x: Tensor,
+    tracked: Mapping[str, Tensor],
+    name: str,
 ) -> dict[str, Tensor]:
-    """Copies of the outputs of ``named`` layers for input ``x`` (one forward pass)."""
+    """The ``tracked`` maps (M, H, W) of each layer for the one input ``x``, copied on CPU
+    in the hook (a later in-place ReLU would change them)."""
     outputs: dict[str, Tensor] = {}
 
     def hook_for(layer: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             y = output[0] if isinstance(output, (tuple, list)) else output
-            if layer not in outputs and isinstance(y, Tensor) and y.dim() == _MAP_RANK:
-                outputs[layer] = y.detach().to(device="cpu", dtype=VALUE_DTYPE, copy=True)
-            if len(outputs) == len(named):
+            if layer in outputs or not isinstance(y, Tensor) or y.dim() != _MAP_RANK:
+                return
+            channels = tracked[layer]
+            if int(channels[-1]) >= y.shape[1]:
+                raise CheckpointError(
+                    f"the checkpoint tracks map {int(channels[-1])} of layer {layer!r}, "
+                    f"which has {y.shape[1]} maps"
+                )
+            picked = y.detach()[0].index_select(0, channels.to(y.device))
+            outputs[layer] = picked.to(device="cpu", copy=True)
+            if len(outputs) == len(tracked):
                 raise LayerReached
 
         return hook
 
     with HandleList() as handles, torch.no_grad():
         for layer, module in named:
-            handles.append(module.register_forward_hook(hook_for(layer)))
+            if layer in tracked:
+                handles.append(module.register_forward_hook(hook_for(layer)))
         try:
             model(x)
         except LayerReached:
@@ -488,8 +501,8 @@ def _layer_outputs(
                 f"the checkpoint ranks {name}, but the forward pass fails on it now: "
                 f"{' '.join(str(error).split())[:200]}"
             ) from error
-    if len(outputs) != len(named):
-        missing = sorted({layer for layer, _ in named} - set(outputs))
+    if len(outputs) != len(tracked):
+        missing = sorted(set(tracked) - set(outputs))
         raise InputError(f"layers {missing} were not reached by the forward pass")
     return outputs
 
