@@ -138,6 +138,7 @@ def test_image_mutations_slow() -> None:
     assert report.counts["refused"] > SLOW_CASES // 4
 
 
+@pytest.mark.filterwarnings("ignore:.*:UserWarning:PIL")  # Pillow's notes on damaged tags
 def test_a_scan_over_mutated_files_skips_the_bad_ones_and_ranks_the_rest(tmp_path: Path) -> None:
     """40 mutated files in one folder: the scan ends, every unreadable one is listed with a
     one-line reason, and the ranking equals the brute force over the readable ones."""
