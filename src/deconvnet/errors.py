@@ -47,3 +47,7 @@ class CaffeFormatError(DeconvnetError, ValueError):
 
 class TrainingModeError(InputError):
     """A model whose BatchNorm or Dropout modules are in train mode: call ``model.eval()``."""
+
+
+class CheckpointError(InputError):
+    """A top-k scan checkpoint that is corrupt, tampered with or from another scan."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from deconvnet.caffe import default_preprocessing, load, read_caffemodel, read_p
 from deconvnet.caffe.parse import net_definition
 from deconvnet.errors import CaffeFormatError
 from deconvnet.inputs.preprocessing import Preprocessing
+from tests._fuzz import deadline
 
 CONV_NET = """
 name: "tiny"
@@ -168,3 +170,11 @@ def test_huge_random_init_is_refused(write_net) -> None:
     text = CONV_NET.replace("num_output: 3", "num_output: 2000000000")
     with pytest.raises(CaffeFormatError, match="refusing"):
         load(write_net(text)[0])
+
+
+def test_a_fifo_given_as_a_caffe_file_is_refused_at_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "net.prototxt")
+    with deadline(5.0):
+        for read in (read_prototxt, read_caffemodel):
+            with pytest.raises(CaffeFormatError, match="FIFO"):
+                read(tmp_path / "net.prototxt")

@@ -5,6 +5,8 @@ Oracles: file lists built by hand, ``images.preprocess`` applied directly, NumPy
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,9 @@ from deconvnet.inputs.datasets import (
     collate_by_size,
     open_dataset,
 )
-from deconvnet.inputs.images import load_image, preprocess
+from deconvnet.inputs.images import MAX_NATIVE_SIDE, fit_native_size, load_image, preprocess
 from deconvnet.inputs.preprocessing import Preprocessing
+from tests._fuzz import deadline
 
 SPEC = Preprocessing(input_size=(8, 8), resize_rule="none", mean=(0.5, 0.4, 0.3))
 RNG = np.random.default_rng(3)
@@ -119,3 +122,59 @@ def test_collate_groups_by_size_and_keeps_failures() -> None:
     assert [ids.tolist() for ids, _ in batch.groups] == [[0, 3], [1]]
     torch.testing.assert_close(batch.groups[0][1][1], torch.full((3, 4, 4), 2.0))
     assert batch.groups[1][1].shape == (1, 3, 5, 4)
+
+
+# ---------------------------------------------------------------- robust reading
+
+
+def test_items_carry_the_sha256_of_the_file_bytes(folder: Path) -> None:
+    data = ImageFolder(folder, SPEC)
+    assert data[2].digest == hashlib.sha256((folder / "b.png").read_bytes()).digest()
+    assert data[3].digest is None  # broken.jpg: read, but no pixels, so no ranked digest
+    images = RNG.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    np.savez(folder.parent / "rows.npz", x=images)
+    rows = ArrayDataset(folder.parent / "rows.npz", SPEC)
+    expected = hashlib.sha256(b"(8, 8, 3)\n" + images[1].tobytes()).digest()
+    assert rows[1].digest == expected
+
+
+def test_same_size_swap_changes_the_listing_fingerprint(folder: Path) -> None:
+    """Uncompressed BMPs of one size have one file size: a true same-size photo swap."""
+    before = ImageFolder(folder, SPEC).fingerprint()
+    path = folder / "a" / "z.bmp"
+    size, old = path.stat().st_size, path.read_bytes()
+    _save(path)
+    assert path.stat().st_size == size and path.read_bytes() != old
+    assert ImageFolder(folder, SPEC).fingerprint() != before
+
+
+def test_a_fifo_in_the_folder_is_skipped_at_once(folder: Path) -> None:
+    os.mkfifo(folder / "pipe.png")
+    data = ImageFolder(folder, SPEC)
+    index = data.paths.index("pipe.png")
+    with deadline(5.0):
+        item = data[index]
+        data.fingerprint()
+    assert item.image is None and item.error is not None and "FIFO" in item.error
+
+
+def test_non_utf8_file_names_are_listed_hashed_and_read(tmp_path: Path) -> None:
+    pixels = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    name = os.fsencode(tmp_path) + b"/caf\xe9.png"  # Latin-1, not UTF-8
+    Image.fromarray(pixels).save(tmp_path / "plain.png")
+    with open(name, "wb") as handle:
+        handle.write((tmp_path / "plain.png").read_bytes())
+    data = ImageFolder(tmp_path, SPEC)
+    assert len(data) == 2 and data.fingerprint()
+    odd = next(i for i, path in enumerate(data.paths) if path != "plain.png")
+    torch.testing.assert_close(data[odd].image, preprocess(pixels, SPEC)[0], rtol=0, atol=0)
+    assert os.fsencode(data.name(odd)) == name
+
+
+def test_large_native_images_are_downscaled_as_project_inputs_are(tmp_path: Path) -> None:
+    pixels = RNG.integers(0, 256, (40, 1500, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    data = ImageFolder(tmp_path, SPEC)
+    expected = fit_native_size(pixels, SPEC)[0]
+    assert expected.shape[1] == MAX_NATIVE_SIDE
+    torch.testing.assert_close(data[0].image, preprocess(expected, SPEC)[0], rtol=0, atol=0)

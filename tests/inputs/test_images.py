@@ -379,3 +379,108 @@ def test_bundled_photo_refuses_unknown_names_and_reports_a_broken_install(
     monkeypatch.setattr(images_module, "PHOTO_DIR", tmp_path)
     with pytest.raises(ImageError, match="reinstall"):
         bundled_photo()
+
+
+# ---------------------------------------------------------------- truncated data, any decoder error
+
+
+def _png_bytes(tmp_path: Path) -> bytes:
+    Image.fromarray(_random_rgb(16, 16)).save(tmp_path / "whole.png")
+    return (tmp_path / "whole.png").read_bytes()
+
+
+def test_a_png_missing_its_last_crc_and_iend_is_refused(tmp_path: Path) -> None:
+    """Pillow alone decodes this file without a word; the chunk walk refuses it."""
+    data = _png_bytes(tmp_path)
+    assert data.endswith(b"IEND\xaeB`\x82")
+    path = tmp_path / "cut.png"
+    path.write_bytes(data[:-16])  # the IDAT chunk's CRC and the whole IEND chunk gone
+    with Image.open(path) as plain:
+        plain.load()  # the oracle: Pillow accepts it
+    with pytest.raises(ImageError, match="truncated PNG") as info:
+        load_image(path)
+    assert "\n" not in str(info.value)
+    path.write_bytes(data[:-12])  # only IEND gone
+    with pytest.raises(ImageError, match="truncated PNG"):
+        load_image(path)
+
+
+def test_a_png_with_a_flipped_byte_is_refused_by_its_crc(tmp_path: Path) -> None:
+    data = bytearray(_png_bytes(tmp_path))
+    data[-20] ^= 0x01  # inside the image data
+    path = tmp_path / "flipped.png"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="CRC mismatch in chunk 'IDAT'"):
+        load_image(path)
+
+
+def test_data_after_iend_is_ignored(tmp_path: Path) -> None:
+    """Trailing bytes after IEND are common (appended metadata) and outside the image."""
+    data = _png_bytes(tmp_path)
+    path = tmp_path / "trailing.png"
+    path.write_bytes(data + b"appended")
+    np.testing.assert_array_equal(load_image(path), np.asarray(Image.open(tmp_path / "whole.png")))
+
+
+class _FailingImage:
+    """Stands in for what Image.open returns; its load raises like a broken plugin."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.size = (4, 4)
+
+    def __enter__(self) -> _FailingImage:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        pass
+
+    def load(self) -> None:
+        raise self.error
+
+
+class BLPFormatError(NotImplementedError):
+    """Pillow's BLP plugin raises a NotImplementedError subclass of this name."""
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("Failed to decode image"),  # AVIF
+        BLPFormatError("Unsupported BLP compression"),
+        MemoryError(),  # JPEG 2000 under an address-space limit
+        ZeroDivisionError("division by zero"),
+    ],
+    ids=["RuntimeError", "BLPFormatError", "MemoryError", "ZeroDivisionError"],
+)
+def test_any_exception_from_pillow_is_a_one_line_image_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    path = tmp_path / "odd.img"
+    path.write_bytes(b"whatever")
+    monkeypatch.setattr(images_module.Image, "open", lambda handle: _FailingImage(error))
+    with pytest.raises(ImageError, match="cannot decode image") as info:
+        load_image(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pillow_file_objects_are_not_named_in_messages(tmp_path: Path) -> None:
+    path = tmp_path / "junk.png"
+    path.write_bytes(b"GIF8 not really")
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    assert "BytesIO" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_native_size_inputs_are_downscaled_to_the_side_limit() -> None:
+    """Oracle: Pillow's bilinear resize to the rounded size, called here directly."""
+    wide = _random_rgb(30, 2000)
+    fitted, downscaled = images_module.fit_native_size(wide, TORCHVISION_NONE)
+    side = images_module.MAX_NATIVE_SIDE
+    size = (side, round(30 * side / 2000))
+    expected = np.asarray(Image.fromarray(wide).resize(size, Image.Resampling.BILINEAR))
+    assert downscaled and fitted.shape == (15, side, 3)
+    np.testing.assert_array_equal(fitted, expected)
+    small = _random_rgb(30, 40)
+    assert images_module.fit_native_size(small, TORCHVISION_NONE)[0] is small
+    assert not images_module.fit_native_size(wide, CAFFE_227)[1]  # "exact" resizes anyway

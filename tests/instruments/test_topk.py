@@ -184,7 +184,7 @@ def test_mismatching_checkpoint_is_a_clear_error(array_data, tmp_path: Path) -> 
     with pytest.raises(InputError, match="its model"):
         topk.scan(_nets.float_net(), array_data, ["3"], k=K, checkpoint=checkpoint, resume=True)
     checkpoint.write_bytes(b"garbage")
-    with pytest.raises(InputError, match="cannot read checkpoint"):
+    with pytest.raises(InputError, match="not a top-k scan checkpoint"):
         topk.scan(net, array_data, ["3"], k=K, checkpoint=checkpoint, resume=True)
 
 

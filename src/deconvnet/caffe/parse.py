@@ -17,7 +17,11 @@ import numpy as np
 from google.protobuf import message, text_format
 
 from deconvnet.caffe import schema
-from deconvnet.errors import CaffeFormatError
+from deconvnet.errors import CaffeFormatError, InputError
+from deconvnet.inputs.reading import read_regular_file
+
+MAX_CAFFE_FILE_BYTES = 2**31 - 1
+"""Protocol buffers cannot parse a message of 2 GiB or more; nothing larger is read."""
 
 PHASE_TEST = 1
 """``caffe.Phase.TEST``: a deploy net is instantiated in the test phase."""
@@ -91,10 +95,15 @@ class NetDef:
 
 
 def _read_bytes(path: str | Path) -> bytes:
+    """The file's bytes: a regular file only (a FIFO would block), at most
+    :data:`MAX_CAFFE_FILE_BYTES`."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"Caffe file not found: {path}")
-    return path.read_bytes()
+    try:
+        return read_regular_file(path, MAX_CAFFE_FILE_BYTES, what="Caffe file")
+    except InputError as error:
+        raise CaffeFormatError(str(error)) from error
 
 
 def read_prototxt(path: str | Path) -> Any:

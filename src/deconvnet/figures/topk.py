@@ -129,6 +129,7 @@ def render(
         "images_scanned": index.num_images,
         "images_read": index.state.images_seen,
         "dataset_fingerprint": index.fingerprint,
+        "dataset_content": index.content_fingerprint,
         "contrast": f"{mode}, one display range shared by the {k} projections of each map",
         "skipped": [{"image": name, "error": why} for name, why in index.skipped],
         "sheets": {layer: path.name for layer, path in sheets.items()},

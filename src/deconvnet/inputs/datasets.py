@@ -7,7 +7,17 @@ the model's :class:`~deconvnet.inputs.preprocessing.Preprocessing`
 (:func:`deconvnet.inputs.images.preprocess`).
 
 An unreadable image is never fatal: its item carries the error message instead of pixels,
-and the scan lists it as skipped. :func:`collate_by_size` groups a loader batch by input
+and the scan lists it as skipped. That covers files that are not regular (a FIFO in the
+folder is refused at once, never opened for a blocking read), undecodable, truncated or
+over the pixel limit; images larger than
+:data:`~deconvnet.inputs.images.MAX_NATIVE_SIDE` are downscaled for models that keep
+native sizes, as ``project`` inputs are.
+
+**Content digests**: every item carries the SHA-256 of its stored bytes (the file's bytes,
+or the array row's), computed from the very bytes that were decoded, in the loader worker
+that read them, so fingerprinting by content costs no second pass over the data.
+
+:func:`collate_by_size` groups a loader batch by input
 size, so images that keep their own size (``resize_rule="none"``) are still batched
 whenever sizes repeat (CIFAR-10 at 32x32 batches fully; a folder of assorted photos runs
 in smaller groups, one forward pass per distinct size in the batch).
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,8 +38,9 @@ import torch
 from PIL import Image
 
 from deconvnet.errors import DeconvnetError, InputError
-from deconvnet.inputs.images import load_image, preprocess
+from deconvnet.inputs.images import decode_image, fit_native_size, preprocess, read_image_file
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.inputs.reading import content_digest
 
 ARRAY_SUFFIX = ".npz"
 ARRAY_IMAGES_KEY = "x"
@@ -40,20 +52,24 @@ _HASH_CHUNK = 1 << 20
 
 @dataclass(frozen=True, eq=False)
 class Item:
-    """One dataset entry: ``image`` is (3, H, W) float32, or None with ``error`` set."""
+    """One dataset entry: ``image`` is (3, H, W) float32, or None with ``error`` set;
+    ``digest`` is the SHA-256 of the stored bytes it was decoded from (None when unread)."""
 
     image_id: int
     image: torch.Tensor | None
     error: str | None = None
+    digest: bytes | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class Batch:
     """A loader batch: ``groups`` of ``(image ids (n,), inputs (n, 3, H, W))``, one per size,
-    plus ``failed`` ``(image id, message)`` pairs for items that could not be read."""
+    plus ``failed`` ``(image id, message)`` pairs for items that could not be read, and
+    ``digests`` ``(image id, SHA-256)`` of every item whose bytes were read."""
 
     groups: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     failed: tuple[tuple[int, str], ...]
+    digests: tuple[tuple[int, bytes], ...] = ()
 
     @property
     def size(self) -> int:
@@ -62,7 +78,7 @@ class Batch:
 
 
 class ImageDataset(torch.utils.data.Dataset[Item], ABC):
-    """Base: subclasses provide ``__len__``, :meth:`raw_image`, :meth:`name` and
+    """Base: subclasses provide ``__len__``, :meth:`read`, :meth:`name` and
     :meth:`fingerprint`; items are preprocessed here."""
 
     def __init__(self, preprocessing: Preprocessing) -> None:
@@ -77,8 +93,9 @@ class ImageDataset(torch.utils.data.Dataset[Item], ABC):
         """Number of images."""
 
     @abstractmethod
-    def raw_image(self, image_id: int) -> np.ndarray:
-        """The stored image ``image_id`` as decoded ``(H, W, 3)`` uint8 RGB."""
+    def read(self, image_id: int) -> tuple[np.ndarray, bytes]:
+        """The stored image ``image_id`` decoded to ``(H, W, 3)`` uint8 RGB, and the SHA-256
+        of the stored bytes it came from (may raise)."""
 
     @abstractmethod
     def name(self, image_id: int) -> str:
@@ -86,25 +103,38 @@ class ImageDataset(torch.utils.data.Dataset[Item], ABC):
 
     @abstractmethod
     def fingerprint(self) -> str:
-        """A digest that changes when the dataset's content list changes (for resuming)."""
+        """A digest of the dataset's listing, cheap to recompute (for resuming and projecting);
+        per-image content digests (:meth:`read`) catch what it cannot see."""
+
+    def raw_image(self, image_id: int) -> np.ndarray:
+        """The stored image ``image_id`` as decoded ``(H, W, 3)`` uint8 RGB."""
+        return self.read(image_id)[0]
+
+    def fitted_image(self, image_id: int) -> tuple[np.ndarray, bytes]:
+        """:meth:`read`, downscaled as :func:`~deconvnet.inputs.images.fit_native_size` says:
+        the pixels preprocessing starts from, in scans and projections alike."""
+        pixels, digest = self.read(image_id)
+        return fit_native_size(pixels, self.preprocessing)[0], digest
 
     def input_image(self, image_id: int) -> torch.Tensor:
         """The preprocessed network input ``(1, 3, H, W)`` of ``image_id`` (may raise)."""
-        return preprocess(self.raw_image(image_id), self.preprocessing)
+        return preprocess(self.fitted_image(image_id)[0], self.preprocessing)
 
     def __getitem__(self, image_id: int) -> Item:
         try:
-            image = self.input_image(image_id)[0]
-        except (DeconvnetError, OSError) as error:
+            pixels, digest = self.fitted_image(image_id)
+            image = preprocess(pixels, self.preprocessing)[0]
+        except (DeconvnetError, OSError, MemoryError) as error:
             return Item(image_id, None, " ".join(str(error).split()) or type(error).__name__)
-        return Item(image_id, image)
+        return Item(image_id, image, digest=digest)
 
 
 class ImageFolder(ImageDataset):
     """Every file under ``root`` (recursively) whose suffix Pillow registers as an image.
 
     Order: sorted relative POSIX paths, so the image ids do not depend on the file system.
-    Hidden files and folders (starting with ``.``) are left out.
+    Hidden files and folders (starting with ``.``) are left out. File names that are not
+    valid UTF-8 are kept (as Python's ``surrogateescape`` strings) and hashed as raw bytes.
     """
 
     def __init__(self, root: str | os.PathLike[str], preprocessing: Preprocessing) -> None:
@@ -126,18 +156,27 @@ class ImageFolder(ImageDataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def raw_image(self, image_id: int) -> np.ndarray:
-        return load_image(self.root / self.paths[image_id])
+    def read(self, image_id: int) -> tuple[np.ndarray, bytes]:
+        path = self.root / self.paths[image_id]
+        data = read_image_file(path)
+        return decode_image(data, path), content_digest(data)
 
     def name(self, image_id: int) -> str:
         return str(self.root / self.paths[image_id])
 
     def fingerprint(self) -> str:
-        """SHA-256 over every relative path and file size, in id order."""
-        digest = hashlib.sha256(b"folder\n")
+        """SHA-256 over every relative path (its bytes), file type, size and modification time
+        (ns), in id order: a file swapped for another of the same size changes it."""
+        digest = hashlib.sha256(b"folder/2\n")
         for relative in self.paths:
-            size = (self.root / relative).stat().st_size
-            digest.update(f"{relative}\t{size}\n".encode())
+            digest.update(os.fsencode(relative))
+            try:
+                status = (self.root / relative).stat()
+            except OSError as error:  # a dangling link, a file removed since listing
+                digest.update(f"\tunreadable {error.errno}\n".encode())
+                continue
+            kind = "file" if stat.S_ISREG(status.st_mode) else "other"
+            digest.update(f"\t{kind}\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
         return digest.hexdigest()
 
 
@@ -176,9 +215,11 @@ class ArrayDataset(ImageDataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def raw_image(self, image_id: int) -> np.ndarray:
+    def read(self, image_id: int) -> tuple[np.ndarray, bytes]:
         image: np.ndarray = self.images[image_id]
-        return image.copy()
+        digest = hashlib.sha256(f"{image.shape}\n".encode())
+        digest.update(image.tobytes())
+        return image.copy(), digest.digest()
 
     def name(self, image_id: int) -> str:
         return f"{self.path}[{image_id}]"
@@ -215,6 +256,7 @@ def collate_by_size(items: Sequence[Item]) -> Batch:
     failed = tuple(
         (item.image_id, item.error or "unreadable") for item in items if item.image is None
     )
+    digests = tuple((item.image_id, item.digest) for item in items if item.digest is not None)
     by_size: dict[tuple[int, ...], list[Item]] = {}
     for item in items:
         if item.image is not None:
@@ -226,4 +268,4 @@ def collate_by_size(items: Sequence[Item]) -> Batch:
         )
         for members in by_size.values()
     )
-    return Batch(groups=groups, failed=failed)
+    return Batch(groups=groups, failed=failed, digests=digests)

@@ -18,6 +18,15 @@ All decoding goes through Pillow. The rules chosen here, once, for every caller:
   ``PIL.Image.MAX_IMAGE_PIXELS`` raises :class:`~deconvnet.errors.ImageError` (Pillow itself
   only warns below twice the limit). Truncated files raise too: this module never sets
   ``ImageFile.LOAD_TRUNCATED_IMAGES``.
+* **Truncated or corrupt PNGs are refused**, not loaded: Pillow decodes a PNG cut after its
+  image data (missing its last CRC and ``IEND``) without a word, so every PNG's chunks are
+  walked first; each CRC must match and the file must reach ``IEND``.
+* **Any** exception from Pillow's open, load or conversion (its plugins raise many kinds,
+  e.g. ``RuntimeError`` from AVIF, ``BLPFormatError``, ``MemoryError`` from JPEG 2000) is a
+  bad image: :class:`~deconvnet.errors.ImageError` with one line.
+* Only regular files are read, at most
+  :data:`~deconvnet.inputs.reading.MAX_IMAGE_FILE_BYTES` (:mod:`deconvnet.inputs.reading`):
+  a FIFO or device is refused at once instead of blocking.
 
 Resizing is Pillow's bilinear filter on the 8-bit image (it anti-aliases when shrinking),
 which is what torchvision's transforms do with PIL images; Caffe's demos resized floats with
@@ -26,18 +35,21 @@ scikit-image instead, so "exact" inputs can differ from Caffe's by a few grey le
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from deconvnet.errors import ImageError, InputError
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.inputs.reading import MAX_IMAGE_FILE_BYTES, read_regular_file
 
 MIN_SIDE = 1
 """Smallest side (pixels) :func:`preprocess` accepts unless the caller asks for more."""
@@ -62,17 +74,15 @@ DEFAULT_PHOTO = "chelsea"
 _MAX_8BIT = 255
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-# what Pillow's plugins raise on corrupt or unsupported data
-_DECODE_ERRORS = (
-    UnidentifiedImageError,
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    struct.error,
-    IndexError,
-    KeyError,
-)
+MAX_NATIVE_SIDE = 1024
+"""Fully convolutional models (``resize_rule="none"``) see images as they are, but never
+with a side longer than this: larger ones are downscaled (:func:`fit_native_size`), so a
+9,400-pixel photo does not make a 17 GB forward pass."""
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHUNK_HEADER = 8
+_PNG_CRC = 4
+_PNG_END = b"IEND"
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -89,18 +99,43 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     IsADirectoryError
         ``path`` is a directory.
     ImageError
-        The file is empty, truncated, not an image, in an unsupported format, or larger
-        than ``PIL.Image.MAX_IMAGE_PIXELS``.
+        ``path`` is not a regular file (a FIFO, socket or device), or the file is empty,
+        truncated, corrupt, not an image, in an unsupported format, or larger than
+        ``PIL.Image.MAX_IMAGE_PIXELS`` or :data:`~deconvnet.inputs.reading.MAX_IMAGE_FILE_BYTES`.
     """
+    return decode_image(read_image_file(path), path)
+
+
+def read_image_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of an image file, read without blocking (see :func:`load_image`'s errors)."""
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(f"image file not found: {file}")
     if file.is_dir():
         raise IsADirectoryError(f"expected an image file, got a directory: {file}")
     try:
+        return read_regular_file(file, MAX_IMAGE_FILE_BYTES, what="image file")
+    except InputError as error:
+        raise ImageError(str(error)) from error
+
+
+def decode_image(data: bytes, name: str | os.PathLike[str]) -> np.ndarray:
+    """Decode the bytes of an image file (named ``name`` in errors) as :func:`load_image` does.
+
+    Raises
+    ------
+    ImageError
+        Anything Pillow cannot decode cleanly, a truncated or corrupt PNG, or an image over
+        the pixel limit.
+    """
+    file = Path(name)
+    if data.startswith(_PNG_SIGNATURE):
+        _check_png_chunks(memoryview(data), file)
+    buffer = io.BytesIO(data)
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(file) as opened:
+            with Image.open(buffer) as opened:
                 _check_pixel_limit(opened, file)
                 opened.load()
                 return _to_rgb(ImageOps.exif_transpose(opened))
@@ -108,8 +143,22 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ImageError(f"refusing to decode {file}: {_one_line(exc)}") from exc
-    except _DECODE_ERRORS as exc:
-        raise ImageError(f"cannot decode image {file}: {_one_line(exc)}") from exc
+    except Exception as exc:  # Pillow's plugins raise many kinds on bad data; all mean the same
+        reason = _one_line(exc).replace(f" {buffer!r}", "")  # Pillow names its file object
+        raise ImageError(f"cannot decode image {file}: {reason}") from exc
+
+
+def fit_native_size(image: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, bool]:
+    """``image`` downscaled (bilinear) so no side exceeds :data:`MAX_NATIVE_SIDE` when ``spec``
+    keeps native sizes (``resize_rule="none"``); other rules resize anyway. Also returns
+    whether it was downscaled."""
+    longest = max(image.shape[:2])
+    if spec.resize_rule != "none" or longest <= MAX_NATIVE_SIDE:
+        return image, False
+    factor = MAX_NATIVE_SIDE / longest
+    height = max(1, round(image.shape[0] * factor))
+    width = max(1, round(image.shape[1] * factor))
+    return _resize(image, (height, width)), True
 
 
 def require_min_side(image: np.ndarray, min_side: int, *, what: str = "image") -> None:
@@ -295,6 +344,31 @@ def _check_pixel_limit(image: Image.Image, file: Path) -> None:
             f"refusing to decode {file}: {width}x{height} pixels exceeds the "
             f"decompression-bomb limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)"
         )
+
+
+def _check_png_chunks(data: memoryview, file: Path) -> None:
+    """Walk the chunks after the signature: every CRC must match, and ``IEND`` must come."""
+    offset = len(_PNG_SIGNATURE)
+    while True:
+        header_end = offset + _PNG_CHUNK_HEADER
+        if header_end > len(data):
+            raise ImageError(f"truncated PNG {file}: it ends at byte {len(data)} before IEND")
+        length, kind = struct.unpack(">I4s", data[offset:header_end])
+        end = header_end + length + _PNG_CRC
+        if end > len(data):
+            raise ImageError(
+                f"truncated PNG {file}: chunk {kind.decode('latin-1')!r} at byte {offset} "
+                f"needs {end} bytes, the file has {len(data)}"
+            )
+        (crc,) = struct.unpack(">I", data[end - _PNG_CRC : end])
+        if zlib.crc32(data[offset + 4 : end - _PNG_CRC]) != crc:
+            raise ImageError(
+                f"corrupt PNG {file}: CRC mismatch in chunk {kind.decode('latin-1')!r} "
+                f"at byte {offset}"
+            )
+        if kind == _PNG_END:
+            return
+        offset = end
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

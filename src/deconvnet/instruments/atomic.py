@@ -4,20 +4,39 @@ It lives in the lowest room that writes files (the top-k scan's checkpoint); the
 PNG and JSON writers (:mod:`deconvnet.figures.files`) use it too. A write goes to a new file
 beside its target and is moved into place with ``os.replace``, so a crash or a full disk
 never leaves a half-written file under the name a reader looks for.
+
+A process killed mid-write (SIGKILL) leaves its temporary file behind;
+:func:`remove_stale_temporaries` removes such leftovers of this module's own naming
+(``.<name>.<16 hex digits>.tmp``) at the next run into that folder. A writer holds an
+exclusive ``flock`` on its temporary file while it writes, so a live writer's file (of this
+or another process) is never taken for stale.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import secrets
+import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None  # type: ignore[assignment]
 
 FILE_MODE = 0o666
 """Mode asked for on creation; the umask removes bits from it, as for any ``open()``."""
 
 _NAME_BYTES = 8
+STALE_AFTER_S = 1.0
+"""A lock-free temporary file this old is stale (the gap between creating it and locking it
+is microseconds)."""
+_TEMP_NAME = re.compile(rf"^\..+\.[0-9a-f]{{{2 * _NAME_BYTES}}}\.tmp$", re.DOTALL)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
 
@@ -34,6 +53,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     temp = path.parent / f".{path.name}.{secrets.token_hex(_NAME_BYTES)}.tmp"
     descriptor = os.open(temp, _CREATE, FILE_MODE)
     try:
+        _lock(descriptor)
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
         os.replace(temp, path)
@@ -41,3 +61,57 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
         temp.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` left in ``folder`` when killed.
+
+    Only regular files named like ours, older than :data:`STALE_AFTER_S` and not locked by a
+    writer are removed; a missing or unreadable folder is left alone. Returns what was
+    removed.
+    """
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        path = folder / name
+        if _TEMP_NAME.match(name) and _is_abandoned(path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _is_abandoned(path: Path) -> bool:
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode) or time.time() - status.st_mtime < STALE_AFTER_S:
+            return False
+        return _try_lock(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _lock(descriptor: int) -> None:
+    """Hold an exclusive lock while writing (POSIX; elsewhere age alone marks stale files)."""
+    if fcntl is not None:
+        with contextlib.suppress(OSError):  # a file system without locks: age still counts
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _try_lock(descriptor: int) -> bool:
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -334,3 +334,25 @@ def test_a_file_that_is_the_out_path_is_refused(tmp_path: Path) -> None:
     path.write_text("x")
     with pytest.raises(InputError, match="is a file"):
         output.prepare_output(path, overwrite=True)
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed_before_the_folder_is_checked(
+    tmp_path: Path,
+) -> None:
+    """A SIGKILL mid-write leaves ``.<name>.<16 hex>.tmp``; the next run clears it, in
+    sub-folders too, and the folder then counts as empty. Other files stay."""
+    out = tmp_path / "out"
+    (out / "tiles").mkdir(parents=True)
+    stale = [
+        out / ".manifest.json.0123456789abcdef.tmp",
+        out / "tiles" / ".t.png.00ff00ff00ff00ff.tmp",
+    ]
+    for path in stale:
+        path.write_bytes(b"half")
+        os.utime(path, (1, 1))
+    prepared = output.prepare_output(out, overwrite=False)
+    assert not any(path.exists() for path in stale)
+    assert prepared.before == {}
+    (out / "keep.tmp").write_bytes(b"not ours")
+    with pytest.raises(InputError, match="not empty"):
+        output.prepare_output(out, overwrite=False)

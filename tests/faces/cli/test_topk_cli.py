@@ -6,6 +6,7 @@ Oracle: the library functions called directly with the same options give the sam
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image
 from deconvnet import models, topk
 from deconvnet.faces.cli import main
 from deconvnet.inputs import datasets
+from tests._fuzz import deadline
 
 N_IMAGES = 10
 
@@ -86,3 +88,57 @@ def test_topk_command_exit_codes(
     assert errors and all(
         line.startswith(("deconvnet: error:", "usage:")) or "topk" in line for line in errors
     )
+
+
+def test_bad_files_in_the_folder_are_skipped_and_listed_in_the_manifest(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO (never opened for a blocking read), a 1x1 image, a PNG cut before IEND and a
+    non-UTF-8 name: the scan goes on and the manifest says why each one was skipped."""
+    os.mkfifo(folder / "pipe.png")
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(folder / "dot.png")
+    whole = (folder / "even" / "00.png").read_bytes()
+    (folder / "cut.png").write_bytes(whole[:-16])
+    with open(os.fsencode(folder) + b"/caf\xe9.png", "wb") as handle:
+        handle.write((folder / "odd" / "01.png").read_bytes())
+    out = tmp_path / "out"
+    argv = [
+        "topk", str(folder), "--model", "default", "--weights", "random", "--layers", "conv3",
+        "--k", "2", "--maps", "2", "--out", str(out), "--workers", "0",
+    ]  # fmt: skip
+    with deadline(120.0):
+        assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert f"scanned {N_IMAGES + 5} images (4 skipped)" in captured.out
+    manifest = json.loads((out / "manifest.json").read_text())
+    reasons = {Path(s["image"]).name: s["error"] for s in manifest["skipped"]}
+    assert set(reasons) == {"broken.png", "pipe.png", "dot.png", "cut.png"}
+    assert "FIFO" in reasons["pipe.png"] and "truncated PNG" in reasons["cut.png"]
+    assert "forward pass failed" in reasons["dot.png"]
+
+
+def test_resume_after_a_same_size_swap_is_one_line_and_exit_1(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = [
+        "topk", str(folder), "--model", "default", "--weights", "random", "--layers", "conv1",
+        "--k", "3", "--maps", "2", "--out", str(out), "--workers", "0", "--seed", "1",
+    ]  # fmt: skip
+    torch.manual_seed(0)  # random init: the same weights for both runs
+    assert main(argv) == 0
+    ranked = json.loads((out / "topk_index.json").read_text())["entries"][0]["image"]
+    victim = Path(ranked)
+    before = victim.stat()
+    pixels = np.asarray(Image.open(victim))
+    Image.fromarray(255 - pixels).save(victim.with_suffix(".bmp"))  # a different photo ...
+    swapped = victim.with_suffix(".bmp").read_bytes()
+    victim.with_suffix(".bmp").unlink()
+    data = swapped[: before.st_size].ljust(before.st_size, b"\0")  # ... of the same size
+    victim.write_bytes(data)
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the same mtime
+    capsys.readouterr()
+    torch.manual_seed(0)
+    assert main([*argv, "--resume"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(victim) in err and "changed since the scan" in err

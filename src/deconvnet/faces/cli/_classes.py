@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deconvnet.errors import InputError
+from deconvnet.inputs.reading import read_text_file
 from deconvnet.models._meta import IMAGENET_CATEGORIES
 
 IMAGENET_CLASSES = len(IMAGENET_CATEGORIES)
@@ -13,7 +14,7 @@ IMAGENET_CLASSES = len(IMAGENET_CATEGORIES)
 def read_categories(path: Path) -> tuple[str, ...]:
     """One class per line; a leading WordNet id (``n01440764 tench, Tinca tinca``) is dropped."""
     names = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text_file(path, what="categories file").splitlines():
         text = line.strip()
         if not text:
             continue

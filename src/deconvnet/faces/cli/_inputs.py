@@ -8,13 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from deconvnet.inputs import images
 from deconvnet.inputs.preprocessing import Preprocessing
-
-MAX_SIDE = 1024
-"""Fully convolutional models see photos as they are, but no larger than this (downscaled)."""
 
 
 @dataclass(frozen=True)
@@ -53,13 +49,7 @@ def image_path(given: str | None) -> Path:
 
 def prepare(path: Path, spec: Preprocessing, device: torch.device) -> PreparedImage:
     """Decode ``path`` and preprocess it for the model (``ImageError`` on bad files)."""
-    rgb = images.load_image(path)
-    downscaled = False
-    if spec.resize_rule == "none" and max(rgb.shape[:2]) > MAX_SIDE:
-        factor = MAX_SIDE / max(rgb.shape[:2])
-        size = (max(1, round(rgb.shape[1] * factor)), max(1, round(rgb.shape[0] * factor)))
-        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-        downscaled = True
+    rgb, downscaled = images.fit_native_size(images.load_image(path), spec)
     return PreparedImage(
         path=path,
         tensor=images.preprocess(rgb, spec, device=device),

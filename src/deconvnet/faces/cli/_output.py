@@ -15,6 +15,8 @@ Rules, the same for every such sub-command:
   else in it is refused as above.
 * A run that fails or is interrupted removes the files it wrote (the checkpoint stays, to be
   resumed), so a later run never finds files of ours without their manifest.
+* Temporary files that an earlier run killed mid-write left behind (named by
+  :mod:`deconvnet.instruments.atomic`, not locked by a live writer) are removed first.
 * Each manifest gets a top-level ``files``: the relative names (``/``-separated) of every file
   the run wrote, the manifest itself excluded.
 """
@@ -35,6 +37,7 @@ from typing import Any
 
 from deconvnet.errors import InputError
 from deconvnet.figures.files import write_json
+from deconvnet.instruments.atomic import remove_stale_temporaries
 
 MANIFEST = "manifest.json"
 """Every sub-command's manifest: what it did, and in ``files`` what it wrote."""
@@ -142,6 +145,8 @@ def prepare_output(
     """
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--out {folder} is a file, not a folder")
+    for name in list(_folders(folder)):
+        remove_stale_temporaries(folder / name)
     entries = list(_entries(folder)) if folder.is_dir() else []
     if not entries:
         return _remember(folder, resumable)

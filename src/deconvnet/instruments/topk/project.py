@@ -20,10 +20,10 @@ from torch import Tensor, nn
 from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, Deconvnet
 from deconvnet.engine.receptive import Box, ReceptiveField, receptive_fields
 from deconvnet.engine.selection import Seeds, Selection
-from deconvnet.errors import InputError, SelectionError
+from deconvnet.errors import CheckpointError, InputError, SelectionError
 from deconvnet.inputs.datasets import ImageDataset
 from deconvnet.inputs.images import preprocess, resized_rgb
-from deconvnet.instruments.topk.scan import TopKIndex
+from deconvnet.instruments.topk.scan import TopKIndex, verified_image
 from deconvnet.instruments.topk.state import Entry
 
 Progress = Callable[[int, int | None], None]
@@ -109,7 +109,9 @@ def project(
     Raises
     ------
     InputError
-        ``dataset`` is not the one that was scanned, or an image cannot be read now.
+        ``dataset`` is not the one that was scanned (its listing differs), or an image
+        cannot be read now or its bytes differ from those the scan ranked
+        (:class:`~deconvnet.errors.CheckpointError`).
     """
     if dataset.fingerprint() != index.fingerprint:
         raise InputError("the dataset differs from the one the top-k index was scanned from")
@@ -127,7 +129,13 @@ def project(
     done = 0
     with Deconvnet(model, rule, lrn=lrn, collisions=collisions, batch_size=batch_size) as net:
         for image_id in sorted(by_image):
-            raw = dataset.raw_image(image_id)
+            if image_id not in index.state.digests:
+                raise CheckpointError(
+                    f"the top-k index has no content digest of {dataset.name(image_id)}"
+                )
+            raw = verified_image(
+                dataset, image_id, index.state.digests[image_id], "before projecting"
+            )
             x = preprocess(raw, dataset.preprocessing, device)
             shown = resized_rgb(raw, dataset.preprocessing)
             shape = tuple(x.shape)

@@ -6,27 +6,46 @@ in with one sort per layer and batch (see :mod:`deconvnet.instruments.topk.state
 over maps or images, no activation kept beyond its hook. The forward pass stops as soon
 as every requested layer has produced its output (the model's first call of each layer
 module counts). Loading runs in DataLoader worker processes, overlapping the forward.
+
+**Bad images never stop a scan**: one that cannot be read (not a regular file, corrupt,
+over the pixel limit) or on which the forward pass fails (e.g. a 1x1 image under a stride)
+is recorded in ``skipped`` with its reason, and the scan goes on. A group whose forward
+fails is retried one image at a time, so only the bad image is skipped.
+
+**Resuming checks what it continues**: the checkpoint must pass
+:mod:`~deconvnet.instruments.topk.checkpoint`'s checksum and field checks, the dataset's
+listing fingerprint (names, sizes, modification times) must be unchanged, and every image
+holding a top-k slot is read again and must have the bytes it was ranked with.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from deconvnet.engine import guard
 from deconvnet.engine.engine import resolve_layer
 from deconvnet.engine.hooks import HandleList, LayerReached
-from deconvnet.errors import InputError, SelectionError
+from deconvnet.errors import CheckpointError, DeconvnetError, InputError, SelectionError
 from deconvnet.inputs.datasets import Batch, ImageDataset, collate_by_size
-from deconvnet.instruments.atomic import atomic_write
-from deconvnet.instruments.topk.state import LayerTopK, TopKState
+from deconvnet.inputs.images import preprocess
+from deconvnet.instruments.atomic import remove_stale_temporaries
+from deconvnet.instruments.topk import checkpoint as checkpoints
+from deconvnet.instruments.topk.state import (
+    LayerTopK,
+    TopKState,
+    content_sum,
+    content_term,
+    ranked_digests,
+)
 
 Progress = Callable[[int, int | None], None]
 
@@ -34,7 +53,12 @@ DEFAULT_K = 9
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_CHECKPOINT_EVERY = 50
 """Batches between checkpoints."""
-CHECKPOINT_FORMAT = "deconvnet-topk-checkpoint/1"
+CHECKPOINT_FORMAT = checkpoints.CHECKPOINT_FORMAT
+VERIFY_RTOL = 1e-4
+"""Relative tolerance (against max(1, |value|)) when a resume recomputes ranked values: one
+image alone versus in a batch changes float32 rounding (measured: at most 9e-8 relative for
+the default model's map maxima on CPU, batch of 16 versus one). A ranked value changed by
+less than this cannot be told from rounding and is kept."""
 _MAP_RANK = 4
 _SEED_BYTES = 8
 
@@ -112,7 +136,8 @@ class TopKIndex:
     names : image id -> path (or ``file.npz[i]``) for every image in the top-k and every
         skipped one.
     num_images : images in the scanned set (read or skipped).
-    fingerprint : the dataset's :meth:`~deconvnet.inputs.datasets.ImageDataset.fingerprint`.
+    fingerprint : the dataset's :meth:`~deconvnet.inputs.datasets.ImageDataset.fingerprint`
+        (its listing); :attr:`content_fingerprint` digests the bytes of every image read.
     maps, seed : the map choice as given.
     """
 
@@ -126,6 +151,11 @@ class TopKIndex:
     @property
     def layers(self) -> list[str]:
         return list(self.state.layers)
+
+    @property
+    def content_fingerprint(self) -> str:
+        """Hex digest of the bytes of every scanned image (order-independent, see the state)."""
+        return f"{self.state.content:064x}"
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -172,7 +202,10 @@ def scan(
     Raises
     ------
     InputError
-        Bad options, a checkpoint from another scan, or a forward pass that fails.
+        Bad options, or layers the forward pass does not reach.
+    CheckpointError
+        (an ``InputError``) with ``resume``: a checkpoint that is corrupt, from another
+        scan, inconsistent, or whose ranked images' bytes changed since.
     """
     if k < 1 or batch_size < 1 or workers < 0 or checkpoint_every < 1:
         raise InputError(
@@ -203,8 +236,11 @@ def scan(
         "batch_size": batch_size,
     }
     state, done = TopKState(k=k, layers={}), 0
+    if checkpoint is not None:
+        remove_stale_temporaries(Path(checkpoint).parent)
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         state, done = _load_checkpoint(Path(checkpoint), header)
+        _verify_ranked_images(state, dataset, model, named, torch.device(device))
     recorder = _Recorder(named, choice, seed, k, state)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, order[done:]),
@@ -218,9 +254,9 @@ def scan(
         progress(done, len(order))
     batches = 0
     for batch in loader:
-        with guard.preserved(model):
-            recorder.run(model, batch, torch.device(device), dataset)
         skipped.extend(batch.failed)
+        with guard.preserved(model):
+            skipped.extend(recorder.run(model, batch, torch.device(device), dataset))
         done += batch.size
         batches += 1
         state = recorder.state(done - len(skipped), skipped)
@@ -259,27 +295,67 @@ class _Recorder:
         self.k = k
         self.tops: dict[str, LayerTopK] = dict(state.layers)
         self.checked_calls = False
+        self.digests: dict[int, bytes] = dict(state.digests)
+        self.content = state.content
+        self.checked: set[str] = set()
 
     def state(self, seen: int, skipped: list[tuple[int, str]]) -> TopKState:
         layers = {name: self.tops[name] for name, _ in self.named if name in self.tops}
-        return TopKState(k=self.k, layers=layers, images_seen=seen, skipped=tuple(skipped))
+        self.digests = ranked_digests(layers, self.digests)
+        return TopKState(
+            k=self.k,
+            layers=layers,
+            images_seen=seen,
+            skipped=tuple(skipped),
+            digests=dict(self.digests),
+            content=self.content,
+        )
 
-    def run(self, model: nn.Module, batch: Batch, device: torch.device, dataset: Any) -> None:
+    def run(
+        self, model: nn.Module, batch: Batch, device: torch.device, dataset: Any
+    ) -> list[tuple[int, str]]:
+        """Fold in one batch; return ``(image id, reason)`` of images whose forward failed."""
+        read = dict(batch.digests)
+        self.content = content_sum(
+            [self.content]
+            + [content_term(i, read.get(i)) for ids, _ in batch.groups for i in ids.tolist()]
+            + [content_term(i, read.get(i)) for i, _ in batch.failed]
+        )
+        self.digests.update(read)
+        failed: list[tuple[int, str]] = []
         for image_ids, inputs in batch.groups:
             if not self.checked_calls:  # a reused module's output would be ambiguous
                 for name, module in self.named:
                     guard.require_single_call(model, inputs[:1].to(device), module, name)
                 self.checked_calls = True
-            self._forward(model, image_ids, inputs.to(device), dataset)
+            try:
+                self._forward(model, image_ids, inputs.to(device), dataset)
+            except _ForwardFailed as error:
+                if image_ids.numel() == 1:
+                    failed.append((int(image_ids[0]), str(error)))
+                    continue
+                for slot in range(int(image_ids.numel())):  # find the image(s) at fault
+                    try:
+                        self._forward(
+                            model,
+                            image_ids[slot : slot + 1],
+                            inputs[slot : slot + 1].to(device),
+                            dataset,
+                        )
+                    except _ForwardFailed as single:
+                        failed.append((int(image_ids[slot]), str(single)))
+        return failed
 
     def _forward(self, model: nn.Module, image_ids: Tensor, x: Tensor, dataset: Any) -> None:
+        """One forward pass; the layers' maxima are folded in only if all of it succeeds."""
         pending = {name for name, _ in self.named}
+        reduced: dict[str, tuple[LayerTopK, Tensor, Tensor]] = {}
 
         def hook_for(name: str) -> Callable[[nn.Module, Any, Any], None]:
             def hook(module: nn.Module, inputs: Any, output: Any) -> None:
                 if name not in pending:
                     return
-                self._fold(name, image_ids, output)
+                reduced[name] = self._reduce(name, output)
                 pending.discard(name)
                 if not pending:
                     raise LayerReached
@@ -293,34 +369,45 @@ class _Recorder:
                 model(x)
             except LayerReached:
                 pass
-            except RuntimeError as error:
-                first = dataset.name(int(image_ids[0]))
-                message = " ".join(str(error).split())[:200]
-                raise InputError(
-                    f"forward pass failed on input {tuple(x.shape)} (first image {first}): "
-                    f"{message}"
+            except (RuntimeError, MemoryError) as error:
+                message = " ".join(str(error).split())[:200] or type(error).__name__
+                raise _ForwardFailed(
+                    f"forward pass failed on input {tuple(x.shape)}: {message}"
                 ) from error
         if pending:
             raise InputError(f"layers {sorted(pending)} were not reached by the forward pass")
+        for name, (top, maxima, positions) in reduced.items():
+            self.tops[name] = top.with_batch(image_ids, maxima, positions)
 
-    def _fold(self, name: str, image_ids: Tensor, output: Any) -> None:
+    def _reduce(self, name: str, output: Any) -> tuple[LayerTopK, Tensor, Tensor]:
+        """The layer's top-k so far and this output's per-image maxima and their positions."""
         y = output[0] if isinstance(output, (tuple, list)) else output
         if not isinstance(y, Tensor) or y.dim() != _MAP_RANK:
             shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
             raise InputError(f"layer {name!r} must output feature maps (B, C, H, W), got {shape}")
-        if name not in self.tops:
-            channels = self.choice.resolve(y.shape[1], name, self.seed)
-            self.tops[name] = LayerTopK.empty(channels, self.k)
-        top = self.tops[name]
+        top = self.tops.get(name)
+        if top is None:
+            top = LayerTopK.empty(self.choice.resolve(y.shape[1], name, self.seed), self.k)
         if top.channels.numel() and int(top.channels[-1]) >= y.shape[1]:
             raise InputError(f"layer {name!r} changed its map count to {y.shape[1]}")
+        if name not in self.checked:  # e.g. maps a resumed checkpoint says it tracks
+            if not torch.equal(top.channels, self.choice.resolve(y.shape[1], name, self.seed)):
+                raise CheckpointError(
+                    f"the checkpoint tracks other maps of layer {name!r} than this scan's "
+                    f"--maps {self.choice.describe()}"
+                )
+            self.checked.add(name)
         maps = y.detach()
         if top.channels.numel() != y.shape[1]:  # a subset: every map is tracked otherwise
             maps = maps.index_select(1, top.channels.to(y.device))
         maxima, flat_index = maps.flatten(2).max(dim=2)  # first maximum in row-major order
         width = maps.shape[3]
         positions = torch.stack([flat_index // width, flat_index % width], dim=-1)
-        self.tops[name] = top.with_batch(image_ids, maxima, positions)
+        return top, maxima, positions
+
+
+class _ForwardFailed(DeconvnetError):
+    """The model raised on one group of inputs (the scan skips the images at fault)."""
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -335,30 +422,117 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def _save_checkpoint(path: Path, header: dict[str, Any], state: TopKState, done: int) -> None:
-    """``torch.save`` the scan so far, atomically (see :func:`atomic_write`)."""
-    payload = {**header, "done": done, "state": state.to_dict()}
-    atomic_write(path, lambda handle: torch.save(payload, handle))
+    """Save the scan so far, atomically and signed (see :mod:`.checkpoint`)."""
+    checkpoints.save(path, header, state, done)
 
 
 def _load_checkpoint(path: Path, header: dict[str, Any]) -> tuple[TopKState, int]:
+    """The validated state and ``done`` counter (see :mod:`.checkpoint`)."""
+    return checkpoints.load(path, header)
+
+
+def _verify_ranked_images(
+    state: TopKState,
+    dataset: ImageDataset,
+    model: nn.Module,
+    named: list[tuple[str, nn.Module]],
+    device: torch.device,
+) -> None:
+    """Read every image holding a top-k slot again: its bytes must be those it was ranked
+    with, and one forward pass of it must give each of its ranked values (within
+    :data:`VERIFY_RTOL`, batching changes float rounding) as that map's maximum, reached at the
+    ranked position. A checkpoint whose results do not describe this dataset and model is
+    refused, not continued."""
+    tracked = {name: top.channels for name, top in state.layers.items()}
+    for image_id, recorded in state.digests.items():
+        name = dataset.name(image_id)
+        pixels = verified_image(dataset, image_id, recorded, "the checkpoint ranked it")
+        x = preprocess(pixels, dataset.preprocessing, device)
+        outputs = _tracked_outputs(model, named, x, tracked, name)
+        for layer, top in state.layers.items():
+            maps = outputs[layer]
+            for rank, column in (top.image_ids == image_id).nonzero().tolist():
+                value = float(top.values[rank, column])
+                y, x_pos = top.positions[rank, column].tolist()
+                where = f"map {int(top.channels[column])} of layer {layer!r} at ({y}, {x_pos})"
+                if not (0 <= y < maps.shape[1] and 0 <= x_pos < maps.shape[2]):
+                    raise CheckpointError(
+                        f"the checkpoint ranks {name} in {where}, outside its maps "
+                        f"{tuple(maps.shape[1:])}"
+                    )
+                found = maps[column].nan_to_num(nan=-torch.inf)
+                there, most = float(found[y, x_pos]), float(found.max())
+                if not (_close(there, value) and _close(most, value)):
+                    raise CheckpointError(
+                        f"the checkpoint ranks {name} in {where} with {value:.6g}; the model "
+                        f"gives {there:.6g} there and {most:.6g} at most"
+                    )
+
+
+def _tracked_outputs(
+    model: nn.Module,
+    named: list[tuple[str, nn.Module]],
+    x: Tensor,
+    tracked: Mapping[str, Tensor],
+    name: str,
+) -> dict[str, Tensor]:
+    """The ``tracked`` maps (M, H, W) of each layer for the one input ``x``, copied on CPU
+    in the hook (a later in-place ReLU would change them)."""
+    outputs: dict[str, Tensor] = {}
+
+    def hook_for(layer: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            y = output[0] if isinstance(output, (tuple, list)) else output
+            if layer in outputs or not isinstance(y, Tensor) or y.dim() != _MAP_RANK:
+                return
+            channels = tracked[layer]
+            if int(channels[-1]) >= y.shape[1]:
+                raise CheckpointError(
+                    f"the checkpoint tracks map {int(channels[-1])} of layer {layer!r}, "
+                    f"which has {y.shape[1]} maps"
+                )
+            picked = y.detach()[0].index_select(0, channels.to(y.device))
+            outputs[layer] = picked.to(device="cpu", copy=True)
+            if len(outputs) == len(tracked):
+                raise LayerReached
+
+        return hook
+
+    with HandleList() as handles, torch.no_grad():
+        for layer, module in named:
+            if layer in tracked:
+                handles.append(module.register_forward_hook(hook_for(layer)))
+        try:
+            model(x)
+        except LayerReached:
+            pass
+        except (RuntimeError, MemoryError) as error:
+            raise CheckpointError(
+                f"the checkpoint ranks {name}, but the forward pass fails on it now: "
+                f"{' '.join(str(error).split())[:200]}"
+            ) from error
+    if len(outputs) != len(tracked):
+        missing = sorted(set(tracked) - set(outputs))
+        raise InputError(f"layers {missing} were not reached by the forward pass")
+    return outputs
+
+
+def _close(found: float, value: float) -> bool:
+    return found == value or abs(found - value) <= VERIFY_RTOL * max(1.0, abs(value))
+
+
+def verified_image(dataset: ImageDataset, image_id: int, recorded: bytes, why: str) -> np.ndarray:
+    """Image ``image_id`` as :meth:`~ImageDataset.fitted_image` reads it, if its bytes still
+    have digest ``recorded``; else :class:`CheckpointError` naming it."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds on a corrupt file
-        message = " ".join(str(error).split())[:200]
-        raise InputError(f"cannot read checkpoint {path}: {message}") from error
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path} is not a top-k scan checkpoint")
-    for key, expected in header.items():
-        found = payload.get(key)
-        same = (
-            isinstance(found, Tensor) and torch.equal(found, expected)
-            if isinstance(expected, Tensor)
-            else found == expected
+        pixels, digest = dataset.fitted_image(image_id)
+    except (DeconvnetError, OSError) as error:
+        raise CheckpointError(
+            f"image {dataset.name(image_id)} cannot be read now ({why}): {error}"
+        ) from error
+    if digest != recorded:
+        raise CheckpointError(
+            f"image {dataset.name(image_id)} changed since the scan ({why}): its bytes differ "
+            "from those scanned; scan again"
         )
-        if not same:
-            shown = "the image list" if isinstance(expected, Tensor) else f"{found!r}"
-            raise InputError(
-                f"checkpoint {path} is from another scan: its {key} is {shown}, this scan's "
-                f"differs; delete it or rerun without resume"
-            )
-    return TopKState.from_dict(payload["state"]), int(payload["done"])
+    return pixels

@@ -9,11 +9,17 @@ and the ``k`` entries show ``k`` different images.
 value descending, then image id ascending; within an image the position is the first
 maximum in row-major order (smallest ``(y, x)``), which is also the engine's ``MapMax``.
 NaN activations rank as ``-inf``.
+
+**What was read** travels with the state: the SHA-256 of the stored bytes of every image
+that holds a top-k slot (``digests``, checked again before an image is projected or a scan
+resumed), and ``content``, an order-independent digest of every image the scan read (the
+sum of ``SHA-256(image id, bytes digest)`` modulo 2**256), so shards merge it by addition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -25,7 +31,11 @@ EMPTY_ID = 2**62
 """Image id of an empty slot (fewer than ``k`` images seen); sorts after every real id."""
 VALUE_DTYPE = torch.float64
 """Values are kept in float64 so float32/float16 activations are held exactly."""
+DIGEST_BYTES = 32
+"""SHA-256 digests of the images' stored bytes."""
+CONTENT_MODULUS = 2**256
 _SPATIAL = 2
+_UNREAD = b"unread"
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,6 +146,10 @@ class TopKState:
     layers: dict[str, LayerTopK]
     images_seen: int = 0
     skipped: tuple[tuple[int, str], ...] = field(default_factory=tuple)
+    digests: Mapping[int, bytes] = field(default_factory=dict)
+    """Image id -> SHA-256 of its stored bytes, for every image in some top-k slot."""
+    content: int = 0
+    """Order-independent digest of every image read (see the module docstring)."""
 
     def merge(self, other: TopKState) -> TopKState:
         """The state of one scan over both parts.
@@ -162,6 +176,8 @@ class TopKState:
             layers=layers,
             images_seen=self.images_seen + other.images_seen,
             skipped=tuple(sorted(self.skipped + other.skipped)),
+            digests=ranked_digests(layers, {**self.digests, **other.digests}),
+            content=(self.content + other.content) % CONTENT_MODULUS,
         )
 
     def entries(self) -> Iterator[Entry]:
@@ -184,6 +200,13 @@ class TopKState:
             "images_seen": self.images_seen,
             "skipped": [[image_id, message] for image_id, message in self.skipped],
             "layers": {name: top.to_dict() for name, top in self.layers.items()},
+            "digests": {
+                "image_ids": torch.tensor(sorted(self.digests), dtype=torch.long),
+                "sha256": torch.tensor(
+                    [list(self.digests[i]) for i in sorted(self.digests)], dtype=torch.uint8
+                ).reshape(-1, DIGEST_BYTES),
+            },
+            "content": f"{self.content:064x}",
         }
 
     @classmethod
@@ -192,12 +215,41 @@ class TopKState:
         skipped = data["skipped"]
         if not isinstance(layers, dict) or not isinstance(skipped, list):
             raise InputError("malformed top-k state")
+        digests = data.get("digests", {"image_ids": [], "sha256": []})
+        if not isinstance(digests, dict):
+            raise InputError("malformed top-k state")
         return cls(
             k=int(data["k"]),  # type: ignore[call-overload]
             layers={name: LayerTopK.from_dict(top) for name, top in layers.items()},
             images_seen=int(data["images_seen"]),  # type: ignore[call-overload]
             skipped=tuple((int(i), str(m)) for i, m in skipped),
+            digests={
+                int(i): bytes(row.tolist())
+                for i, row in zip(digests["image_ids"], digests["sha256"], strict=True)
+            },
+            content=int(str(data.get("content", "0")), 16),
         )
+
+
+def ranked_digests(
+    layers: Mapping[str, LayerTopK], digests: Mapping[int, bytes]
+) -> dict[int, bytes]:
+    """``digests`` kept only for the images that hold a top-k slot in ``layers``."""
+    ranked: set[int] = set()
+    for top in layers.values():
+        ranked.update(torch.unique(top.image_ids).tolist())
+    return {i: digests[i] for i in sorted(ranked - {EMPTY_ID}) if i in digests}
+
+
+def content_term(image_id: int, digest: bytes | None) -> int:
+    """One image's share of :attr:`TopKState.content` (``digest`` None: not read)."""
+    token = hashlib.sha256(image_id.to_bytes(8, "little", signed=True) + (digest or _UNREAD))
+    return int.from_bytes(token.digest(), "little")
+
+
+def content_sum(terms: Iterable[int]) -> int:
+    """Fold :func:`content_term` values into a :attr:`TopKState.content`."""
+    return sum(terms) % CONTENT_MODULUS
 
 
 def _check_disjoint(ids: Tensor) -> None:

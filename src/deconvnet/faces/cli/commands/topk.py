@@ -164,6 +164,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             "seed": args.seed,
             "index": result.index_file.name,
             "checkpoint": CHECKPOINT_FILE,
+            "skipped": [{"image": name, "error": why} for name, why in index.skipped],
         }
     )
     return 0
