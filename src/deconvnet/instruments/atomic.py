@@ -48,7 +48,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
         os.replace(temp, path)
     except OSError as error:
         temp.unlink(missing_ok=True)
-        if error.filename is None:  # a failed write() names no file: name the target
+        if error.errno is not None and error.filename is None:  # write() names no file
             raise OSError(error.errno, error.strerror, os.fspath(path)) from error
         raise
     except BaseException:
