@@ -5,15 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from deconvnet.errors import InputError
+from deconvnet.faces.cli._numbers import whole_number
 from deconvnet.models._meta import IMAGENET_CATEGORIES
 
 IMAGENET_CLASSES = len(IMAGENET_CATEGORIES)
 
 
 def read_categories(path: Path) -> tuple[str, ...]:
-    """One class per line; a leading WordNet id (``n01440764 tench, Tinca tinca``) is dropped."""
+    """One class per line; a leading WordNet id (``n01440764 tench, Tinca tinca``) is dropped.
+
+    A file that is not UTF-8 text (a binary given by mistake) is refused in one line."""
+    raw = path.read_bytes()
+    try:
+        if b"\0" in raw:
+            raise ValueError("it holds NUL bytes")
+        text_of_file = raw.decode("utf-8")
+    except ValueError as error:  # UnicodeDecodeError is a ValueError
+        reason = "it is not UTF-8" if isinstance(error, UnicodeDecodeError) else str(error)
+        raise InputError(
+            f"--categories {path} is not a text file of class names ({reason})"
+        ) from None
     names = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text_of_file.splitlines():
         text = line.strip()
         if not text:
             continue
@@ -46,8 +59,11 @@ def parse_label(text: str | None, names: tuple[str, ...] | None, num_outputs: in
     """``--label``: a class index or a class name (whole name or its part before a comma)."""
     if text is None:
         return None
-    if text.strip().isdigit():
-        index = int(text)
+    try:
+        index = whole_number(text.strip())
+    except ValueError:
+        index = None
+    if index is not None:
         if index >= num_outputs:
             raise InputError(f"--label {index} out of range: the model has {num_outputs} classes")
         return index

@@ -127,12 +127,23 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
 
 
 def _device(text: str) -> torch.device:
+    """``--device`` as a device this torch build and machine can run on: cpu, or cuda[:N].
+
+    ``torch.device`` accepts any type it knows (``mps``, ``meta``, ``xpu`` …) whether or not
+    this build has it; a model moved there would fail later with a traceback."""
     try:
         device = torch.device(text)
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         raise InputError(f"unknown device {text!r}; use cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type == "cpu" and device.index in (None, 0):
+        return device
+    if device.type != "cuda":
+        raise InputError(f"--device {text} is not supported; use cpu or cuda[:N]")
+    if not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but CUDA is not available here")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise InputError(f"--device {text}: this machine has {count} CUDA device(s)")
     return device
 
 

@@ -33,6 +33,8 @@ DEFAULT_K = 9
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_CHECKPOINT_EVERY = 50
 """Batches between checkpoints."""
+MAX_COUNT_DIGITS = 12
+"""``maps`` counts are ASCII digits (``isdigit()`` alone accepts ``١٢``), at most this many."""
 CHECKPOINT_FORMAT = "deconvnet-topk-checkpoint/1"
 _MAP_RANK = 4
 _SEED_BYTES = 8
@@ -61,10 +63,11 @@ class MapChoice:
             text = maps.strip().lower()
             if text == "all":
                 return cls("all")
-            if text.isdigit():
-                return cls._counted("first", int(text))
-            if text.startswith("random:") and text[len("random:") :].isdigit():
-                return cls._counted("random", int(text[len("random:") :]))
+            kind, colon, count = text.rpartition(":")
+            if (kind == "random" or not colon) and count.isascii() and count.isdigit():
+                if len(count) > MAX_COUNT_DIGITS:  # far more maps than any layer has
+                    raise SelectionError(f"maps count {maps!r} is too large")
+                return cls._counted("random" if colon else "first", int(count))
             raise SelectionError(f"maps must be 'all', N or 'random:N', got {maps!r}")
         channels = tuple(int(c) for c in maps)
         if not channels or min(channels) < 0 or len(set(channels)) != len(channels):

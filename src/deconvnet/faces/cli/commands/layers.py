@@ -7,6 +7,7 @@ import argparse
 from deconvnet.engine.receptive import layer_table
 from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._numbers import MAX_SIDE, int_in
 
 NAME_WIDTH = 28
 
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_model_arguments(parser)
     parser.add_argument(
         "--size",
-        type=int,
+        type=int_in(1, MAX_SIDE),
         nargs=2,
         metavar=("H", "W"),
         default=None,

@@ -14,6 +14,7 @@ from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import add_full_frame_argument, image_paths, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._numbers import MAX_BATCH, int_in
 from deconvnet.faces.cli._output import (
     MANIFEST,
     OutputFolder,
@@ -120,7 +121,10 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"overlapping unpooling (default: {DEFAULT_POLICY.collisions})",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="reverse passes run at once"
+        "--batch-size",
+        type=int_in(1, MAX_BATCH),
+        default=DEFAULT_BATCH_SIZE,
+        help="reverse passes run at once",
     )
 
 
