@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from deconvnet.engine import layer_types, windowed
 from deconvnet.engine.compat import preset
-from deconvnet.engine.hooks import HandleList, LayerReached
+from deconvnet.engine.hooks import HandleList, LayerReached, model_lock
 from deconvnet.engine.policies import ModuleTracker, ReversePolicy, RuleMode
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
@@ -101,6 +101,15 @@ class Deconvnet:
     compat : ``"caffe-deconvnet"`` reproduces the old Caffe demo exactly (sets rule
         ``none``, lrn ``reapply``, collisions ``overwrite``; see :mod:`deconvnet.engine.compat`).
 
+    Threads: calls may come from several threads. Calls on one model take its
+    :func:`~deconvnet.engine.hooks.model_lock` and run one at a time (hooks are attached to
+    the model's modules, where every thread would see them); different models run in
+    parallel.
+
+    Non-finite numbers: a NaN or infinite input, or a layer whose output turns non-finite
+    on the way up, is an :class:`~deconvnet.errors.InputError` naming the input or the first
+    such layer, never a NaN picture.
+
     Examples
     --------
     >>> with Deconvnet(model) as net:                       # doctest: +SKIP
@@ -145,8 +154,11 @@ class Deconvnet:
     def layer_output(self, x: Tensor, layer: str | nn.Module) -> Tensor:
         """The layer's forward output for ``x`` (B, C, ...), without a reverse pass."""
         name, module = resolve_layer(self.model, layer)
-        with torch.no_grad():
-            return self._forward_to(self._check_input(x), name, module).detach()
+        x = self._check_input(x)
+        with model_lock(self.model), torch.no_grad():
+            output = self._forward_to(x, name, module).detach()
+            self._check_finite(output, x, name, module)
+        return output
 
     def project(
         self,
@@ -181,8 +193,23 @@ class Deconvnet:
             raise TypeError(f"select must be a Selection such as TopMaps(9), got {select!r}")
         name, module = resolve_layer(self.model, layer)
         x = self._check_input(x)
+        with model_lock(self.model):
+            return self._project(x, name, module, select, progress, switches)
+
+    def _project(
+        self,
+        x: Tensor,
+        name: str,
+        module: nn.Module,
+        select: Selection,
+        progress: Callable[[int, int | None], None] | None,
+        switches: Mapping[str, Tensor] | None,
+    ) -> Projection:
+        """:meth:`project` once the model's lock is held."""
         fast = switches is None and not select.joint
         chain = windowed.plan(self.model, x, module, self.policy) if fast else None
+        if chain is not None:
+            self._check_finite(chain.output, x, name, module)
         seeds = select.resolve(chain.output) if chain is not None else None
         if chain is not None and seeds is not None and seeds.positions is not None:
             images = self._reverse_windowed(chain, seeds, x.shape, progress)
@@ -193,9 +220,15 @@ class Deconvnet:
                     "tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]",
                     torch.func.vjp(lambda inp: self._forward_to(inp, name, module, switches), x),
                 )
+                self._check_finite(y, x, name, module)
                 seeds = select.resolve(y)
                 images = self._reverse(pullback, y, seeds, progress)
                 layer_shape = tuple(y.shape[1:])
+        if not bool(torch.isfinite(images).all()):
+            raise InputError(
+                f"the reverse pass from layer {name!r} gave NaN or infinite values (weights "
+                "that overflow on the way down?)"
+            )
         return Projection(
             images=images,
             channels=seeds.channels,
@@ -275,10 +308,22 @@ class Deconvnet:
             raise InputError(
                 f"input must be a non-empty batch (B, C, ...), got shape {tuple(x.shape)}"
             )
+        if not bool(torch.isfinite(x).all()):
+            raise InputError(f"the input holds {_non_finite_count(x)}; give finite values")
         param = next(self.model.parameters(), None)
         if param is not None and param.device != x.device:
             x = x.to(param.device)
         return x.detach()
+
+    def _check_finite(self, output: Tensor, x: Tensor, name: str, module: nn.Module) -> None:
+        """Refuse a layer output with NaN/Inf, naming the first layer whose output has them."""
+        if bool(torch.isfinite(output).all()):
+            return
+        first = _first_non_finite_layer(self.model, x, module) or name
+        raise InputError(
+            f"layer {first!r} gives non-finite values ({_non_finite_count(output)} at "
+            f"layer {name!r}) for this finite input: the weights or the input's scale overflow"
+        )
 
     def _forward_to(
         self,
@@ -326,6 +371,39 @@ class Deconvnet:
         return output
 
 
+def _non_finite_count(values: Tensor) -> str:
+    nan = int(torch.isnan(values).sum())
+    infinite = int(torch.isinf(values).sum())
+    return f"{nan} NaN and {infinite} infinite values of {values.numel()}"
+
+
+def _first_non_finite_layer(model: nn.Module, x: Tensor, target: nn.Module) -> str | None:
+    """The first module (in the order outputs are made) whose output is not finite.
+
+    A diagnostic forward pass, run only after a non-finite layer output was found; it stops
+    at ``target``. ``None`` when no module output is non-finite before the target's (the
+    values came from code in ``forward()`` itself)."""
+    names = {module: name for name, module in model.named_modules() if name}
+    found: list[str] = []
+
+    def check(module: nn.Module, inputs: Any, output: Any) -> None:
+        if not found and isinstance(output, Tensor) and not bool(torch.isfinite(output).all()):
+            found.append(names[module])
+        if module is target:
+            raise LayerReached
+
+    with HandleList() as handles, torch.no_grad():
+        for module in names:
+            handles.append(module.register_forward_hook(check))
+        try:
+            model(x)
+        except LayerReached:
+            pass
+        except RuntimeError:  # the first pass ran up to the target; a diagnostic may not
+            pass
+    return found[0] if found else None
+
+
 def _first_tensor(output: Any, name: str) -> Tensor:
     if isinstance(output, Tensor):
         return output
@@ -360,7 +438,7 @@ def _field_tracer(
 ) -> Callable[[], ReceptiveField | None]:
     """Deferred: tracing fields costs a forward pass, and most callers never draw."""
 
-    def trace() -> ReceptiveField | None:
+    def trace() -> ReceptiveField | None:  # receptive_fields takes the model's lock
         if len(shape) != _IMAGE_RANK:
             return None
         try:
