@@ -7,6 +7,7 @@ OverflowError, or loaded and then failed in forward or allocated 120 GB.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,3 +113,17 @@ def test_the_cli_gives_one_line(write_net: NetWriter, capsys: pytest.CaptureFixt
     assert main(["layers", "--caffe", str(prototxt)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("deconvnet: error: input 'data'") and len(err.splitlines()) == 1
+
+
+def test_non_finite_caffemodel_values_are_refused(write_net: NetWriter) -> None:
+    weight = np.ones((2, 3, 3, 3), np.float32)
+    weight[1, 2, 0, 0] = np.nan
+    weight[0, 0, 1, 1] = np.inf
+    prototxt, caffemodel = write_net(
+        'input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+        'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+        "convolution_param { num_output: 2 kernel_size: 3 } }",
+        {"conv1": [weight, np.zeros(2, np.float32)]},
+    )
+    with pytest.raises(CaffeFormatError, match=r"'conv1' \(Convolution\) blob 0: 2 of its 54"):
+        load(prototxt, caffemodel)
