@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,3 +85,30 @@ def test_the_lock_is_per_model_and_reentrant() -> None:
         assert others.submit(lambda: model_lock(second).acquire(timeout=5)).result()
         assert not others.submit(lambda: model_lock(first).acquire(timeout=0.1)).result()
         others.shutdown()
+
+
+def _waits_for_the_lock(model: nn.Module, call: Callable[[], object]) -> None:
+    """``call`` blocks while another thread holds the model's lock, then completes."""
+    results: list[object] = []
+    worker = threading.Thread(target=lambda: results.append(call()))
+    with model_lock(model):
+        worker.start()
+        worker.join(timeout=0.3)
+        assert worker.is_alive()  # waiting for the lock
+    worker.join(timeout=60)
+    assert not worker.is_alive() and len(results) == 1  # finished, without raising
+
+
+def test_instruments_that_hook_the_model_take_its_lock(tmp_path: Path) -> None:
+    from deconvnet.instruments.occlusion import Occluder, occlude
+    from deconvnet.instruments.sanity import split_layers
+    from deconvnet.instruments.topk.scan import scan
+    from tests import _datasets
+
+    classifier = _nets.quadrant_classifier()
+    x = torch.rand(1, 1, 32, 32)
+    occluder = Occluder(16, 16, fill=0.0)
+    _waits_for_the_lock(classifier, lambda: occlude(classifier, x, "0", occluder))
+    _waits_for_the_lock(classifier, lambda: split_layers(classifier, x, "0"))
+    net, data = _nets.tie_net(), _datasets.tie_images(tmp_path)
+    _waits_for_the_lock(net, lambda: scan(net, data, ["0"], k=2, workers=0))

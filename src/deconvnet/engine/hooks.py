@@ -8,11 +8,17 @@ hooks are in place.
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
-from typing import Protocol
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from torch import nn
+
+P = ParamSpec("P")
+R = TypeVar("R")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 _LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -31,6 +37,19 @@ def model_lock(model: nn.Module) -> threading.RLock:
         if lock is None:
             lock = _LOCKS[model] = threading.RLock()
         return lock
+
+
+def holding_model_lock(
+    function: Callable[Concatenate[ModuleT, P], R],
+) -> Callable[Concatenate[ModuleT, P], R]:
+    """Decorate an entry point whose first argument is the model: it runs under its lock."""
+
+    @functools.wraps(function)
+    def locked(model: ModuleT, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with model_lock(model):
+            return function(model, *args, **kwargs)
+
+    return locked
 
 
 class RemovableHandle(Protocol):

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from deconvnet.engine.engine import resolve_layer
-from deconvnet.engine.hooks import HandleList, LayerReached
+from deconvnet.engine.hooks import HandleList, LayerReached, holding_model_lock
 from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.datasets import Batch, ImageDataset, collate_by_size
 from deconvnet.instruments.atomic import atomic_write
@@ -135,6 +135,7 @@ class TopKIndex:
         return [(self.names.get(i, str(i)), message) for i, message in self.state.skipped]
 
 
+@holding_model_lock  # its hooks would be seen by other threads using the model
 def scan(
     model: nn.Module,
     dataset: ImageDataset,
