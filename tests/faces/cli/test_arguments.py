@@ -6,6 +6,7 @@ Issue 11, point 9: each case was a traceback or a number the user did not mean.
 from __future__ import annotations
 
 import argparse
+import random
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,47 @@ def test_a_binary_categories_file_on_the_command_line(
     assert main(["occlude", "--categories", str(path), "--size", "16", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("deconvnet: error: --categories") and len(err.splitlines()) == 1
+
+
+FUZZ_CASES = 400
+FUZZ_ALPHABET = "0123456789-+_.eE ١٢٣\u00a0\u2007xX\t"
+
+
+def _numeric_options() -> list[tuple[list[str], argparse.Action]]:
+    """(argv that reaches the option, action) for every option with a ranged ``type``."""
+    prefix = {"topk": TOPK, "layers": ["layers"]}
+    found = []
+    for name, action in _actions():
+        if action.option_strings and getattr(action.type, "__name__", "").startswith("int_"):
+            found.append((prefix.get(name, [name, "--out", "o"]), action))
+    return found
+
+
+def test_fuzzed_numbers_parse_in_range_or_are_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Random strings of digits, signs, separators and non-ASCII digits: each option either
+    gets an in-range int equal to the ASCII digits given, or argparse refuses it (exit 2)."""
+    rng = random.Random(11)
+    parser = build_parser()
+    options = _numeric_options()
+    assert len(options) >= 12
+    accepted = refused = 0
+    for case in range(FUZZ_CASES):
+        argv, action = options[case % len(options)]
+        text = "".join(rng.choice(FUZZ_ALPHABET) for _ in range(rng.randrange(1, 25)))
+        if case % 4 == 0:
+            text = str(rng.randrange(-5, 10 ** rng.randrange(1, 6)))
+        values = [text] * (action.nargs if isinstance(action.nargs, int) else 1)
+        try:
+            args = parser.parse_args([*argv, action.option_strings[0], *values])
+        except SystemExit as stop:
+            assert stop.code == 2
+            refused += 1
+            continue
+        value = getattr(args, action.dest)
+        got = value[0] if isinstance(value, list) else value
+        assert text.isascii() and text.isdigit() and got == int(text), (text, got)
+        accepted += 1
+    capsys.readouterr()
+    assert accepted > 20 and refused > 200  # both sides were exercised
