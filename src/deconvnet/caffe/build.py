@@ -23,6 +23,15 @@ Shape = tuple[int, ...]
 SPATIAL_AXES = 2
 IMAGE_AXES = 4
 
+MAX_WINDOW = 4096
+"""Largest kernel, stride, pad, dilation or LRN size: far above any published net's (11)."""
+MAX_CHANNELS = 1 << 20
+"""Largest ``num_output`` or ``group``: far above any published net's (4096 fc units)."""
+MAX_BLOB_ELEMENTS = 1 << 30
+"""Values in one blob (a top or a parameter): 4 GiB of float32; larger is refused at load."""
+MAX_INPUT_PIXELS = 4096 * 4096
+"""H x W of a declared input: ``project`` and the datasets downscale photos below this."""
+
 
 @dataclass
 class Built:
@@ -59,7 +68,27 @@ def _image(layer: LayerDef, shape: Shape) -> Shape:
 
 
 def _pair(layer: LayerDef, p: Any, name: str, default: int | None) -> tuple[int, int]:
-    """Caffe's kernel/stride/pad/dilation: ``name_h``/``name_w`` or one or two values."""
+    """Caffe's kernel/stride/pad/dilation, each at most :data:`MAX_WINDOW`."""
+    pair = _given_pair(layer, p, name, default)
+    if max(pair) > MAX_WINDOW:
+        raise _fail(layer, f"{name} {pair} is over {MAX_WINDOW}")
+    return pair
+
+
+def _at_most(layer: LayerDef, field_name: str, value: int, limit: int) -> int:
+    if value > limit:
+        raise _fail(layer, f"{field_name} {value} is over {limit}")
+    return value
+
+
+def _finite(layer: LayerDef, field_name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise _fail(layer, f"{field_name} must be a finite number, got {value}")
+    return float(value)
+
+
+def _given_pair(layer: LayerDef, p: Any, name: str, default: int | None) -> tuple[int, int]:
+    """``name_h``/``name_w`` or one or two values of ``name``."""
     has_hw = p.HasField(f"{name}_h") or p.HasField(f"{name}_w") if name != "dilation" else False
     if has_hw:
         if not (p.HasField(f"{name}_h") and p.HasField(f"{name}_w")) and name == "kernel":
@@ -88,7 +117,8 @@ def _convolution(layer: LayerDef, bottoms: list[Shape], transposed: bool) -> Bui
     stride = _pair(layer, p, "stride", 1)
     pad = _pair(layer, p, "pad", 0)
     dilation = _pair(layer, p, "dilation", 1)
-    out, group = int(p.num_output), int(p.group)
+    out = _at_most(layer, "num_output", int(p.num_output), MAX_CHANNELS)
+    group = _at_most(layer, "group", int(p.group), MAX_CHANNELS)
     if p.axis not in (1, -3):
         raise _fail(layer, f"only axis 1 (channels) is supported, got {p.axis}")
     if min(*kernel, *stride, *dilation, out, group) < 1:
@@ -172,9 +202,11 @@ def _pooling(layer: LayerDef, bottoms: list[Shape]) -> Built:
 def _lrn(layer: LayerDef, bottoms: list[Shape]) -> Built:
     p = layer.params.lrn_param
     _image(layer, bottoms[0])
-    size = int(p.local_size)
+    size = _at_most(layer, "local_size", int(p.local_size), MAX_WINDOW)
     if size < 1 or size % 2 == 0:
         raise _fail(layer, f"local_size must be odd (Caffe's rule), got {size}")
+    for name in ("alpha", "beta", "k"):
+        _finite(layer, name, getattr(p, name))
     if p.norm_region == 0:  # ACROSS_CHANNELS: torch also divides alpha by size
         module: nn.Module = nn.LocalResponseNorm(size, alpha=p.alpha, beta=p.beta, k=p.k)
     else:
@@ -186,7 +218,8 @@ def _inner_product(layer: LayerDef, bottoms: list[Shape]) -> Built:
     p = layer.params.inner_product_param
     shape = bottoms[0]
     axis = _axis(layer, p.axis, len(shape))
-    in_features, out = math.prod(shape[axis:]), int(p.num_output)
+    in_features = math.prod(shape[axis:])
+    out = _at_most(layer, "num_output", int(p.num_output), MAX_CHANNELS)
     if out < 1:
         raise _fail(layer, "num_output must be >= 1")
     module = layers.InnerProduct(in_features, out, bias=p.bias_term, axis=axis)
@@ -202,7 +235,7 @@ def _inner_product(layer: LayerDef, bottoms: list[Shape]) -> Built:
 
 
 def _relu(layer: LayerDef, bottoms: list[Shape]) -> Built:
-    slope = layer.params.relu_param.negative_slope
+    slope = _finite(layer, "negative_slope", layer.params.relu_param.negative_slope)
     return Built(nn.LeakyReLU(slope) if slope else nn.ReLU(), [bottoms[0]])
 
 
@@ -242,7 +275,7 @@ def _eltwise(layer: LayerDef, bottoms: list[Shape]) -> Built:
     operation = (
         p.DESCRIPTOR.fields_by_name["operation"].enum_type.values_by_number[p.operation].name
     )
-    coefficients = tuple(p.coeff) or None
+    coefficients = tuple(_finite(layer, "coeff", c) for c in p.coeff) or None
     if coefficients and (operation != "SUM" or len(coefficients) != len(bottoms)):
         raise _fail(
             layer,
@@ -300,6 +333,8 @@ def _batch_norm(layer: LayerDef, bottoms: list[Shape]) -> Built:
         raise _fail(layer, f"needs a 2-D or 4-D bottom, got shape {shape}")
     channels = shape[1]
     cls = nn.BatchNorm2d if len(shape) == IMAGE_AXES else nn.BatchNorm1d
+    if _finite(layer, "eps", p.eps) < 0:
+        raise _fail(layer, f"eps must be >= 0, got {p.eps}")
     global_stats = p.use_global_stats if p.HasField("use_global_stats") else True
     module = cls(channels, eps=p.eps, affine=False, track_running_stats=global_stats)
     blobs: list[Shape] = [(channels,), (channels,), (1,)]
@@ -328,6 +363,32 @@ def _same(factory: Callable[[LayerDef], nn.Module]) -> Callable[[LayerDef, list[
     return lambda layer, bottoms: Built(factory(layer), [bottoms[0]])
 
 
+def _dropout(layer: LayerDef, bottoms: list[Shape]) -> Built:
+    """Caffe requires ``0 <= dropout_ratio < 1`` (it scales by ``1 / (1 - ratio)``)."""
+    ratio = layer.params.dropout_param.dropout_ratio
+    if not 0 <= ratio < 1:  # NaN fails too
+        raise _fail(layer, f"dropout_ratio must be in [0, 1), got {ratio}")
+    return Built(nn.Dropout(ratio), [bottoms[0]])
+
+
+def check_blob(where: str, what: str, shape: Shape) -> None:
+    """Refuse a blob shape whose size is over :data:`MAX_BLOB_ELEMENTS` (``where``: the layer)."""
+    if math.prod(shape) > MAX_BLOB_ELEMENTS:
+        raise CaffeFormatError(
+            f"{where}: {what} of shape {shape} would hold {math.prod(shape)} values, over "
+            f"{MAX_BLOB_ELEMENTS}; refusing to allocate"
+        )
+
+
+def check_input(where: str, shape: Shape) -> None:
+    """A declared input: its H x W within :data:`MAX_INPUT_PIXELS`, its size a blob's."""
+    if len(shape) == IMAGE_AXES and shape[2] * shape[3] > MAX_INPUT_PIXELS:
+        raise CaffeFormatError(
+            f"{where}: input {shape[2]}x{shape[3]} is over the {MAX_INPUT_PIXELS}-pixel budget"
+        )
+    check_blob(where, "input", shape)
+
+
 def _split(layer: LayerDef, bottoms: list[Shape]) -> Built:
     return Built(layers.Split(), [bottoms[0]] * len(layer.tops), kind="split")
 
@@ -342,7 +403,7 @@ BUILDERS: dict[str, Callable[[LayerDef, list[Shape]], Built]] = {
     "PReLU": _prelu,
     "Sigmoid": _same(lambda _: nn.Sigmoid()),
     "TanH": _same(lambda _: nn.Tanh()),
-    "Dropout": _same(lambda layer: nn.Dropout(layer.params.dropout_param.dropout_ratio)),
+    "Dropout": lambda layer, bottoms: _dropout(layer, bottoms),
     "Softmax": _softmax,
     "Concat": _concat,
     "Eltwise": _eltwise,

@@ -112,6 +112,7 @@ def _input_layer(layer: LayerDef, shapes: dict[str, tuple[int, ...]]) -> None:
         dims = tuple(int(d) for d in declared[index if len(declared) > 1 else 0].dim)
         if not dims or min(dims) < 1:
             raise CaffeFormatError(f"Input layer {layer.name!r}: shape {dims} needs dims >= 1")
+        build.check_input(f"Input layer {layer.name!r} top {top!r}", dims)
         shapes[top] = dims
 
 
@@ -196,6 +197,8 @@ def load(
     raw = read_prototxt(prototxt)
     definition = net_definition(raw)
     model_blobs = weight_blobs(read_caffemodel(caffemodel)) if caffemodel is not None else {}
+    for blob, shape in definition.inputs.items():
+        build.check_input(f"input {blob!r}", shape)
     shapes: dict[str, tuple[int, ...]] = dict(definition.inputs)
     inputs = dict(definition.inputs)
     steps: list[Step] = []
@@ -226,6 +229,10 @@ def load(
                     f"{where}: bottom blob {missing[0]!r} is not produced by any earlier layer"
                 )
             built = builder(layer, [shapes[b] for b in layer.bottoms])
+            for top, top_shape in zip(layer.tops, built.tops, strict=True):
+                build.check_blob(where, f"top {top!r}", top_shape)
+            for i, blob_shape in enumerate(built.blob_shapes):
+                build.check_blob(where, f"blob {i}", blob_shape)
             arrays: list[np.ndarray] | None = None
             blobs = model_blobs.get(layer.name)
             if built.blob_shapes and blobs is not None:

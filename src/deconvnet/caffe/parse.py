@@ -245,7 +245,11 @@ def blob_array(blob: Any, expected: tuple[int, ...], where: str) -> np.ndarray:
             f"{where}: blob of shape {expected} needs {count} values, caffemodel holds "
             f"{len(values)}"
         )
-    return np.asarray(values, dtype=np.float32).reshape(expected)
+    array = np.asarray(values, dtype=np.float32).reshape(expected)
+    if not np.isfinite(array).all():  # NaN weights would only show up as NaN pictures
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise CaffeFormatError(f"{where}: {bad} of its {count} values are NaN or infinite")
+    return array
 
 
 def weight_blobs(model: Any) -> dict[str, list[Any]]:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from deconvnet.engine import guard, layer_types, windowed
 from deconvnet.engine.compat import preset
-from deconvnet.engine.hooks import HandleList, LayerReached
+from deconvnet.engine.hooks import HandleList, LayerReached, model_lock
 from deconvnet.engine.policies import ModuleTracker, ReversePolicy, RuleMode
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
@@ -142,6 +142,15 @@ class Deconvnet:
     compat : ``"caffe-deconvnet"`` reproduces the old Caffe demo exactly (sets rule
         ``none``, lrn ``reapply``, collisions ``overwrite``; see :mod:`deconvnet.engine.compat`).
 
+    Threads: calls may come from several threads. Calls on one model take its
+    :func:`~deconvnet.engine.hooks.model_lock` and run one at a time (hooks are attached to
+    the model's modules, where every thread would see them); different models run in
+    parallel.
+
+    Non-finite numbers: a NaN or infinite input, or a layer whose output turns non-finite
+    on the way up, is an :class:`~deconvnet.errors.InputError` naming the input or the first
+    such layer, never a NaN picture.
+
     Examples
     --------
     >>> with Deconvnet(model) as net:                       # doctest: +SKIP
@@ -192,9 +201,11 @@ class Deconvnet:
         name, module, call = resolve_call(self.model, layer)
         guard.require_eval(self.model)
         x = self._check_input(x)
-        with guard.preserved(self.model), torch.no_grad():
+        with model_lock(self.model), guard.preserved(self.model), torch.no_grad():
             self._require_call(x, module, name, call)
-            return self._forward_to(x, name, module, call=call).detach()
+            output = self._forward_to(x, name, module, call=call).detach()
+            self._check_finite(output, x, name, module)
+        return output
 
     def _require_call(self, x: Tensor, module: nn.Module, name: str, call: int | None) -> None:
         """A module called several times needs a call index; an index needs that call."""
@@ -246,7 +257,7 @@ class Deconvnet:
         name, module, call = resolve_call(self.model, layer)
         guard.require_eval(self.model)
         x = self._check_input(x)
-        with guard.preserved(self.model):
+        with model_lock(self.model), guard.preserved(self.model):
             return self._project(x, name, module, call, select, progress, switches)
 
     def _project(
@@ -259,10 +270,13 @@ class Deconvnet:
         progress: Callable[[int, int | None], None] | None,
         switches: Mapping[str, Tensor] | None,
     ) -> Projection:
+        """:meth:`project` once the model's lock is held."""
         with torch.no_grad():
             self._require_call(x, module, name, call)
         fast = switches is None and not select.joint and (call or 1) == 1
         chain = windowed.plan(self.model, x, module, self.policy) if fast else None
+        if chain is not None:
+            self._check_finite(chain.output, x, name, module)
         seeds = select.resolve(chain.output) if chain is not None else None
         if chain is not None and seeds is not None and seeds.positions is not None:
             images = self._reverse_windowed(chain, seeds, x.shape, progress)
@@ -277,9 +291,15 @@ class Deconvnet:
                         x,
                     ),
                 )
+                self._check_finite(y, x, name, module)
                 seeds = select.resolve(y)
                 images = self._reverse(pullback, y, seeds, progress)
                 layer_shape = tuple(y.shape[1:])
+        if not bool(torch.isfinite(images).all()):
+            raise InputError(
+                f"the reverse pass from layer {name!r} gave NaN or infinite values (weights "
+                "that overflow on the way down?)"
+            )
         return Projection(
             images=images,
             channels=seeds.channels,
@@ -359,10 +379,22 @@ class Deconvnet:
             raise InputError(
                 f"input must be a non-empty batch (B, C, ...), got shape {tuple(x.shape)}"
             )
+        if not bool(torch.isfinite(x).all()):
+            raise InputError(f"the input holds {_non_finite_count(x)}; give finite values")
         param = next(self.model.parameters(), None)
         if param is not None and param.device != x.device:
             x = x.to(param.device)
         return x.detach().clone()  # a forward that edits its input in place edits this copy
+
+    def _check_finite(self, output: Tensor, x: Tensor, name: str, module: nn.Module) -> None:
+        """Refuse a layer output with NaN/Inf, naming the first layer whose output has them."""
+        if bool(torch.isfinite(output).all()):
+            return
+        first = _first_non_finite_layer(self.model, x, module) or name
+        raise InputError(
+            f"layer {first!r} gives non-finite values ({_non_finite_count(output)} at "
+            f"layer {name!r}) for this finite input: the weights or the input's scale overflow"
+        )
 
     def _forward_to(
         self,
@@ -415,6 +447,39 @@ class Deconvnet:
         return output
 
 
+def _non_finite_count(values: Tensor) -> str:
+    nan = int(torch.isnan(values).sum())
+    infinite = int(torch.isinf(values).sum())
+    return f"{nan} NaN and {infinite} infinite values of {values.numel()}"
+
+
+def _first_non_finite_layer(model: nn.Module, x: Tensor, target: nn.Module) -> str | None:
+    """The first module (in the order outputs are made) whose output is not finite.
+
+    A diagnostic forward pass, run only after a non-finite layer output was found; it stops
+    at ``target``. ``None`` when no module output is non-finite before the target's (the
+    values came from code in ``forward()`` itself)."""
+    names = {module: name for name, module in model.named_modules() if name}
+    found: list[str] = []
+
+    def check(module: nn.Module, inputs: Any, output: Any) -> None:
+        if not found and isinstance(output, Tensor) and not bool(torch.isfinite(output).all()):
+            found.append(names[module])
+        if module is target:
+            raise LayerReached
+
+    with HandleList() as handles, torch.no_grad():
+        for module in names:
+            handles.append(module.register_forward_hook(check))
+        try:
+            model(x)
+        except LayerReached:
+            pass
+        except RuntimeError:  # the first pass ran up to the target; a diagnostic may not
+            pass
+    return found[0] if found else None
+
+
 def _first_tensor(output: Any, name: str) -> Tensor:
     if isinstance(output, Tensor):
         return output
@@ -463,7 +528,7 @@ def _field_tracer(
 ) -> Callable[[], ReceptiveField | None]:
     """Deferred: tracing fields costs a forward pass, and most callers never draw."""
 
-    def trace() -> ReceptiveField | None:
+    def trace() -> ReceptiveField | None:  # receptive_fields takes the model's lock
         if len(shape) != _IMAGE_RANK:
             return None
         try:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from deconvnet.engine.hooks import model_lock
 from deconvnet.errors import InputError
 
 Box = tuple[int, int, int, int]
@@ -162,7 +163,8 @@ def layer_table(
     if len(input_shape) != _IMAGE_RANK or any(int(v) < 1 for v in input_shape):
         raise InputError(f"input_shape must be (N, C, H, W) >= 1, got {tuple(input_shape)}")
     shape = tuple(int(v) for v in input_shape)
-    records = _trace(model, shape, device)
+    with model_lock(model):  # its hooks on a shared model are seen by every thread
+        records = _trace(model, shape, device)
     rows = []
     for name, module in model.named_modules():
         if name and name in records:

@@ -15,6 +15,8 @@ or another process) is never taken for stale.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import itertools
 import os
 import re
 import secrets
@@ -32,11 +34,17 @@ except ImportError:  # Windows: no flock
 FILE_MODE = 0o666
 """Mode asked for on creation; the umask removes bits from it, as for any ``open()``."""
 
+NAME_MAX = 255
+"""Bytes in one path component on Linux, macOS and Windows file systems (``ENAMETOOLONG``)."""
+HASH_CHARS = 12
+"""Hex digits of SHA-256 that stand for the cut part of a shortened name."""
+
 _NAME_BYTES = 8
 STALE_AFTER_S = 1.0
 """A lock-free temporary file this old is stale (the gap between creating it and locking it
 is microseconds)."""
 _TEMP_NAME = re.compile(rf"^\..+\.[0-9a-f]{{{2 * _NAME_BYTES}}}\.tmp$", re.DOTALL)
+_TEMP_EXTRA = len(f"..{'0' * 2 * _NAME_BYTES}.tmp")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
 
@@ -50,13 +58,19 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     file is removed and an existing ``path`` is left as it was.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f".{path.name}.{secrets.token_hex(_NAME_BYTES)}.tmp"
+    base = short_name(path.name, NAME_MAX - _TEMP_EXTRA)
+    temp = path.parent / f".{base}.{secrets.token_hex(_NAME_BYTES)}.tmp"
     descriptor = os.open(temp, _CREATE, FILE_MODE)
     try:
         _lock(descriptor)
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
         os.replace(temp, path)
+    except OSError as error:
+        temp.unlink(missing_ok=True)
+        if error.errno is not None and error.filename is None:  # write() names no file
+            raise OSError(error.errno, error.strerror, os.fspath(path)) from error
+        raise
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -115,3 +129,27 @@ def _try_lock(descriptor: int) -> bool:
     except OSError:
         return True
     return True
+
+
+def short_name(name: str, max_bytes: int = NAME_MAX) -> str:
+    """``name`` if its UTF-8 fits ``max_bytes``, else its head, ``~`` and a hash of the whole.
+
+    The hash keeps two long names that share a head apart; the extension (after the last
+    dot, if short) is kept so the file still opens as what it is. Names from the file
+    system may carry undecodable bytes as surrogate escapes; they count as their bytes.
+    """
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) <= max_bytes:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    if not dot or len(extension.encode("utf-8", "surrogateescape")) > HASH_CHARS:
+        stem, extension = name, ""
+    tail = f"~{hashlib.sha256(encoded).hexdigest()[:HASH_CHARS]}" + (
+        f".{extension}" if extension else ""
+    )
+    room = max_bytes - len(tail.encode("utf-8", "surrogateescape"))
+    if room < 0:
+        raise ValueError(f"max_bytes={max_bytes} leaves no room for a hash")
+    sizes = itertools.accumulate(len(char.encode("utf-8", "surrogateescape")) for char in stem)
+    kept = sum(1 for size in sizes if size <= room)  # whole characters only
+    return stem[:kept] + tail

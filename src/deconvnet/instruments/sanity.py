@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from deconvnet.engine.engine import Deconvnet, resolve_layer
-from deconvnet.engine.hooks import HandleList, LayerReached
+from deconvnet.engine.hooks import HandleList, LayerReached, holding_model_lock
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import Box, receptive_fields
 from deconvnet.engine.selection import Mask, Neuron, Selection, Threshold, Unit
@@ -176,6 +176,7 @@ def reinitialise_gaussian(module: nn.Module, generator: torch.Generator) -> None
             param.copy_((noise * spread).to(param.device, param.dtype))
 
 
+@holding_model_lock  # its hooks would be seen by other threads using the model
 def split_layers(model: nn.Module, x: Tensor, layer: str | nn.Module) -> LayerSplit:
     """Which modules holding parameters ``layer``'s output depends on, read from a forward pass.
 

@@ -12,6 +12,7 @@ CLI) never need a side table:
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,11 @@ RANDOM_INIT = "random"
 """Reserved weights name: random init even where a default weight set exists."""
 KEYS_SHOWN = 3
 """How many missing/unexpected keys a mismatch message lists before '...'."""
+MAX_ARCHIVE_BYTES = 8 << 30
+"""Most bytes a ``.pth`` zip may unpack to when no model bounds it (VGG-16 is 0.55 GB)."""
+ARCHIVE_FACTOR, ARCHIVE_SLACK = 4, 16 << 20
+"""A file for a model may unpack to 4x its weights' bytes + 16 MiB (room for an optimiser's
+state and the pickle); a zip bomb claims far more and is refused before it is read."""
 
 
 @dataclass(frozen=True)
@@ -216,13 +222,15 @@ def load(
     if isinstance(chosen, Weights):
         num_classes = len(chosen.categories) if chosen.categories else spec.num_classes
         model = _build(spec, num_classes, seed, chosen.builder_kwargs)
-        apply_state_dict(model, _read_weight_set(chosen, progress), source=chosen.file_name)
+        state = _read_weight_set(chosen, progress, archive_budget(model))
+        apply_state_dict(model, state, source=chosen.file_name)
         preprocessing, categories = chosen.preprocessing, chosen.categories
     else:
         model = _build(spec, spec.num_classes, seed, {})
         categories = None
         if chosen is not None:
-            apply_state_dict(model, read_state_dict(chosen), source=str(chosen))
+            state = read_state_dict(chosen, max_bytes=archive_budget(model))
+            apply_state_dict(model, state, source=str(chosen))
             categories = spec.categories
         preprocessing = spec.preprocessing
     _set_attributes(
@@ -275,7 +283,15 @@ def _build(
         return spec.builder(num_classes=num_classes, **builder_kwargs)
 
 
-def _read_weight_set(weights: Weights, progress: ProgressFn | None) -> dict[str, torch.Tensor]:
+def archive_budget(model: nn.Module) -> int:
+    """Most bytes a weights file for ``model`` may unpack to (see :data:`ARCHIVE_FACTOR`)."""
+    size = sum(int(t.numel() * t.element_size()) for t in model.state_dict().values())
+    return ARCHIVE_FACTOR * size + ARCHIVE_SLACK
+
+
+def _read_weight_set(
+    weights: Weights, progress: ProgressFn | None, max_bytes: int
+) -> dict[str, torch.Tensor]:
     """Load an embedded set from the package, or fetch a remote one into the hub cache."""
     if weights.url is None:
         path = EMBEDDED_DIR / weights.file_name
@@ -284,19 +300,23 @@ def _read_weight_set(weights: Weights, progress: ProgressFn | None) -> dict[str,
         check_sha256(path, weights.sha256)
     else:
         path = fetch(weights.url, weights.file_name, weights.sha256, progress=progress)
-    return read_state_dict(path)
+    return read_state_dict(path, max_bytes=max_bytes)
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, *, max_bytes: int = MAX_ARCHIVE_BYTES) -> dict[str, torch.Tensor]:
     """Read a ``.pth``/``.pt`` (``weights_only=True``) or ``.safetensors`` file of tensors.
 
     A checkpoint that wraps its tensors as ``{"state_dict": {...}}`` is unwrapped; a
-    safetensors file in the :mod:`~deconvnet.models.codebook` form is decoded.
+    safetensors file in the :mod:`~deconvnet.models.codebook` form is decoded. A ``.pth``
+    must be torch's zip format (``torch.save`` since 1.6) whose members unpack to at most
+    ``max_bytes``, checked from the zip's directory before ``torch.load`` allocates anything;
+    the old pickle-only format declares storage sizes that are only found out by reading.
     """
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
-    if path.suffix == SAFETENSORS_SUFFIX:
+    if path.suffix == SAFETENSORS_SUFFIX:  # sizes are bounded by the file's own length
         return _read_safetensors(path)
+    check_archive(path, max_bytes)
     try:
         loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors have no common base class
@@ -310,6 +330,24 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     ):
         raise WeightsError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return dict(loaded)
+
+
+def check_archive(path: Path, max_bytes: int) -> None:
+    """Refuse a ``.pth`` that is not a zip archive or would unpack to over ``max_bytes``."""
+    reading = f"cannot read {path} as a weights_only state dict"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise WeightsError(
+            f"{reading}: not a zip archive (torch.save's format since 1.6; re-save old files "
+            f"with torch.save): {' '.join(str(exc).split()) or type(exc).__name__}"
+        ) from exc
+    if unpacked > max_bytes:
+        raise WeightsError(
+            f"{reading}: it would unpack to {unpacked} bytes, over the {max_bytes} allowed "
+            f"({path.stat().st_size} bytes on disk: a zip bomb?); refusing to load it"
+        )
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -330,22 +368,33 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return codebook.decode(stored, source=str(path))
 
 
-def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str) -> None:
-    """Copy ``state`` into ``model``; on any key or shape mismatch raise one clear error.
+def apply_state_dict(model: nn.Module, state: Mapping[Any, Any], *, source: str) -> None:
+    """Copy ``state`` into ``model``; on any mismatch raise one clear error, load nothing.
+
+    Checked before ``load_state_dict`` sees anything: keys (missing, unexpected, not a
+    string), shapes, and every tensor's kind: meta, sparse, quantized and complex tensors
+    are refused, as is a dtype ``load_state_dict`` would cast silently between kinds (bool
+    or integer values into float weights, floats into integer buffers), and NaN/Inf values.
 
     Raises
     ------
     WeightsError
-        Listing the first missing and unexpected keys and the first shape mismatch.
+        Listing the first few of each kind of problem, on one line.
     """
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    shapes = [
-        f"{key} {tuple(state[key].shape)} vs model {tuple(value.shape)}"
-        for key, value in expected.items()
-        if key in state and state[key].shape != value.shape
-    ]
+    unexpected = [_key(key) for key in state if key not in expected]
+    shapes = []
+    tensors = []
+    for key, target in expected.items():
+        if key not in state:
+            continue
+        value = state[key]
+        reason = _unusable(value, target)
+        if reason is not None:
+            tensors.append(f"{key} {reason}")
+        elif value.shape != target.shape:
+            shapes.append(f"{key} {tuple(value.shape)} vs model {tuple(target.shape)}")
     problems = []
     if missing:
         problems.append(f"missing keys {_first(missing)}")
@@ -353,9 +402,45 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, sou
         problems.append(f"unexpected keys {_first(unexpected)}")
     if shapes:
         problems.append(f"shape mismatch {_first(shapes)}")
+    if tensors:
+        problems.append(f"unusable tensors {_first(tensors)}")
     if problems:
         raise WeightsError(f"{source} does not fit {type(model).__name__}: {'; '.join(problems)}")
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # a case the checks above do not know
+        text = " ".join(str(exc).split())
+        raise WeightsError(f"{source} does not fit {type(model).__name__}: {text}") from exc
+
+
+def _key(key: object) -> str:
+    """A state-dict key for a message: strings as they are, anything else as its repr."""
+    return key if isinstance(key, str) else f"{key!r} (a {type(key).__name__}, not a name)"
+
+
+def _unusable(value: object, target: torch.Tensor) -> str | None:
+    """Why ``value`` cannot be copied into ``target`` as it is, or ``None``."""
+    if not isinstance(value, torch.Tensor):
+        return f"is a {type(value).__name__}, not a tensor"
+    if value.is_meta:
+        return "is a meta tensor (it has no values)"
+    if value.layout != torch.strided:
+        return f"is {str(value.layout).removeprefix('torch.')} (sparse), not dense"
+    if value.is_quantized:
+        return "is quantized"
+    if value.is_complex():
+        return f"is complex ({value.dtype})"
+    if _kind(value.dtype) != _kind(target.dtype):
+        return f"is {value.dtype}, the model holds {target.dtype} (no silent cast)"
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        return "holds NaN or infinite values"
+    return None
+
+
+def _kind(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    return "float" if dtype.is_floating_point else "integer"
 
 
 def _first(items: list[str]) -> str:

@@ -67,7 +67,7 @@ def test_compare_and_sanity_write_pngs_and_manifests(tmp_path):
     ("extra", "code"),
     [
         (["occlude", "missing.png"], 1),
-        (["occlude", "IMG", "--size", "0"], 1),
+        (["occlude", "IMG", "--size", "0"], 2),
         (["occlude", "IMG", "--size", "99"], 1),
         (["occlude", "IMG", "--label", "99"], 1),
         (["occlude", "IMG", "--label", "unicorn"], 1),

@@ -172,5 +172,5 @@ def test_bad_preprocessing_flags(own: dict[str, Path], capsys: pytest.CaptureFix
     spec = f"{own['source']}:build"
     assert main(["layers", "--model", spec, "--mean", "1,2"]) == 1
     assert "--mean needs 3 value(s)" in capsys.readouterr().err
-    assert main(["layers", "--model", spec, "--scale", "0"]) == 1
-    assert "--scale must be > 0" in capsys.readouterr().err
+    assert main(["layers", "--model", spec, "--scale", "0"]) == 2  # a usage error
+    assert "argument --scale: must be a decimal number from" in capsys.readouterr().err

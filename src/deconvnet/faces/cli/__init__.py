@@ -1,7 +1,10 @@
 """The ``deconvnet`` command: ``main(argv) -> exit code``.
 
 Exit codes: 0 success, 1 bad input (one line on stderr, no traceback unless ``--debug``),
-2 bad usage (argparse). Each sub-command lives in its own module with
+2 bad usage (argparse), 130 interrupted, 141 stdout closed early (``deconvnet models | head``:
+no message, the shell's code for a reader that stopped, 128 + SIGPIPE). :func:`main` is the
+one error boundary: our own errors, every ``OSError`` (the path and the reason) and running
+out of memory become one line on stderr and exit 1. Each sub-command lives in its own module with
 ``register(subparsers)``, which sets ``func(args) -> int`` on its parser. ``--debug`` is
 accepted before and after the sub-command; ``--version`` prints the installed version.
 """
@@ -11,8 +14,11 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
+import os
 import sys
 from collections.abc import Sequence
+
+import torch
 
 from deconvnet.errors import DeconvnetError
 from deconvnet.faces.cli._help import HelpFormatter
@@ -20,6 +26,9 @@ from deconvnet.faces.cli._help import HelpFormatter
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a writer whose reader went away."""
 DISTRIBUTION = "deconvnet"
 UNKNOWN_VERSION = "0+unknown"
 """Shown by ``--version`` from a source tree that was never installed (no package metadata)."""
@@ -74,18 +83,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     try:
         return int(args.func(args))
-    except (DeconvnetError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except (DeconvnetError, OSError, MemoryError, torch.OutOfMemoryError) as error:
         if args.debug:
             raise
         print(f"deconvnet: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("deconvnet: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
-    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
-        text = f"{text}: {error.filename}"
+    """The error as one line; an OS error as ``path: reason`` (both paths for a rename)."""
+    if isinstance(error, OSError) and error.strerror:
+        paths = [str(os.fsdecode(name)) for name in (error.filename, error.filename2) if name]
+        text = f"{' -> '.join(paths)}: {error.strerror}" if paths else error.strerror
+    elif isinstance(error, MemoryError | torch.OutOfMemoryError):
+        detail = _first_line(error)
+        text = "out of memory" + (f" ({detail})" if detail else "")
+    else:
+        text = str(error) or type(error).__name__
     return " ".join(text.split())
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so the interpreter's last flush cannot fail again.
+
+    The recipe of Python's ``signal`` documentation for SIGPIPE; a stdout without a file
+    descriptor (a test's capture) is left alone."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, descriptor)
+    os.close(null)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deconvnet.errors import InputError
+from deconvnet.faces.cli._numbers import whole_number
 from deconvnet.inputs.reading import read_text_file
 from deconvnet.models._meta import IMAGENET_CATEGORIES
 
@@ -12,7 +13,9 @@ IMAGENET_CLASSES = len(IMAGENET_CATEGORIES)
 
 
 def read_categories(path: Path) -> tuple[str, ...]:
-    """One class per line; a leading WordNet id (``n01440764 tench, Tinca tinca``) is dropped."""
+    """One class per line; a leading WordNet id (``n01440764 tench, Tinca tinca``) is dropped.
+
+    A file that is not UTF-8 text (a binary given by mistake) is refused in one line."""
     names = []
     for line in read_text_file(path, what="categories file").splitlines():
         text = line.strip()
@@ -47,8 +50,11 @@ def parse_label(text: str | None, names: tuple[str, ...] | None, num_outputs: in
     """``--label``: a class index or a class name (whole name or its part before a comma)."""
     if text is None:
         return None
-    if text.strip().isdigit():
-        index = int(text)
+    try:
+        index = whole_number(text.strip())
+    except ValueError:
+        index = None
+    if index is not None:
         if index >= num_outputs:
             raise InputError(f"--label {index} out of range: the model has {num_outputs} classes")
         return index

@@ -18,6 +18,7 @@ from deconvnet import caffe, models
 from deconvnet.engine.engine import alias_of, resolve_call
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
+from deconvnet.faces.cli._numbers import MAX_SIDE, int_in, real_in, real_number
 from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION, PRESETS, Preprocessing
 from deconvnet.models.own import is_own_model, load_own
 
@@ -123,6 +124,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_preprocessing_arguments(parser)
 
 
+MIN_SCALE, MAX_SCALE = 1e-6, 1e6
+"""``--scale`` multiplies [0, 1] pixels: 255 for Caffe nets; zero or huge values are typos."""
+
+
 def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that override the model's own preprocessing, field by field."""
     group = parser.add_argument_group(
@@ -141,7 +146,7 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--input-size",
-        type=int,
+        type=int_in(1, MAX_SIDE),
         nargs="+",
         metavar="N",
         default=None,
@@ -158,7 +163,7 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--scale",
-        type=float,
+        type=real_in(MIN_SCALE, MAX_SCALE),
         default=None,
         help="multiply [0, 1] pixels by this: 255 for Caffe nets (default: the model's)",
     )
@@ -170,7 +175,7 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--channels",
-        type=int,
+        type=int_in(1, 3),
         choices=(1, 3),
         default=None,
         help="1: grey input (ITU-R 601 luma), 3: colour (default: the model's)",
@@ -279,8 +284,6 @@ def _override(base: Preprocessing, args: argparse.Namespace) -> Preprocessing:
     if getattr(args, "input_size", None):
         changes.update(_sized(spec, args.input_size))
     if getattr(args, "scale", None) is not None:
-        if args.scale <= 0:
-            raise InputError(f"--scale must be > 0, got {args.scale:g}")
         changes["scale"] = args.scale
     if getattr(args, "bgr", None) is not None:
         changes["channel_order"] = "BGR" if args.bgr else "RGB"
@@ -326,7 +329,7 @@ def _sized(spec: Preprocessing, sizes: list[int]) -> dict[str, Any]:
 
 def _values(text: str, channels: int, flag: str) -> tuple[float, ...]:
     try:
-        values = tuple(float(v) for v in text.split(","))
+        values = tuple(real_number(v.strip()) for v in text.split(","))
     except ValueError:
         raise InputError(f"{flag} takes comma-separated numbers, got {text!r}") from None
     return _fit(values, channels, flag)
@@ -342,12 +345,23 @@ def _fit(values: tuple[float, ...], channels: int, flag: str) -> tuple[float, ..
 
 
 def _device(text: str) -> torch.device:
+    """``--device`` as a device this torch build and machine can run on: cpu, or cuda[:N].
+
+    ``torch.device`` accepts any type it knows (``mps``, ``meta``, ``xpu`` …) whether or not
+    this build has it; a model moved there would fail later with a traceback."""
     try:
         device = torch.device(text)
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         raise InputError(f"unknown device {text!r}; use cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type == "cpu" and device.index in (None, 0):
+        return device
+    if device.type != "cuda":
+        raise InputError(f"--device {text} is not supported; use cpu or cuda[:N]")
+    if not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but CUDA is not available here")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise InputError(f"--device {text}: this machine has {count} CUDA device(s)")
     return device
 
 

@@ -17,6 +17,8 @@ Rules, the same for every such sub-command:
   resumed), so a later run never finds files of ours without their manifest.
 * Temporary files that an earlier run killed mid-write left behind (named by
   :mod:`deconvnet.instruments.atomic`, not locked by a live writer) are removed first.
+* Names made from the user's inputs (``00_<image name>_sheet.png``) are shortened with a hash
+  (:func:`output_stem`), so no name exceeds the file system's 255 bytes.
 * Each manifest gets a top-level ``files``: the relative names (``/``-separated) of every file
   the run wrote, the manifest itself excluded.
 """
@@ -37,14 +39,22 @@ from typing import Any
 
 from deconvnet.errors import InputError
 from deconvnet.figures.files import write_json
-from deconvnet.instruments.atomic import remove_stale_temporaries
+from deconvnet.instruments.atomic import remove_stale_temporaries, short_name
 
 MANIFEST = "manifest.json"
 """Every sub-command's manifest: what it did, and in ``files`` what it wrote."""
 
+STEM_BYTES = 160
+"""Most bytes of a file-name stem made from inputs; leaves 95 for suffixes (``_k12_map481.png``)."""
+
 Command = Callable[[argparse.Namespace], int]
 CommandWithOutput = Callable[[argparse.Namespace, "OutputFolder"], int]
 _Identity = tuple[int, int, int, int]
+
+
+def output_stem(text: str) -> str:
+    """``text`` as the stem of output file names, shortened with a hash past :data:`STEM_BYTES`."""
+    return short_name(text, STEM_BYTES)
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 
 from deconvnet.engine import selection as sel
 from deconvnet.errors import SelectionError
+from deconvnet.faces.cli._numbers import MAX_SELECTION_NUMBER, real_number, whole_number
 
 SELECT_SYNTAX = "top:K | map:C | neuron:C,Y,X | whole:C | threshold:T | unit:I | topunits:K"
 DEFAULT_SELECT = "top:9"
 
 
 def parse_select(text: str) -> sel.Selection:
-    """Parse one selection; :class:`SelectionError` with the accepted syntax otherwise."""
+    """Parse one selection; :class:`SelectionError` with the accepted syntax otherwise.
+
+    Numbers are ASCII digits (``top:3_0`` and ``top:١٢`` are refused), each at most
+    :data:`~deconvnet.faces.cli._numbers.MAX_SELECTION_NUMBER`."""
     kind, _, value = text.strip().partition(":")
     kind = kind.lower()
     try:
         if kind == "threshold":
-            threshold = float(value)
-            if not math.isfinite(threshold):
-                raise ValueError
-            return sel.Threshold(threshold)
-        numbers = [int(part) for part in value.split(",")] if value else []
-        if any(n < 0 for n in numbers):
+            return sel.Threshold(real_number(value))
+        numbers = [whole_number(part) for part in value.split(",")] if value else []
+        if any(n > MAX_SELECTION_NUMBER for n in numbers):
             raise ValueError
         if kind == "neuron" and len(numbers) >= 2:
             return sel.Neuron(numbers[0], *numbers[1:])

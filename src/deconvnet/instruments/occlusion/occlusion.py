@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from deconvnet.engine import guard
 from deconvnet.engine.engine import Deconvnet, resolve_layer
-from deconvnet.engine.hooks import HandleList
+from deconvnet.engine.hooks import HandleList, holding_model_lock
 from deconvnet.engine.selection import MapMax
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
@@ -148,6 +148,7 @@ class OcclusionResult:
     splice_layer: str | None
 
 
+@holding_model_lock  # its hooks would be seen by other threads using the model
 def occlude(
     model: nn.Module,
     x: Tensor,

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from deconvnet.engine import guard
 from deconvnet.engine.engine import resolve_layer
-from deconvnet.engine.hooks import HandleList, LayerReached
+from deconvnet.engine.hooks import HandleList, LayerReached, holding_model_lock
 from deconvnet.errors import CheckpointError, DeconvnetError, InputError, SelectionError
 from deconvnet.inputs.datasets import Batch, ImageDataset, collate_by_size
 from deconvnet.inputs.images import preprocess
@@ -59,6 +59,8 @@ VERIFY_RTOL = 1e-4
 image alone versus in a batch changes float32 rounding (measured: at most 9e-8 relative for
 the default model's map maxima on CPU, batch of 16 versus one). A ranked value changed by
 less than this cannot be told from rounding and is kept."""
+MAX_COUNT_DIGITS = 12
+"""``maps`` counts are ASCII digits (``isdigit()`` alone accepts ``١٢``), at most this many."""
 _MAP_RANK = 4
 _SEED_BYTES = 8
 
@@ -86,10 +88,11 @@ class MapChoice:
             text = maps.strip().lower()
             if text == "all":
                 return cls("all")
-            if text.isdigit():
-                return cls._counted("first", int(text))
-            if text.startswith("random:") and text[len("random:") :].isdigit():
-                return cls._counted("random", int(text[len("random:") :]))
+            kind, colon, count = text.rpartition(":")
+            if (kind == "random" or not colon) and count.isascii() and count.isdigit():
+                if len(count) > MAX_COUNT_DIGITS:  # far more maps than any layer has
+                    raise SelectionError(f"maps count {maps!r} is too large")
+                return cls._counted("random" if colon else "first", int(count))
             raise SelectionError(f"maps must be 'all', N or 'random:N', got {maps!r}")
         channels = tuple(int(c) for c in maps)
         if not channels or min(channels) < 0 or len(set(channels)) != len(channels):
@@ -163,6 +166,7 @@ class TopKIndex:
         return [(self.names.get(i, str(i)), message) for i, message in self.state.skipped]
 
 
+@holding_model_lock  # its hooks would be seen by other threads using the model
 def scan(
     model: nn.Module,
     dataset: ImageDataset,

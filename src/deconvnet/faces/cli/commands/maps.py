@@ -10,7 +10,12 @@ from deconvnet.errors import InputError
 from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
-from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
+from deconvnet.faces.cli._output import (
+    OutputFolder,
+    add_output_arguments,
+    output_stem,
+    writes_output,
+)
 from deconvnet.figures import render
 from deconvnet.figures.files import save_png
 
@@ -42,7 +47,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     if output.dim() != 3:
         raise InputError(f"layer {layer!r} has no feature maps (output {tuple(output.shape)})")
     grid = render.feature_grid(output.cpu(), labels=args.labels)
-    stem = f"{Path(args.image).stem}_{loaded.display_name(layer)}_maps"
+    stem = output_stem(f"{Path(args.image).stem}_{loaded.display_name(layer)}_maps")
     save_png(grid, args.out / f"{stem}.png")
     folder.write_manifest(
         {

@@ -14,6 +14,7 @@ from deconvnet.faces.cli._classes import categories_for, parse_label
 from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import add_image_argument, image_path, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._numbers import MAX_BATCH, MAX_SIDE, int_in, real_number
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.figures.files import save_png
 from deconvnet.figures.occlusion import figure, figure_panels
@@ -60,13 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     parser.add_argument(
         "--size",
-        type=int,
+        type=int_in(1, MAX_SIDE),
         default=None,
         help="occluder side in pixels (default: 48 for a 224-pixel input, scaled to the input)",
     )
     parser.add_argument(
         "--stride",
-        type=int,
+        type=int_in(1, MAX_SIDE),
         default=None,
         help="occluder step in pixels (default: 8 for a 224-pixel input, scaled to the input)",
     )
@@ -75,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=int_in(1, MAX_BATCH),
         default=occlusion.DEFAULT_BATCH_SIZE,
         help="occluded images per forward pass",
     )
@@ -162,7 +163,7 @@ def _fill(text: str, spec: object) -> tuple[float, ...] | None:
     if text == "mean":
         return occlusion.mean_fill(spec)  # type: ignore[arg-type]
     try:
-        grey = float(text)
+        grey = real_number(text)
     except ValueError:
         grey = -1.0
     if not 0 <= grey <= MAX_GREY:

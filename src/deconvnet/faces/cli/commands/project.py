@@ -14,7 +14,14 @@ from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import add_full_frame_argument, image_paths, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
-from deconvnet.faces.cli._output import MANIFEST, OutputFolder, add_output_arguments, writes_output
+from deconvnet.faces.cli._numbers import MAX_BATCH, int_in
+from deconvnet.faces.cli._output import (
+    MANIFEST,
+    OutputFolder,
+    add_output_arguments,
+    output_stem,
+    writes_output,
+)
 from deconvnet.faces.cli._select import DEFAULT_SELECT, add_target_arguments, parse_select
 from deconvnet.figures.files import save_png
 from deconvnet.figures.projection import (
@@ -115,7 +122,10 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"overlapping unpooling (default: {DEFAULT_POLICY.collisions})",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="reverse passes run at once"
+        "--batch-size",
+        type=int_in(1, MAX_BATCH),
+        default=DEFAULT_BATCH_SIZE,
+        help="reverse passes run at once",
     )
 
 
@@ -161,7 +171,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             layer_label=label,
             categories=loaded.categories,
         )
-        stem = f"{index:02d}_{path.stem}"
+        stem = output_stem(f"{index:02d}_{path.stem}")
         files = save_projection_figure(figure, args.out, stem)
         entry = manifest_entry(figure, files, str(path), image.tensor.shape[2:])
         if compat is not None:

@@ -14,6 +14,7 @@ from deconvnet.faces.cli._inputs import (
     prepare,
 )
 from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._numbers import MAX_SEED, int_in
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.cli._select import add_target_arguments, parse_select
 from deconvnet.figures.files import save_png
@@ -44,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_model_arguments(parser)
     add_target_arguments(parser, DEFAULT_SELECT)
     parser.add_argument("--rule", choices=RULES, default="zeiler", help="reverse rule")
-    parser.add_argument("--seed", type=int, default=sanity.DEFAULT_SEED, help="random seed")
+    parser.add_argument(
+        "--seed", type=int_in(0, MAX_SEED), default=sanity.DEFAULT_SEED, help="random seed"
+    )
     add_full_frame_argument(parser)
     add_output_arguments(parser)
     parser.set_defaults(func=run)

@@ -18,6 +18,16 @@ from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._numbers import (
+    MAX_BATCH,
+    MAX_CHECKPOINT_EVERY,
+    MAX_K,
+    MAX_SEED,
+    MAX_TILE,
+    MAX_WORKERS,
+    MIN_TILE,
+    int_in,
+)
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.figures.topk import DEFAULT_TILE, render
 from deconvnet.inputs import datasets
@@ -47,23 +57,26 @@ def register(subparsers: Any) -> None:
     parser.add_argument("data", metavar="DATA", help="a folder of images or an .npz file")
     add_model_arguments(parser)
     parser.add_argument("--layers", required=True, help="comma-separated layers (aliases ok)")
-    parser.add_argument("--k", type=int, default=9, help="images per map")
+    parser.add_argument("--k", type=int_in(1, MAX_K), default=9, help="images per map")
     parser.add_argument("--maps", default=DEFAULT_MAPS, help="all, N or random:N")
-    parser.add_argument("--seed", type=int, default=0, help="seed for random:N")
+    parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="seed for random:N")
     add_output_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue OUT's checkpoint")
     parser.add_argument(
         "--workers",
-        type=int,
+        type=int_in(0, MAX_WORKERS),
         default=DEFAULT_WORKERS,
         help="loader processes decoding images while the model runs; 0 decodes in this process",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per forward pass"
+        "--batch-size",
+        type=int_in(1, MAX_BATCH),
+        default=DEFAULT_BATCH_SIZE,
+        help="images per forward pass",
     )
     parser.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=int_in(1, MAX_CHECKPOINT_EVERY),
         default=DEFAULT_CHECKPOINT_EVERY,
         metavar="BATCHES",
         help="save the scan to OUT/topk_checkpoint.pt every this many batches of "
@@ -90,7 +103,9 @@ def register(subparsers: Any) -> None:
         choices=["minmax", "signed"],
         help="minmax: min to max as black to white; signed: zero as grey",
     )
-    parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels")
+    parser.add_argument(
+        "--tile", type=int_in(MIN_TILE, MAX_TILE), default=DEFAULT_TILE, help="tile size in pixels"
+    )
     parser.add_argument("--no-tiles", action="store_true", help="write only the sheets")
     parser.set_defaults(func=run)
 
