@@ -25,7 +25,7 @@ from deconvnet.engine.hooks import HandleList, LayerReached
 from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.datasets import Batch, ImageDataset, collate_by_size
 from deconvnet.instruments.atomic import atomic_write
-from deconvnet.instruments.topk.state import LayerTopK, TopKState
+from deconvnet.instruments.topk.state import LayerTopK, MapStats, TopKState
 
 Progress = Callable[[int, int | None], None]
 
@@ -253,10 +253,19 @@ class _Recorder:
         self.seed = seed
         self.k = k
         self.tops: dict[str, LayerTopK] = dict(state.layers)
+        self.stats: dict[str, MapStats] = dict(state.stats)
+        if set(self.stats) != set(self.tops):
+            raise InputError(
+                "the checkpoint has no activation statistics (an older deconvnet); "
+                "rerun without resume"
+            )
 
     def state(self, seen: int, skipped: list[tuple[int, str]]) -> TopKState:
         layers = {name: self.tops[name] for name, _ in self.named if name in self.tops}
-        return TopKState(k=self.k, layers=layers, images_seen=seen, skipped=tuple(skipped))
+        stats = {name: self.stats[name] for name in layers}
+        return TopKState(
+            k=self.k, layers=layers, images_seen=seen, skipped=tuple(skipped), stats=stats
+        )
 
     def run(self, model: nn.Module, batch: Batch, device: torch.device, dataset: Any) -> None:
         for image_ids, inputs in batch.groups:
@@ -301,6 +310,7 @@ class _Recorder:
         if name not in self.tops:
             channels = self.choice.resolve(y.shape[1], name, self.seed)
             self.tops[name] = LayerTopK.empty(channels, self.k)
+            self.stats[name] = MapStats.empty(channels)
         top = self.tops[name]
         if top.channels.numel() and int(top.channels[-1]) >= y.shape[1]:
             raise InputError(f"layer {name!r} changed its map count to {y.shape[1]}")
@@ -311,6 +321,9 @@ class _Recorder:
         width = maps.shape[3]
         positions = torch.stack([flat_index // width, flat_index % width], dim=-1)
         self.tops[name] = top.with_batch(image_ids, maxima, positions)
+        area = maps.shape[2] * maps.shape[3]
+        means = maps.flatten(2).nansum(dim=2, dtype=torch.float64) / area
+        self.stats[name] = self.stats[name].with_batch(maxima, means)
 
 
 def model_fingerprint(model: nn.Module) -> str:

@@ -9,12 +9,18 @@ and the ``k`` entries show ``k`` different images.
 value descending, then image id ascending; within an image the position is the first
 maximum in row-major order (smallest ``(y, x)``), which is also the engine's ``MapMax``.
 NaN activations rank as ``-inf``.
+
+**Activation statistics** (:class:`MapStats`), beside the top-k: per map, the largest
+maximum, the mean activation (the mean over images of each image's spatial mean) and the
+fraction of images where the map fires (its maximum is above zero). They are running sums,
+so they merge across shards like the top-k.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -112,6 +118,93 @@ class LayerTopK:
 
 
 @dataclass(frozen=True, eq=False)
+class MapStats:
+    """Running activation statistics of the tracked maps of one layer over the images read.
+
+    Attributes
+    ----------
+    channels : LongTensor (M,) — the tracked maps, as in :class:`LayerTopK`.
+    images : images folded in.
+    maximum : Tensor (M,) float64 — the largest activation seen (``-inf`` before any image;
+        NaN activations are ignored).
+    mean_sum : Tensor (M,) float64 — the sum over images of each image's spatial mean of
+        the map (NaN activations count as 0).
+    fired : LongTensor (M,) — images whose maximum of the map is above zero.
+    """
+
+    channels: Tensor
+    images: int
+    maximum: Tensor
+    mean_sum: Tensor
+    fired: Tensor
+
+    @classmethod
+    def empty(cls, channels: Tensor) -> MapStats:
+        count = int(channels.numel())
+        return cls(
+            channels=channels.to(torch.long).cpu(),
+            images=0,
+            maximum=torch.full((count,), -torch.inf, dtype=VALUE_DTYPE),
+            mean_sum=torch.zeros(count, dtype=VALUE_DTYPE),
+            fired=torch.zeros(count, dtype=torch.long),
+        )
+
+    @property
+    def mean(self) -> Tensor:
+        """Mean activation per map (NaN before any image)."""
+        if not self.images:
+            return torch.full_like(self.mean_sum, torch.nan)
+        return self.mean_sum / self.images
+
+    @property
+    def fire_rate(self) -> Tensor:
+        """Fraction of images where each map fires (NaN before any image)."""
+        fired = self.fired.to(VALUE_DTYPE)
+        return fired / self.images if self.images else torch.full_like(fired, torch.nan)
+
+    def with_batch(self, maxima: Tensor, means: Tensor) -> MapStats:
+        """Fold in one batch: per-image maxima and spatial means, both (B, M)."""
+        maxima = torch.nan_to_num(maxima.to("cpu", VALUE_DTYPE), nan=-torch.inf, posinf=torch.inf)
+        means = means.to("cpu", VALUE_DTYPE)
+        return MapStats(
+            channels=self.channels,
+            images=self.images + int(maxima.shape[0]),
+            maximum=torch.maximum(self.maximum, maxima.amax(dim=0)),
+            mean_sum=self.mean_sum + means.sum(dim=0),
+            fired=self.fired + (maxima > 0).sum(dim=0),
+        )
+
+    def merged(self, other: MapStats) -> MapStats:
+        """The statistics of both (disjoint) sets of images."""
+        if not torch.equal(self.channels, other.channels):
+            raise InputError("cannot merge activation statistics of different maps")
+        return MapStats(
+            channels=self.channels,
+            images=self.images + other.images,
+            maximum=torch.maximum(self.maximum, other.maximum),
+            mean_sum=self.mean_sum + other.mean_sum,
+            fired=self.fired + other.fired,
+        )
+
+    def to_dict(self) -> dict[str, Tensor | int]:
+        return {
+            "channels": self.channels,
+            "images": self.images,
+            "maximum": self.maximum,
+            "mean_sum": self.mean_sum,
+            "fired": self.fired,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Tensor | int]) -> MapStats:
+        tensors = [data[key] for key in ("channels", "maximum", "mean_sum", "fired")]
+        if not all(isinstance(t, Tensor) for t in tensors):
+            raise InputError("malformed activation statistics")
+        channels, maximum, mean_sum, fired = cast("list[Tensor]", tensors)
+        return cls(channels, int(data["images"]), maximum, mean_sum, fired)
+
+
+@dataclass(frozen=True, eq=False)
 class Entry:
     """One ranked activation: map ``channel`` of ``layer``, ``rank`` 0 = strongest."""
 
@@ -136,6 +229,8 @@ class TopKState:
     layers: dict[str, LayerTopK]
     images_seen: int = 0
     skipped: tuple[tuple[int, str], ...] = field(default_factory=tuple)
+    stats: dict[str, MapStats] = field(default_factory=dict)
+    """Activation statistics per layer (see :class:`MapStats`)."""
 
     def merge(self, other: TopKState) -> TopKState:
         """The state of one scan over both parts.
@@ -145,6 +240,8 @@ class TopKState:
         InputError
             Different ``k``, layers or maps, or an image id present in both states.
         """
+        if list(self.stats) != list(other.stats):
+            raise InputError("cannot merge top-k states whose activation statistics differ")
         if self.k != other.k or list(self.layers) != list(other.layers):
             raise InputError(
                 f"cannot merge top-k states with k={self.k}, layers {list(self.layers)} and "
@@ -162,6 +259,7 @@ class TopKState:
             layers=layers,
             images_seen=self.images_seen + other.images_seen,
             skipped=tuple(sorted(self.skipped + other.skipped)),
+            stats={name: stats.merged(other.stats[name]) for name, stats in self.stats.items()},
         )
 
     def entries(self) -> Iterator[Entry]:
@@ -184,19 +282,24 @@ class TopKState:
             "images_seen": self.images_seen,
             "skipped": [[image_id, message] for image_id, message in self.skipped],
             "layers": {name: top.to_dict() for name, top in self.layers.items()},
+            "stats": {name: stats.to_dict() for name, stats in self.stats.items()},
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> TopKState:
         layers = data["layers"]
         skipped = data["skipped"]
+        stats = data.get("stats", {})  # states written before the statistics have none
         if not isinstance(layers, dict) or not isinstance(skipped, list):
+            raise InputError("malformed top-k state")
+        if not isinstance(stats, dict):
             raise InputError("malformed top-k state")
         return cls(
             k=int(data["k"]),  # type: ignore[call-overload]
             layers={name: LayerTopK.from_dict(top) for name, top in layers.items()},
             images_seen=int(data["images_seen"]),  # type: ignore[call-overload]
             skipped=tuple((int(i), str(m)) for i, m in skipped),
+            stats={name: MapStats.from_dict(part) for name, part in stats.items()},
         )
 
 
