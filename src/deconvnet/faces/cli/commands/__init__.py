@@ -10,7 +10,8 @@ from deconvnet.faces.cli.commands import (
     occlude,
     project,
     sanity,
+    site,
     topk,
 )
 
-ALL: list[ModuleType] = [project, layers, maps, topk, occlude, compare, sanity, models]
+ALL: list[ModuleType] = [project, layers, maps, topk, site, occlude, compare, sanity, models]
