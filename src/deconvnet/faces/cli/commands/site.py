@@ -70,10 +70,15 @@ def scan_model(args: argparse.Namespace, manifest: dict[str, object]) -> LoadedM
         args.model = name
         args.weights = None if weights in (None, "default") else str(weights)
     loaded = load_model(args)
+    check_weights(loaded, manifest)
+    return loaded
+
+
+def check_weights(loaded: LoadedModel, manifest: dict[str, object]) -> None:
+    """Refuse a model whose weights are not the ones the scan's manifest recorded."""
     recorded = manifest.get("weights_sha256")
     if recorded and loaded.weights_sha256 and recorded != loaded.weights_sha256:
         raise InputError(
             f"the weights differ from the scan's (sha256 {loaded.weights_sha256[:12]}… vs "
             f"{str(recorded)[:12]}…); give the model the scan was made with"
         )
-    return loaded
