@@ -19,6 +19,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deconvnet.errors import DeconvnetError
@@ -145,8 +146,8 @@ def create_app(
     site_static = Path(str(resources.files("deconvnet.faces.site").joinpath("static")))
     scan_units = units_by_layer(read_scan(scan_dir)) if scan_dir is not None else {}
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # routing's 404/405 too, not only ours
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
 
     @app.exception_handler(RequestValidationError)

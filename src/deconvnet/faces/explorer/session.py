@@ -26,7 +26,7 @@ from torch import nn
 from deconvnet.engine.engine import Deconvnet
 from deconvnet.engine.receptive import LayerRow, ReceptiveField, layer_table, receptive_fields
 from deconvnet.engine.selection import Neuron
-from deconvnet.errors import InputError
+from deconvnet.errors import ImageError, InputError
 from deconvnet.faces.cli._inputs import prepare
 from deconvnet.figures.files import png_bytes
 from deconvnet.figures.render import feature_grid, show
@@ -140,7 +140,10 @@ class Explorer:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "upload"
             path.write_bytes(data)
-            return self._add(path, image_id, name)
+            try:
+                return self._add(path, image_id, name)
+            except ImageError as error:  # name the user's file, not the temporary one
+                raise ImageError(str(error).replace(str(path), repr(name))) from error
 
     def add_file(self, path: Path) -> str:
         """Open an image of the library (the caller checked that it lies inside it)."""

@@ -66,9 +66,10 @@ def scan_model(args: argparse.Namespace, manifest: dict[str, object]) -> LoadedM
     if not (args.model or args.caffe):
         if not isinstance(name, str) or name not in models.names():
             return None
-        weights = manifest.get("weights")
         args.model = name
-        args.weights = None if weights in (None, "default") else str(weights)
+        if args.weights is None:
+            weights = manifest.get("weights")
+            args.weights = None if weights in (None, "default") else str(weights)
     loaded = load_model(args)
     check_weights(loaded, manifest)
     return loaded
