@@ -305,8 +305,9 @@ def _position(y: int | None, x: int | None) -> tuple[int, int] | None:
 
 
 def _library_path(explorer: Explorer, name: str) -> Path:
-    found = file_inside(explorer.images_dir, name) if explorer.images_dir else None
-    if found is None or name not in explorer.library():
+    listed = name in explorer.library()
+    found = file_inside(explorer.images_dir, name) if explorer.images_dir and listed else None
+    if found is None:
         raise HTTPException(404, f"no library image {name!r}")
     return found
 

@@ -3,7 +3,7 @@
 A relative name from a URL is refused (``None``) when it is empty, absolute, holds a
 backslash or NUL, has an empty, ``.`` or ``..`` part (whatever its percent-encoding was:
 the router decodes ``%2e%2e%2f`` to ``../`` before this sees it), or resolves, through
-symlinks, to anything but a regular file inside the folder.
+symlinks, to anything but a regular file inside the folder, or cannot be looked up at all.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ def file_inside(root: Path, relative: str) -> Path | None:
     parts = relative.split("/")
     if any(part in {"", ".", ".."} for part in parts):
         return None
-    base = root.resolve()
-    target = base.joinpath(*parts).resolve()
-    if not target.is_relative_to(base) or not target.is_file():
+    try:
+        base = root.resolve()
+        target = base.joinpath(*parts).resolve()
+        inside = target.is_relative_to(base) and target.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, say
         return None
-    return target
+    return target if inside else None
