@@ -28,6 +28,14 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 20
 EXTRA_MODULES = ("fastapi", "uvicorn", "python_multipart")
 INSTALL_HINT = "deconvnet serve needs the explorer extra: pip install 'deconvnet[explorer]'"
+DESCRIPTION = """deconvnet serve: the live explorer in the browser (FastAPI + uvicorn).
+
+Choose or upload an image, see a layer's maps as a grid, click one to see its projection
+and receptive field; with --scan, the unit's top-k from that scan beside it, linked to
+the scan's static site (built at start-up). The model is fixed at start-up. Binds
+127.0.0.1 unless --host says otherwise (anything not loopback is reachable from the
+network: a warning is printed). Needs the explorer extra: pip install 'deconvnet[explorer]'.
+"""
 EXAMPLES = """examples:
   deconvnet serve                                   # default model, upload photos
   deconvnet serve --scan scan/ --images photos/ --port 8080
@@ -39,17 +47,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "serve",
         help="the live explorer: feature maps and projections in the browser",
-        description=__doc__,
+        description=DESCRIPTION,
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
     add_model_arguments(parser)
-    parser.add_argument("--scan", type=Path, default=None, help="a 'deconvnet topk' --out folder")
-    parser.add_argument("--images", type=Path, default=None, help="a folder of images to offer")
+    parser.add_argument(
+        "--scan",
+        type=Path,
+        default=None,
+        help="a 'deconvnet topk' --out folder whose top-k to show (default: none)",
+    )
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="a folder of images to offer (default: none, uploads only)",
+    )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to bind")
     parser.add_argument(
-        "--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="upload size cap"
+        "--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="upload size cap in MB"
     )
     parser.set_defaults(func=run)
 

@@ -1,6 +1,6 @@
 """``deconvnet site``: a static site of a top-k scan, browsable from ``file://``.
 
-SCAN_DIR is what ``deconvnet topk`` wrote (topk_index.json and its tiles). The model card
+SCAN_DIR is what 'deconvnet topk' wrote (topk_index.json and its tiles). The model card
 lists every layer with its output shape and receptive field; the model is the scan's own
 zoo model unless --model/--caffe names it (a Caffe scan needs --caffe for that table).
 Its weights must be the ones the scan recorded.
@@ -20,6 +20,13 @@ from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_mo
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.site.build import build_site, scan_manifest
 
+DESCRIPTION = """deconvnet site: a static site of a top-k scan, browsable from file://.
+
+SCAN_DIR is what 'deconvnet topk' wrote (topk_index.json and its tiles). The model card
+lists every layer with its output shape and receptive field; the model is the scan's own
+zoo model unless --model/--caffe names it (a Caffe scan needs --caffe for that table).
+Its weights must be the ones the scan recorded.
+"""
 EXAMPLES = """examples:
   deconvnet topk photos/ --layers conv2 --out scan/ && deconvnet site scan/ --out site/
   deconvnet site scan/ --caffe deploy.prototxt net.caffemodel --out site/
@@ -30,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "site",
         help="a static site of a top-k scan: model card, layer pages, unit pages",
-        description=__doc__,
+        description=DESCRIPTION,
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
