@@ -207,3 +207,29 @@ def test_serve_warns_off_loopback_and_names_the_extra(
     assert main(["serve"]) == 1
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "pip install 'deconvnet[explorer]'" in error
+
+
+def test_layer_names_with_a_slash_route(tmp_path: Path, photos: Path) -> None:
+    """Caffe names layers ``fire2/concat``; the routes take such names whole."""
+    from torch import nn
+
+    from deconvnet.faces.explorer.session import Explorer
+    from deconvnet.inputs.preprocessing import Preprocessing
+
+    class Fire(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_module("fire2/conv", nn.Conv2d(3, 4, 3))
+            self.add_module("fire2/relu", nn.ReLU())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.get_submodule("fire2/relu")(self.get_submodule("fire2/conv")(x))
+
+    model = Fire().eval()
+    spec = Preprocessing(input_size=(16, 16))
+    client = TestClient(create_app(Explorer(model, spec, name="fire", images_dir=photos)))
+    image = client.post("/api/open", json={"name": "photo_0.png"}).json()
+    grid = client.get(f"/api/images/{image['id']}/layers/fire2%2Fconv").json()
+    assert grid["channels"] == 4 and client.get(grid["grid_url"]).status_code == 200
+    unit = client.get(f"/api/images/{image['id']}/layers/fire2/conv/units/1").json()
+    assert unit["layer"] == "fire2/conv" and client.get(unit["projection_url"]).status_code == 200

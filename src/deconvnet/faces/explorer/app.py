@@ -234,15 +234,8 @@ def create_app(
         """The image as the network saw it (resized/cropped)."""
         return Response(explorer.input_png(image_id), media_type=PNG)
 
-    @app.get("/api/images/{image_id}/layers/{layer}", response_model=GridInfo, responses=ERRORS)
-    def grid_info(image_id: ImageId, layer: str) -> GridInfo:
-        """The layer's maps for the image: geometry of the grid and each map's maximum."""
-        info, _ = explorer.grid(image_id, layer)
-        url = f"/api/images/{image_id}/layers/{layer}/grid.png"
-        return GridInfo(**info, grid_url=url)
-
     @app.get(
-        "/api/images/{image_id}/layers/{layer}/grid.png",
+        "/api/images/{image_id}/layers/{layer:path}/grid.png",
         responses={**ERRORS, 200: {"content": {PNG: {}}}},
     )
     def grid_png(image_id: ImageId, layer: str) -> Response:
@@ -251,7 +244,7 @@ def create_app(
         return Response(png, media_type=PNG)
 
     @app.get(
-        "/api/images/{image_id}/layers/{layer}/units/{channel}",
+        "/api/images/{image_id}/layers/{layer:path}/units/{channel}",
         response_model=UnitInfo,
         responses=ERRORS,
     )
@@ -280,7 +273,7 @@ def create_app(
         )
 
     @app.get(
-        "/api/images/{image_id}/layers/{layer}/units/{channel}/projection.png",
+        "/api/images/{image_id}/layers/{layer:path}/units/{channel}/projection.png",
         responses={**ERRORS, 200: {"content": {PNG: {}}}},
     )
     def projection_png(
@@ -294,6 +287,16 @@ def create_app(
         """The unit's projection over the whole input (colours scaled by its largest |value|)."""
         found = explorer.project(image_id, layer, channel, rule, _position(y, x))
         return Response(found.png, media_type=PNG)
+
+    # after the routes below it: a layer name may hold '/' (Caffe's fire2/concat)
+    @app.get(
+        "/api/images/{image_id}/layers/{layer:path}", response_model=GridInfo, responses=ERRORS
+    )
+    def grid_info(image_id: ImageId, layer: str) -> GridInfo:
+        """The layer's maps for the image: geometry of the grid and each map's maximum."""
+        info, _ = explorer.grid(image_id, layer)
+        url = f"/api/images/{image_id}/layers/{layer}/grid.png"
+        return GridInfo(**info, grid_url=url)
 
     return app
 
