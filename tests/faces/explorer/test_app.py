@@ -161,8 +161,19 @@ def test_file_inside_accepts_only_plain_names_inside(tmp_path: Path) -> None:
     os.symlink(tmp_path / "a" / "b.png", tmp_path / "inner.png")
     assert file_inside(tmp_path, "a/b.png") == (tmp_path / "a" / "b.png").resolve()
     assert file_inside(tmp_path, "inner.png") is not None  # a link that stays inside is fine
-    for bad in ("", "a", "../a/b.png", "a/../a/b.png", "/etc/passwd", "a//b.png", "a\\b.png",
-                "./a/b.png", "a/b.png\x00", "~/x", "x" * 300):
+    for bad in (
+        "",
+        "a",
+        "../a/b.png",
+        "a/../a/b.png",
+        "/etc/passwd",
+        "a//b.png",
+        "a\\b.png",
+        "./a/b.png",
+        "a/b.png\x00",
+        "~/x",
+        "x" * 300,
+    ):
         assert file_inside(tmp_path / "a" if bad.startswith("..") else tmp_path, bad) is None
 
 
@@ -233,3 +244,25 @@ def test_layer_names_with_a_slash_route(tmp_path: Path, photos: Path) -> None:
     assert grid["channels"] == 4 and client.get(grid["grid_url"]).status_code == 200
     unit = client.get(f"/api/images/{image['id']}/layers/fire2/conv/units/1").json()
     assert unit["layer"] == "fire2/conv" and client.get(unit["projection_url"]).status_code == 200
+
+
+def test_grid_contrast_and_the_enlarged_field(client: TestClient) -> None:
+    image = upload(client, png_file(48, 48, seed=11)).json()
+    base = f"/api/images/{image['id']}/layers/{SCAN_LAYER}"
+    layer_wide = np.asarray(Image.open(io.BytesIO(client.get(f"{base}/grid.png").content)))
+    per_map = np.asarray(
+        Image.open(io.BytesIO(client.get(f"{base}/grid.png?contrast=map").content))
+    )
+    assert layer_wide.shape == per_map.shape and not np.array_equal(layer_wide, per_map)
+    assert_error(client.get(f"{base}/grid.png?contrast=other"), 422)
+    unit = client.get(f"{base}/units/4").json()
+    whole = np.asarray(Image.open(io.BytesIO(client.get(unit["projection_url"]).content)))
+    field = client.get(unit["projection_url"] + "&view=field").content
+    top, left, bottom, right = unit["box"]
+    crop = whole[top:bottom, left:right]
+    enlarged = np.asarray(Image.open(io.BytesIO(field)))
+    factor = 256 // max(crop.shape[:2])
+    assert max(enlarged.shape[:2]) == 256
+    np.testing.assert_array_equal(
+        enlarged[::factor, ::factor][: crop.shape[0], : crop.shape[1]], crop
+    )

@@ -40,6 +40,10 @@ Rule = Literal["zeiler", "guided", "gradient"]
 ImageId = Annotated[str, PathParam(pattern=IMAGE_ID)]
 Channel = Annotated[int, PathParam(ge=0, le=1 << 20)]
 Coordinate = Annotated[int | None, Query(ge=0, le=1 << 20)]
+Contrast = Literal["layer", "map"]
+"""As :data:`~.session.CONTRASTS`."""
+View = Literal["whole", "field"]
+"""As :data:`~.session.VIEWS`."""
 
 
 class ErrorBody(BaseModel):
@@ -238,9 +242,9 @@ def create_app(
         "/api/images/{image_id}/layers/{layer:path}/grid.png",
         responses={**ERRORS, 200: {"content": {PNG: {}}}},
     )
-    def grid_png(image_id: ImageId, layer: str) -> Response:
-        """All maps of the layer as one grid (one grey scale for the layer)."""
-        _, png = explorer.grid(image_id, layer)
+    def grid_png(image_id: ImageId, layer: str, contrast: Contrast = "layer") -> Response:
+        """All maps of the layer as one grid: one grey scale for the layer, or per map."""
+        _, png = explorer.grid(image_id, layer, contrast)
         return Response(png, media_type=PNG)
 
     @app.get(
@@ -283,10 +287,12 @@ def create_app(
         rule: Rule = "zeiler",
         y: Coordinate = None,
         x: Coordinate = None,
+        view: View = "whole",
     ) -> Response:
-        """The unit's projection over the whole input (colours scaled by its largest |value|)."""
+        """The unit's projection (colours scaled by its largest |value|) over the whole input,
+        or its receptive field enlarged."""
         found = explorer.project(image_id, layer, channel, rule, _position(y, x))
-        return Response(found.png, media_type=PNG)
+        return Response(found.png if view == "whole" else found.field_png, media_type=PNG)
 
     # after the routes below it: a layer name may hold '/' (Caffe's fire2/concat)
     @app.get(

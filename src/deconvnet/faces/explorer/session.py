@@ -29,11 +29,17 @@ from deconvnet.engine.selection import Neuron
 from deconvnet.errors import ImageError, InputError
 from deconvnet.faces.cli._inputs import prepare
 from deconvnet.figures.files import png_bytes
-from deconvnet.figures.render import feature_grid, show
+from deconvnet.figures.render import feature_grid, scaled, show
 from deconvnet.inputs.preprocessing import Preprocessing
 
 RULES = ("zeiler", "guided", "gradient")
 """The reverse rules the explorer offers (its toggle)."""
+CONTRASTS = ("layer", "map")
+"""Grid contrast: one grey scale for the layer (strengths compare) or each map its own."""
+VIEWS = ("whole", "field")
+"""Projection PNG: the whole input, or the unit's receptive field enlarged."""
+FIELD_SIDE = 256
+"""Longer side in pixels of the enlarged receptive-field view."""
 CACHED_IMAGES = 16
 CACHED_PROJECTIONS = 256
 IMAGE_ID_CHARS = 16
@@ -62,7 +68,7 @@ class _Image:
     tensor: torch.Tensor
     rgb: np.ndarray
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
-    grids: dict[str, bytes] = field(default_factory=dict)
+    grids: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class UnitProjection:
     box: tuple[int, int, int, int]
     rule: str
     png: bytes
+    field_png: bytes
 
 
 class Explorer:
@@ -170,17 +177,25 @@ class Explorer:
             raise NotFound(f"no layer {layer!r}; the explorer shows {len(self.layers)} layers")
         return self.layers[layer]
 
-    def grid(self, image_id: str, layer: str) -> tuple[dict[str, Any], bytes]:
+    def grid(
+        self, image_id: str, layer: str, contrast: str = "layer"
+    ) -> tuple[dict[str, Any], bytes]:
         """The layer's maps for the image as one grid PNG, and its geometry for clicks."""
+        if contrast not in CONTRASTS:
+            raise InputError(f"contrast must be one of {', '.join(CONTRASTS)}, got {contrast!r}")
         self.layer(layer)
         found = self._image(image_id)
         with self._lock:
             if layer not in found.maps:
                 with Deconvnet(self.model) as net:
                     found.maps[layer] = net.layer_output(found.tensor, layer)[0].cpu()
-                maps = found.maps[layer]
-                found.grids[layer] = png_bytes(feature_grid(maps, padding=1, normalise="grid"))
-            maps, png = found.maps[layer], found.grids[layer]
+            maps = found.maps[layer]
+            if (layer, contrast) not in found.grids:
+                picture = feature_grid(
+                    maps, padding=1, normalise="grid" if contrast == "layer" else "map"
+                )
+                found.grids[(layer, contrast)] = png_bytes(picture)
+            png = found.grids[(layer, contrast)]
         channels, height, width = maps.shape
         maxima = maps.flatten(1).max(dim=1).values
         return {
@@ -227,8 +242,17 @@ class Explorer:
         picture = show(
             result.images[0, 0].cpu(), "rgb", channel_order=self.preprocessing.channel_order
         )
+        top, left, bottom, right = box
+        enlarged = scaled(np.ascontiguousarray(picture[top:bottom, left:right]), FIELD_SIDE)
         unit = UnitProjection(
-            layer, channel, (y, x), float(result.values[0, 0]), box, rule, png_bytes(picture)
+            layer,
+            channel,
+            (y, x),
+            float(result.values[0, 0]),
+            box,
+            rule,
+            png_bytes(picture),
+            png_bytes(enlarged),
         )
         with self._lock:
             self._projections[key] = unit

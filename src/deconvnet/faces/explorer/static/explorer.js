@@ -57,7 +57,7 @@ async function showGrid() {
   if (!state.image) { return; }
   const grid = await api(`/api/images/${state.image.id}/layers/${encodeURIComponent(state.layer)}`);
   state.grid = grid;
-  $("grid").src = grid.grid_url;
+  $("grid").src = `${grid.grid_url}?contrast=${$("per-map").checked ? "map" : "layer"}`;
   $("grid-note").textContent = `${grid.channels} maps of ${grid.height}×${grid.width}`;
   if (state.unit && state.unit.layer === state.layer && state.unit.channel < grid.channels) {
     await projectUnit();
@@ -89,6 +89,7 @@ async function projectUnit() {
   const url = `/api/images/${state.image.id}/layers/${layer}/units/${channel}?rule=${state.rule}${where}`;
   const unit = await api(url);
   $("projection").src = unit.projection_url;
+  $("field").src = `${unit.projection_url}&view=field`;
   $("unit-note").textContent =
     `map ${unit.channel} at (${unit.position[0]}, ${unit.position[1]}) = ${unit.value.toPrecision(4)}`;
   const [top, left, bottom, right] = unit.box;
@@ -135,6 +136,7 @@ $("upload").addEventListener("change", guarded(async () => {
   form.append("file", file);
   await useImage(await api("/api/upload", { method: "POST", body: form }));
 }));
+$("per-map").addEventListener("change", guarded(showGrid));
 $("layer").addEventListener("change", guarded(async () => {
   state.layer = $("layer").value;
   state.unit = null;
