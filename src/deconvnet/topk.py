@@ -15,13 +15,14 @@ Three steps, each usable on its own::
 from deconvnet.figures.topk import RenderResult, render
 from deconvnet.instruments.topk.project import ProjectedEntry, Units, project
 from deconvnet.instruments.topk.scan import MapChoice, TopKIndex, scan
-from deconvnet.instruments.topk.state import EMPTY_ID, Entry, LayerTopK, TopKState
+from deconvnet.instruments.topk.state import EMPTY_ID, Entry, LayerTopK, MapStats, TopKState
 
 __all__ = [
     "EMPTY_ID",
     "Entry",
     "LayerTopK",
     "MapChoice",
+    "MapStats",
     "ProjectedEntry",
     "RenderResult",
     "TopKIndex",

@@ -127,7 +127,7 @@ TAMPERED = {
     "ranks swapped": (_edit_tensor("3", "values", _swap_ranks), r"not in rank order"),
     "a value raised": (
         _edit_tensor("3", "values", _assign((0, 1), 1e6)),
-        r"the model gives",
+        r"the model gives|maximum differs from the top-1",
     ),
     "a position moved": (
         _edit_tensor("3", "positions", _assign((0, 0, 0), 3)),
@@ -144,7 +144,7 @@ TAMPERED = {
     "a NaN value": (_edit_tensor("0", "values", _assign((1, 1), float("nan"))), r"NaN"),
     "channels changed": (
         _edit_tensor("3", "channels", lambda t: t + 1),
-        r"other maps of layer .3.|the model gives|which has 5 maps",
+        r"other maps of layer .3.|the model gives|which has 5 maps|maps differ from the top-k",
     ),
     "a digest altered": (_flip_digest, r"changed since the scan"),
     "content not hex": (_set("state", "content", value="zz"), r"'content' is not 64 hex"),

@@ -42,6 +42,7 @@ from deconvnet.figures.style import (
 )
 from deconvnet.instruments.topk.project import ProjectedEntry
 from deconvnet.instruments.topk.scan import TopKIndex
+from deconvnet.instruments.topk.state import MapStats
 
 Progress = Callable[[int, int | None], None]
 
@@ -134,6 +135,7 @@ def render(
         "skipped": [{"image": name, "error": why} for name, why in index.skipped],
         "sheets": {layer: path.name for layer, path in sheets.items()},
         "metadata": dict(metadata or {}),
+        "stats": {layer: _stats_records(stats) for layer, stats in index.state.stats.items()},
         "entries": records,
     }
     return RenderResult(sheets=sheets, index_file=write_json(document, out / INDEX_FILE))
@@ -158,6 +160,27 @@ def _record(
         "sheet_projection_box": list(boxes[0]),
         "sheet_patch_box": list(boxes[1]),
     }
+
+
+def _stats_records(stats: MapStats) -> list[dict[str, Any]]:
+    """Per map: images read, max, mean and fire rate; ``None`` where no image was read."""
+    columns = zip(
+        stats.channels.tolist(),
+        stats.maximum.tolist(),
+        stats.mean.tolist(),
+        stats.fire_rate.tolist(),
+        strict=True,
+    )
+    return [
+        {
+            "map": channel,
+            "images": stats.images,
+            "max": maximum if math.isfinite(maximum) else None,
+            "mean": mean if math.isfinite(mean) else None,
+            "fire_rate": rate if math.isfinite(rate) else None,
+        }
+        for channel, maximum, mean, rate in columns
+    ]
 
 
 def _map_tiles(

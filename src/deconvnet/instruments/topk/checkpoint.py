@@ -36,8 +36,9 @@ MAX_CHECKPOINT_BYTES = 1 << 30
 """Largest checkpoint read (1 GiB); a scan's state is O(k x maps x layers), far below."""
 _HEX_DIGITS = 64
 _SPATIAL = 2
-_STATE_KEYS = ("k", "images_seen", "skipped", "layers", "digests", "content")
+_STATE_KEYS = ("k", "images_seen", "skipped", "layers", "digests", "content", "stats")
 _LAYER_KEYS = ("channels", "values", "image_ids", "positions")
+_STATS_KEYS = ("channels", "images", "maximum", "mean_sum", "fired")
 
 
 def save(path: Path, header: Mapping[str, Any], state: TopKState, done: int) -> None:
@@ -144,6 +145,7 @@ def validate(payload: object, header: Mapping[str, Any], path: Path) -> tuple[To
     for name, top in layers.items():
         ranked |= _check_layer(top, k, seen, read_ids, f"{where}, layer {name!r}")
     _check_digests(state["digests"], ranked, where)
+    _check_stats(state["stats"], layers, seen, where)
     content = state["content"]
     if not isinstance(content, str) or len(content) != _HEX_DIGITS or not _is_hex(content):
         raise CheckpointError(f"{where}: state field 'content' is not {_HEX_DIGITS} hex digits")
@@ -252,6 +254,29 @@ def _check_digests(digests: object, ranked: set[int], where: str) -> None:
     listed = ids.tolist()
     if len(set(listed)) != len(listed) or set(listed) != ranked:
         raise CheckpointError(f"{where}: digests must list each ranked image exactly once")
+
+
+def _check_stats(stats: object, layers: Mapping[str, Any], seen: int, where: str) -> None:
+    """Each layer's activation statistics cover its maps and agree with its top-1 values."""
+    if not isinstance(stats, dict) or list(stats) != list(layers):
+        raise CheckpointError(f"{where}: state field 'stats' must hold the layers {list(layers)}")
+    for name, part in stats.items():
+        at = f"{where}, statistics of layer {name!r}"
+        if not isinstance(part, dict) or any(key not in part for key in _STATS_KEYS):
+            raise CheckpointError(f"{at}: needs a dict with {list(_STATS_KEYS)}")
+        top = layers[name]
+        count = int(top["channels"].numel())
+        channels = _tensor(part, "channels", torch.long, (count,), at)
+        if not torch.equal(channels, top["channels"]):
+            raise CheckpointError(f"{at}: maps differ from the top-k's")
+        _integer(part, "images", at, seen, seen)  # every image read is counted
+        maximum = _tensor(part, "maximum", VALUE_DTYPE, (count,), at)
+        _tensor(part, "mean_sum", VALUE_DTYPE, (count,), at)
+        fired = _tensor(part, "fired", torch.long, (count,), at)
+        if bool(((fired < 0) | (fired > seen)).any()):
+            raise CheckpointError(f"{at}: fired counts must lie in [0, {seen}]")
+        if seen and not torch.equal(maximum, top["values"][0]):
+            raise CheckpointError(f"{at}: maximum differs from the top-1 values")
 
 
 def _is_hex(text: str) -> bool:

@@ -41,6 +41,7 @@ from deconvnet.instruments.atomic import remove_stale_temporaries
 from deconvnet.instruments.topk import checkpoint as checkpoints
 from deconvnet.instruments.topk.state import (
     LayerTopK,
+    MapStats,
     TopKState,
     content_sum,
     content_term,
@@ -302,6 +303,9 @@ class _Recorder:
         self.digests: dict[int, bytes] = dict(state.digests)
         self.content = state.content
         self.checked: set[str] = set()
+        self.stats: dict[str, MapStats] = dict(state.stats)
+        if set(self.stats) != set(self.tops):
+            raise CheckpointError("the checkpoint's activation statistics do not cover its maps")
 
     def state(self, seen: int, skipped: list[tuple[int, str]]) -> TopKState:
         layers = {name: self.tops[name] for name, _ in self.named if name in self.tops}
@@ -313,6 +317,7 @@ class _Recorder:
             skipped=tuple(skipped),
             digests=dict(self.digests),
             content=self.content,
+            stats={name: self.stats[name] for name in layers},
         )
 
     def run(
@@ -353,7 +358,7 @@ class _Recorder:
     def _forward(self, model: nn.Module, image_ids: Tensor, x: Tensor, dataset: Any) -> None:
         """One forward pass; the layers' maxima are folded in only if all of it succeeds."""
         pending = {name for name, _ in self.named}
-        reduced: dict[str, tuple[LayerTopK, Tensor, Tensor]] = {}
+        reduced: dict[str, tuple[LayerTopK, Tensor, Tensor, Tensor]] = {}
 
         def hook_for(name: str) -> Callable[[nn.Module, Any, Any], None]:
             def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -380,11 +385,14 @@ class _Recorder:
                 ) from error
         if pending:
             raise InputError(f"layers {sorted(pending)} were not reached by the forward pass")
-        for name, (top, maxima, positions) in reduced.items():
+        for name, (top, maxima, positions, means) in reduced.items():
             self.tops[name] = top.with_batch(image_ids, maxima, positions)
+            stats = self.stats.get(name) or MapStats.empty(top.channels)
+            self.stats[name] = stats.with_batch(maxima, means)
 
-    def _reduce(self, name: str, output: Any) -> tuple[LayerTopK, Tensor, Tensor]:
-        """The layer's top-k so far and this output's per-image maxima and their positions."""
+    def _reduce(self, name: str, output: Any) -> tuple[LayerTopK, Tensor, Tensor, Tensor]:
+        """The layer's top-k so far and this output's per-image maxima, their positions and
+        the maps' spatial means."""
         y = output[0] if isinstance(output, (tuple, list)) else output
         if not isinstance(y, Tensor) or y.dim() != _MAP_RANK:
             shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
@@ -407,7 +415,9 @@ class _Recorder:
         maxima, flat_index = maps.flatten(2).max(dim=2)  # first maximum in row-major order
         width = maps.shape[3]
         positions = torch.stack([flat_index // width, flat_index % width], dim=-1)
-        return top, maxima, positions
+        area = maps.shape[2] * maps.shape[3]
+        means = maps.flatten(2).nansum(dim=2, dtype=torch.float64) / area
+        return top, maxima, positions, means
 
 
 class _ForwardFailed(DeconvnetError):

@@ -14,6 +14,11 @@ NaN activations rank as ``-inf``.
 that holds a top-k slot (``digests``, checked again before an image is projected or a scan
 resumed), and ``content``, an order-independent digest of every image the scan read (the
 sum of ``SHA-256(image id, bytes digest)`` modulo 2**256), so shards merge it by addition.
+
+**Activation statistics** (:class:`MapStats`), beside the top-k: per map, the largest
+maximum, the mean activation (the mean over images of each image's spatial mean) and the
+fraction of images where the map fires (its maximum is above zero). They are running sums,
+so they merge across shards like the top-k.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -122,6 +128,93 @@ class LayerTopK:
 
 
 @dataclass(frozen=True, eq=False)
+class MapStats:
+    """Running activation statistics of the tracked maps of one layer over the images read.
+
+    Attributes
+    ----------
+    channels : LongTensor (M,) — the tracked maps, as in :class:`LayerTopK`.
+    images : images folded in.
+    maximum : Tensor (M,) float64 — the largest activation seen (``-inf`` before any image;
+        NaN activations are ignored).
+    mean_sum : Tensor (M,) float64 — the sum over images of each image's spatial mean of
+        the map (NaN activations count as 0).
+    fired : LongTensor (M,) — images whose maximum of the map is above zero.
+    """
+
+    channels: Tensor
+    images: int
+    maximum: Tensor
+    mean_sum: Tensor
+    fired: Tensor
+
+    @classmethod
+    def empty(cls, channels: Tensor) -> MapStats:
+        count = int(channels.numel())
+        return cls(
+            channels=channels.to(torch.long).cpu(),
+            images=0,
+            maximum=torch.full((count,), -torch.inf, dtype=VALUE_DTYPE),
+            mean_sum=torch.zeros(count, dtype=VALUE_DTYPE),
+            fired=torch.zeros(count, dtype=torch.long),
+        )
+
+    @property
+    def mean(self) -> Tensor:
+        """Mean activation per map (NaN before any image)."""
+        if not self.images:
+            return torch.full_like(self.mean_sum, torch.nan)
+        return self.mean_sum / self.images
+
+    @property
+    def fire_rate(self) -> Tensor:
+        """Fraction of images where each map fires (NaN before any image)."""
+        fired = self.fired.to(VALUE_DTYPE)
+        return fired / self.images if self.images else torch.full_like(fired, torch.nan)
+
+    def with_batch(self, maxima: Tensor, means: Tensor) -> MapStats:
+        """Fold in one batch: per-image maxima and spatial means, both (B, M)."""
+        maxima = torch.nan_to_num(maxima.to("cpu", VALUE_DTYPE), nan=-torch.inf, posinf=torch.inf)
+        means = means.to("cpu", VALUE_DTYPE)
+        return MapStats(
+            channels=self.channels,
+            images=self.images + int(maxima.shape[0]),
+            maximum=torch.maximum(self.maximum, maxima.amax(dim=0)),
+            mean_sum=self.mean_sum + means.sum(dim=0),
+            fired=self.fired + (maxima > 0).sum(dim=0),
+        )
+
+    def merged(self, other: MapStats) -> MapStats:
+        """The statistics of both (disjoint) sets of images."""
+        if not torch.equal(self.channels, other.channels):
+            raise InputError("cannot merge activation statistics of different maps")
+        return MapStats(
+            channels=self.channels,
+            images=self.images + other.images,
+            maximum=torch.maximum(self.maximum, other.maximum),
+            mean_sum=self.mean_sum + other.mean_sum,
+            fired=self.fired + other.fired,
+        )
+
+    def to_dict(self) -> dict[str, Tensor | int]:
+        return {
+            "channels": self.channels,
+            "images": self.images,
+            "maximum": self.maximum,
+            "mean_sum": self.mean_sum,
+            "fired": self.fired,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Tensor | int]) -> MapStats:
+        tensors = [data[key] for key in ("channels", "maximum", "mean_sum", "fired")]
+        if not all(isinstance(t, Tensor) for t in tensors):
+            raise InputError("malformed activation statistics")
+        channels, maximum, mean_sum, fired = cast("list[Tensor]", tensors)
+        return cls(channels, int(data["images"]), maximum, mean_sum, fired)
+
+
+@dataclass(frozen=True, eq=False)
 class Entry:
     """One ranked activation: map ``channel`` of ``layer``, ``rank`` 0 = strongest."""
 
@@ -150,6 +243,8 @@ class TopKState:
     """Image id -> SHA-256 of its stored bytes, for every image in some top-k slot."""
     content: int = 0
     """Order-independent digest of every image read (see the module docstring)."""
+    stats: dict[str, MapStats] = field(default_factory=dict)
+    """Activation statistics per layer (see :class:`MapStats`)."""
 
     def merge(self, other: TopKState) -> TopKState:
         """The state of one scan over both parts.
@@ -159,6 +254,8 @@ class TopKState:
         InputError
             Different ``k``, layers or maps, or an image id present in both states.
         """
+        if list(self.stats) != list(other.stats):
+            raise InputError("cannot merge top-k states whose activation statistics differ")
         if self.k != other.k or list(self.layers) != list(other.layers):
             raise InputError(
                 f"cannot merge top-k states with k={self.k}, layers {list(self.layers)} and "
@@ -178,6 +275,7 @@ class TopKState:
             skipped=tuple(sorted(self.skipped + other.skipped)),
             digests=ranked_digests(layers, {**self.digests, **other.digests}),
             content=(self.content + other.content) % CONTENT_MODULUS,
+            stats={name: stats.merged(other.stats[name]) for name, stats in self.stats.items()},
         )
 
     def entries(self) -> Iterator[Entry]:
@@ -207,16 +305,21 @@ class TopKState:
                 ).reshape(-1, DIGEST_BYTES),
             },
             "content": f"{self.content:064x}",
+            "stats": {name: stats.to_dict() for name, stats in self.stats.items()},
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> TopKState:
         layers = data["layers"]
         skipped = data["skipped"]
-        if not isinstance(layers, dict) or not isinstance(skipped, list):
-            raise InputError("malformed top-k state")
+        stats = data.get("stats", {})  # states written before the statistics have none
         digests = data.get("digests", {"image_ids": [], "sha256": []})
-        if not isinstance(digests, dict):
+        if (
+            not isinstance(layers, dict)
+            or not isinstance(skipped, list)
+            or not isinstance(digests, dict)
+            or not isinstance(stats, dict)
+        ):
             raise InputError("malformed top-k state")
         return cls(
             k=int(data["k"]),  # type: ignore[call-overload]
@@ -228,6 +331,7 @@ class TopKState:
                 for i, row in zip(digests["image_ids"], digests["sha256"], strict=True)
             },
             content=int(str(data.get("content", "0")), 16),
+            stats={name: MapStats.from_dict(part) for name, part in stats.items()},
         )
 
 

@@ -10,7 +10,20 @@ from deconvnet.faces.cli.commands import (
     occlude,
     project,
     sanity,
+    serve,
+    site,
     topk,
 )
 
-ALL: list[ModuleType] = [project, layers, maps, topk, occlude, compare, sanity, models]
+ALL: list[ModuleType] = [
+    project,
+    layers,
+    maps,
+    topk,
+    site,
+    serve,
+    occlude,
+    compare,
+    sanity,
+    models,
+]

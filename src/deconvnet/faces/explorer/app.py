@@ -1,0 +1,341 @@
+"""The explorer's HTTP face: JSON and PNG routes over :class:`~.session.Explorer`.
+
+Every error is a 4xx with a one-line JSON body ``{"error": ...}``; the model is fixed when
+the app is made (no model or file path ever comes from the browser: library images are
+chosen by name among the files of ``--images``, and every file route goes through
+:func:`~.files.file_inside`). Uploads are capped (``max_upload`` bytes, checked on the
+declared length before the body is read and on the file itself) and decoded behind
+Pillow's decompression-bomb guard.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, Response, UploadFile
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from deconvnet.errors import DeconvnetError
+from deconvnet.faces.explorer.files import file_inside
+from deconvnet.faces.explorer.session import RULES, Explorer, NotFound
+from deconvnet.faces.site.build import read_scan, unit_url, units_by_layer
+
+DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+"""Upload cap in bytes (20 MB)."""
+MULTIPART_OVERHEAD = 64 * 1024
+"""Room for the multipart envelope around the file in the declared request length."""
+READ_CHUNK = 1 << 20
+PNG = "image/png"
+IMAGE_ID = r"^[0-9a-f]{16}$"
+
+Rule = Literal["zeiler", "guided", "gradient"]
+"""The same as :data:`~.session.RULES`, as a type FastAPI validates and documents."""
+ImageId = Annotated[str, PathParam(pattern=IMAGE_ID)]
+Channel = Annotated[int, PathParam(ge=0, le=1 << 20)]
+Coordinate = Annotated[int | None, Query(ge=0, le=1 << 20)]
+Contrast = Literal["layer", "map"]
+"""As :data:`~.session.CONTRASTS`."""
+View = Literal["whole", "field"]
+"""As :data:`~.session.VIEWS`."""
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class LayerInfo(BaseModel):
+    name: str
+    label: str
+    channels: int
+    height: int
+    width: int
+    field: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    input_size: tuple[int, int]
+    default_layer: str
+    layers: list[LayerInfo]
+    rules: list[str]
+    images: list[str]
+    site: bool
+
+
+class ImageInfo(BaseModel):
+    id: str
+    name: str
+    height: int
+    width: int
+
+
+class OpenRequest(BaseModel):
+    name: str
+
+
+class GridInfo(BaseModel):
+    layer: str
+    channels: int
+    height: int
+    width: int
+    columns: int
+    padding: int
+    maxima: list[float]
+    grid_url: str
+
+
+class TopEntry(BaseModel):
+    rank: int
+    value: float
+    image: str
+    projection_url: str
+    patch_url: str
+
+
+class UnitInfo(BaseModel):
+    layer: str
+    channel: int
+    position: tuple[int, int]
+    value: float
+    box: tuple[int, int, int, int]
+    rule: str
+    projection_url: str
+    unit_page: str | None
+    topk: list[TopEntry]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 404, 413, 415, 422)
+}
+
+
+class UploadLimit:
+    """ASGI middleware: refuse a request whose declared length exceeds the cap (413)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            declared = dict(scope.get("headers", [])).get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.limit:
+                response = JSONResponse(
+                    {"error": f"upload larger than {self.limit} bytes"}, status_code=413
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    explorer: Explorer,
+    *,
+    scan_dir: Path | None = None,
+    site_dir: Path | None = None,
+    max_upload: int = DEFAULT_MAX_UPLOAD,
+) -> FastAPI:
+    """The explorer app. ``site_dir`` is a built static site (of ``scan_dir``), served at
+    ``/site/`` and linked from each unit."""
+    app = FastAPI(title="deconvnet explorer", version="1")
+    app.add_middleware(UploadLimit, limit=max_upload + MULTIPART_OVERHEAD)
+    static = Path(str(resources.files("deconvnet.faces.explorer").joinpath("static")))
+    site_static = Path(str(resources.files("deconvnet.faces.site").joinpath("static")))
+    scan_units = units_by_layer(read_scan(scan_dir)) if scan_dir is not None else {}
+
+    @app.exception_handler(StarletteHTTPException)  # routing's 404/405 too, not only ours
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, 422)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, error: NotFound) -> JSONResponse:
+        return JSONResponse({"error": _one_line(error)}, status_code=404)
+
+    @app.exception_handler(DeconvnetError)
+    async def bad_input(request: Request, error: DeconvnetError) -> JSONResponse:
+        return JSONResponse({"error": _one_line(error)}, status_code=400)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(static / "index.html")
+
+    @app.get("/static/{name:path}", include_in_schema=False)
+    def static_file(name: str) -> FileResponse:
+        found = file_inside(static, name) or file_inside(site_static, name)
+        if found is None:
+            raise HTTPException(404, f"no static file {name!r}")
+        return FileResponse(found)
+
+    @app.get("/site/{name:path}", responses=ERRORS, response_class=FileResponse)
+    def site_file(name: str) -> FileResponse:
+        """A file of the static site built from the scan."""
+        found = file_inside(site_dir, name) if site_dir is not None else None
+        if found is None:
+            raise HTTPException(404, f"no site file {name!r}")
+        return FileResponse(found)
+
+    @app.get("/api/model", response_model=ModelInfo)
+    def model_info() -> ModelInfo:
+        """The model fixed at start-up: its layers with maps, the rules, the library."""
+        return ModelInfo(
+            name=explorer.name,
+            input_size=explorer.preprocessing.input_size,
+            default_layer=explorer.default_layer,
+            layers=[LayerInfo(**vars(layer)) for layer in explorer.layers.values()],
+            rules=list(RULES),
+            images=explorer.library(),
+            site=site_dir is not None,
+        )
+
+    @app.get("/api/library/{name}", responses=ERRORS, response_class=FileResponse)
+    def library_file(name: str) -> FileResponse:
+        """An image file of the library, as it is."""
+        return FileResponse(_library_path(explorer, name))
+
+    @app.post("/api/open", response_model=ImageInfo, responses=ERRORS)
+    def open_image(request: OpenRequest) -> ImageInfo:
+        """Open an image of the library by its name."""
+        image_id = explorer.add_file(_library_path(explorer, request.name))
+        return ImageInfo(**explorer.image(image_id))
+
+    @app.post("/api/upload", response_model=ImageInfo, responses=ERRORS)
+    def upload(file: Annotated[UploadFile, File()]) -> ImageInfo:
+        """Upload an image (at most the cap); decoded with the bomb guard."""
+        data = bytearray()
+        while chunk := file.file.read(READ_CHUNK):
+            data += chunk
+            if len(data) > max_upload:
+                raise HTTPException(413, f"upload larger than {max_upload} bytes")
+        if not data:
+            raise HTTPException(415, "the upload is empty, not an image")
+        try:
+            image_id = explorer.add_bytes(bytes(data), Path(file.filename or "upload").name)
+        except DeconvnetError as error:
+            raise HTTPException(415, _one_line(error)) from error
+        return ImageInfo(**explorer.image(image_id))
+
+    @app.get("/api/images/{image_id}", response_model=ImageInfo, responses=ERRORS)
+    def image_info(image_id: ImageId) -> ImageInfo:
+        return ImageInfo(**explorer.image(image_id))
+
+    @app.get(
+        "/api/images/{image_id}/input.png", responses={**ERRORS, 200: {"content": {PNG: {}}}}
+    )
+    def input_png(image_id: ImageId) -> Response:
+        """The image as the network saw it (resized/cropped)."""
+        return Response(explorer.input_png(image_id), media_type=PNG)
+
+    @app.get(
+        "/api/images/{image_id}/layers/{layer:path}/grid.png",
+        responses={**ERRORS, 200: {"content": {PNG: {}}}},
+    )
+    def grid_png(image_id: ImageId, layer: str, contrast: Contrast = "layer") -> Response:
+        """All maps of the layer as one grid: one grey scale for the layer, or per map."""
+        _, png = explorer.grid(image_id, layer, contrast)
+        return Response(png, media_type=PNG)
+
+    @app.get(
+        "/api/images/{image_id}/layers/{layer:path}/units/{channel}",
+        response_model=UnitInfo,
+        responses=ERRORS,
+    )
+    def unit(
+        image_id: ImageId,
+        layer: str,
+        channel: Channel,
+        rule: Rule = "zeiler",
+        y: Coordinate = None,
+        x: Coordinate = None,
+    ) -> UnitInfo:
+        """Project one unit (the map's strongest when y/x are not given); its scan top-k."""
+        found = explorer.project(image_id, layer, channel, rule, _position(y, x))
+        query = f"rule={rule}&y={found.position[0]}&x={found.position[1]}"
+        in_scan = any(u.channel == channel for u in scan_units.get(layer, []))
+        return UnitInfo(
+            layer=layer,
+            channel=channel,
+            position=found.position,
+            value=found.value,
+            box=found.box,
+            rule=rule,
+            projection_url=f"/api/images/{image_id}/layers/{layer}/units/{channel}/projection.png?{query}",
+            unit_page=f"/site/{unit_url(layer, channel)}" if in_scan and site_dir else None,
+            topk=_topk(scan_units, layer, channel) if site_dir else [],
+        )
+
+    @app.get(
+        "/api/images/{image_id}/layers/{layer:path}/units/{channel}/projection.png",
+        responses={**ERRORS, 200: {"content": {PNG: {}}}},
+    )
+    def projection_png(
+        image_id: ImageId,
+        layer: str,
+        channel: Channel,
+        rule: Rule = "zeiler",
+        y: Coordinate = None,
+        x: Coordinate = None,
+        view: View = "whole",
+    ) -> Response:
+        """The unit's projection (colours scaled by its largest |value|) over the whole input,
+        or its receptive field enlarged."""
+        found = explorer.project(image_id, layer, channel, rule, _position(y, x))
+        return Response(found.png if view == "whole" else found.field_png, media_type=PNG)
+
+    # after the routes below it: a layer name may hold '/' (Caffe's fire2/concat)
+    @app.get(
+        "/api/images/{image_id}/layers/{layer:path}", response_model=GridInfo, responses=ERRORS
+    )
+    def grid_info(image_id: ImageId, layer: str) -> GridInfo:
+        """The layer's maps for the image: geometry of the grid and each map's maximum."""
+        info, _ = explorer.grid(image_id, layer)
+        url = f"/api/images/{image_id}/layers/{layer}/grid.png"
+        return GridInfo(**info, grid_url=url)
+
+    return app
+
+
+def _position(y: int | None, x: int | None) -> tuple[int, int] | None:
+    if (y is None) != (x is None):
+        raise HTTPException(422, "give both y and x, or neither (the map's maximum)")
+    return None if y is None or x is None else (y, x)
+
+
+def _library_path(explorer: Explorer, name: str) -> Path:
+    listed = name in explorer.library()
+    found = file_inside(explorer.images_dir, name) if explorer.images_dir and listed else None
+    if found is None:
+        raise HTTPException(404, f"no library image {name!r}")
+    return found
+
+
+def _topk(scan_units: dict[str, Any], layer: str, channel: int) -> list[TopEntry]:
+    for unit in scan_units.get(layer, []):
+        if unit.channel == channel:
+            return [
+                TopEntry(
+                    rank=int(e["rank"]),
+                    value=float(e["value"]),
+                    image=Path(str(e["image"])).name,
+                    projection_url=f"/site/{e['tile_file']}",
+                    patch_url=f"/site/{e['patch_file']}",
+                )
+                for e in unit.entries
+            ]
+    return []
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

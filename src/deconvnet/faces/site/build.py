@@ -1,0 +1,258 @@
+"""Build the static site of a top-k scan folder (what ``deconvnet topk`` wrote).
+
+Reads ``topk_index.json`` (entries, activation statistics, provenance), the scan's
+``manifest.json`` when present, and the per-tile PNGs; writes ``index.html``,
+``layers/<layer>/index.html`` and ``layers/<layer>/units/<map>.html`` (stable URLs), the
+copied tiles and the stylesheet and script. Pages are rendered with Jinja2 (autoescaped).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from deconvnet.engine.receptive import LayerRow
+from deconvnet.errors import InputError
+from deconvnet.figures.topk import INDEX_FILE, INDEX_FORMAT
+
+MANIFEST_FILE = "manifest.json"
+STATIC_FILES = ("site.css", "site.js")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class SiteResult:
+    """What :func:`build_site` wrote: the index page, the unit pages per layer, every file."""
+
+    index: Path
+    units: dict[str, list[Path]]
+    files: list[Path]
+
+
+def slug(layer: str) -> str:
+    """The URL- and file-safe name of a layer (``fire2/concat`` -> ``fire2_concat``)."""
+    return _UNSAFE.sub("_", layer).strip("_.") or "layer"
+
+
+def unit_url(layer: str, channel: int) -> str:
+    """The stable relative URL of a unit page, from the site's root."""
+    return f"layers/{slug(layer)}/units/{channel}.html"
+
+
+def read_scan(scan_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The scan's index document, checked enough that pages can be built from it."""
+    path = Path(scan_dir) / INDEX_FILE
+    if not path.is_file():
+        raise InputError(f"{scan_dir} has no {INDEX_FILE}; run 'deconvnet topk' into it first")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read {path}: {' '.join(str(error).split())}") from error
+    if not isinstance(document, dict) or document.get("format") != INDEX_FORMAT:
+        raise InputError(f"{path} is not a top-k index ({INDEX_FORMAT})")
+    if "stats" not in document:
+        raise InputError(f"{path} has no activation statistics (an older deconvnet); rescan")
+    entries = document.get("entries", [])
+    if entries and "tile_file" not in entries[0]:
+        raise InputError(f"{path} was written with --no-tiles; the site needs the tiles")
+    return document
+
+
+def scan_manifest(scan_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The scan's ``manifest.json`` (empty when the scan was made by the library)."""
+    path = Path(scan_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return {}
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read {path}: {' '.join(str(error).split())}") from error
+    return document if isinstance(document, dict) else {}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One tracked map: its statistics and its ranked entries (tiles relative to the site)."""
+
+    layer: str
+    channel: int
+    stats: dict[str, Any]
+    entries: list[dict[str, Any]]
+
+    @property
+    def dead(self) -> bool:
+        """Never fired on the scanned images (its maximum never rose above zero)."""
+        return not self.stats.get("fire_rate")
+
+    @property
+    def top(self) -> dict[str, Any] | None:
+        return self.entries[0] if self.entries else None
+
+
+def units_by_layer(document: dict[str, Any]) -> dict[str, list[Unit]]:
+    """Every tracked map of every layer, in map order, with its entries by rank."""
+    entries: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for entry in document["entries"]:
+        entries[(entry["layer"], int(entry["map"]))].append(entry)
+    layers: dict[str, list[Unit]] = {}
+    for layer, records in document["stats"].items():
+        layers[layer] = [
+            Unit(
+                layer,
+                int(record["map"]),
+                record,
+                sorted(entries[(layer, int(record["map"]))], key=lambda e: int(e["rank"])),
+            )
+            for record in records
+        ]
+    return layers
+
+
+def build_site(
+    scan_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    layer_rows: Sequence[LayerRow] = (),
+    input_size: tuple[int, int] | None = None,
+) -> SiteResult:
+    """Write the site of ``scan_dir`` into ``out_dir`` (created; existing files replaced).
+
+    ``layer_rows`` (from :func:`deconvnet.engine.receptive.layer_table` at ``input_size``)
+    fill the model card's layer table; without them it lists only the scanned layers.
+    """
+    scan = Path(scan_dir)
+    out = Path(out_dir)
+    document = read_scan(scan)
+    manifest = scan_manifest(scan)
+    layers = units_by_layer(document)
+    metadata = dict(document.get("metadata", {}))
+    display = {layer: str(metadata.get("layers", {}).get(layer, layer)) for layer in layers}
+    environment = _environment()
+    written: list[Path] = []
+    for entry in document["entries"]:
+        for key in ("tile_file", "patch_file"):
+            written.append(_copy_inside(scan, entry[key], out))
+    for name in STATIC_FILES:
+        source = resources.files("deconvnet.faces.site").joinpath("static", name)
+        target = out / "static" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+        written.append(target)
+    common = {
+        "model": metadata.get("model") or manifest.get("model") or "a model",
+        "display": display,
+        "slug": slug,
+        "fmt": _number,
+        "percent": _percent,
+        "basename": lambda name: Path(str(name)).name,
+    }
+    rows = [_row(row, display, layers) for row in layer_rows] or [
+        {"name": layer, "alias": display[layer], "type": "", "shape": "", "field": "",
+         "scanned": True}
+        for layer in layers
+    ]
+    index = out / "index.html"
+    _render(environment, "index.html", index, root="", rows=rows, layers=layers,
+            scan=_provenance(document, manifest, input_size), **common)
+    written.append(index)
+    units: dict[str, list[Path]] = {}
+    for layer, layer_units in layers.items():
+        folder = out / "layers" / slug(layer)
+        _render(environment, "layer.html", folder / "index.html", root="../../", layer=layer,
+                units=layer_units, k=document["k"], **common)
+        written.append(folder / "index.html")
+        units[layer] = []
+        for number, unit in enumerate(layer_units):
+            page = folder / "units" / f"{unit.channel}.html"
+            neighbours = {
+                "previous": layer_units[number - 1].channel if number else None,
+                "next": layer_units[number + 1].channel if number + 1 < len(layer_units) else None,
+            }
+            _render(environment, "unit.html", page, root="../../../", layer=layer, unit=unit,
+                    k=document["k"], **neighbours, **common)
+            units[layer].append(page)
+            written.append(page)
+    return SiteResult(index=index, units=units, files=written)
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("deconvnet.faces.site", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _render(environment: jinja2.Environment, template: str, path: Path, **context: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(environment.get_template(template).render(**context), encoding="utf-8")
+
+
+def _copy_inside(scan: Path, name: str, out: Path) -> Path:
+    """Copy ``scan/name`` to ``out/name``, refusing names that leave the scan folder."""
+    source = (scan / name).resolve()
+    if Path(name).is_absolute() or not source.is_relative_to(scan.resolve()):
+        raise InputError(f"the top-k index names a file outside {scan}: {name}")
+    if not source.is_file():
+        raise InputError(f"the top-k index names {name}, which is missing from {scan}")
+    target = out / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
+def _provenance(
+    document: dict[str, Any], manifest: dict[str, Any], input_size: tuple[int, int] | None
+) -> dict[str, Any]:
+    metadata = document.get("metadata", {})
+    return {
+        "weights": metadata.get("weights") or manifest.get("weights"),
+        "weights_sha256": metadata.get("weights_sha256") or manifest.get("weights_sha256"),
+        "data": metadata.get("data") or manifest.get("data"),
+        "dataset_fingerprint": document.get("dataset_fingerprint"),
+        "k": document.get("k"),
+        "maps": document.get("maps"),
+        "seed": document.get("seed"),
+        "images_scanned": document.get("images_scanned"),
+        "images_read": document.get("images_read"),
+        "skipped": len(document.get("skipped", [])),
+        "rule": metadata.get("rule"),
+        "input_size": "x".join(map(str, input_size)) if input_size else None,
+    }
+
+
+def _row(row: LayerRow, display: dict[str, str], layers: dict[str, Any]) -> dict[str, Any]:
+    field = ""
+    if row.rf is not None:
+        field = "global" if row.rf.is_global else f"{row.rf.size[0]}x{row.rf.size[1]}"
+        if not row.rf.is_global:
+            field += f", stride {row.rf.stride[0]}"
+    return {
+        "name": row.name,
+        "alias": display.get(row.name, ""),
+        "type": row.type,
+        "shape": "x".join(map(str, row.output_shape[1:])) if row.output_shape else "",
+        "field": field,
+        "scanned": row.name in layers,
+    }
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"

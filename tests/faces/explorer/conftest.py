@@ -1,0 +1,70 @@
+"""The explorer over the default model and the session's scan, as an app and as a server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the explorer extra is not installed")
+import uvicorn
+
+from deconvnet import models
+from deconvnet.engine.receptive import layer_table
+from deconvnet.faces.explorer.app import create_app
+from deconvnet.faces.explorer.session import Explorer
+from deconvnet.faces.site.build import build_site
+
+STARTUP_SECONDS = 30
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    return models.load("default")
+
+
+def make_explorer(model, photos: Path) -> Explorer:
+    return Explorer(
+        model, model.preprocessing, name="default", aliases=model.layer_aliases, images_dir=photos
+    )
+
+
+@pytest.fixture(scope="session")
+def served_site(tmp_path_factory: pytest.TempPathFactory, scan_dir: Path, default_model) -> Path:
+    rows = layer_table(default_model, (1, 3, 32, 32))
+    out = tmp_path_factory.mktemp("served_site")
+    return build_site(scan_dir, out, layer_rows=rows, input_size=(32, 32)).index.parent
+
+
+@pytest.fixture(scope="session")
+def app(default_model, photos: Path, scan_dir: Path, served_site: Path):
+    return create_app(make_explorer(default_model, photos), scan_dir=scan_dir, site_dir=served_site)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_server(app) -> Iterator[str]:
+    """The app under uvicorn on a free loopback port, in a thread; its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the explorer did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=STARTUP_SECONDS)

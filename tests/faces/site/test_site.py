@@ -1,0 +1,132 @@
+"""The static site of a top-k scan: pages, links, pictures and numbers, read from the HTML.
+
+Oracles: the scan's own topk_index.json (what each unit page must show) and the files on
+disk (every link and picture must resolve inside the site); statistics are formatted to 4
+significant digits on the pages, so they are compared at that precision.
+"""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from deconvnet.faces.cli import main
+from deconvnet.faces.site.build import Unit, slug, unit_url, units_by_layer
+from tests.faces.conftest import SCAN_K, SCAN_LAYER
+
+
+class Page(HTMLParser):
+    """Links, pictures (with their class) and text of one page."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.images: list[tuple[str, str]] = []
+        self.scripts: list[str] = []
+        self.text: list[str] = []
+        self.feed(path.read_text(encoding="utf-8"))
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "a" and found.get("href"):
+            self.links.append(str(found["href"]))
+        if tag == "img":
+            self.images.append((str(found.get("src")), str(found.get("class") or "")))
+        if tag in ("script", "link") and (found.get("src") or found.get("href")):
+            self.scripts.append(str(found.get("src") or found.get("href")))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def index_document(scan_dir: Path) -> dict:
+    return json.loads((scan_dir / "topk_index.json").read_text())
+
+
+def test_every_link_and_picture_resolves_inside_the_site(site_dir: Path) -> None:
+    pages = sorted(site_dir.rglob("*.html"))
+    assert len(pages) == 1 + 1 + 96  # index, one layer, every map of conv2
+    root = site_dir.resolve()
+    for page in pages:
+        parsed = Page(page)
+        for reference in parsed.links + [src for src, _ in parsed.images] + parsed.scripts:
+            url = urlparse(reference)
+            assert not url.scheme and not url.netloc, f"{page}: {reference} leaves the site"
+            target = (page.parent / url.path).resolve()
+            assert target.is_relative_to(root) and target.is_file(), f"{page}: {reference}"
+
+
+def test_unit_page_shows_k_projections_beside_k_patches_with_the_scan_values(
+    site_dir: Path, scan_dir: Path
+) -> None:
+    document = index_document(scan_dir)
+    page_file = site_dir / unit_url(SCAN_LAYER, 5)
+    assert page_file == site_dir / "layers" / "features.4" / "units" / "5.html"
+    page = Page(page_file)
+    kinds = [cls for _, cls in page.images]
+    assert kinds.count("projection") == SCAN_K and kinds.count("patch") == SCAN_K
+    text = " ".join(page.text)
+    entries = [e for e in document["entries"] if e["layer"] == SCAN_LAYER and e["map"] == 5]
+    for entry in entries:
+        assert f"{entry['value']:.4g}" in text
+        assert Path(entry["image"]).name in text
+    stats = next(s for s in document["stats"][SCAN_LAYER] if s["map"] == 5)
+    assert f"{stats['mean']:.4g}" in text and f"of {stats['images']} images" in text
+    assert f"{100 * stats['fire_rate']:.1f}%" in text
+
+
+def test_layer_page_lists_every_map_with_its_top_patch_and_sort_keys(
+    site_dir: Path, scan_dir: Path
+) -> None:
+    document = index_document(scan_dir)
+    html = (site_dir / "layers" / slug(SCAN_LAYER) / "index.html").read_text()
+    for record in document["stats"][SCAN_LAYER]:
+        assert f'data-map="{record["map"]}" data-max="{record["max"]}"' in html
+    top_patches = [e["patch_file"] for e in document["entries"] if e["rank"] == 0]
+    assert len(top_patches) == 96
+    assert all(f'src="../../{name}"' in html for name in top_patches)
+
+
+def test_index_is_a_model_card_with_receptive_fields_and_provenance(
+    site_dir: Path, scan_dir: Path
+) -> None:
+    text = " ".join(Page(site_dir / "index.html").text)
+    manifest = json.loads((scan_dir / "manifest.json").read_text())
+    assert manifest["weights_sha256"] in text
+    assert index_document(scan_dir)["dataset_fingerprint"] in text
+    # the default model's conv2: 96x16x16, receptive field 15x15 at stride 2 (see `layers`)
+    assert "96x16x16" in text and "15x15, stride 2" in text
+
+
+def test_dead_maps_are_the_ones_that_never_fired() -> None:
+    document = {
+        "entries": [],
+        "stats": {
+            "conv": [{"map": 0, "fire_rate": 0.0, "max": -1.0}, {"map": 1, "fire_rate": 0.5}]
+        },
+    }
+    units = units_by_layer(document)["conv"]
+    assert [u.dead for u in units] == [True, False]
+    assert Unit("conv", 2, {"fire_rate": None}, []).dead
+
+
+def test_site_refuses_a_folder_without_a_scan_and_other_weights(
+    tmp_path: Path, scan_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["site", str(tmp_path), "--out", str(tmp_path / "site")]) == 1
+    assert "topk_index.json" in capsys.readouterr().err
+    other = tmp_path / "other.pth"
+    import torch
+
+    from deconvnet import models
+
+    model = models.load("default")
+    torch.save({k: v + 1 for k, v in model.state_dict().items()}, other)
+    argv = ["site", str(scan_dir), "--weights", str(other), "--out", str(tmp_path / "s2")]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert "weights differ" in error and len(error.strip().splitlines()) == 1
