@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.distributed_c10d import PrefixStore
 
 from deconvnet.errors import InputError
 from deconvnet.inputs.datasets import ImageDataset
@@ -52,6 +53,7 @@ DEFAULT_TIMEOUT = timedelta(minutes=30)
 """How long a collective waits for the other ranks (torch's own default for gloo): long
 enough for rank 0 to draw the sheets while the others wait, short enough not to hang."""
 LEADER = 0
+_JOINED_KEY = "deconvnet-topk/joined"
 _T = TypeVar("_T")
 
 
@@ -63,14 +65,12 @@ class RankError(InputError):
 class Group:
     """This process's place in the job, as the launcher's environment gives it.
 
-    ``restarts`` is torchrun's ``TORCHELASTIC_RESTART_COUNT``: above 0 the job was restarted
-    after a failure, and the scan continues from the per-rank checkpoints.
+    (Whether the job was restarted is :attr:`Joined.attempt`, known once joined.)
     """
 
     rank: int
     world_size: int
     local_rank: int
-    restarts: int = 0
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Group | None:
@@ -88,7 +88,6 @@ class Group:
                 return None
             rank = int(env["RANK"])
             local_rank = int(env.get("LOCAL_RANK", str(rank)))
-            restarts = int(env.get("TORCHELASTIC_RESTART_COUNT", "0"))
         except (KeyError, ValueError) as error:
             raise InputError(
                 "WORLD_SIZE > 1 needs integer RANK and LOCAL_RANK (launch with torchrun)"
@@ -97,7 +96,7 @@ class Group:
             raise InputError(
                 f"RANK {rank} / LOCAL_RANK {local_rank} outside WORLD_SIZE {world_size}"
             )
-        return cls(rank=rank, world_size=world_size, local_rank=local_rank, restarts=restarts)
+        return cls(rank=rank, world_size=world_size, local_rank=local_rank)
 
     @property
     def is_leader(self) -> bool:
@@ -150,32 +149,60 @@ def rank_device(group: Group, device: str) -> torch.device:
     return torch.device("cuda", group.local_rank)
 
 
+@dataclass(frozen=True)
+class Joined:
+    """This rank inside the job's process group: its device, and which attempt this is
+    (0 first; above 0 after torchrun restarted the job, which then resumes)."""
+
+    device: torch.device
+    attempt: int
+
+
 @contextlib.contextmanager
 def process_group(
     group: Group, device: str, timeout: timedelta = DEFAULT_TIMEOUT
-) -> Iterator[torch.device]:
-    """Join the job's process group (gloo for CPU, nccl for CUDA); yields this rank's device.
+) -> Iterator[Joined]:
+    """Join the job's process group (gloo for CPU, nccl for CUDA), destroyed on exit.
 
-    The group reads ``MASTER_ADDR``/``MASTER_PORT`` from the environment (torchrun sets them)
-    and is destroyed on exit.
+    The store is torchrun's (``MASTER_ADDR``/``MASTER_PORT``), prefixed per attempt: torchrun
+    keeps one store across restarts, and the keys of a killed attempt would otherwise send the
+    next attempt's ranks to dead peers. The attempt is counted in the store itself, because
+    ``TORCHELASTIC_RESTART_COUNT`` only rises on the node that failed.
     """
     target = rank_device(group, device)
     backend = "nccl" if target.type == "cuda" else "gloo"
     if target.type == "cuda":
         torch.cuda.set_device(target)
     try:
-        dist.init_process_group(
-            backend, rank=group.rank, world_size=group.world_size, timeout=timeout
+        store = dist.TCPStore(  # type: ignore[attr-defined]  # public, re-exported from torch._C
+            os.environ["MASTER_ADDR"],
+            int(os.environ["MASTER_PORT"]),
+            group.world_size,
+            is_master=group.is_leader and not _agent_hosts_store(),
+            timeout=timeout,
         )
-    except (RuntimeError, ValueError) as error:
+        attempt = (store.add(_JOINED_KEY, 1) - 1) // group.world_size
+        dist.init_process_group(
+            backend,
+            store=PrefixStore(f"deconvnet-topk/attempt-{attempt}", store),
+            rank=group.rank,
+            world_size=group.world_size,
+            timeout=timeout,
+        )
+    except (KeyError, RuntimeError, ValueError) as error:
         message = " ".join(str(error).split())[:200]
         raise InputError(
             f"{group.describe()}: cannot join the {backend} group: {message}"
         ) from error
     try:
-        yield target
+        yield Joined(device=target, attempt=attempt)
     finally:
         dist.destroy_process_group()
+
+
+def _agent_hosts_store() -> bool:
+    """torchrun's agent serves the store; a launcher without one leaves it to rank 0."""
+    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
 
 
 def together(group: Group, device: torch.device, work: Callable[[], _T]) -> _T:

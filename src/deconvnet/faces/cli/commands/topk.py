@@ -155,8 +155,8 @@ def _run_rank(args: argparse.Namespace, group: Group) -> int:
     whatever the killed attempt had written, which this attempt writes again.
     """
     timeout = timedelta(seconds=args.dist_timeout)
-    with distributed.process_group(group, args.device, timeout) as device:
-        restarted = group.restarts > 0
+    with distributed.process_group(group, args.device, timeout) as joined:
+        device, restarted = joined.device, joined.attempt > 0
         resume = bool(args.resume) or restarted
 
         def prepare() -> OutputFolder | None:
