@@ -181,10 +181,10 @@ def process_group(
             is_master=group.is_leader and not _agent_hosts_store(),
             timeout=timeout,
         )
-        attempt = (store.add(_JOINED_KEY, 1) - 1) // group.world_size
+        counted = (store.add(_JOINED_KEY, 1) - 1) // group.world_size
         dist.init_process_group(
             backend,
-            store=PrefixStore(f"deconvnet-topk/attempt-{attempt}", store),
+            store=PrefixStore(f"deconvnet-topk/attempt-{counted}", store),
             rank=group.rank,
             world_size=group.world_size,
             timeout=timeout,
@@ -194,6 +194,8 @@ def process_group(
         raise InputError(
             f"{group.describe()}: cannot join the {backend} group: {message}"
         ) from error
+    # a store of its own per attempt (no agent store) counts from 0 again: ask torchrun too
+    attempt = max(counted, int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0))
     try:
         yield Joined(device=target, attempt=attempt)
     finally:
