@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,16 +45,32 @@ def launcher(nproc: int, *options: str, module: bool = False) -> list[str]:
     return [*head, "--standalone", f"--nproc-per-node={nproc}", *options]
 
 
-def run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    """Run a launcher to completion within :data:`LAUNCH_TIMEOUT_S`."""
-    return subprocess.run(
+def start(command: list[str], **extra: str) -> subprocess.Popen[str]:
+    """Start a launcher in a session of its own, so :func:`stop` can end its workers too."""
+    return subprocess.Popen(
         command,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=LAUNCH_TIMEOUT_S,
-        env=clean_environment(),
-        check=False,
+        env=clean_environment(**extra),
+        start_new_session=True,
     )
+
+
+def stop(job: subprocess.Popen[str]) -> None:
+    """SIGKILL the launcher and every worker it started, if any still run."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(job.pid, signal.SIGKILL)
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a launcher to completion within :data:`LAUNCH_TIMEOUT_S` (then end it all)."""
+    with start(command) as job:
+        try:
+            stdout, stderr = job.communicate(timeout=LAUNCH_TIMEOUT_S)
+        finally:
+            stop(job)
+    return subprocess.CompletedProcess(command, job.returncode, stdout, stderr)
 
 
 def worker_pid(launcher_pid: int, rank: int) -> int | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -102,12 +101,8 @@ def test_a_killed_rank_restarts_resumes_and_ends_identical(
         *_torchrun.launcher(2, "--max-restarts=1"), str(SLOW_SCRIPT), "topk", str(cifar),
         *OPTIONS, "--out", str(out), "--checkpoint-every", "1",
     ]  # fmt: skip
-    environment = _torchrun.clean_environment(
-        SLOW_TOPK_DELAY=str(READ_DELAY_S), SLOW_TOPK_LOG=str(log)
-    )
-    with subprocess.Popen(
-        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as job:
+    extra = {"SLOW_TOPK_DELAY": str(READ_DELAY_S), "SLOW_TOPK_LOG": str(log)}
+    with _torchrun.start(command, **extra) as job:
         try:
             deadline = time.monotonic() + _torchrun.LAUNCH_TIMEOUT_S
             checkpoint = out / "topk_checkpoint.rank1-of-2.pt"
@@ -119,7 +114,7 @@ def test_a_killed_rank_restarts_resumes_and_ends_identical(
             os.kill(victim, signal.SIGKILL)
             stdout, stderr = job.communicate(timeout=_torchrun.LAUNCH_TIMEOUT_S)
         finally:
-            job.kill()
+            _torchrun.stop(job)
     assert job.returncode == 0, stderr[-3000:]
     starts = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
     rank1 = {attempt: done for rank, attempt, done in starts if rank == 1}
