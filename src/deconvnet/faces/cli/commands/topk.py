@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -196,8 +197,8 @@ def _run_rank(args: argparse.Namespace, group: Group) -> int:
                     index, loaded.model, data, group, device, bar, **_projection_options(args)
                 )
             names = [
-                distributed.rank_checkpoint(CHECKPOINT_FILE, Group(r, group.world_size, r)).name
-                for r in range(group.world_size)
+                distributed.rank_checkpoint(CHECKPOINT_FILE, replace(group, rank=rank)).name
+                for rank in range(group.world_size)
             ]
             extra = {"checkpoint": names[0], "checkpoints": names, "world_size": group.world_size}
 
