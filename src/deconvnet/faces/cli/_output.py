@@ -10,7 +10,8 @@ Rules, the same for every such sub-command:
 * A manifest that lists a name that is absolute, climbs out (``..``), passes through a
   symlink or names something other than a file is refused as a whole before anything is
   deleted, as is a manifest that cannot be read or has no ``files`` list.
-* ``--resume`` (``topk``): the folder is the scan's own. Its checkpoint is kept and
+* ``--resume`` (``topk``): the folder is the scan's own. Its checkpoints (one, or one per
+  rank of a distributed scan: the files the ``resumable`` glob pattern matches) are kept and
   continued, the files its manifest lists are replaced without ``--overwrite``; anything
   else in it is refused as above.
 * A run that fails or is interrupted removes the files it wrote (the checkpoint stays, to be
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import functools
 import json
 import os
@@ -82,13 +84,17 @@ class OutputFolder:
     existing_folders: frozenset[str]
     """Relative names of the folders present after preparing (``"."`` for the folder)."""
     resumable: str | None = None
-    """A file the command continues from (``topk``'s checkpoint); it belongs to every run."""
+    """Glob pattern of the files the command continues from (``topk``'s checkpoints, one per
+    rank when distributed), in the folder itself; they belong to every run."""
+
+    def keeps(self, name: str) -> bool:
+        """Whether ``name`` (relative) is one of the resumable files."""
+        return _resumable(name, self.resumable)
 
     def written(self) -> list[str]:
         """Sorted relative names of the files this run wrote, the manifest excluded."""
         names = set(self._changed()) - {MANIFEST}
-        if self.resumable is not None and _is_regular(self.path / self.resumable):
-            names.add(self.resumable)
+        names.update(name for name in _regular_files(self.path) if self.keeps(name))
         return sorted(names)
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> Path:
@@ -104,7 +110,7 @@ class OutputFolder:
         if MANIFEST in changed:
             return
         for name in changed:
-            if name != self.resumable:
+            if not self.keeps(name):
                 (self.path / name).unlink(missing_ok=True)
         made = set(_folders(self.path)) - self.existing_folders
         for name in sorted(made, key=lambda folder: (folder == ".", -folder.count("/"))):
@@ -120,8 +126,8 @@ class OutputFolder:
 def writes_output(resumable: str | None = None) -> Callable[[CommandWithOutput], Command]:
     """Decorate ``run(args, folder)``: prepare ``args.out`` first, undo a failed run's files.
 
-    ``resumable`` names the file the command continues from with ``--resume`` (the command
-    defines ``--resume`` itself).
+    ``resumable`` names (a glob pattern of) the files the command continues from with
+    ``--resume`` (the command defines ``--resume`` itself).
     """
 
     def decorate(run: CommandWithOutput) -> Command:
@@ -163,7 +169,7 @@ def prepare_output(
     if not (overwrite or resume):
         raise _not_empty(folder, entries, resumable)
     listed = _listed_files(folder) if MANIFEST in entries else []
-    keep = {resumable} if resume else set()
+    keep = {name for name in entries if _resumable(name, resumable)} if resume else set()
     unknown = [name for name in entries if name not in {*listed, MANIFEST, *keep}]
     if unknown and not overwrite:
         raise _not_empty(folder, entries, None)
@@ -175,11 +181,17 @@ def prepare_output(
 
 
 def _not_empty(folder: Path, entries: list[str], resumable: str | None) -> InputError:
-    hint = ", or --resume to continue its checkpoint" if resumable in entries else ""
+    found = any(_resumable(name, resumable) for name in entries)
+    hint = ", or --resume to continue its checkpoint" if found else ""
     return InputError(
         f"--out {folder} is not empty ({len(entries)} entries); choose a new or empty folder, "
         f"or pass --overwrite to first delete the files its {MANIFEST} lists{hint}"
     )
+
+
+def _resumable(name: str, pattern: str | None) -> bool:
+    """``name`` lies in the folder itself (no ``/``) and matches ``pattern``."""
+    return pattern is not None and "/" not in name and fnmatch.fnmatchcase(name, pattern)
 
 
 def _remember(folder: Path, resumable: str | None) -> OutputFolder:

@@ -10,7 +10,7 @@ same box of the resized image the network saw.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,10 +98,14 @@ def project(
     collisions: str = "sum",
     batch_size: int = DEFAULT_BATCH_SIZE,
     layers: Sequence[str] | None = None,
+    image_ids: Collection[int] | None = None,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
 ) -> dict[tuple[str, int, int], ProjectedEntry]:
     """Project every entry of ``index`` separately; keys are ``(layer, map, rank)``.
+
+    ``image_ids`` projects only the entries of these images (one rank's share of a
+    distributed run: every image's seeds stay together, batched as in one process).
 
     Memory: the cropped projections of all entries (maps x k x receptive field area x 3
     floats per layer); choose fewer maps for large layers.
@@ -116,9 +120,10 @@ def project(
     if dataset.fingerprint() != index.fingerprint:
         raise InputError("the dataset differs from the one the top-k index was scanned from")
     wanted = set(index.layers if layers is None else layers)
+    images = None if image_ids is None else set(image_ids)
     by_image: dict[int, list[Entry]] = defaultdict(list)
     for entry in index.state.entries():
-        if entry.layer in wanted:
+        if entry.layer in wanted and (images is None or entry.image_id in images):
             by_image[entry.image_id].append(entry)
     total = sum(len(entries) for entries in by_image.values())
     if device is None:
