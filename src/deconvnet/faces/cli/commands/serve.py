@@ -20,12 +20,16 @@ from deconvnet.engine.receptive import layer_table
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._numbers import int_in, real_in
 from deconvnet.faces.cli.commands.site import check_weights
 from deconvnet.faces.site.build import build_site, scan_manifest
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 20
+MAX_PORT = 65535
+MIN_UPLOAD_MB, MAX_UPLOAD_MB = 0.001, 1024
+"""Uploads from 1 kB to 1 GB: any photo, yet below what one decode may allocate."""
 EXTRA_MODULES = ("fastapi", "uvicorn", "python_multipart")
 INSTALL_HINT = "deconvnet serve needs the explorer extra: pip install 'deconvnet[explorer]'"
 DESCRIPTION = """deconvnet serve: the live explorer in the browser (FastAPI + uvicorn).
@@ -65,9 +69,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="a folder of images to offer (default: none, uploads only)",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to bind")
     parser.add_argument(
-        "--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="upload size cap in MB"
+        "--port", type=int_in(1, MAX_PORT), default=DEFAULT_PORT, help="port to bind"
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=real_in(MIN_UPLOAD_MB, MAX_UPLOAD_MB),
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help="upload size cap in MB",
     )
     parser.set_defaults(func=run)
 
