@@ -12,6 +12,7 @@ autograd's convolution transpose (no bias), and no parameter gradient is ever co
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 from deconvnet.engine import layer_types, windowed
 from deconvnet.engine.compat import preset
+from deconvnet.engine.graph import Graph, Recorder
 from deconvnet.engine.hooks import HandleList, LayerReached
 from deconvnet.engine.policies import ModuleTracker, ReversePolicy, RuleMode
 from deconvnet.engine.projection import Projection
@@ -181,21 +183,27 @@ class Deconvnet:
             raise TypeError(f"select must be a Selection such as TopMaps(9), got {select!r}")
         name, module = resolve_layer(self.model, layer)
         x = self._check_input(x)
-        fast = switches is None and not select.joint
-        chain = windowed.plan(self.model, x, module, self.policy) if fast else None
-        seeds = select.resolve(chain.output) if chain is not None else None
-        if chain is not None and seeds is not None and seeds.positions is not None:
-            images = self._reverse_windowed(chain, seeds, x.shape, progress)
-            layer_shape = tuple(chain.output.shape[1:])
-        else:
-            with torch.enable_grad():
-                y, pullback = cast(
-                    "tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]",
-                    torch.func.vjp(lambda inp: self._forward_to(inp, name, module, switches), x),
-                )
-                seeds = select.resolve(y)
+        # Single-unit seeds run on receptive-field windows of the graph that this same
+        # forward pass records; anything else (or a graph with an op that has no windowed
+        # rule) takes the general path's pullback from it.
+        recorder = (
+            Recorder(self.model, self.policy) if switches is None and not select.joint else None
+        )
+        with torch.enable_grad():
+            y, pullback = cast(
+                "tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]",
+                torch.func.vjp(
+                    lambda inp: self._forward_to(inp, name, module, switches, recorder), x
+                ),
+            )
+            seeds = select.resolve(y)
+            graph = recorder.graph() if recorder is not None else None
+            if graph is not None and seeds.positions is not None and seeds.positions.shape[-1] == 2:
+                del pullback  # frees the forward's saved tensors before the reverse passes
+                images = self._reverse_windowed(graph, seeds, progress)
+            else:
                 images = self._reverse(pullback, y, seeds, progress)
-                layer_shape = tuple(y.shape[1:])
+            layer_shape = tuple(y.shape[1:])
         return Projection(
             images=images,
             channels=seeds.channels,
@@ -234,12 +242,11 @@ class Deconvnet:
 
     def _reverse_windowed(
         self,
-        chain: windowed.Chain,
+        graph: Graph,
         seeds: Seeds,
-        input_shape: torch.Size,
         progress: Callable[[int, int | None], None] | None,
     ) -> Tensor:
-        """Single-unit seeds on a chain network: reverse passes on receptive-field windows."""
+        """Single-unit seeds: reverse passes on receptive-field windows of the graph."""
         assert seeds.positions is not None  # checked by the caller
         batch, count = seeds.channels.shape
         image_index = torch.arange(batch, device=seeds.channels.device).repeat_interleave(count)
@@ -252,13 +259,12 @@ class Deconvnet:
             stop = min(start + self.batch_size, total)
             with torch.no_grad():
                 part = windowed.reverse_batch(
-                    chain,
+                    graph,
                     image_index[start:stop],
                     channels[start:stop],
                     positions[start:stop],
                     values[start:stop],
                     self.policy,
-                    input_shape,
                 )
             parts.append(part)
             if progress is not None:
@@ -286,8 +292,10 @@ class Deconvnet:
         name: str,
         module: nn.Module,
         switches: Mapping[str, Tensor] | None = None,
+        recorder: Recorder | None = None,
     ) -> Tensor:
-        """Run the model under the rule mode until ``module`` has produced its output."""
+        """Run the model under the rule mode until ``module`` has produced its output
+        (recording the graph of ops on the way when given a ``recorder``)."""
         captured: list[Tensor] = []
 
         def capture(mod: nn.Module, inputs: Any, output: Any) -> None:
@@ -304,7 +312,9 @@ class Deconvnet:
                     handles.append(sub.register_forward_hook(self.policy.lrn_module_hook))
             handles.append(module.register_forward_hook(capture))
             try:
-                with RuleMode(self.policy, switches):
+                with RuleMode(self.policy, switches), recorder or contextlib.nullcontext():
+                    if recorder is not None:
+                        recorder.start(x)
                     self.model(x)
             except LayerReached:
                 pass
@@ -318,6 +328,8 @@ class Deconvnet:
                 f"layer {name!r} was not reached in the forward pass (is it used by forward()?)"
             )
         output = captured[0]
+        if recorder is not None:
+            recorder.finish(output)
         if output.dim() < 2 or output.shape[0] != x.shape[0]:
             raise InputError(
                 f"layer {name!r} output {tuple(output.shape)} does not keep the input's batch "
