@@ -127,7 +127,7 @@ class Recorder(TorchFunctionMode):
             if node.kind == OPAQUE or any(value is not None and value < 0 for value in node.inputs):
                 return None
             needed.update(value for value in node.inputs if value is not None)
-        return Graph(self._nodes, self._shapes, layer)
+        return Graph(_fold_scales(self._nodes), self._shapes, layer)
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -187,6 +187,27 @@ class Recorder(TorchFunctionMode):
         node.outputs = tuple(self._track(t) for t in fresh)
         self._nodes.append(node)
         return result
+
+
+def _fold_scales(nodes: list[Node]) -> list[Node]:
+    """BatchNorm right after a convolution that feeds nothing else: its per-channel scale
+    goes into that convolution's transposed filters, one pass over the signal less."""
+    producers = {value: node for node in nodes for value in node.outputs}
+    uses: dict[int, int] = {}
+    for node in nodes:
+        for value in node.inputs:
+            if value is not None:
+                uses[value] = uses.get(value, 0) + 1
+    folded = []
+    for node in nodes:
+        source = node.inputs[0] if node.kind == "scale" else None
+        conv = producers.get(source) if source is not None else None
+        if source is not None and conv is not None and conv.kind == "conv" and uses[source] == 1:
+            scale = node.info["scale"].view(-1, 1, 1, 1)
+            conv.info = {**conv.info, "weight": conv.info["weight"] * scale}
+            node = Node("identity", node.inputs, node.outputs)
+        folded.append(node)
+    return folded
 
 
 # -- what each op keeps ----------------------------------------------------------------------
