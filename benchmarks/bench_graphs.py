@@ -6,8 +6,10 @@ against Captum ``NeuronDeconvolution`` called once per map at the same units (in
 Captum is exact: ``nn.ReLU`` modules, not in place, on both sides). Ours and Captum's take
 turns for ``--rounds`` rounds in this process, after one untimed warm-up each, denormals
 flushed; outputs are asserted equal. Also printed: multiply-accumulates of the cropped
-reverse pass per seed against the full (general-path) one, counted by
-``torch.utils.flop_counter``, and the achieved GMAC/s of our call against the plain forward's.
+reverse pass per seed against the full one (autograd's input gradient of one unit), counted
+by ``torch.utils.flop_counter`` (which also counts our average-pool transposes, done as
+convolutions with a kernel of ones, and not autograd's), and the achieved GMAC/s of our
+whole call against the plain forward's.
 
     python benchmarks/bench_graphs.py [--threads 1 2] [--rounds 3] [--rows resnet18 ...]
 """
