@@ -134,9 +134,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--projection-only", action="store_true", help="only part 3")
     args = parser.parse_args()
     model, preprocessing = caffe.load(PROTOTXT, CAFFEMODEL)
     data = datasets.open_dataset(PHOTOS, preprocessing)
+    if args.projection_only:
+        projection_table(model, data)
+        return
     if not args.skip_throughput:
         plain_forward(model, data, args.workers)  # warm-up: caches, lazy imports
     rows = []
@@ -161,6 +165,10 @@ def main() -> None:
         print(
             f"{count:>7} {numbers['before_mib']:>11.1f} {numbers['peak_mib']:>9.1f} {growth:>11.1f}"
         )
+    projection_table(model, data)
+
+
+def projection_table(model: torch.nn.Module, data: datasets.ImageDataset) -> None:
     default = models.load("default")
     cifar = datasets.open_dataset(CIFAR_TEST, default.preprocessing)
     cases = [

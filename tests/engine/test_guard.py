@@ -80,7 +80,10 @@ def test_eval_models_untouched_after_success_and_failure(build: Any) -> None:
 
 
 class _CountingForward(nn.Module):
-    """A forward that bumps a buffer and registers a hook, then fails."""
+    """A forward that replaces a buffer, registers a hook and flips a mode, then fails.
+
+    (An in-place ``self.calls += 1`` would be refused outright: the engine's one forward
+    runs under ``torch.func.vjp``, which does not let a forward mutate captured tensors.)"""
 
     def __init__(self) -> None:
         super().__init__()
@@ -88,7 +91,7 @@ class _CountingForward(nn.Module):
         self.register_buffer("calls", torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
+        self.calls = self.calls + 1
         self.conv.register_forward_hook(lambda *args: None)
         self.conv.training = True
         if x.shape[-1] != 8:

@@ -1,92 +1,342 @@
-"""The windowed fast path equals the general autograd path (itself checked against the paper)."""
+"""The windowed reverse pass on recorded graphs equals the general autograd path (itself
+checked against the paper and Captum), on chains, graph twins, constructed blocks and the
+benchmark's architectures, under every rule and both collision modes (float64, ≤ 1e-10
+relative to the largest projection value)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import deconvnet as dn
-from deconvnet.engine import windowed
-from deconvnet.engine.policies import ReversePolicy
+from deconvnet.engine.graph import Recorder
 from tests import _nets
+from tests import _torchvision as tv
+
+TOL = 1e-10
+OPTIONS = [
+    {},
+    {"rule": "guided"},
+    {"rule": "gradient"},
+    {"rule": "none"},
+    {"collisions": "overwrite"},
+    {"rule": "guided", "collisions": "overwrite"},
+]
+LRN_OPTIONS = [
+    {"lrn": "reapply"},
+    {"lrn": "gradient", "rule": "guided"},
+    {"rule": "none", "lrn": "reapply", "collisions": "overwrite"},
+]
+
+
+def _graphs(monkeypatch, *, general: bool = False) -> list[object]:
+    """Spy on the recorder: the graphs it hands the engine (None: general path), or force
+    the general path."""
+    seen: list[object] = []
+    original = Recorder.graph
+
+    def spy(self: Recorder) -> object:
+        graph = None if general else original(self)
+        seen.append(graph)
+        return graph
+
+    monkeypatch.setattr(Recorder, "graph", spy)
+    return seen
 
 
 def both_paths(monkeypatch, model, x, layer, select, **options):
+    """(windowed, general) projections; asserts the first really ran windowed."""
     with dn.Deconvnet(model, **options) as net:
+        seen = _graphs(monkeypatch)
         fast = net.project(x, layer, select)
-        monkeypatch.setattr(windowed, "plan", lambda *args, **kwargs: None)
+        assert seen and seen[-1] is not None, "the windowed path was not used"
+        _graphs(monkeypatch, general=True)
         general = net.project(x, layer, select)
         monkeypatch.undo()
     return fast, general
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        {},
-        {"rule": "guided"},
-        {"rule": "gradient"},
-        {"lrn": "reapply"},
-        {"lrn": "gradient", "rule": "guided"},
-        {"collisions": "overwrite"},
-        {"rule": "none", "lrn": "reapply", "collisions": "overwrite"},
-    ],
-)
-@pytest.mark.parametrize("layer", ["4", "13", "14"])
-def test_caffenet_fast_path_equals_general(monkeypatch, options, layer):
-    model = _nets.caffenet(width=8).double()
-    x = torch.randn(2, 3, 227, 227, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    x = x * 60  # LRN far from identity
-    assert windowed.plan(model, x, model.get_submodule(layer), ReversePolicy(**options)) is not None
-    fast, general = both_paths(monkeypatch, model, x, layer, dn.TopMaps(5), **options)
+def assert_equal_paths(monkeypatch, model, x, layer, select=None, **options):
+    fast, general = both_paths(monkeypatch, model, x, layer, select or dn.TopMaps(4), **options)
     assert torch.equal(fast.channels, general.channels)
     scale = general.images.abs().max()
     assert scale > 0
-    assert float((fast.images - general.images).abs().max() / scale) <= 1e-10
+    assert float((fast.images - general.images).abs().max() / scale) <= TOL
+
+
+def _x(shape, seed=1, scale=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=torch.float64) * scale
+
+
+# -- chains ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", OPTIONS + LRN_OPTIONS)
+@pytest.mark.parametrize("layer", ["4", "13", "14"])
+def test_caffenet(monkeypatch, options, layer):
+    model = _nets.caffenet(width=8).double()
+    x = _x((2, 3, 227, 227), scale=60)  # LRN far from identity
+    assert_equal_paths(monkeypatch, model, x, layer, dn.TopMaps(5), **options)
 
 
 @pytest.mark.parametrize("position", [(0, 0), (12, 12), (0, 12), (6, 0)])
 def test_border_units_on_zfnet(monkeypatch, position):
     model = _nets.zfnet(width=8).double()
-    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x = _x((1, 3, 224, 224), seed=2)
     fast, general = both_paths(monkeypatch, model, x, "12", dn.Neuron(3, *position), rule="guided")
-    assert float((fast.images - general.images).abs().max()) <= 1e-10 * max(
+    assert float((fast.images - general.images).abs().max()) <= TOL * max(
         1.0, float(general.images.abs().max())
     )
 
 
 def test_vgg_with_batchnorm_and_dropout(monkeypatch):
-    model = (
-        nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1),
-            nn.BatchNorm2d(8),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Dropout(),
-            nn.Conv2d(8, 8, 3, padding=2, dilation=2),
-            nn.ReLU(),
-        )
-        .double()
-        .eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Dropout(),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2),
+        nn.ReLU(),
     )
+    model = model.double().eval()
     model[1].running_var.fill_(2.0)
     model[1].weight.data.uniform_(0.5, 1.5)
-    x = torch.randn(2, 3, 20, 20, dtype=torch.float64)
-    fast, general = both_paths(monkeypatch, model, x, "6", dn.TopMaps(4))
-    assert float((fast.images - general.images).abs().max()) <= 1e-10
+    assert_equal_paths(monkeypatch, model, _x((2, 3, 20, 20)), "6")
 
 
-def test_graphs_and_other_selections_use_the_general_path():
-    policy = ReversePolicy()
-    res = _nets.resnet_like()
-    assert windowed.plan(res, torch.randn(1, 3, 16, 16), res[4], policy) is None
-    x = torch.randn(1, 3, 32, 32)
-    for form in ("functional", "inplace_method", "functional_inplace"):
-        twin = _nets.FunctionalTwin(_nets.vgg_like(), form)  # ReLUs outside modules
-        assert windowed.plan(twin, x, twin.base[9], policy) is None, form
-    vgg = _nets.vgg_like()
-    assert windowed.plan(vgg.train(), x, vgg[9], policy) is not None  # no BN/dropout before 9
+@pytest.mark.parametrize("size", [4, 5])
+def test_lrn_gradient_window_even_and_odd_sizes(monkeypatch, size):
+    model = nn.Sequential(
+        nn.Conv2d(3, 7, 3),
+        nn.ReLU(),
+        nn.LocalResponseNorm(size, alpha=0.5, beta=0.75, k=2.0),
+        nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(7, 6, 3),
+    )
+    model = model.double().eval()
+    x = _x((2, 3, 21, 21), scale=3)
+    assert_equal_paths(monkeypatch, model, x, "4", dn.TopMaps(3), lrn="gradient")
+    with dn.Deconvnet(model, lrn="gradient") as net, dn.Deconvnet(model) as skip:
+        assert not torch.allclose(  # the LRN matters here
+            net.project(x, "4", dn.TopMaps(3)).images, skip.project(x, "4", dn.TopMaps(3)).images
+        )
+
+
+# -- graph twins and constructed blocks -------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+@pytest.mark.parametrize(
+    ("build", "layer", "size"),
+    [
+        (_nets.resnet_like, "4", 16),  # add, BatchNorm, a ReLU module used twice, in place
+        (_nets.squeeze_like, "4", 64),  # fire modules: concat
+    ],
+)
+def test_graph_twins(monkeypatch, options, build, layer, size):
+    model = build().double()
+    assert_equal_paths(monkeypatch, model, _x((2, 3, size, size)), layer, **options)
+
+
+@pytest.mark.parametrize(
+    "form", ["functional", "torch", "method", "inplace_method", "functional_inplace"]
+)
+def test_relu_in_every_form(monkeypatch, form):
+    model = _nets.FunctionalTwin(_nets.vgg_like(), form).double()
+    assert_equal_paths(monkeypatch, model, _x((2, 3, 32, 32)), "base.9", rule="guided")
+    reused = _nets.ReusedReLU(_nets.vgg_like()).double()
+    assert_equal_paths(monkeypatch, reused, _x((2, 3, 32, 32)), "base.9")
+
+
+class Residual(nn.Module):
+    """A stride-2 residual block with a 1x1 projection shortcut and ReLU6."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv1 = nn.Conv2d(8, 12, 3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(12)
+        self.act = nn.ReLU6()
+        self.conv2 = nn.Conv2d(12, 12, 3, padding=1, groups=3)
+        self.shortcut = nn.Conv2d(8, 12, 1, stride=2)
+        self.head = nn.Conv2d(12, 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        out = self.conv2(self.act(self.bn1(self.conv1(x))))
+        out = torch.add(out, self.shortcut(x))
+        return self.head(F.relu6(out))
+
+
+class Inception(nn.Module):
+    """Branches of different kernels and pools, concatenated, and a constant added."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2)
+        self.b1 = nn.Conv2d(8, 4, 1)
+        self.b3 = nn.Conv2d(8, 4, 3, padding="same")
+        self.b5 = nn.Conv2d(8, 4, 5, padding=2, dilation=1)
+        self.pool = nn.MaxPool2d(3, 1, padding=1)
+        self.head = nn.Conv2d(28, 6, 3, padding="valid")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        branches = [
+            self.b1(x),
+            self.b3(x),
+            self.b5(x),
+            F.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
+            self.pool(x),
+        ]
+        y = torch.cat(branches, dim=1) + 0.5
+        y = F.avg_pool2d(F.relu(y), 3, 2, padding=1, ceil_mode=True)
+        return self.head(y)
+
+
+class Shuffle(nn.Module):
+    """ShuffleNet-v2 unit: channel split, depthwise conv, concat, channel shuffle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.pw = nn.Conv2d(4, 4, 1)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Conv2d(8, 6, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        keep, work = x.chunk(2, dim=1)
+        work = F.relu(self.bn(self.dw(F.relu(self.pw(work)))))
+        y = torch.cat((keep, work), dim=1)
+        b, c, h, w = y.shape
+        y = y.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, -1, h, w)
+        y = F.adaptive_max_pool2d(y, (h // 2, w // 2))
+        return F.adaptive_avg_pool2d(self.head(y), 2)
+
+
+def _seeded(model: nn.Module) -> nn.Module:
+    return tv.calibrated(model, size=24, seed=3).double()
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+@pytest.mark.parametrize("block", [Residual, Inception, Shuffle])
+def test_constructed_blocks(monkeypatch, options, block):
+    model = _seeded(block())
+    assert_equal_paths(monkeypatch, model, _x((2, 3, 24, 24)), "head", **options)
+
+
+def test_a_dense_block(monkeypatch):
+    model = tv.calibrated(tv.DenseNet(width=8, blocks=(3, 2)), size=32).double()
+    for options in OPTIONS:
+        assert_equal_paths(
+            monkeypatch, model, _x((2, 3, 32, 32)), "features.denseblock2", **options
+        )
+
+
+# -- the benchmark's architectures (reduced width and input) ---------------------------------
+
+
+ARCHITECTURES = [
+    (tv.resnet18, ["layer3", "layer4"]),
+    (tv.resnet50, ["layer3", "layer4"]),
+    (tv.vgg16_bn, ["features.22", "features.42"]),
+    (tv.densenet121, ["features.denseblock3", "features.denseblock4"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("build", "layers"),
+    [*ARCHITECTURES[:3], pytest.param(*ARCHITECTURES[3], marks=pytest.mark.slow)],  # 35 s
+)
+def test_benchmark_architectures(monkeypatch, build, layers):
+    model = tv.calibrated(build(16), size=48).double()
+    options = {"rule": "guided", "collisions": "overwrite"}
+    assert_equal_paths(monkeypatch, model, _x((1, 3, 48, 48)), layers[-1], dn.TopMaps(3), **options)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", OPTIONS)
+@pytest.mark.parametrize(("build", "layers"), ARCHITECTURES)
+def test_benchmark_architectures_every_rule(monkeypatch, build, layers, options):
+    model = tv.calibrated(build(4), size=96).double()
+    x = _x((2, 3, 96, 96))
+    for layer in layers:
+        assert_equal_paths(monkeypatch, model, x, layer, dn.TopMaps(6), **options)
+
+
+# -- where the general path takes over --------------------------------------------------------
+
+
+class _Doubler(torch.autograd.Function):
+    """An op torch functions do not see from outside (a custom autograd Function)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):  # type: ignore[no-untyped-def]
+        return x * 2
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        return grad * 2
+
+
+class Mixed(nn.Module):
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.head = nn.Conv2d(6, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv(x))
+        if self.mode == "interpolate":  # no windowed rule, on the layer's path
+            y = F.interpolate(y, scale_factor=2.0)
+        elif self.mode == "side":  # no windowed rule, off the layer's path
+            _ = (y * y).mean()
+        elif self.mode == "custom":  # invisible op: its output looks derived but unrecorded
+            y = y + _Doubler.apply(y)
+        elif self.mode == "stale":  # a view whose base changes in place afterwards
+            view = y.view(y.shape)
+            y.mul_(1.0)
+            y = view
+        return self.head(y)
+
+
+@pytest.mark.parametrize(
+    ("mode", "windowed"),
+    [("interpolate", False), ("side", True), ("custom", False), ("stale", False), ("plain", True)],
+)
+def test_which_path_and_one_forward(monkeypatch, mode, windowed):
+    model = _seeded(Mixed(mode))
+    calls = []
+    handle = model.register_forward_pre_hook(lambda module, inputs: calls.append(1))
+    x = _x((2, 3, 12, 12))
+    with dn.Deconvnet(model) as net:
+        net.project(x, "head", dn.TopMaps(3))
+        assert len(calls) == 2  # once per model, layer and input shape: is "head" reused?
+        calls.clear()
+        seen = _graphs(monkeypatch)
+        fast = net.project(x, "head", dn.TopMaps(3))
+        monkeypatch.undo()
+        assert (seen[-1] is not None) == windowed
+        assert len(calls) == 1  # the planner costs no extra forward, whichever path runs
+        _graphs(monkeypatch, general=True)
+        general = net.project(x, "head", dn.TopMaps(3))
+    handle.remove()
+    assert float((fast.images - general.images).abs().max()) <= TOL * float(
+        general.images.abs().max()
+    )
 
 
 @pytest.mark.parametrize(
@@ -94,28 +344,22 @@ def test_graphs_and_other_selections_use_the_general_path():
 )
 def test_batchnorm_variants(monkeypatch, norm):
     model = nn.Sequential(nn.Conv2d(3, 8, 3), norm, nn.ReLU(), nn.Conv2d(8, 4, 3)).double().eval()
-    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
-    covered = windowed.plan(model, x, model[3], ReversePolicy()) is not None
-    assert covered == (norm.running_var is not None)  # batch statistics: general path
-    fast, general = both_paths(monkeypatch, model, x, "3", dn.TopMaps(2))
-    assert float((fast.images - general.images).abs().max()) <= 1e-10
-
-
-@pytest.mark.parametrize("size", [4, 5])
-def test_lrn_gradient_window_even_and_odd_sizes(monkeypatch, size):
-    model = (
-        nn.Sequential(
-            nn.Conv2d(3, 7, 3),
-            nn.ReLU(),
-            nn.LocalResponseNorm(size, alpha=0.5, beta=0.75, k=2.0),
-            nn.MaxPool2d(3, 2, ceil_mode=True),
-            nn.Conv2d(7, 6, 3),
-        )
-        .double()
-        .eval()
+    x = _x((2, 3, 12, 12))
+    with dn.Deconvnet(model) as net:
+        seen = _graphs(monkeypatch)
+        fast = net.project(x, "3", dn.TopMaps(2))
+        monkeypatch.undo()
+        assert (seen[-1] is not None) == (norm.running_var is not None)  # batch statistics
+        _graphs(monkeypatch, general=True)
+        general = net.project(x, "3", dn.TopMaps(2))
+    assert float((fast.images - general.images).abs().max()) <= TOL * float(
+        general.images.abs().max()
     )
-    x = torch.randn(2, 3, 21, 21, dtype=torch.float64) * 3
-    fast, general = both_paths(monkeypatch, model, x, "4", dn.TopMaps(3), lrn="gradient")
-    reference = both_paths(monkeypatch, model, x, "4", dn.TopMaps(3), lrn="skip")[1]
-    assert float((fast.images - general.images).abs().max()) <= 1e-10
-    assert not torch.allclose(general.images, reference.images)  # the LRN matters here
+
+
+def test_joint_selections_do_not_record(monkeypatch):
+    model = _nets.resnet_like().double()
+    with dn.Deconvnet(model) as net:
+        seen = _graphs(monkeypatch)
+        net.project(_x((2, 3, 16, 16)), "4", dn.WholeMap(1))
+    assert seen == []

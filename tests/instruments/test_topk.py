@@ -266,7 +266,12 @@ def test_projections_match_the_engine_one_at_a_time_and_hand_boxes(array_data) -
             x_in = array_data[entry.image_id].image[None]
             single = engine.project(x_in, layer, Neuron(channel, y, x)).images[0, 0]
             top, left, bottom, right = clipped
-            torch.testing.assert_close(item.projection, single[:, top:bottom, left:right])
+            # topk.project runs several images in one forward: float32 convolutions round
+            # differently at batch 8 than at batch 1 (seen: 4e-5 relative on values of ~30)
+            scale = float(single.abs().max())
+            torch.testing.assert_close(
+                item.projection, single[:, top:bottom, left:right], rtol=1e-4, atol=1e-5 * scale
+            )
             outside = single.clone()
             outside[:, top:bottom, left:right] = 0
             assert outside.abs().max() == 0  # nothing outside the receptive field

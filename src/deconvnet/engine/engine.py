@@ -12,6 +12,7 @@ autograd's convolution transpose (no bias), and no parameter gradient is ever co
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 
 from deconvnet.engine import guard, layer_types, windowed
 from deconvnet.engine.compat import preset
+from deconvnet.engine.graph import Graph, Recorder
 from deconvnet.engine.hooks import HandleList, LayerReached, model_lock
 from deconvnet.engine.policies import ModuleTracker, ReversePolicy, RuleMode
 from deconvnet.engine.projection import Projection
@@ -273,28 +275,31 @@ class Deconvnet:
         """:meth:`project` once the model's lock is held."""
         with torch.no_grad():
             self._require_call(x, module, name, call)
-        fast = switches is None and not select.joint and (call or 1) == 1
-        chain = windowed.plan(self.model, x, module, self.policy) if fast else None
-        if chain is not None:
-            self._check_finite(chain.output, x, name, module)
-        seeds = select.resolve(chain.output) if chain is not None else None
-        if chain is not None and seeds is not None and seeds.positions is not None:
-            images = self._reverse_windowed(chain, seeds, x.shape, progress)
-            layer_shape = tuple(chain.output.shape[1:])
-        else:
-            with torch.enable_grad():
-                y, pullback = cast(
-                    "tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]",
-                    torch.func.vjp(
-                        # a clone: an in-place first op must not edit the vjp's primal
-                        lambda inp: self._forward_to(inp.clone(), name, module, switches, call),
-                        x,
+        # Single-unit seeds run on receptive-field windows of the graph that this same
+        # forward pass records; anything else (or a graph with an op that has no windowed
+        # rule) takes the general path's pullback from it.
+        windowed_ok = switches is None and not select.joint and (call or 1) == 1
+        recorder = Recorder(self.model, self.policy) if windowed_ok else None
+        with torch.enable_grad():
+            y, pullback = cast(
+                "tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]",
+                torch.func.vjp(
+                    # a clone: an in-place first op must not edit the vjp's primal
+                    lambda inp: self._forward_to(
+                        inp.clone(), name, module, switches, call, recorder
                     ),
-                )
-                self._check_finite(y, x, name, module)
-                seeds = select.resolve(y)
+                    x,
+                ),
+            )
+            self._check_finite(y, x, name, module)
+            seeds = select.resolve(y)
+            graph = recorder.graph() if recorder is not None else None
+            if graph is not None and seeds.positions is not None and seeds.positions.shape[-1] == 2:
+                del pullback  # frees the forward's saved tensors before the reverse passes
+                images = self._reverse_windowed(graph, seeds, progress)
+            else:
                 images = self._reverse(pullback, y, seeds, progress)
-                layer_shape = tuple(y.shape[1:])
+            layer_shape = tuple(y.shape[1:])
         if not bool(torch.isfinite(images).all()):
             raise InputError(
                 f"the reverse pass from layer {name!r} gave NaN or infinite values (weights "
@@ -338,12 +343,11 @@ class Deconvnet:
 
     def _reverse_windowed(
         self,
-        chain: windowed.Chain,
+        graph: Graph,
         seeds: Seeds,
-        input_shape: torch.Size,
         progress: Callable[[int, int | None], None] | None,
     ) -> Tensor:
-        """Single-unit seeds on a chain network: reverse passes on receptive-field windows."""
+        """Single-unit seeds: reverse passes on receptive-field windows of the graph."""
         assert seeds.positions is not None  # checked by the caller
         batch, count = seeds.channels.shape
         image_index = torch.arange(batch, device=seeds.channels.device).repeat_interleave(count)
@@ -356,13 +360,12 @@ class Deconvnet:
             stop = min(start + self.batch_size, total)
             with torch.no_grad():
                 part = windowed.reverse_batch(
-                    chain,
+                    graph,
                     image_index[start:stop],
                     channels[start:stop],
                     positions[start:stop],
                     values[start:stop],
                     self.policy,
-                    input_shape,
                 )
             parts.append(part)
             if progress is not None:
@@ -403,9 +406,11 @@ class Deconvnet:
         module: nn.Module,
         switches: Mapping[str, Tensor] | None = None,
         call: int | None = None,
+        recorder: Recorder | None = None,
     ) -> Tensor:
         """Run the model under the rule mode until ``module`` has produced its output (of
-        its ``call``-th call, default the first)."""
+        its ``call``-th call, default the first), recording the graph of ops on the way
+        when given a ``recorder``."""
         captured: list[Tensor] = []
         calls = [0]
 
@@ -425,7 +430,9 @@ class Deconvnet:
                     handles.append(sub.register_forward_hook(self.policy.lrn_module_hook))
             handles.append(module.register_forward_hook(capture))
             try:
-                with RuleMode(self.policy, switches):
+                with RuleMode(self.policy, switches), recorder or contextlib.nullcontext():
+                    if recorder is not None:
+                        recorder.start(x)
                     self.model(x)
             except LayerReached:
                 pass
@@ -439,6 +446,8 @@ class Deconvnet:
                 f"layer {name!r} was not reached in the forward pass (is it used by forward()?)"
             )
         output = captured[0]
+        if recorder is not None:
+            recorder.finish(output)
         if output.dim() < 2 or output.shape[0] != x.shape[0]:
             raise InputError(
                 f"layer {name!r} output {tuple(output.shape)} does not keep the input's batch "

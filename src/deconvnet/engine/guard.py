@@ -14,6 +14,7 @@ change the model. :func:`require_eval` names the modules and says to call
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -156,10 +157,34 @@ def split_call(layer: str) -> tuple[str, int | None]:
     return name, int(index)
 
 
+_CALL_SITES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], list[str]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per model, the call sites found for a (module, module tree, input shape): repeated calls
+(a scan's projections, an explorer's clicks) then cost no extra forward pass."""
+
+
 def call_sites(model: nn.Module, x: Tensor, module: nn.Module) -> list[str]:
     """Where one forward pass of ``model`` on ``x`` calls ``module``: for each call, the
     module that ran just before it (``"input"`` for the first). Counting stops where the
-    forward pass fails (a model usable only up to some layer)."""
+    forward pass fails (a model usable only up to some layer).
+
+    The answer is remembered per model for the same module, the same module tree (a
+    replaced submodule counts anew) and the same input shape, dtype and device."""
+    key = (
+        id(module),
+        tuple(id(sub) for sub in model.modules()),
+        tuple(x.shape),
+        x.dtype,
+        x.device,
+    )
+    known = _CALL_SITES.setdefault(model, {})
+    if key not in known:
+        known[key] = _count_call_sites(model, x, module)
+    return list(known[key])
+
+
+def _count_call_sites(model: nn.Module, x: Tensor, module: nn.Module) -> list[str]:
     previous = ["input"]
     sites: list[str] = []
     names = {id(sub): name for name, sub in model.named_modules()}

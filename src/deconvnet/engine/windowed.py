@@ -1,138 +1,54 @@
-"""A faster reverse pass for single-unit seeds on chain-shaped networks.
+"""A faster reverse pass for single-unit seeds: receptive-field windows on the recorded graph.
 
-A seed with one non-zero activation reaches only its receptive field: at every level the
-signal is zero outside a window that grows by each layer's kernel and stride. For the
-usual conv–ReLU–pool–LRN stacks (CaffeNet, ZFNet, VGG) this module runs the reverse pass on
-those windows only — the same transposed convolutions, unpooling and rules as the general
-path, on tensors of the window's size — batched over all seeds. Which ops are covered is
-deliberately narrow; :func:`plan` returns ``None`` for anything else and the engine falls
-back to the general autograd path, which the tests use as this module's oracle.
+A seed with one non-zero activation reaches only its receptive field: at every tensor the
+signal is zero outside a window that grows by each layer's kernel and stride. This module
+runs the reverse pass of a recorded :class:`~deconvnet.engine.graph.Graph` on those windows
+only — the same transposed convolutions, unpooling and rules as the general path, on
+tensors of the window's size — batched over all seeds. Branches are followed as the graph
+has them: an addition sends its window down both inputs, a concatenation splits it on
+channels, and where branches meet again their windows are summed on the smallest window
+holding both. A window that outgrows its map is cut to the map. The general autograd path
+is this module's oracle in the tests.
+
+Every window has the same size for all seeds of a call (its position differs), so each
+op runs once per batch of seeds. Values outside the map are kept at zero.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from deconvnet.engine.hooks import HandleList, LayerReached
+from deconvnet.engine.graph import Graph, Node
 from deconvnet.engine.policies import ReversePolicy
-from deconvnet.engine.rules import overwrite_keep, pool_switches
-
-PASS_THROUGH = (nn.Dropout, nn.Identity)
 
 
 @dataclass
-class _Step:
-    """One module of the chain, with what its reverse needs from the forward pass."""
+class _Window:
+    """The signal at one tensor for N seeds: ``data`` (N, C..., h, w) holds map rows
+    ``tops[n]:tops[n]+h`` and columns ``lefts[n]:lefts[n]+w`` (they may leave the map,
+    where the data is zero)."""
 
-    module: nn.Module
-    in_hw: tuple[int, int]
-    saved: Tensor | None = None  # ReLU mask, LRN input (for its gradient) or pool switches
-    keep: Tensor | None = None  # overwrite mask over pooled positions
+    data: Tensor
+    tops: Tensor
+    lefts: Tensor
 
-
-@dataclass
-class Chain:
-    """The forward pass of a chain network up to the layer, ready for windowed reverses."""
-
-    steps: list[_Step]
-    output: Tensor
-
-
-def plan(model: nn.Module, x: Tensor, layer: nn.Module, policy: ReversePolicy) -> Chain | None:
-    """Record the forward pass if ``model`` up to ``layer`` is a plain chain we cover."""
-    if x.dim() != 4:
-        return None
-    calls: list[tuple[nn.Module, Tensor, Tensor | None, int]] = []
-    outputs: list[tuple[Tensor, int]] = []
-    leaves = [m for m in model.modules() if not list(m.children())]
-
-    def before(module: nn.Module, inputs: tuple[Any, ...]) -> None:
-        if len(inputs) != 1 or not isinstance(inputs[0], Tensor):
-            raise _NotAChain
-        inp = inputs[0]
-        calls.append((module, inp, _record(module, inp, policy), inp._version))
-
-    def after(module: nn.Module, inputs: Any, output: Any) -> None:
-        if not isinstance(output, Tensor):
-            raise _NotAChain
-        outputs.append((output, output._version))
-        if module is layer:
-            raise LayerReached
-
-    with HandleList() as handles, torch.no_grad():
-        for module in leaves:
-            handles.append(module.register_forward_pre_hook(before))
-            handles.append(module.register_forward_hook(after))
-        try:
-            model(x)
-        except LayerReached:
-            pass
-        except (_NotAChain, RuntimeError):
-            return None
-    if not calls or calls[-1][0] is not layer or len(outputs) != len(calls):
-        return None
-    if outputs[-1][0].dim() != 4:
-        return None
-    steps = []
-    previous, previous_version = x, x._version
-    for (module, inp, saved, version), (out, out_version) in zip(calls, outputs, strict=True):
-        # Same tensor, untouched in between: an in-place op outside a module breaks the chain.
-        if inp is not previous or version != previous_version or not _covered(module):
-            return None
-        step = _Step(module, (inp.shape[2], inp.shape[3]), saved)
-        if isinstance(module, nn.MaxPool2d) and policy.collisions == "overwrite":
-            step.keep = overwrite_keep(_recorded(saved), inp.shape).to(out.dtype)
-        steps.append(step)
-        previous, previous_version = out, out_version
-    return Chain(steps, outputs[-1][0].detach().clone())
-
-
-class _NotAChain(Exception):  # control flow
-    pass
-
-
-def _covered(module: nn.Module) -> bool:
-    if module.training and isinstance(module, (nn.BatchNorm2d, nn.Dropout)):
-        return False
-    if isinstance(module, nn.Conv2d):
-        return module.padding_mode == "zeros" and not isinstance(module.padding, str)
-    if isinstance(module, nn.MaxPool2d):
-        return not module.return_indices
-    if isinstance(module, nn.BatchNorm2d):  # a fixed per-channel scale only with running stats
-        return module.running_var is not None
-    return isinstance(module, (nn.ReLU, nn.LocalResponseNorm, *PASS_THROUGH))
-
-
-def _record(module: nn.Module, inp: Tensor, policy: ReversePolicy) -> Tensor | None:
-    """What the reverse of ``module`` needs, taken before an in-place op can change it."""
-    if isinstance(module, nn.ReLU) and policy.rule in ("guided", "gradient"):
-        return (inp > 0).to(inp.dtype)
-    if isinstance(module, nn.LocalResponseNorm) and policy.lrn == "gradient":
-        return _lrn_terms(module, inp.detach())
-    if isinstance(module, nn.MaxPool2d):
-        return pool_switches(module, inp)
-    return None
-
-
-def _recorded(saved: Tensor | None) -> Tensor:
-    """What :func:`_record` saved for a ReLU/LRN/pool step whose reverse reads it (set by
-    :func:`plan` for exactly those policies)."""
-    return cast(Tensor, saved)
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.data.shape[-2]), int(self.data.shape[-1])
 
 
 def reverse_batch(
-    chain: Chain,
+    graph: Graph,
     image_index: Tensor,
     channels: Tensor,
     positions: Tensor,
     values: Tensor,
     policy: ReversePolicy,
-    input_shape: torch.Size,
 ) -> Tensor:
     """Windowed reverse passes for N single-unit seeds.
 
@@ -147,114 +63,241 @@ def reverse_batch(
     Tensor (N, C_in, H, W), equal to the general path's projections.
     """
     count = channels.shape[0]
-    out = chain.output
-    signal = out.new_zeros((count, out.shape[1], 1, 1))
-    signal[torch.arange(count), channels, 0, 0] = values.to(out.dtype)
-    tops, lefts = positions[:, 0].clone(), positions[:, 1].clone()
-    for step in reversed(chain.steps):
-        signal, tops, lefts = _step_back(step, signal, tops, lefts, image_index, policy)
-    return _paste(signal, tops, lefts, input_shape[2:])
+    layer_shape = graph.shapes[graph.layer]
+    dtype = values.dtype
+    seed = values.new_zeros((count, layer_shape[1], 1, 1))
+    seed[torch.arange(count), channels, 0, 0] = values.to(dtype)
+    index = image_index.cpu()
+    signals: dict[int, _Window] = {
+        graph.layer: _Window(seed, positions[:, 0].cpu().clone(), positions[:, 1].cpu().clone())
+    }
+    for node in reversed(graph.nodes):
+        arriving = [signals.pop(value, None) for value in node.outputs]
+        if all(window is None for window in arriving):
+            continue
+        for source, window in _step_back(node, arriving, graph, index, policy):
+            if source is not None and window is not None:
+                window = _cut_to_map(window, graph.shapes[source][-2:])
+                signals[source] = _sum(signals.get(source), window)
+    image = signals.get(0)
+    shape = graph.shapes[0]
+    if image is None:
+        return values.new_zeros((count, *shape[1:]))
+    return _paste(image, shape[-2:])
 
 
 def _step_back(
-    step: _Step,
-    signal: Tensor,
-    tops: Tensor,
-    lefts: Tensor,
-    image_index: Tensor,
+    node: Node,
+    arriving: list[_Window | None],
+    graph: Graph,
+    index: Tensor,
     policy: ReversePolicy,
-) -> tuple[Tensor, Tensor, Tensor]:
-    module = step.module
-    if isinstance(module, nn.ReLU):
-        if policy.rule == "zeiler":
-            return torch.relu(signal), tops, lefts
-        if policy.rule == "none":
-            return signal, tops, lefts
-        mask = _windows(_recorded(step.saved), image_index, tops, lefts, signal.shape[2:])
-        rectified = torch.relu(signal) if policy.rule == "guided" else signal
-        return rectified * mask, tops, lefts
-    if isinstance(module, nn.LocalResponseNorm):
-        if policy.lrn == "gradient":  # across channels only: exact on a window
-            terms = _windows(_recorded(step.saved), image_index, tops, lefts, signal.shape[2:])
-            return _lrn_gradient(module, signal, terms), tops, lefts
-        return (signal if policy.lrn == "skip" else module(signal)), tops, lefts
-    if isinstance(module, nn.BatchNorm2d):
-        running_var = cast(Tensor, module.running_var)
-        scale = 1 / torch.sqrt(running_var + module.eps)
-        if module.weight is not None:
-            scale = scale * module.weight
-        return signal * scale.view(1, -1, 1, 1), tops, lefts
-    if isinstance(module, PASS_THROUGH):
-        return signal, tops, lefts
-    if isinstance(module, nn.Conv2d):
-        grown = F.conv_transpose2d(
-            signal, module.weight, None, module.stride, 0, 0, module.groups, module.dilation
+) -> list[tuple[int | None, _Window | None]]:
+    """(input value, its window) for each input of ``node``, from its outputs' windows."""
+    kind, info = node.kind, node.info
+    if kind == "split":
+        return [(node.inputs[0], _unsplit(arriving, info["widths"], info["channels"]))]
+    signal = arriving[0]
+    assert signal is not None  # one output: it has a signal, or the node was skipped
+    if kind == "add":
+        return [(source, signal) for source in node.inputs]
+    if kind == "cat":
+        parts: list[tuple[int | None, _Window | None]] = []
+        start = 0
+        for source, width in zip(node.inputs, info["widths"], strict=True):
+            data = signal.data[:, start : start + width]
+            parts.append((source, _Window(data, signal.tops, signal.lefts)))
+            start += width
+        return parts
+    source = node.inputs[0]
+    if kind == "identity":
+        return [(source, signal)]
+    if kind == "reshape":
+        data = signal.data
+        if "inverse" in info:
+            data = data.permute(info["inverse"])
+        data = data.reshape(data.shape[0], *info["shape"], *data.shape[-2:])
+        return [(source, _Window(data, signal.tops, signal.lefts))]
+    if kind == "scale":
+        return [(source, _Window(signal.data * info["scale"], signal.tops, signal.lefts))]
+    if kind in ("relu", "relu6"):
+        return [(source, _rectify(signal, info, index, policy))]
+    if kind == "lrn":
+        return [(source, _lrn(signal, info, index, policy))]
+    in_hw = graph.shapes[source][-2:] if source is not None else (0, 0)
+    if kind == "conv":
+        return [(source, _conv_transpose(signal, info, in_hw))]
+    if kind == "max_pool":
+        return [(source, _unpool(signal, info, index, in_hw))]
+    if kind == "avg_pool":
+        return [(source, _avg_unpool(signal, info, in_hw))]
+    raise AssertionError(f"no windowed rule for {kind}")  # Recorder.graph() admits only these
+
+
+def _rectify(
+    signal: _Window, info: dict[str, Any], index: Tensor, policy: ReversePolicy
+) -> _Window:
+    data = signal.data
+    if policy.rule == "zeiler":  # ReLU and ReLU6 alike: rectify the signal
+        data = torch.relu(data)
+    elif policy.rule != "none":
+        mask = _crop(info["mask"], index, signal.tops, signal.lefts, signal.size)
+        data = (torch.relu(data) if policy.rule == "guided" else data) * mask
+    return _Window(data, signal.tops, signal.lefts)
+
+
+def _lrn(signal: _Window, info: dict[str, Any], index: Tensor, policy: ReversePolicy) -> _Window:
+    """LRN runs across channels only, so each rule is exact on a window."""
+    data = signal.data
+    if policy.lrn == "reapply":
+        data = F.local_response_norm(
+            data, info["size"], info.get("alpha", 1e-4), info.get("beta", 0.75), info.get("k", 1.0)
         )
-        padding = cast("tuple[int, ...]", module.padding)  # _covered() excludes str padding
-        tops = tops * module.stride[0] - padding[0]
-        lefts = lefts * module.stride[1] - padding[1]
-        return _inside(grown, tops, lefts, step.in_hw), tops, lefts
-    if isinstance(module, nn.MaxPool2d):
-        return _unpool(step, signal, tops, lefts, image_index)
-    raise AssertionError(f"uncovered module {module}")  # plan() admits only the above
+    elif policy.lrn == "gradient":
+        terms = _crop(info["terms"], index, signal.tops, signal.lefts, signal.size)
+        data = _lrn_gradient(data, terms, info)
+    return _Window(data, signal.tops, signal.lefts)
 
 
-def _lrn_terms(module: nn.LocalResponseNorm, x: Tensor) -> Tensor:
-    """``[s^-β, x·s^-β-1, x]`` stacked on channels, with ``s = k + α·mean(x²)`` over each
-    channel window exactly as ``F.local_response_norm`` pads it: the parts of the LRN
-    gradient that do not depend on the signal, computed once on the full map."""
-    size = module.size
-    squares = F.pad((x * x).unsqueeze(1), (0, 0, 0, 0, size // 2, (size - 1) // 2))
-    mean = F.avg_pool3d(squares, (size, 1, 1), stride=1).squeeze(1)
-    base = mean * module.alpha + module.k
-    return torch.cat([base.pow(-module.beta), x * base.pow(-module.beta - 1), x], dim=1)
-
-
-def _lrn_gradient(module: nn.LocalResponseNorm, signal: Tensor, terms: Tensor) -> Tensor:
-    """The LRN's vector-Jacobian product on windows, from :func:`_lrn_terms`.
+def _lrn_gradient(signal: Tensor, terms: Tensor, info: dict[str, Any]) -> Tensor:
+    """The LRN's vector-Jacobian product on windows, from :func:`graph.lrn_terms`.
 
     ``g_j = signal_j·s_j^-β − (2αβ/n)·x_j·Σ_c signal_c·x_c·s_c^-β-1`` over the channels ``c``
     whose window holds ``j`` (the transposed window: ``n-1-n//2`` before, ``n//2`` after).
     """
-    size, channels = module.size, signal.shape[1]
+    size, channels = info["size"], signal.shape[1]
     inverse, scaled, x = (terms[:, i * channels : (i + 1) * channels] for i in range(3))
     product = F.pad(signal * scaled, (0, 0, 0, 0, (size - 1) // 2, size // 2))
     spread = product[:, :channels].clone()
     for i in range(1, size):
         spread += product[:, i : i + channels]
-    factor = 2 * module.alpha * module.beta / size
-    return signal * inverse - factor * x * spread
+    factor = float(2 * info.get("alpha", 1e-4) * info.get("beta", 0.75) / size)
+    gradient: Tensor = signal * inverse - factor * x * spread
+    return gradient
 
 
-def _unpool(
-    step: _Step, signal: Tensor, tops: Tensor, lefts: Tensor, image_index: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    module = step.module
-    kernel, stride, padding, dilation = (
-        _pair(module.kernel_size),
-        _pair(module.stride or module.kernel_size),
-        _pair(module.padding),
-        _pair(module.dilation),
+def _conv_transpose(signal: _Window, info: dict[str, Any], in_hw: Any) -> _Window:
+    stride, padding = info["stride"], info["padding"]
+    grown = F.conv_transpose2d(
+        signal.data, info["weight"], None, stride, 0, 0, info["groups"], info["dilation"]
     )
-    size = signal.shape[2:]
+    tops = signal.tops * stride[0] - padding[0]
+    lefts = signal.lefts * stride[1] - padding[1]
+    return _Window(_inside(grown, tops, lefts, in_hw), tops, lefts)
+
+
+def _avg_unpool(signal: _Window, info: dict[str, Any], in_hw: Any) -> _Window:
+    """Average pooling's transpose: each output's share (1 / its divisor) spread over its
+    kernel window by a transposed convolution with a kernel of ones."""
+    kernel, stride, padding = info["kernel"], info["stride"], info["padding"]
+    zeros = torch.zeros_like(signal.tops)
+    share = _crop(info["scale"], zeros, signal.tops, signal.lefts, signal.size)
+    data = signal.data * share
+    count, channels, height, width = data.shape
+    ones = data.new_ones((1, 1, *kernel))
+    grown = F.conv_transpose2d(data.reshape(count * channels, 1, height, width), ones, None, stride)
+    grown = grown.reshape(count, channels, *grown.shape[-2:])
+    tops = signal.tops * stride[0] - padding[0]
+    lefts = signal.lefts * stride[1] - padding[1]
+    return _Window(_inside(grown, tops, lefts, in_hw), tops, lefts)
+
+
+def _unpool(signal: _Window, info: dict[str, Any], index: Tensor, in_hw: Any) -> _Window:
+    """Max unpooling through the recorded switches, on the window."""
+    kernel, stride, padding, dilation = (
+        info["kernel"], info["stride"], info["padding"], info["dilation"],
+    )  # fmt: skip
+    size = signal.size
     in_h = (size[0] - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1
     in_w = (size[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1
-    switches = _windows(_recorded(step.saved), image_index, tops, lefts, size, fill=-1)
-    if step.keep is not None:
-        signal = signal * _windows(step.keep, image_index, tops, lefts, size)
-    new_tops = tops * stride[0] - padding[0]
-    new_lefts = lefts * stride[1] - padding[1]
-    width = step.in_hw[1]
-    rows = switches.div(width, rounding_mode="floor") - new_tops.view(-1, 1, 1, 1)
-    cols = switches.remainder(width) - new_lefts.view(-1, 1, 1, 1)
+    switches = _crop(info["switches"], index, signal.tops, signal.lefts, size, fill=-1)
+    data = signal.data
+    if "keep" in info:
+        data = data * _crop(info["keep"], index, signal.tops, signal.lefts, size)
+    tops = signal.tops * stride[0] - padding[0]
+    lefts = signal.lefts * stride[1] - padding[1]
+    width = int(in_hw[1])
+    device = data.device
+    rows = switches.div(width, rounding_mode="floor") - tops.to(device).view(-1, 1, 1, 1)
+    cols = switches.remainder(width) - lefts.to(device).view(-1, 1, 1, 1)
     valid = switches >= 0
     local = torch.where(valid, rows * in_w + cols, torch.zeros_like(switches))
-    flat = signal.new_zeros((signal.shape[0], signal.shape[1], in_h * in_w))
-    flat.scatter_add_(2, local.flatten(2), (signal * valid).flatten(2))
-    return flat.view(signal.shape[0], signal.shape[1], in_h, in_w), new_tops, new_lefts
+    flat = data.new_zeros((data.shape[0], data.shape[1], in_h * in_w))
+    flat.scatter_add_(2, local.flatten(2), (data * valid).flatten(2))
+    return _Window(flat.view(data.shape[0], data.shape[1], in_h, in_w), tops, lefts)
 
 
-def _windows(
+def _unsplit(arriving: list[_Window | None], widths: list[int], channels: int) -> _Window:
+    """The input of a channel split: each part's window at its channels, summed."""
+    total: _Window | None = None
+    start = 0
+    for window, width in zip(arriving, widths, strict=True):
+        if window is not None:
+            data = window.data
+            padded = F.pad(data, (0, 0, 0, 0, start, channels - start - width))
+            total = _sum(total, _Window(padded, window.tops, window.lefts))
+        start += width
+    assert total is not None  # some output has a signal, or the node was skipped
+    return total
+
+
+# -- windows ---------------------------------------------------------------------------------
+
+
+def _sum(into: _Window | None, part: _Window) -> _Window:
+    """Two signals at one tensor, summed on the smallest window holding both."""
+    if into is None:
+        return part
+    if (
+        into.size == part.size
+        and torch.equal(into.tops, part.tops)
+        and torch.equal(into.lefts, part.lefts)
+    ):
+        return _Window(into.data + part.data, into.tops, into.lefts)
+    tops = torch.minimum(into.tops, part.tops)
+    lefts = torch.minimum(into.lefts, part.lefts)
+    height = int(torch.maximum(into.tops + into.size[0], part.tops + part.size[0]).sub(tops).max())
+    width = int(
+        torch.maximum(into.lefts + into.size[1], part.lefts + part.size[1]).sub(lefts).max()
+    )
+    return _Window(
+        _reframe(into, tops, lefts, height, width) + _reframe(part, tops, lefts, height, width),
+        tops,
+        lefts,
+    )
+
+
+def _cut_to_map(window: _Window, hw: Any) -> _Window:
+    """A window larger than its map, cut to the map (outside it the signal is zero)."""
+    height, width = window.size
+    map_h, map_w = int(hw[0]), int(hw[1])
+    if height <= map_h and width <= map_w:
+        return window
+    new_h, new_w = min(height, map_h), min(width, map_w)
+    tops = window.tops.clamp(0, map_h - new_h)
+    lefts = window.lefts.clamp(0, map_w - new_w)
+    return _Window(_reframe(window, tops, lefts, new_h, new_w), tops, lefts)
+
+
+def _reframe(window: _Window, tops: Tensor, lefts: Tensor, height: int, width: int) -> Tensor:
+    """``window``'s data on the frame at ``tops, lefts`` of size ``height × width``."""
+    rows = (window.tops - tops).tolist()
+    cols = (window.lefts - lefts).tolist()
+    data = window.data
+    h, w = window.size
+    if len(set(rows)) == 1 and len(set(cols)) == 1:  # the same shift for every seed
+        dy, dx = rows[0], cols[0]
+        return F.pad(data, (dx, width - w - dx, dy, height - h - dy))
+    out = data.new_zeros((*data.shape[:-2], height, width))
+    for n, (dy, dx) in enumerate(zip(rows, cols, strict=True)):
+        r0, c0 = max(dy, 0), max(dx, 0)
+        r1, c1 = min(dy + h, height), min(dx + w, width)
+        if r1 > r0 and c1 > c0:
+            out[n, ..., r0:r1, c0:c1] = data[n, ..., r0 - dy : r1 - dy, c0 - dx : c1 - dx]
+    return out
+
+
+def _crop(
     source: Tensor, image_index: Tensor, tops: Tensor, lefts: Tensor, size: Any, fill: float = 0
 ) -> Tensor:
     """``source[b, :, top:top+h, left:left+w]`` per seed, ``fill`` outside the map."""
@@ -274,27 +317,20 @@ def _windows(
     return torch.stack(parts)
 
 
-def _inside(signal: Tensor, tops: Tensor, lefts: Tensor, hw: tuple[int, int]) -> Tensor:
+def _inside(signal: Tensor, tops: Tensor, lefts: Tensor, hw: Any) -> Tensor:
     """Zero the window positions that fall in the layer's padding, outside the map."""
-    rows = tops.view(-1, 1) + torch.arange(signal.shape[2], device=signal.device)
-    cols = lefts.view(-1, 1) + torch.arange(signal.shape[3], device=signal.device)
-    row_ok = (rows >= 0) & (rows < hw[0])
-    col_ok = (cols >= 0) & (cols < hw[1])
+    device = signal.device
+    rows = tops.to(device).view(-1, 1) + torch.arange(signal.shape[2], device=device)
+    cols = lefts.to(device).view(-1, 1) + torch.arange(signal.shape[3], device=device)
+    row_ok = (rows >= 0) & (rows < int(hw[0]))
+    col_ok = (cols >= 0) & (cols < int(hw[1]))
+    if bool(row_ok.all()) and bool(col_ok.all()):
+        return signal
     mask = (row_ok[:, :, None] & col_ok[:, None, :]).unsqueeze(1)
-    return signal * mask
+    return signal * mask.to(signal.dtype)
 
 
-def _paste(windows: Tensor, tops: Tensor, lefts: Tensor, hw: Any) -> Tensor:
+def _paste(window: _Window, hw: Any) -> Tensor:
     height, width = int(hw[0]), int(hw[1])
-    result = windows.new_zeros((windows.shape[0], windows.shape[1], height, width))
-    for n, (top, left) in enumerate(zip(tops.tolist(), lefts.tolist(), strict=True)):
-        r0, c0 = max(top, 0), max(left, 0)
-        r1 = min(top + windows.shape[2], height)
-        c1 = min(left + windows.shape[3], width)
-        if r1 > r0 and c1 > c0:
-            result[n, :, r0:r1, c0:c1] = windows[n, :, r0 - top : r1 - top, c0 - left : c1 - left]
-    return result
-
-
-def _pair(value: Any) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+    zeros = torch.zeros_like(window.tops)
+    return _reframe(window, zeros, zeros, height, width)

@@ -1,10 +1,12 @@
-"""Project every top-k activation of a scan back to pixel space, one image at a time.
+"""Project every top-k activation of a scan back to pixel space, many images at a time.
 
-Entries are grouped by image id: each image is read and preprocessed once, and for each
-layer that ranked it the engine runs one forward pass and one batched reverse pass that
-seeds every (map, position) of that image separately (:class:`Units`). Each projection is
-cut to the receptive-field box of its unit (:mod:`deconvnet.engine.receptive`), together with the
-same box of the resized image the network saw.
+Entries are grouped by image id and images of one input shape are taken
+:data:`IMAGES_PER_CALL` at a time: each image is read and preprocessed once, and for each
+layer the engine runs one forward pass over the group and one batched reverse pass that
+seeds every (map, position) of every image separately (:class:`Units`), on receptive-field
+windows. Each projection is cut to the receptive-field box of its unit
+(:mod:`deconvnet.engine.receptive`), together with the same box of the resized image the
+network saw.
 """
 
 from __future__ import annotations
@@ -28,24 +30,32 @@ from deconvnet.instruments.topk.state import Entry
 
 Progress = Callable[[int, int | None], None]
 _MAP_RANK = 4
+IMAGES_PER_CALL = 8
+"""Images whose projections share one engine call (one forward, one batched reverse pass)."""
 
 
 @dataclass(frozen=True, eq=False)
 class Units(Selection):
-    """Several single activations of one image, each projected separately.
+    """Several single activations per image, each projected separately.
 
-    ``channels`` (K,) and ``positions`` (K, 2): seed ``k`` keeps only
-    ``y[0, channels[k], *positions[k]]``. The input batch must hold one image.
+    ``channels`` (K,) and ``positions`` (K, 2) for a batch of one image, or (B, K) and
+    (B, K, 2) for B images: seed ``k`` of image ``b`` keeps only
+    ``y[b, channels[b, k], *positions[b, k]]``.
     """
 
     channels: Tensor
     positions: Tensor
 
     def resolve(self, y: Tensor) -> Seeds:
-        if y.dim() != _MAP_RANK or y.shape[0] != 1:
-            raise SelectionError(f"Units needs one image's maps (1, C, H, W), got {tuple(y.shape)}")
         channels = self.channels.to(device=y.device, dtype=torch.long)
         positions = self.positions.to(device=y.device, dtype=torch.long)
+        if channels.dim() == 1:
+            channels, positions = channels[None], positions[None]
+        if y.dim() != _MAP_RANK or y.shape[0] != channels.shape[0]:
+            raise SelectionError(
+                f"Units for {channels.shape[0]} image(s) needs their maps (B, C, H, W), "
+                f"got {tuple(y.shape)}"
+            )
         limits = torch.tensor(y.shape[2:], device=y.device)
         if bool((channels < 0).any() | (channels >= y.shape[1]).any()) or bool(
             ((positions < 0) | (positions >= limits)).any()
@@ -53,13 +63,9 @@ class Units(Selection):
             raise SelectionError(
                 f"Units has a channel or position outside the layer's maps {tuple(y.shape[1:])}"
             )
-        values = y.detach()[0, channels, positions[:, 0], positions[:, 1]]
-        return Seeds(
-            channels=channels[None],
-            values=values[None],
-            positions=positions[None],
-            joint=None,
-        )
+        images = torch.arange(y.shape[0], device=y.device)[:, None].expand_as(channels)
+        values = y.detach()[images, channels, positions[..., 0], positions[..., 1]]
+        return Seeds(channels=channels, values=values, positions=positions, joint=None)
 
     def describe(self) -> str:
         return f"units:{int(self.channels.numel())}"
@@ -132,6 +138,22 @@ def project(
     fields: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
     results: dict[tuple[str, int, int], ProjectedEntry] = {}
     done = 0
+    waiting: dict[tuple[int, ...], list[_Image]] = defaultdict(list)
+
+    def run(group: list[_Image]) -> None:
+        nonlocal done
+        key = (1, *group[0].x.shape[1:])
+        if key not in fields:
+            fields[key] = receptive_fields(model, key, device)
+        for layer in sorted({entry.layer for image in group for entry in image.entries}):
+            found = _project_group(net, group, layer, fields[key])
+            if dataset.preprocessing.channel_order == "BGR":
+                found = {k: _to_rgb(item) for k, item in found.items()}
+            results.update(found)
+            done += len(found)
+            if progress is not None:
+                progress(done, total)
+
     with Deconvnet(model, rule, lrn=lrn, collisions=collisions, batch_size=batch_size) as net:
         for image_id in sorted(by_image):
             if image_id not in index.state.digests:
@@ -142,54 +164,64 @@ def project(
                 dataset, image_id, index.state.digests[image_id], "before projecting"
             )
             x = preprocess(raw, dataset.preprocessing, device)
-            shown = resized_rgb(raw, dataset.preprocessing)
-            shape = tuple(x.shape)
-            if shape not in fields:
-                fields[shape] = receptive_fields(model, shape, device)
-            per_layer: dict[str, list[Entry]] = defaultdict(list)
-            for entry in by_image[image_id]:
-                per_layer[entry.layer].append(entry)
-            for layer, entries in per_layer.items():
-                found = _project_image(net, x, shown, layer, entries, fields[shape])
-                if dataset.preprocessing.channel_order == "BGR":
-                    found = {key: _to_rgb(item) for key, item in found.items()}
-                results.update(found)
-                done += len(entries)
-                if progress is not None:
-                    progress(done, total)
+            image = _Image(x, resized_rgb(raw, dataset.preprocessing), by_image[image_id])
+            group = waiting[tuple(x.shape)]
+            group.append(image)
+            if len(group) == IMAGES_PER_CALL:
+                run(group)
+                group.clear()
+        for group in waiting.values():
+            if group:
+                run(group)
     return results
 
 
-def _project_image(
+@dataclass(frozen=True)
+class _Image:
+    """One image of a projection group: its input, what the network saw, its entries."""
+
+    x: Tensor
+    shown: np.ndarray
+    entries: list[Entry]
+
+
+def _project_group(
     net: Deconvnet,
-    x: Tensor,
-    shown: np.ndarray,
+    group: list[_Image],
     layer: str,
-    entries: list[Entry],
     fields: dict[str, ReceptiveField],
 ) -> dict[tuple[str, int, int], ProjectedEntry]:
-    select = Units(
-        channels=torch.tensor([e.channel for e in entries], dtype=torch.long),
-        positions=torch.tensor([e.position for e in entries], dtype=torch.long),
-    )
-    result = net.project(x, layer, select)
+    """One engine call for every entry of ``layer`` in ``group`` (one seed per entry; images
+    with fewer entries repeat their first seed, and the repeats are dropped)."""
     if layer not in fields:
         raise InputError(f"no receptive field for layer {layer!r} (its output is not 4-D)")
+    images = [image for image in group if any(e.layer == layer for e in image.entries)]
+    per_image = [[e for e in image.entries if e.layer == layer] for image in images]
+    count = max(len(entries) for entries in per_image)
+    padded = [entries + [entries[0]] * (count - len(entries)) for entries in per_image]
+    select = Units(
+        channels=torch.tensor([[e.channel for e in row] for row in padded], dtype=torch.long),
+        positions=torch.tensor([[e.position for e in row] for row in padded], dtype=torch.long),
+    )
+    result = net.project(torch.cat([image.x for image in images]), layer, select)
     field = fields[layer]
-    image_hw = (int(x.shape[2]), int(x.shape[3]))
+    x0 = images[0].x
+    image_hw = (int(x0.shape[2]), int(x0.shape[3]))
     out = {}
-    for slot, entry in enumerate(entries):
-        y, x_pos = entry.position
-        crop = field.box(y, x_pos, image_hw)
-        top, left, bottom, right = crop
-        out[(layer, entry.channel, entry.rank)] = ProjectedEntry(
-            entry=entry,
-            projection=result.images[0, slot, :, top:bottom, left:right].detach().cpu().clone(),
-            patch=shown[top:bottom, left:right].copy(),
-            crop_box=crop,
-            field_box=field.box(y, x_pos),
-            value=float(result.values[0, slot]),
-        )
+    for row, (image, entries) in enumerate(zip(images, per_image, strict=True)):
+        for slot, entry in enumerate(entries):
+            y, x_pos = entry.position
+            crop = field.box(y, x_pos, image_hw)
+            top, left, bottom, right = crop
+            projection = result.images[row, slot, :, top:bottom, left:right]
+            out[(layer, entry.channel, entry.rank)] = ProjectedEntry(
+                entry=entry,
+                projection=projection.detach().cpu().clone(),
+                patch=image.shown[top:bottom, left:right].copy(),
+                crop_box=crop,
+                field_box=field.box(y, x_pos),
+                value=float(result.values[row, slot]),
+            )
     return out
 
 
