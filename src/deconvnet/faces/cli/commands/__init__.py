@@ -4,6 +4,9 @@ from types import ModuleType
 
 from deconvnet.faces.cli.commands import (
     compare,
+    correspondence,
+    evolve,
+    invariance,
     layers,
     maps,
     models,
@@ -13,4 +16,16 @@ from deconvnet.faces.cli.commands import (
     topk,
 )
 
-ALL: list[ModuleType] = [project, layers, maps, topk, occlude, compare, sanity, models]
+ALL: list[ModuleType] = [
+    project,
+    layers,
+    maps,
+    topk,
+    occlude,
+    compare,
+    sanity,
+    evolve,
+    invariance,
+    correspondence,
+    models,
+]
