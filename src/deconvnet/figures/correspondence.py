@@ -90,9 +90,9 @@ def correspondence_figure(
         tiles = []
         for part in parts:
             hand = part_boxes[n].get(part) if part_boxes is not None else None
-            tiles.append(panels.titled(_masked(image, result.masks[n][part], fill_rgb, hand), part))
+            tiles.append(_captioned(_masked(image, result.masks[n][part], fill_rgb, hand), part))
         tiles.append(
-            panels.titled(_masked(image, result.random_masks[0][n], fill_rgb, None), "random")
+            _captioned(_masked(image, result.random_masks[0][n], fill_rgb, None), "random")
         )
         rows.append(panels.row(tiles, image_names[n]))
     title = wrap_text(
@@ -124,3 +124,14 @@ def _masked(image: np.ndarray, mask: Box, fill: RGB, hand: Box | None) -> np.nda
         drawn = [round(v * factor) for v in hand]
         big = panels.outline(big, (drawn[0], drawn[1], drawn[2], drawn[3]), BOX_COLOUR, 1)
     return big
+
+
+def _captioned(tile: np.ndarray, caption: str) -> np.ndarray:
+    """``tile`` under a one-line caption whose strip is one line high whatever its letters,
+    so the tiles of a row stay level."""
+    text = text_image(caption)
+    strip = np.full(
+        (line_height() + LINE_GAP, max(tile.shape[1], text.shape[1]), 3), BACKGROUND, np.uint8
+    )
+    strip[: text.shape[0], : text.shape[1]] = text
+    return panels.stack([strip, tile])

@@ -18,17 +18,20 @@ from matplotlib.figure import Figure
 
 from deconvnet.figures import panels
 from deconvnet.figures.style import (
+    BACKGROUND,
     DPI,
     FONT_FAMILY,
     FONT_SIZE,
+    LINE_GAP,
     MAX_LEVEL,
     PADDING,
     TITLE_FONT_SIZE,
+    line_height,
     rendered,
     text_image,
     wrap_text,
 )
-from deconvnet.instruments.invariance import UNITS, InvarianceResult
+from deconvnet.instruments.invariance import InvarianceResult
 
 CHART_WIDTH = 300
 CHART_HEIGHT = 250
@@ -120,17 +123,25 @@ def invariance_figure(
     rows.append(panels.row([text_image(title, TITLE_FONT_SIZE)]))
     if previews:
         shown = _spread(len(previews))
-        unit = UNITS[result.transform]
         tiles = [
-            panels.titled(
+            _captioned(
                 panels.resize_panel(previews[i], PREVIEW_SIDE, smooth=True),
-                f"{result.amounts[i]:g} {unit}",
+                amount_label(result.transform, result.amounts[i]),
             )
             for i in shown
         ]
         rows.append(panels.row(tiles, f"{image_names[0]}, as the network sees it"))
     rows.append(chart)
     return panels.stack(rows)
+
+
+def amount_label(transform: str, amount: float) -> str:
+    """``+20 px``, ``x1.3``, ``60°``: an amount as the preview strip names it."""
+    if transform == "translate":
+        return f"{amount:+g} px"
+    if transform == "scale":
+        return f"×{amount:g}"
+    return f"{amount:g}°"
 
 
 def _spread(count: int) -> list[int]:
@@ -156,3 +167,14 @@ def _style(axes: Axes, title: str, xlabel: str, ylabel: str) -> None:
     axes.set_ylabel(ylabel, fontsize=FONT_SIZE - 1, family=FONT_FAMILY)
     axes.tick_params(labelsize=FONT_SIZE - 2)
     axes.grid(True, color="0.9")
+
+
+def _captioned(tile: np.ndarray, caption: str) -> np.ndarray:
+    """``tile`` under a one-line caption whose strip is one line high whatever its letters,
+    so the tiles of a row stay level."""
+    text = text_image(caption)
+    strip = np.full(
+        (line_height() + LINE_GAP, max(tile.shape[1], text.shape[1]), 3), BACKGROUND, np.uint8
+    )
+    strip[: text.shape[0], : text.shape[1]] = text
+    return panels.stack([strip, tile])
