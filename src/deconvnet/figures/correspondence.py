@@ -22,6 +22,7 @@ from deconvnet.figures.style import (
     FONT_SIZE,
     HEADER_FONT_SIZE,
     LINE_GAP,
+    MAX_LEVEL,
     MUTED_TEXT,
     PADDING,
     RGB,
@@ -81,12 +82,17 @@ def correspondence_figure(
     fill_rgb: RGB = (128, 128, 128),
     part_boxes: Sequence[Mapping[str, Box]] | None = None,
     display_names: Mapping[str, str] | None = None,
+    photos: bool = True,
 ) -> np.ndarray:
     """``(H, W, 3)`` uint8: the grid of masked images (``images`` are ``(H, W, 3)`` uint8 as
-    the network saw them, ``fill_rgb`` the mask's colour there), then the table."""
+    the network saw them, ``fill_rgb`` the mask's colour there), then the table.
+
+    ``photos=False`` draws the masks on a blank canvas of the input's size instead of the
+    images, for figures of photos that may not be redistributed."""
     parts = [p for p in result.parts if p != RANDOM]
     rows = []
-    for n, image in enumerate(images):
+    for n, picture in enumerate(images):
+        image = picture if photos else np.full_like(picture, MAX_LEVEL)
         tiles = []
         for part in parts:
             hand = part_boxes[n].get(part) if part_boxes is not None else None
@@ -104,7 +110,8 @@ def correspondence_figure(
     )
     heading = panels.row([text_image(title, TITLE_FONT_SIZE)])
     note = text_image(
-        "red square: the mask; yellow box: the part as marked by hand",
+        "red square: the mask; yellow box: the part as marked by hand"
+        + ("" if photos else " (photos left out: drawn on a blank canvas)"),
         HEADER_FONT_SIZE,
         colour=MUTED_TEXT,
     )

@@ -79,8 +79,11 @@ def test_invariance_writes_chart_csv_and_json(tmp_path: Path) -> None:
     assert rows[0]["target"] == "3"
     results = json.loads((out / "invariance_rotate.json").read_text())
     assert results["images"][0]["target_name"] == "cat" and results["images"][0]["target_is_label"]
-    width, _ = _decodes(out / "invariance_rotate.png")
+    width, height = _decodes(out / "invariance_rotate.png")
     assert width >= 900
+    bare = tmp_path / "bare"
+    assert main([*args, "--no-photos", "--out", str(bare)]) == 0
+    assert _decodes(bare / "invariance_rotate.png")[1] < height  # no strip of pictures
 
 
 @pytest.mark.parametrize("bad", ["1:0:1", "a,b", "0:10:0"])
@@ -112,7 +115,14 @@ def test_correspondence_prints_the_table_and_writes_its_files(tmp_path: Path, ca
     results = json.loads((out / "correspondence.json").read_text())
     # photo 40x48 -> 32x32: the eye box [5, 6, 12, 14] becomes [4, 4, 10, 9]
     assert results["images"][0]["part_boxes"]["eye"] == [4, 4, 10, 9]
-    _decodes(out / "correspondence.png")
+    bare = tmp_path / "bare"
+    assert main([*args, "--trials", "3", "--no-photos", "--out", str(bare)]) == 0
+
+    def colours(path: Path) -> int:
+        with Image.open(path) as image:
+            return len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0))
+
+    assert colours(bare / "correspondence.png") < colours(out / "correspondence.png") / 10
 
 
 def test_correspondence_needs_boxes_for_every_image(tmp_path: Path, capsys) -> None:

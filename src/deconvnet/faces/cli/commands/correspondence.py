@@ -76,6 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--trials", type=int, default=DEFAULT_TRIALS, help="random-square trials (the control)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random squares")
+    parser.add_argument(
+        "--no-photos",
+        action="store_true",
+        help="draw the masks on a blank canvas (for photos that may not be redistributed)",
+    )
     add_output_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -128,6 +133,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         fill_rgb=(int(fill_rgb[0]), int(fill_rgb[1]), int(fill_rgb[2])),
         part_boxes=boxes,
         display_names=shown,
+        photos=not args.no_photos,
     )
     save_png(figure, args.out / FIGURE)
     table = _csv(result, shown)

@@ -86,6 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         choices=["fill", "wrap"],
         help="what uncovered canvas shows: the mean pixel, or the image wrapped around",
     )
+    parser.add_argument(
+        "--no-photos",
+        action="store_true",
+        help="leave the strip of transformed images out of the figure (charts only)",
+    )
     add_output_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -121,8 +126,12 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         )
     shown = {layer: loaded.display_name(layer) for layer in layers}
     image_names = [path.name for path in paths]
-    pictures = previews(
-        prepared[0].tensor, args.transform, amounts, spec, fill=fill, canvas=args.canvas
+    pictures = (
+        None
+        if args.no_photos
+        else previews(
+            prepared[0].tensor, args.transform, amounts, spec, fill=fill, canvas=args.canvas
+        )
     )
     stem = f"invariance_{args.transform}"
     figure = invariance_figure(
