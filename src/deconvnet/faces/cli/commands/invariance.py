@@ -79,7 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="true class per image, comma-separated indices or names, 'top' for the top "
         "predicted class (default: the top class of each original image)",
     )
-    parser.add_argument("--categories", type=Path, default=None, help="class names, one per line")
+    parser.add_argument(
+        "--categories",
+        type=Path,
+        default=None,
+        help="class names, one per line (default: the model's own, ImageNet's for 1000 outputs)",
+    )
     parser.add_argument(
         "--canvas",
         default="fill",
