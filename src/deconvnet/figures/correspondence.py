@@ -19,17 +19,14 @@ from deconvnet.figures import panels
 from deconvnet.figures.style import (
     BACKGROUND,
     BOX_COLOUR,
-    FONT_SIZE,
     HEADER_FONT_SIZE,
     LINE_GAP,
-    MAX_LEVEL,
     MUTED_TEXT,
+    NO_DATA,
     PADDING,
     RGB,
     TEXT,
     TITLE_FONT_SIZE,
-    draw_text,
-    line_height,
     text_image,
     text_size,
     wrap_text,
@@ -59,17 +56,20 @@ def table_rows(
 
 def table_image(rows: Sequence[Sequence[str]]) -> np.ndarray:
     """``rows`` of text as a left-aligned table (header in the muted colour)."""
-    widths = [max(text_size(row[c])[0] for row in rows) for c in range(len(rows[0]))]
-    step = line_height(FONT_SIZE) + LINE_GAP
+    labels = [
+        [_level(text, MUTED_TEXT if r == 0 else TEXT) for text in row] for r, row in enumerate(rows)
+    ]
+    widths = [max(row[c].shape[1] for row in labels) for c in range(len(labels[0]))]
+    step = max(label.shape[0] for row in labels for label in row) + LINE_GAP
     canvas = np.full(
         (len(rows) * step + PADDING, sum(widths) + COLUMN_GAP * len(widths), 3),
         BACKGROUND,
         dtype=np.uint8,
     )
-    for r, row in enumerate(rows):
+    for r, row in enumerate(labels):
         left = 0
-        for c, text in enumerate(row):
-            draw_text(canvas, left, r * step, text, colour=MUTED_TEXT if r == 0 else TEXT)
+        for c, label in enumerate(row):
+            canvas[r * step : r * step + label.shape[0], left : left + label.shape[1]] = label
             left += widths[c] + COLUMN_GAP
     return canvas
 
@@ -92,7 +92,9 @@ def correspondence_figure(
     parts = [p for p in result.parts if p != RANDOM]
     rows = []
     for n, picture in enumerate(images):
-        image = picture if photos else np.full_like(picture, MAX_LEVEL)
+        image = picture.copy()
+        if not photos:
+            image[...] = NO_DATA
         tiles = []
         for part in parts:
             hand = part_boxes[n].get(part) if part_boxes is not None else None
@@ -136,9 +138,19 @@ def _masked(image: np.ndarray, mask: Box, fill: RGB, hand: Box | None) -> np.nda
 def _captioned(tile: np.ndarray, caption: str) -> np.ndarray:
     """``tile`` under a one-line caption whose strip is one line high whatever its letters,
     so the tiles of a row stay level."""
-    text = text_image(caption)
+    text = _level(caption)
     strip = np.full(
-        (line_height() + LINE_GAP, max(tile.shape[1], text.shape[1]), 3), BACKGROUND, np.uint8
+        (text.shape[0] + LINE_GAP, max(tile.shape[1], text.shape[1]), 3), BACKGROUND, np.uint8
     )
     strip[: text.shape[0], : text.shape[1]] = text
     return panels.stack([strip, tile])
+
+
+STRUT = " Ág"
+"""Appended (then cut off) when rendering one-line labels, so every label spans the same
+ascent and descent and labels side by side share a baseline."""
+
+
+def _level(text: str, colour: RGB = TEXT) -> np.ndarray:
+    """``text`` as a one-line image as tall as any line, its baseline where every label's is."""
+    return text_image(text + STRUT, colour=colour)[:, : text_size(text)[0]]

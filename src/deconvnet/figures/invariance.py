@@ -25,10 +25,12 @@ from deconvnet.figures.style import (
     LINE_GAP,
     MAX_LEVEL,
     PADDING,
+    RGB,
+    TEXT,
     TITLE_FONT_SIZE,
-    line_height,
     rendered,
     text_image,
+    text_size,
     wrap_text,
 )
 from deconvnet.instruments.invariance import InvarianceResult
@@ -172,9 +174,19 @@ def _style(axes: Axes, title: str, xlabel: str, ylabel: str) -> None:
 def _captioned(tile: np.ndarray, caption: str) -> np.ndarray:
     """``tile`` under a one-line caption whose strip is one line high whatever its letters,
     so the tiles of a row stay level."""
-    text = text_image(caption)
+    text = _level(caption)
     strip = np.full(
-        (line_height() + LINE_GAP, max(tile.shape[1], text.shape[1]), 3), BACKGROUND, np.uint8
+        (text.shape[0] + LINE_GAP, max(tile.shape[1], text.shape[1]), 3), BACKGROUND, np.uint8
     )
     strip[: text.shape[0], : text.shape[1]] = text
     return panels.stack([strip, tile])
+
+
+STRUT = " Ág"
+"""Appended (then cut off) when rendering one-line labels, so every label spans the same
+ascent and descent and labels side by side share a baseline."""
+
+
+def _level(text: str, colour: RGB = TEXT) -> np.ndarray:
+    """``text`` as a one-line image as tall as any line, its baseline where every label's is."""
+    return text_image(text + STRUT, colour=colour)[:, : text_size(text)[0]]
