@@ -6,9 +6,14 @@ with random crop (pad 4) + horizontal flip, AdamW and a one-cycle schedule on on
 thread, and writes the state dict atomically to
 ``src/deconvnet/models/weights/default_cifar10.pth``.
 
+``--save-epochs 1,2,5,10,15`` also keeps the state dict after each listed epoch as
+``<out stem>_epochNN.pth`` beside ``--out``: the training's own checkpoint series, which
+``deconvnet evolve`` turns into the paper's Fig. 4 (features forming during training).
+
 Usage::
 
     .venv/bin/python scripts/train_default.py [--epochs 15] [--data ../shared/data/cifar10]
+    .venv/bin/python scripts/train_default.py --save-epochs 1,2,5,10,15 --out /tmp/ckpt/default.pth
 """
 
 from __future__ import annotations
@@ -110,13 +115,37 @@ def save_atomic(state: dict[str, torch.Tensor], out: Path) -> None:
             os.remove(tmp)
 
 
+def epoch_list(text: str) -> list[int]:
+    """Parse ``--save-epochs 1,2,5``: positive epoch numbers, sorted, without repeats."""
+    try:
+        epochs = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a list of epoch numbers: {text!r}") from err
+    if not epochs or epochs[0] < 1:
+        raise argparse.ArgumentTypeError(f"epochs count from 1: {text!r}")
+    return epochs
+
+
+def checkpoint_path(out: Path, epoch: int) -> Path:
+    """Where the state dict after ``epoch`` goes: beside ``out``, named after it."""
+    return out.with_name(f"{out.stem}_epoch{epoch:02d}{out.suffix}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--save-epochs",
+        type=epoch_list,
+        default=[],
+        help="also keep the state dict after these epochs, e.g. 1,2,5,10,15",
+    )
     args = parser.parse_args()
+    if args.save_epochs and args.save_epochs[-1] > args.epochs:
+        parser.error(f"--save-epochs {args.save_epochs[-1]} is past --epochs {args.epochs}")
 
     torch.set_num_threads(args.threads)
     random.seed(SEED)
@@ -174,6 +203,8 @@ def main() -> None:
             flush=True,
         )
         save_atomic(model.state_dict(), args.out)
+        if epoch + 1 in args.save_epochs:
+            save_atomic(model.state_dict(), checkpoint_path(args.out, epoch + 1))
     train_s = time.time() - t_train
     acc = evaluate(model, test_t, test_labels, mean, std)
     record = {
@@ -181,6 +212,7 @@ def main() -> None:
         "epochs": args.epochs,
         "train_seconds": round(train_s, 1),
         "threads": args.threads,
+        "saved_epochs": args.save_epochs,
         "seed": SEED,
         "mean": mean_np.tolist(),
         "std": std_np.tolist(),

@@ -4,6 +4,9 @@ from types import ModuleType
 
 from deconvnet.faces.cli.commands import (
     compare,
+    correspondence,
+    evolve,
+    invariance,
     layers,
     maps,
     models,
@@ -20,10 +23,13 @@ ALL: list[ModuleType] = [
     layers,
     maps,
     topk,
-    site,
-    serve,
     occlude,
     compare,
     sanity,
+    evolve,
+    invariance,
+    correspondence,
+    site,
+    serve,
     models,
 ]
