@@ -155,7 +155,8 @@ def build_site(
         "slug": slug,
         "fmt": _number,
         "percent": _percent,
-        "basename": lambda name: Path(str(name)).name,
+        # the folder names the class in most datasets (cifar10/test/cat/0015.jpg)
+        "image_label": lambda name: "/".join(Path(str(name)).parts[-2:]),
     }
     rows = [_row(row, display, layers) for row in layer_rows] or [
         {"name": layer, "alias": display[layer], "type": "", "shape": "", "field": "",
