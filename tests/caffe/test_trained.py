@@ -10,7 +10,6 @@ since Caffe's mean.binaryproto is not shipped).
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
@@ -20,29 +19,14 @@ from PIL import Image
 
 from deconvnet.caffe import load, read_caffemodel, read_prototxt
 from deconvnet.caffe.parse import blob_shape, net_definition
+from tests._datasets import cifar_files, mnist_test
 
 LENET_SCALE = 0.00390625
-CIFAR_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 
 
 def _mnist(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
-    folder = shared_data / "mnist"
-    with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as handle:
-        images = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
-    with gzip.open(folder / "t10k-labels-idx1-ubyte.gz") as handle:
-        labels = np.frombuffer(handle.read(), np.uint8, offset=8)
-    return images, labels
+    digits, labels = mnist_test(shared_data)
+    return digits.reshape(-1, 1, 28, 28), labels
 
 
 def _mnist_accuracy(shared_data: Path, version: str, limit: int | None) -> float:
@@ -68,12 +52,9 @@ def test_lenet_mnist_accuracy_full(shared_data: Path, version: str) -> None:
 
 
 def _cifar_images(shared_data: Path, split: str, per_class: int) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = [], []
-    for label, name in enumerate(CIFAR_CLASSES):
-        for path in sorted((shared_data / "cifar10" / split / name).iterdir())[:per_class]:
-            images.append(np.asarray(Image.open(path).convert("RGB"), np.float32))
-            labels.append(label)
-    return np.stack(images), np.array(labels)
+    files = cifar_files(shared_data, split, per_class)
+    images = [np.asarray(Image.open(path).convert("RGB"), np.float32) for path, _ in files]
+    return np.stack(images), np.array([label for _, label in files])
 
 
 def _cifar_accuracy(

@@ -28,7 +28,6 @@ from deconvnet.figures.style import (
     TEXT,
     TITLE_FONT_SIZE,
     text_image,
-    text_size,
     wrap_text,
 )
 from deconvnet.instruments.correspondence import RANDOM, CorrespondenceResult
@@ -57,7 +56,8 @@ def table_rows(
 def table_image(rows: Sequence[Sequence[str]]) -> np.ndarray:
     """``rows`` of text as a left-aligned table (header in the muted colour)."""
     labels = [
-        [_level(text, MUTED_TEXT if r == 0 else TEXT) for text in row] for r, row in enumerate(rows)
+        [panels.level_text(text, MUTED_TEXT if r == 0 else TEXT) for text in row]
+        for r, row in enumerate(rows)
     ]
     widths = [max(row[c].shape[1] for row in labels) for c in range(len(labels[0]))]
     step = max(label.shape[0] for row in labels for label in row) + LINE_GAP
@@ -98,9 +98,11 @@ def correspondence_figure(
         tiles = []
         for part in parts:
             hand = part_boxes[n].get(part) if part_boxes is not None else None
-            tiles.append(_captioned(_masked(image, result.masks[n][part], fill_rgb, hand), part))
+            tiles.append(
+                panels.captioned(_masked(image, result.masks[n][part], fill_rgb, hand), part)
+            )
         tiles.append(
-            _captioned(_masked(image, result.random_masks[0][n], fill_rgb, None), "random")
+            panels.captioned(_masked(image, result.random_masks[0][n], fill_rgb, None), "random")
         )
         rows.append(panels.row(tiles, image_names[n]))
     title = wrap_text(
@@ -133,24 +135,3 @@ def _masked(image: np.ndarray, mask: Box, fill: RGB, hand: Box | None) -> np.nda
         drawn = [round(v * factor) for v in hand]
         big = panels.outline(big, (drawn[0], drawn[1], drawn[2], drawn[3]), BOX_COLOUR, 1)
     return big
-
-
-def _captioned(tile: np.ndarray, caption: str) -> np.ndarray:
-    """``tile`` under a one-line caption whose strip is one line high whatever its letters,
-    so the tiles of a row stay level."""
-    text = _level(caption)
-    strip = np.full(
-        (text.shape[0] + LINE_GAP, max(tile.shape[1], text.shape[1]), 3), BACKGROUND, np.uint8
-    )
-    strip[: text.shape[0], : text.shape[1]] = text
-    return panels.stack([strip, tile])
-
-
-STRUT = " Ág"
-"""Appended (then cut off) when rendering one-line labels, so every label spans the same
-ascent and descent and labels side by side share a baseline."""
-
-
-def _level(text: str, colour: RGB = TEXT) -> np.ndarray:
-    """``text`` as a one-line image as tall as any line, its baseline where every label's is."""
-    return text_image(text + STRUT, colour=colour)[:, : text_size(text)[0]]

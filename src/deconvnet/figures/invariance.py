@@ -18,19 +18,14 @@ from matplotlib.figure import Figure
 
 from deconvnet.figures import panels
 from deconvnet.figures.style import (
-    BACKGROUND,
     DPI,
     FONT_FAMILY,
     FONT_SIZE,
-    LINE_GAP,
     MAX_LEVEL,
     PADDING,
-    RGB,
-    TEXT,
     TITLE_FONT_SIZE,
     rendered,
     text_image,
-    text_size,
     wrap_text,
 )
 from deconvnet.instruments.invariance import InvarianceResult
@@ -126,7 +121,7 @@ def invariance_figure(
     if previews:
         shown = _spread(len(previews))
         tiles = [
-            _captioned(
+            panels.captioned(
                 panels.resize_panel(previews[i], PREVIEW_SIDE, smooth=True),
                 amount_label(result.transform, result.amounts[i]),
             )
@@ -169,24 +164,3 @@ def _style(axes: Axes, title: str, xlabel: str, ylabel: str) -> None:
     axes.set_ylabel(ylabel, fontsize=FONT_SIZE - 1, family=FONT_FAMILY)
     axes.tick_params(labelsize=FONT_SIZE - 2)
     axes.grid(True, color="0.9")
-
-
-def _captioned(tile: np.ndarray, caption: str) -> np.ndarray:
-    """``tile`` under a one-line caption whose strip is one line high whatever its letters,
-    so the tiles of a row stay level."""
-    text = _level(caption)
-    strip = np.full(
-        (text.shape[0] + LINE_GAP, max(tile.shape[1], text.shape[1]), 3), BACKGROUND, np.uint8
-    )
-    strip[: text.shape[0], : text.shape[1]] = text
-    return panels.stack([strip, tile])
-
-
-STRUT = " Ág"
-"""Appended (then cut off) when rendering one-line labels, so every label spans the same
-ascent and descent and labels side by side share a baseline."""
-
-
-def _level(text: str, colour: RGB = TEXT) -> np.ndarray:
-    """``text`` as a one-line image as tall as any line, its baseline where every label's is."""
-    return text_image(text + STRUT, colour=colour)[:, : text_size(text)[0]]

@@ -27,6 +27,7 @@ from deconvnet.figures.style import (
     MAX_LEVEL,
     NO_DATA,
     PADDING,
+    RGB,
     TEXT,
     draw_text,
     rendered,
@@ -213,3 +214,24 @@ def outline(
         (left, top, right - 1, bottom - 1), outline=colour, width=width
     )
     return np.asarray(canvas).copy()
+
+
+def captioned(tile: np.ndarray, caption: str) -> np.ndarray:
+    """``tile`` under a one-line caption whose strip is one line high whatever its letters,
+    so the tiles of a row stay level."""
+    text = level_text(caption)
+    strip = np.full(
+        (text.shape[0] + LINE_GAP, max(tile.shape[1], text.shape[1]), 3), BACKGROUND, np.uint8
+    )
+    strip[: text.shape[0], : text.shape[1]] = text
+    return stack([strip, tile])
+
+
+STRUT = " Ág"
+"""Appended (then cut off) when rendering one-line labels, so every label spans the same
+ascent and descent and labels side by side share a baseline."""
+
+
+def level_text(text: str, colour: RGB = TEXT) -> np.ndarray:
+    """``text`` as a one-line image as tall as any line, its baseline where every label's is."""
+    return text_image(text + STRUT, colour=colour)[:, : text_size(text)[0]]

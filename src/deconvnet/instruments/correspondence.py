@@ -32,13 +32,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from deconvnet.engine.engine import resolve_layer
-from deconvnet.engine.hooks import HandleList
+from deconvnet.engine.hooks import flat_outputs
 from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
@@ -303,31 +302,10 @@ def _features(
     model: nn.Module, batch: Tensor, named: Sequence[tuple[str, nn.Module]]
 ) -> dict[str, Tensor]:
     """Each layer's output for ``batch``, flattened (B, D), on the CPU."""
-    captured: dict[str, Tensor] = {}
-
-    def hook_for(name: str) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            out = output[0] if isinstance(output, tuple | list) else output
-            captured.setdefault(name, out.detach().flatten(1).cpu().clone())
-
-        return hook
-
     param = next(model.parameters(), None)
     device = param.device if param is not None else batch.device
-    with HandleList() as handles, torch.no_grad():
-        for name, module in named:
-            handles.append(module.register_forward_hook(hook_for(name)))
-        try:
-            model(batch.to(device))
-        except RuntimeError as error:
-            message = " ".join(str(error).split())[:200]
-            raise InputError(
-                f"the model failed on input {tuple(batch.shape)}: {message}"
-            ) from error
-    missing = [name for name, _ in named if name not in captured]
-    if missing:
-        raise InputError(f"layers {missing} were not reached in the forward pass")
-    return captured
+    captured, _ = flat_outputs(model, batch.to(device), named)
+    return {name: flat.cpu() for name, flat in captured.items()}
 
 
 def _random_box(

@@ -38,14 +38,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from deconvnet.engine.engine import resolve_layer
-from deconvnet.engine.hooks import HandleList
+from deconvnet.engine.hooks import flat_outputs
 from deconvnet.errors import InputError
 from deconvnet.inputs.images import deprocess
 from deconvnet.inputs.preprocessing import Preprocessing
@@ -320,28 +320,7 @@ def _features(
     model: nn.Module, batch: Tensor, named: Sequence[tuple[str, nn.Module]]
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Each layer's output flattened (B, D) and the model's output (B, classes)."""
-    captured: dict[str, Tensor] = {}
-
-    def hook_for(name: str) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            out = output[0] if isinstance(output, tuple | list) else output
-            captured.setdefault(name, out.detach().flatten(1).clone())
-
-        return hook
-
-    with HandleList() as handles, torch.no_grad():
-        for name, module in named:
-            handles.append(module.register_forward_hook(hook_for(name)))
-        try:
-            output = model(batch)
-        except RuntimeError as error:
-            message = " ".join(str(error).split())[:200]
-            raise InputError(
-                f"the model failed on input {tuple(batch.shape)}: {message}"
-            ) from error
-    missing = [name for name, _ in named if name not in captured]
-    if missing:
-        raise InputError(f"layers {missing} were not reached in the forward pass")
+    captured, output = flat_outputs(model, batch, named)
     output = output[0] if isinstance(output, tuple | list) else output
     return captured, output.detach().flatten(1)
 

@@ -9,7 +9,6 @@ the shared training JPEGs written as a Caffe mean.binaryproto): LeNet 99.1 %, ci
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -22,19 +21,8 @@ from deconvnet.caffe import schema
 from deconvnet.faces.cli import build_parser, main
 from deconvnet.faces.cli._inputs import prepare
 from deconvnet.faces.cli._model import load_model
+from tests._datasets import cifar_files, mnist_test
 
-CIFAR_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 KNOWN = {"lenet": 0.991, "cifar10_quick": 0.7374, "cifar10_full": 0.7938}
 FULL_SET_TOLERANCE = 0.002
 """Full sets: within 0.2 points of the known accuracy (resampling and rounding only)."""
@@ -44,11 +32,7 @@ BATCH = 500
 
 
 def _mnist_pngs(shared_data: Path, folder: Path, limit: int) -> list[tuple[Path, int]]:
-    source = shared_data / "mnist"
-    with gzip.open(source / "t10k-images-idx3-ubyte.gz") as handle:
-        digits = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(source / "t10k-labels-idx1-ubyte.gz") as handle:
-        labels = np.frombuffer(handle.read(), np.uint8, offset=8)
+    digits, labels = mnist_test(shared_data)
     folder.mkdir(exist_ok=True)
     items = []
     for index in range(min(limit, len(digits))):
@@ -58,20 +42,12 @@ def _mnist_pngs(shared_data: Path, folder: Path, limit: int) -> list[tuple[Path,
     return items
 
 
-def _cifar(shared_data: Path, split: str, per_class: int) -> list[tuple[Path, int]]:
-    return [
-        (path, label)
-        for label, name in enumerate(CIFAR_CLASSES)
-        for path in sorted((shared_data / "cifar10" / split / name).iterdir())[:per_class]
-    ]
-
-
 def _write_mean(shared_data: Path, path: Path, per_class: int) -> Path:
     """Caffe's compute_image_mean on the shared training JPEGs: a (1, 3, 32, 32) BlobProto in
     the data's channel order (R, G, B, as Caffe's convert_cifar_data stores CIFAR-10)."""
     pixels = [
         np.asarray(Image.open(p).convert("RGB"), np.float64)
-        for p, _ in _cifar(shared_data, "train", per_class)
+        for p, _ in cifar_files(shared_data, "train", per_class)
     ]
     mean = np.mean(pixels, axis=0).transpose(2, 0, 1)
     blob = schema.BlobProto()
@@ -124,7 +100,7 @@ def _check_cifar(
     shared_data: Path, tmp_path: Path, mean_per_class: int, test_per_class: int, tolerance: float
 ) -> None:
     mean_file = _write_mean(shared_data, tmp_path / "mean.binaryproto", mean_per_class)
-    items = _cifar(shared_data, "test", test_per_class)
+    items = cifar_files(shared_data, "test", test_per_class)
     for name in ("cifar10_quick", "cifar10_full"):
         accuracy = _accuracy(_cifar_net(shared_data, name, mean_file), items)
         assert accuracy == pytest.approx(KNOWN[name], abs=tolerance), (name, accuracy)
@@ -158,7 +134,7 @@ def test_grey_and_cifar_nets_project_from_the_command_line(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["preprocessing"]["channels"] == 1
     mean_file = _write_mean(shared_data, tmp_path / "mean.binaryproto", 10)
-    photo = _cifar(shared_data, "test", 1)[0][0]
+    photo = cifar_files(shared_data, "test", 1)[0][0]
     out = tmp_path / "cifar"
     argv = ["project", str(photo), *_cifar_net(shared_data, "cifar10_quick", mean_file)]
     assert main([*argv, "--layer", "conv3", "--select", "top:4", "--out", str(out)]) == 0
