@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from deconvnet.errors import InputError
@@ -10,6 +11,16 @@ from deconvnet.inputs.reading import read_text_file
 from deconvnet.models._meta import IMAGENET_CATEGORIES
 
 IMAGENET_CLASSES = len(IMAGENET_CATEGORIES)
+
+
+def add_categories_argument(parser: argparse.ArgumentParser) -> None:
+    """``--categories``: a file of class names to show instead of the model's own."""
+    parser.add_argument(
+        "--categories",
+        type=Path,
+        default=None,
+        help="class names, one per line (default: the model's own, ImageNet's for 1000 outputs)",
+    )
 
 
 def read_categories(path: Path) -> tuple[str, ...]:

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deconvnet.faces.cli._numbers import MAX_BATCH, int_in
 from deconvnet.inputs import images
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.instruments.topk.scan import DEFAULT_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,16 @@ def add_full_frame_argument(parser: argparse._ActionsContainer) -> None:
         "--full-frame",
         action="store_true",
         help="show the whole input instead of zooming to the selected units' receptive fields",
+    )
+
+
+def add_batch_size_argument(parser: argparse.ArgumentParser) -> None:
+    """``--batch-size`` of the commands that run a dataset through the model (topk, evolve)."""
+    parser.add_argument(
+        "--batch-size",
+        type=int_in(1, MAX_BATCH),
+        default=DEFAULT_BATCH_SIZE,
+        help="images per forward pass",
     )
 
 

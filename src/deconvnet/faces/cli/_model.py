@@ -60,6 +60,21 @@ class LoadedModel:
         resolved, _, call = resolve_call(self.model, name)
         return resolved if call is None else f"{resolved}#{call}"
 
+    def layer_list(self, text: str) -> list[str]:
+        """The comma-separated layers of ``--layers`` (aliases ok), resolved; one at least."""
+        layers = [self.layer(name.strip()) for name in text.split(",") if name.strip()]
+        if not layers:
+            raise InputError("--layers needs at least one layer name")
+        return layers
+
+    def one_size_preprocessing(self) -> Preprocessing:
+        """The preprocessing, resizing exactly to the input size where it would keep an
+        image's own size, so every image comes out the same size."""
+        spec = self.preprocessing
+        if spec.resize_rule == "none":
+            spec = dataclasses.replace(spec, resize_rule="exact")
+        return spec
+
     def default_layer(self) -> str:
         """The last convolution: the deepest layer that still has feature maps."""
         convs: list[str] = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]

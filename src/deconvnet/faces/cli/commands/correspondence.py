@@ -104,9 +104,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         if args.layers
         else [loaded.default_layer()]
     )
-    spec = loaded.preprocessing
-    if spec.resize_rule == "none":
-        spec = dataclasses.replace(spec, resize_rule="exact")
+    spec = loaded.one_size_preprocessing()
     paths = [Path(p) for p in args.images]
     given = read_parts(args.parts)
     prepared: list[PreparedImage] = []

@@ -9,9 +9,9 @@ from typing import Any
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
+from deconvnet.faces.cli._inputs import add_batch_size_argument
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import (
-    MAX_BATCH,
     MAX_SEED,
     MAX_TILE,
     MAX_WORKERS,
@@ -23,7 +23,7 @@ from deconvnet.figures.evolution import DEFAULT_TILE, evolution_sheet
 from deconvnet.figures.files import save_png, write_json
 from deconvnet.inputs import datasets
 from deconvnet.instruments.evolution import DEFAULT_MAPS, EvolutionResult, evolve
-from deconvnet.instruments.topk.scan import DEFAULT_BATCH_SIZE, MapChoice
+from deconvnet.instruments.topk.scan import MapChoice
 
 RESULTS = "evolution.json"
 EXAMPLES = """examples:
@@ -57,12 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=None,
         help="comma-separated column names, one per checkpoint (default: the file names)",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int_in(1, MAX_BATCH),
-        default=DEFAULT_BATCH_SIZE,
-        help="images per forward pass",
-    )
+    add_batch_size_argument(parser)
     parser.add_argument(
         "--workers",
         type=int_in(0, MAX_WORKERS),
@@ -82,9 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 @writes_output()
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     loaded = load_model(args)
-    layers = [loaded.layer(name.strip()) for name in args.layers.split(",") if name.strip()]
-    if not layers:
-        raise InputError("--layers needs at least one layer name")
+    layers = loaded.layer_list(args.layers)
     maps = _maps(args.maps)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     if labels is not None and len(labels) != len(args.checkpoints):

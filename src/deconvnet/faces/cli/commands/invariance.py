@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
-from deconvnet.faces.cli._classes import categories_for, parse_label
+from deconvnet.faces.cli._classes import add_categories_argument, categories_for, parse_label
 from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import image_paths, prepare
 from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_model
@@ -79,12 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="true class per image, comma-separated indices or names, 'top' for the top "
         "predicted class (default: the top class of each original image)",
     )
-    parser.add_argument(
-        "--categories",
-        type=Path,
-        default=None,
-        help="class names, one per line (default: the model's own, ImageNet's for 1000 outputs)",
-    )
+    add_categories_argument(parser)
     parser.add_argument(
         "--canvas",
         default="fill",
@@ -104,9 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     loaded = load_model(args)
     layers = _layers(loaded, args.layers)
-    spec = loaded.preprocessing
-    if spec.resize_rule == "none":
-        spec = dataclasses.replace(spec, resize_rule="exact")
+    spec = loaded.one_size_preprocessing()
     paths = image_paths(args.images)
     prepared = [prepare(path, spec, loaded.device) for path in paths]
     height, width = prepared[0].tensor.shape[-2:]
@@ -175,10 +166,7 @@ def _layers(loaded: LoadedModel, text: str | None) -> list[str]:
         if not convs:
             raise InputError("the model has no Conv2d layer; name layers with --layers")
         return list(dict.fromkeys([convs[0], convs[-1]]))
-    layers = [loaded.layer(name.strip()) for name in text.split(",") if name.strip()]
-    if not layers:
-        raise InputError("--layers needs at least one layer name")
-    return layers
+    return loaded.layer_list(text)
 
 
 def _amounts(text: str) -> list[float]:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from pathlib import Path
 
 import torch
 
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
-from deconvnet.faces.cli._classes import categories_for, parse_label
+from deconvnet.faces.cli._classes import add_categories_argument, categories_for, parse_label
 from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import add_image_argument, image_path, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
@@ -53,12 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=None,
         help="true class, an index or a name (default: the top predicted class)",
     )
-    parser.add_argument(
-        "--categories",
-        type=Path,
-        default=None,
-        help="class names, one per line (default: the model's own, ImageNet's for 1000 outputs)",
-    )
+    add_categories_argument(parser)
     parser.add_argument(
         "--size",
         type=int_in(1, MAX_SIDE),
@@ -93,9 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     loaded = load_model(args)
     layer = loaded.layer(args.layer)
-    spec = loaded.preprocessing
-    if spec.resize_rule == "none" and not args.native_size:
-        spec = dataclasses.replace(spec, resize_rule="exact")
+    spec = loaded.preprocessing if args.native_size else loaded.one_size_preprocessing()
     device = loaded.device
     path = image_path(args.image)
     image = prepare(path, spec, device)

@@ -21,12 +21,11 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
+from deconvnet.faces.cli._inputs import add_batch_size_argument
 from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import (
-    MAX_BATCH,
     MAX_CHECKPOINT_EVERY,
     MAX_K,
     MAX_SEED,
@@ -48,7 +47,6 @@ from deconvnet.instruments.topk import distributed
 from deconvnet.instruments.topk.distributed import Group, together
 from deconvnet.instruments.topk.project import ProjectedEntry, project
 from deconvnet.instruments.topk.scan import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_CHECKPOINT_EVERY,
     MapChoice,
     TopKIndex,
@@ -88,12 +86,7 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_WORKERS,
         help="loader processes decoding images while the model runs; 0 decodes in this process",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int_in(1, MAX_BATCH),
-        default=DEFAULT_BATCH_SIZE,
-        help="images per forward pass",
-    )
+    add_batch_size_argument(parser)
     parser.add_argument(
         "--checkpoint-every",
         type=int_in(1, MAX_CHECKPOINT_EVERY),
@@ -241,9 +234,7 @@ def _open(
     """The map choice, model, layer names and dataset the options name."""
     maps = MapChoice.parse(args.maps)
     loaded = load_model(args)
-    layers = [loaded.layer(name.strip()) for name in args.layers.split(",") if name.strip()]
-    if not layers:
-        raise InputError("--layers needs at least one layer name")
+    layers = loaded.layer_list(args.layers)
     return maps, loaded, layers, datasets.open_dataset(args.data, loaded.preprocessing)
 
 
