@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _IMAGE_RANK = 4
 DEFAULT_POLICY = ReversePolicy()
+
+
+def default_lrn(rule: str) -> str:
+    """The LRN mode a rule gets when none is given: its exact gradient for the gradient rule
+    (so it equals ``torch.autograd.grad``), else the default ``skip``."""
+    return "gradient" if rule == "gradient" else DEFAULT_POLICY.lrn
 """zeiler rule, LRN skipped, summed collisions: the paper, read literally."""
 
 DEFAULT_BATCH_SIZE = 16
@@ -184,7 +190,7 @@ class Deconvnet:
         rule = rule or DEFAULT_POLICY.rule
         self.policy = ReversePolicy(
             rule=rule,
-            lrn=lrn or ("gradient" if rule == "gradient" else DEFAULT_POLICY.lrn),
+            lrn=lrn or default_lrn(rule),
             collisions=collisions or DEFAULT_POLICY.collisions,
         )
         self.batch_size = batch_size

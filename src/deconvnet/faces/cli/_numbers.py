@@ -12,6 +12,9 @@ import argparse
 import math
 import re
 from collections.abc import Callable
+from typing import TypeVar
+
+Number = TypeVar("Number", int, float)
 
 _WHOLE = re.compile(r"[0-9]+")
 _REAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -53,35 +56,29 @@ def real_number(text: str) -> float:
 
 def int_in(low: int, high: int) -> Callable[[str], int]:
     """An argparse ``type=``: a whole number from ``low`` to ``high``, else a usage error."""
-
-    def parse(text: str) -> int:
-        try:
-            value = whole_number(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"must be a whole number from {low} to {high} (ASCII digits), got {text!r}"
-            )
-        return value
-
-    parse.__name__ = f"int_{low}_{high}"
-    return parse
+    return _ranged(
+        whole_number, low, high, f"a whole number from {low} to {high} (ASCII digits)", "int"
+    )
 
 
 def real_in(low: float, high: float) -> Callable[[str], float]:
     """An argparse ``type=``: an ASCII decimal from ``low`` to ``high``, else a usage error."""
+    return _ranged(
+        real_number, low, high, f"a decimal number from {low:g} to {high:g} (ASCII)", "real"
+    )
 
-    def parse(text: str) -> float:
+
+def _ranged(
+    convert: Callable[[str], Number], low: Number, high: Number, wanted: str, kind: str
+) -> Callable[[str], Number]:
+    def parse(text: str) -> Number:
         try:
-            value = real_number(text)
+            value = convert(text)
         except ValueError:
             value = None
         if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"must be a decimal number from {low:g} to {high:g} (ASCII), got {text!r}"
-            )
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
         return value
 
-    parse.__name__ = f"real_{low:g}_{high:g}"
+    parse.__name__ = f"{kind}_{low:g}_{high:g}"  # argparse names the type in its errors
     return parse

@@ -21,6 +21,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from deconvnet.engine.engine import default_lrn
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import add_batch_size_argument
@@ -244,7 +245,7 @@ def _projection_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _lrn(args: argparse.Namespace) -> str:
     """``--lrn`` as given, else the rule's own: the gradient rule's LRN is its gradient."""
-    return str(args.lrn or ("gradient" if args.rule == "gradient" else "skip"))
+    return str(args.lrn or default_lrn(args.rule))
 
 
 def _finish(
