@@ -8,15 +8,24 @@ turns for ``--rounds`` rounds in this process, after one untimed warm-up each, d
 flushed; outputs are asserted equal. Also printed: multiply-accumulates of the cropped
 reverse pass per seed against the full one (autograd's input gradient of one unit), counted
 by ``torch.utils.flop_counter`` (which also counts our average-pool transposes, done as
-convolutions with a kernel of ones, and not autograd's), and the achieved GMAC/s of our
-whole call against the plain forward's.
+convolutions with a kernel of ones, and not autograd's), the achieved GMAC/s of our
+whole call against the plain forward's, and the **bound**: the ratio we would reach if our
+whole call ran at the fastest rate this machine's convolution and matrix kernels reach
+(measured in the same run): Captum's time × that rate / our GMAC. No exact windowed pass
+can beat it, since every multiply-accumulate it counts is needed.
+
+``--kernels`` adds, per row, the time of the transposed convolutions of one call in the
+formulation :func:`deconvnet.engine.windowed.transposed_conv` picks against the library's
+``F.conv_transpose2d`` for every one of them (same shapes, timed here in turns).
 
     python benchmarks/bench_graphs.py [--threads 1 2] [--rounds 3] [--rows resnet18 ...]
+        [--kernels]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import warnings
@@ -24,12 +33,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import deconvnet as dn
+from deconvnet.engine import windowed
 from tests import _nets
 from tests import _torchvision as tv
 
@@ -104,7 +115,72 @@ def full_reverse(model: nn.Module, x: torch.Tensor, layer: str) -> float:
     return gmac(lambda: torch.autograd.grad(y, inp, seed))
 
 
-def row(name: str, layer: str, model: nn.Module, x: torch.Tensor, rounds: int) -> str:
+def peak_rate() -> float:
+    """The fastest GMAC/s of this machine's dense kernels at the current thread count: a
+    large matrix product and 3×3 convolutions of 16 images (the best of three runs each)."""
+    gemm = (torch.randn(2048, 2048), torch.randn(2048, 2048))
+    kernels: list[tuple[Callable[[], object], float]] = [(lambda: gemm[0] @ gemm[1], 2048**3 / 1e9)]
+    for channels, size in ((256, 14), (512, 14), (128, 28)):
+        image = torch.randn(16, channels, size, size)
+        weight = torch.randn(channels, channels, 3, 3)
+        kernels.append(
+            (
+                lambda image=image, weight=weight: F.conv2d(image, weight, padding=1),
+                16 * channels * channels * 9 * size * size / 1e9,
+            )
+        )
+    best = 0.0
+    for run, work in kernels:
+        run()
+        for _ in range(3):
+            start = time.perf_counter()
+            run()
+            best = max(best, work / (time.perf_counter() - start))
+    return best
+
+
+def kernel_times(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[float, float]:
+    """Seconds of one call's transposed convolutions: as picked, and all by the library."""
+    calls: list[tuple[torch.Tensor, torch.Tensor, tuple[int, int], int, tuple[int, int]]] = []
+    picked = windowed.transposed_conv
+
+    def spy(
+        data: torch.Tensor,
+        weight: torch.Tensor,
+        stride: tuple[int, int],
+        groups: int = 1,
+        dilation: tuple[int, int] = (1, 1),
+    ) -> torch.Tensor:
+        calls.append((data, weight, stride, groups, dilation))
+        return picked(data, weight, stride, groups, dilation)
+
+    windowed.transposed_conv = spy
+    try:
+        ours(model, x, layer)
+    finally:
+        windowed.transposed_conv = picked
+    chosen = library = 0.0
+    for data, weight, stride, groups, dilation in calls:
+        for _ in range(2):  # the second of each: warm
+            start = time.perf_counter()
+            picked(data, weight, stride, groups, dilation)
+            middle = time.perf_counter()
+            F.conv_transpose2d(data, weight, None, stride, 0, 0, groups, dilation)
+            end = time.perf_counter()
+        chosen += middle - start
+        library += end - middle
+    return chosen, library
+
+
+def row(
+    name: str,
+    layer: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    rounds: int,
+    peak: float,
+    kernels: bool,
+) -> str:
     found = ours(model, x, layer)  # warm-up, untimed (both sides)
     captum(model, x, layer, found)
     times_ours, times_peer = [], []
@@ -120,19 +196,27 @@ def row(name: str, layer: str, model: nn.Module, x: torch.Tensor, rounds: int) -
         raise SystemExit(f"{name} {layer}: outputs differ, relative error {error:.2e}")
     with dn.Deconvnet(model) as net:
         forward = gmac(lambda: net.layer_output(x, layer))
-        start = time.perf_counter()
-        net.layer_output(x, layer)
-        forward_time = time.perf_counter() - start
+        forward_time = math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            net.layer_output(x, layer)
+            forward_time = min(forward_time, time.perf_counter() - start)
     total = gmac(lambda: ours(model, x, layer))
     cropped = (total - forward) / MAPS
     full = full_reverse(model, x, layer)
     ratios = [p / o for o, p in zip(times_ours, times_peer, strict=True)]
-    return (
+    bound = min(times_peer) * peak / total
+    line = (
         f"| {name} `{layer}` | {torch.get_num_threads()} | {_span(times_ours)} | "
-        f"{_span(times_peer)} | {min(ratios):.2f}–{max(ratios):.2f}× | "
+        f"{_span(times_peer)} | {min(ratios):.2f}–{max(ratios):.2f}× | {bound:.1f}× | "
         f"{cropped:.2f} / {full:.2f} ({cropped / full:.0%}) | "
-        f"{total / min(times_ours):.0f} / {forward / forward_time:.0f} | {error:.1e} |"
+        f"{total / min(times_ours):.0f} / {forward / forward_time:.0f} / {peak:.0f} | "
+        f"{error:.1e} |"
     )
+    if kernels:
+        chosen, library = kernel_times(model, x, layer)
+        line += f" {chosen:.2f} / {library:.2f} |"
+    return line
 
 
 def _span(values: list[float]) -> str:
@@ -144,20 +228,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument(
+        "--kernels", action="store_true", help="also time the transposed convolutions"
+    )
     args = parser.parse_args()
     torch.set_flush_denormal(True)
+    peaks = {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        peaks[threads] = peak_rate()
     print(f"torch {torch.__version__}; TopMaps({MAPS}), 1 image, float32, {args.rounds} rounds")
     print(
-        "| case | threads | ours (s) | Captum, 16 calls (s) | ratio | "
-        "GMAC per seed: cropped / full | GMAC/s: ours / plain forward | max rel. diff |"
+        "| case | threads | ours (s) | Captum, 16 calls (s) | ratio | bound | "
+        "GMAC per seed: cropped / full | GMAC/s: ours / plain forward / peak | max rel. diff |"
+        + (" transposed convs (s): picked / library |" if args.kernels else "")
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.kernels else ""))
     for name in args.rows:
         model, x = build(name)
         for layer in ROWS[name][2]:
             for threads in args.threads:
                 torch.set_num_threads(threads)
-                print(row(name, layer, model, x, args.rounds), flush=True)
+                line = row(name, layer, model, x, args.rounds, peaks[threads], args.kernels)
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import deconvnet as dn
+from deconvnet.engine import windowed
 from deconvnet.engine.graph import Recorder
 from tests import _nets
 from tests import _torchvision as tv
@@ -363,3 +365,108 @@ def test_joint_selections_do_not_record(monkeypatch):
         seen = _graphs(monkeypatch)
         net.project(_x((2, 3, 16, 16)), "4", dn.WholeMap(1))
     assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("channels", "outputs", "kernel", "stride", "dilation", "size"),
+    [
+        (5, 3, 7, 2, 1, 40),  # back to the image, a large map: one product per seed
+        (5, 3, 3, 1, 2, 9),  # few outputs, dilated, a small map: one product for all
+        (6, 16, 5, 4, 1, 12),  # as many outputs as the few-channel formulation takes
+        (8, 17, 3, 2, 1, 12),  # one more: the library's transposed convolution
+        (12, 7, 1, 2, 1, 40),  # a strided 1x1 shortcut, large map
+        (12, 7, 1, 1, 1, 6),  # a 1x1 convolution, small map
+    ],
+)
+def test_each_transposed_conv_formulation_equals_the_library(
+    channels, outputs, kernel, stride, dilation, size
+):
+    """Whichever formulation the shape picks, the result is ``F.conv_transpose2d``'s."""
+    generator = torch.Generator().manual_seed(kernel * 31 + stride)
+    data = torch.randn(3, channels, size, size + 1, generator=generator, dtype=torch.float64)
+    weight = torch.randn(channels, outputs, kernel, kernel, generator=generator).double()
+    expected = F.conv_transpose2d(data, weight, None, stride, 0, 0, 1, dilation)
+    found = windowed.transposed_conv(data, weight, (stride, stride), 1, (dilation, dilation))
+    assert found.shape == expected.shape
+    assert float((found - expected).abs().max()) <= TOL * float(expected.abs().max())
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        lambda x: F.max_pool2d(x, 3, 2, 1),
+        lambda x: F.max_pool2d(x, 3, 2, 0, 1, True, True)[0],
+        lambda x: F.max_pool2d(x, kernel_size=2, return_indices=True)[0],
+        lambda x: torch.max_pool2d(x, [3, 3], [], [1, 1], [1, 1], True),
+        lambda x: F.max_pool2d_with_indices(x, 2, dilation=2)[0],
+        lambda x: nn.MaxPool2d(3, 2, ceil_mode=True)(x),
+    ],
+)
+def test_every_max_pool_spelling_pools_once(monkeypatch, pool):
+    """The recording keeps the forward's own argmax indices: the map is pooled once, and
+    the windowed projection still equals the general path."""
+
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 6, 3)
+            self.head = nn.Conv2d(6, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(pool(F.relu(self.stem(x))))
+
+    model = _seeded(Pooled())
+    x = _x((2, 3, 21, 21))
+    with dn.Deconvnet(model) as net:
+        net.project(x, "head", dn.TopMaps(3))  # the first call also counts call sites
+        with _CountPools() as pools:
+            net.project(x, "head", dn.TopMaps(3))
+    assert pools.calls == 1
+    assert_equal_paths(monkeypatch, model, x, "head", collisions="overwrite")
+
+
+class _CountPools(TorchDispatchMode):
+    """Count the max-pooling kernels run, whatever the spelling above them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (
+            torch.ops.aten.max_pool2d.default,
+            torch.ops.aten.max_pool2d_with_indices.default,
+        ):
+            self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner", "shifts"),
+    [
+        ((9, 9), (5, 5), [(2, 2), (2, 2)]),  # inside, the same place for both seeds
+        ((9, 9), (5, 5), [(2, 2), (1, 3)]),  # inside, different places
+        ((9, 9), (5, 5), [(6, 2), (6, 2)]),  # sticking out below
+        ((4, 9), (6, 3), [(-1, 2), (-1, 2)]),  # taller than the other, narrower
+    ],
+)
+def test_summed_windows_equal_summed_maps(outer, inner, shifts):
+    """Two signals at one tensor, summed on windows, equal their sum on the whole map."""
+    generator = torch.Generator().manual_seed(len(shifts) + outer[0])
+    tops = torch.tensor([5, 7])
+    lefts = torch.tensor([4, 6])
+    first = windowed._Window(
+        torch.randn(2, 3, *outer, generator=generator, dtype=torch.float64), tops, lefts
+    )
+    second = windowed._Window(
+        torch.randn(2, 3, *inner, generator=generator, dtype=torch.float64),
+        tops + torch.tensor([s[0] for s in shifts]),
+        lefts + torch.tensor([s[1] for s in shifts]),
+    )
+    whole = (30, 30)
+    expected = windowed._paste(first, whole) + windowed._paste(second, whole)
+    for pair in ((first, second), (second, first)):
+        before = pair[0].data.clone()
+        found = windowed._paste(windowed._sum(*pair), whole)
+        assert torch.equal(found, expected)
+        assert torch.equal(pair[0].data, before)  # a shared signal is not changed in place

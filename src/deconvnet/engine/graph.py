@@ -43,6 +43,8 @@ _MAX_POOL = frozenset(
         torch._C._nn.max_pool2d_with_indices,
     }
 )
+_MAX_POOL_INDICES = frozenset({F.max_pool2d_with_indices, torch._C._nn.max_pool2d_with_indices})
+_RETURN_INDICES_POSITION = 6  # F.max_pool2d(input, kernel, stride, padding, dilation, ceil, ·)
 _ADAPTIVE_MAX = frozenset({F.adaptive_max_pool2d, F.adaptive_max_pool2d_with_indices})
 _AVG_POOL = frozenset({F.avg_pool2d})
 _ADD = frozenset(
@@ -165,7 +167,16 @@ class Recorder(TorchFunctionMode):
             before = _before(func, args, kwargs, self.policy)
         except _Opaque:
             before = None
-        result = func(*args, **kwargs)
+        if (
+            before is not None
+            and func in _MAX_POOL
+            and args
+            and isinstance(args[0], Tensor)
+            and _spatial(args[0])
+        ):
+            result = _max_pool_keeping_switches(func, args, kwargs, before)
+        else:
+            result = func(*args, **kwargs)
         outputs = list(_tensors(result))
         if not outputs:
             return result  # sizes, shapes, comparisons to Python values
@@ -253,6 +264,31 @@ def _before(
     return {}
 
 
+def _max_pool_keeping_switches(
+    func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], before: dict[str, Any]
+) -> Any:
+    """Run any spelling of 2-D max pooling as ``max_pool2d_with_indices`` and keep its
+    indices in ``before``: the windowed reverse needs them, and computing them again
+    would pool the map twice."""
+    bound = _bind(_MAX_POOL_ARGS, args, kwargs)
+    kernel = _pair(bound["kernel_size"])
+    pooled, switches = F.max_pool2d_with_indices(
+        bound["input"],
+        kernel,
+        _stride(bound.get("stride"), kernel),
+        _pair(bound.get("padding", 0)),
+        _pair(bound.get("dilation", 1)),
+        bool(bound.get("ceil_mode", False)),
+    )
+    before["switches"] = switches
+    wants_indices = (
+        func in _MAX_POOL_INDICES
+        or kwargs.get("return_indices", False)
+        or (len(args) > _RETURN_INDICES_POSITION and bool(args[_RETURN_INDICES_POSITION]))
+    )
+    return (pooled, switches) if wants_indices else pooled
+
+
 def _node(
     func: Any,
     args: tuple[Any, ...],
@@ -281,7 +317,7 @@ def _node(
     if func in _RELU6:
         return Node("relu6", (source,), (), before)
     if _spatial(x) and func in _MAX_POOL | _ADAPTIVE_MAX:
-        return _max_pool_node(func, args, kwargs, x, out, source, policy)
+        return _max_pool_node(func, args, kwargs, x, out, source, policy, before)
     if _spatial(x) and func in _AVG_POOL | {F.adaptive_avg_pool2d}:
         return _avg_pool_node(func, args, kwargs, x, out, source)
     if func in _ADD:
@@ -354,6 +390,7 @@ def _max_pool_node(
     out: Tensor,
     source: int,
     policy: ReversePolicy,
+    before: dict[str, Any],
 ) -> Node:
     if func in _ADAPTIVE_MAX:
         kernel = _divisible(x, out)
@@ -364,12 +401,10 @@ def _max_pool_node(
         kernel = _pair(bound["kernel_size"])
         stride = _stride(bound.get("stride"), kernel)
         padding, dilation = _pair(bound.get("padding", 0)), _pair(bound.get("dilation", 1))
-        switches = F.max_pool2d_with_indices(
-            x.detach(), kernel, stride, padding, dilation, bool(bound.get("ceil_mode", False))
-        )[1]
+        switches = before["switches"].detach()  # from the forward's own pooling
     info: dict[str, Any] = {
-        "switches": switches, "kernel": kernel, "stride": stride, "padding": padding,
-        "dilation": dilation,
+        "offsets": switch_offsets(switches, int(x.shape[-1]), stride, padding),
+        "kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
     }  # fmt: skip
     if policy.collisions == "overwrite":
         info["keep"] = overwrite_keep(switches, x.shape).to(x.dtype)
@@ -479,6 +514,20 @@ def _split_node(
 
 
 # -- shared with the windowed reverse --------------------------------------------------------
+
+
+def switch_offsets(
+    switches: Tensor, width: int, stride: tuple[int, int], padding: tuple[int, int]
+) -> Tensor:
+    """Max-pool switches (flat indices into the input map, B×C×h×w) as the row and column
+    of each maximum inside its pooling window: ``[rows, columns]`` stacked on channels."""
+    out_h, out_w = switches.shape[-2:]
+    device = switches.device
+    tops = torch.arange(out_h, device=device).view(-1, 1) * stride[0] - padding[0]
+    lefts = torch.arange(out_w, device=device) * stride[1] - padding[1]
+    rows = switches.div(width, rounding_mode="floor") - tops
+    cols = switches.remainder(width) - lefts
+    return torch.cat([rows, cols], dim=1)
 
 
 def lrn_terms(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:

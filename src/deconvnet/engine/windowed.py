@@ -178,12 +178,64 @@ def _lrn_gradient(signal: Tensor, terms: Tensor, info: dict[str, Any]) -> Tensor
 
 def _conv_transpose(signal: _Window, info: dict[str, Any], in_hw: Any) -> _Window:
     stride, padding = info["stride"], info["padding"]
-    grown = F.conv_transpose2d(
-        signal.data, info["weight"], None, stride, 0, 0, info["groups"], info["dilation"]
-    )
+    grown = transposed_conv(signal.data, info["weight"], stride, info["groups"], info["dilation"])
     tops = signal.tops * stride[0] - padding[0]
     lefts = signal.lefts * stride[1] - padding[1]
     return _Window(_inside(grown, tops, lefts, in_hw), tops, lefts)
+
+
+FEW_CHANNELS = 16
+"""At most this many output channels (the image's 3), ``F.conv_transpose2d`` runs at a
+fraction of its usual speed on CPU; a matrix product and shifted sums do the same work."""
+SMALL_MAP = 1024
+"""Up to this many pixels per seed, the product runs once for all seeds in pixel order."""
+
+
+def transposed_conv(
+    data: Tensor,
+    weight: Tensor,
+    stride: tuple[int, int],
+    groups: int = 1,
+    dilation: tuple[int, int] = (1, 1),
+) -> Tensor:
+    """``F.conv_transpose2d`` without padding (the whole grown window), in the formulation
+    measured fastest for the shape (``benchmarks/bench_graphs.py --kernels``): one matrix
+    product and a shifted sum per filter tap for 1×1 filters and for few output channels
+    (2–3× faster there: the first transposed convolution back to the image, strided 1×1
+    shortcuts), the library's transposed convolution otherwise."""
+    if groups == 1 and (weight.shape[-2:] == (1, 1) or weight.shape[1] <= FEW_CHANNELS):
+        return _product_and_shifts(data, weight, stride, dilation)
+    return F.conv_transpose2d(data, weight, None, stride, 0, 0, groups, dilation)
+
+
+def _product_and_shifts(
+    data: Tensor, weight: Tensor, stride: tuple[int, int], dilation: tuple[int, int]
+) -> Tensor:
+    """Each input pixel times each tap's (C_in, C_out) matrix in one product, then every
+    tap's plane added into the output at its offset."""
+    count, channels, height, width = data.shape
+    outputs, rows, cols = int(weight.shape[1]), int(weight.shape[2]), int(weight.shape[3])
+    matrix = weight.reshape(channels, -1)
+    if height * width <= SMALL_MAP:  # one product for all seeds: the weights read once
+        pixels = data.permute(0, 2, 3, 1).reshape(-1, channels)
+        products = (pixels @ matrix).view(count, height, width, -1).permute(0, 3, 1, 2)
+    else:  # one product per seed: no copy of a large signal into pixel order
+        products = torch.matmul(matrix.t(), data.reshape(count, channels, height * width))
+        products = products.view(count, -1, height, width)
+    if (rows, cols) == (1, 1) and stride == (1, 1):
+        return products
+    taps = products.reshape(count, outputs, rows, cols, height, width)
+    span_h, span_w = (height - 1) * stride[0] + 1, (width - 1) * stride[1] + 1
+    grown = data.new_zeros(
+        (count, outputs, span_h + dilation[0] * (rows - 1), span_w + dilation[1] * (cols - 1))
+    )
+    for i in range(rows):
+        for j in range(cols):
+            top, left = i * dilation[0], j * dilation[1]
+            grown[:, :, top : top + span_h : stride[0], left : left + span_w : stride[1]] += taps[
+                :, :, i, j
+            ]
+    return grown
 
 
 def _avg_unpool(signal: _Window, info: dict[str, Any], in_hw: Any) -> _Window:
@@ -203,28 +255,33 @@ def _avg_unpool(signal: _Window, info: dict[str, Any], in_hw: Any) -> _Window:
 
 
 def _unpool(signal: _Window, info: dict[str, Any], index: Tensor, in_hw: Any) -> _Window:
-    """Max unpooling through the recorded switches, on the window."""
+    """Max unpooling through the recorded switches, on the window.
+
+    Each switch is kept as its row and column offset inside its pooling window
+    (:func:`graph.switch_offsets`), so its place in the input window is the same arithmetic
+    for every seed, wherever its window lies. Outside the map the signal is zero (every
+    step keeps it so), and there the offsets are 0: those zeros land inside the window."""
     kernel, stride, padding, dilation = (
         info["kernel"], info["stride"], info["padding"], info["dilation"],
     )  # fmt: skip
     size = signal.size
     in_h = (size[0] - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1
     in_w = (size[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1
-    switches = _crop(info["switches"], index, signal.tops, signal.lefts, size, fill=-1)
     data = signal.data
     if "keep" in info:
         data = data * _crop(info["keep"], index, signal.tops, signal.lefts, size)
+    count, channels = data.shape[:2]
+    offsets = _crop(info["offsets"], index, signal.tops, signal.lefts, size)
+    device = data.device
+    corners = (torch.arange(size[0], device=device) * (stride[0] * in_w)).view(-1, 1) + (
+        torch.arange(size[1], device=device) * stride[1]
+    )
+    local = offsets[:, :channels] * in_w + offsets[:, channels:] + corners
+    flat = data.new_zeros((count, channels, in_h * in_w))
+    flat.scatter_add_(2, local.flatten(2), data.flatten(2))
     tops = signal.tops * stride[0] - padding[0]
     lefts = signal.lefts * stride[1] - padding[1]
-    width = int(in_hw[1])
-    device = data.device
-    rows = switches.div(width, rounding_mode="floor") - tops.to(device).view(-1, 1, 1, 1)
-    cols = switches.remainder(width) - lefts.to(device).view(-1, 1, 1, 1)
-    valid = switches >= 0
-    local = torch.where(valid, rows * in_w + cols, torch.zeros_like(switches))
-    flat = data.new_zeros((data.shape[0], data.shape[1], in_h * in_w))
-    flat.scatter_add_(2, local.flatten(2), (data * valid).flatten(2))
-    return _Window(flat.view(data.shape[0], data.shape[1], in_h, in_w), tops, lefts)
+    return _Window(flat.view(count, channels, in_h, in_w), tops, lefts)
 
 
 def _unsplit(arriving: list[_Window | None], widths: list[int], channels: int) -> _Window:
@@ -254,6 +311,13 @@ def _sum(into: _Window | None, part: _Window) -> _Window:
         and torch.equal(into.lefts, part.lefts)
     ):
         return _Window(into.data + part.data, into.tops, into.lefts)
+    for outer, inner in ((into, part), (part, into)):
+        shift = _uniform_shift(outer, inner)
+        if shift is not None:  # a residual branch's window inside the other's: add in place
+            data = outer.data.clone()
+            (dy, dx), (height, width) = shift, inner.size
+            data[..., dy : dy + height, dx : dx + width] += inner.data
+            return _Window(data, outer.tops, outer.lefts)
     tops = torch.minimum(into.tops, part.tops)
     lefts = torch.minimum(into.lefts, part.lefts)
     height = int(torch.maximum(into.tops + into.size[0], part.tops + part.size[0]).sub(tops).max())
@@ -265,6 +329,19 @@ def _sum(into: _Window | None, part: _Window) -> _Window:
         tops,
         lefts,
     )
+
+
+def _uniform_shift(outer: _Window, inner: _Window) -> tuple[int, int] | None:
+    """Where ``inner`` lies in ``outer`` when it lies inside it at the same place for every
+    seed; None otherwise."""
+    rows, cols = set((inner.tops - outer.tops).tolist()), set((inner.lefts - outer.lefts).tolist())
+    if len(rows) != 1 or len(cols) != 1:
+        return None
+    dy, dx = rows.pop(), cols.pop()
+    (height, width), (outer_h, outer_w) = inner.size, outer.size
+    if dy < 0 or dx < 0 or dy + height > outer_h or dx + width > outer_w:
+        return None
+    return dy, dx
 
 
 def _cut_to_map(window: _Window, hw: Any) -> _Window:
