@@ -470,3 +470,30 @@ def test_summed_windows_equal_summed_maps(outer, inner, shifts):
         found = windowed._paste(windowed._sum(*pair), whole)
         assert torch.equal(found, expected)
         assert torch.equal(pair[0].data, before)  # a shared signal is not changed in place
+
+
+def test_seeds_are_split_into_calls_whose_tensors_stay_reused_blocks(monkeypatch):
+    """A call's tensors grow with its seeds; past glibc's reuse limit the engine splits
+    the seeds into several calls, with the same projections."""
+    model = _nets.vgg_like().double().eval()
+    x = _x((2, 3, 32, 32))
+    sizes: list[int] = []
+    original = windowed.reverse_batch
+
+    def spy(graph, image_index, *args, **kwargs):
+        sizes.append(len(image_index))
+        return original(graph, image_index, *args, **kwargs)
+
+    monkeypatch.setattr(windowed, "reverse_batch", spy)
+    with dn.Deconvnet(model) as net:
+        whole = net.project(x, "9", dn.TopMaps(4))
+        assert sizes == [8]
+        # the largest tensor per seed: the second 8→8 convolution's per-tap products
+        per_seed = 8 * 3 * 3 * 32 * 32
+        monkeypatch.setattr(windowed, "RECYCLED_BYTES", 3 * per_seed * x.element_size())
+        sizes.clear()
+        split = net.project(x, "9", dn.TopMaps(4))
+    assert sizes == [3, 3, 2]
+    assert torch.equal(split.channels, whole.channels)
+    scale = float(whole.images.abs().max())
+    assert float((split.images - whole.images).abs().max()) <= TOL * scale

@@ -361,9 +361,10 @@ class Deconvnet:
         positions = seeds.positions.reshape(batch * count, -1)
         values = seeds.values.reshape(-1)
         total = batch * count
+        step = min(self.batch_size, windowed.seeds_per_call(graph, values.element_size()))
         parts = []
-        for start in range(0, total, self.batch_size):
-            stop = min(start + self.batch_size, total)
+        for start in range(0, total, step):
+            stop = min(start + step, total)
             with torch.no_grad():
                 part = windowed.reverse_batch(
                     graph,

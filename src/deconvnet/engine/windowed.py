@@ -16,6 +16,7 @@ op runs once per batch of seeds. Values outside the map are kept at zero.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,6 +192,28 @@ SMALL_MAP = 1024
 """Up to this many pixels per seed, the product runs once for all seeds in pixel order."""
 
 
+RECYCLED_BYTES = 32 * 2**20
+"""glibc's malloc reuses freed blocks up to this size; a larger tensor is mapped fresh from
+the OS on every allocation and pays a page fault per 4 KiB on first touch (here a fresh
+100 MB tensor costs 45 ms more than a reused one), so each call's tensors stay below it."""
+
+
+def seeds_per_call(graph: Graph, element_size: int) -> int:
+    """How many seeds one :func:`reverse_batch` call takes so that its largest tensor (a
+    whole map at most, or the per-tap products of :func:`transposed_conv`) stays a reused
+    block: batching more seeds makes each op larger, not faster, once the pages are fresh."""
+    per_seed = max(math.prod(shape[1:]) for shape in graph.shapes if len(shape) == 4)
+    for node in graph.nodes:
+        if node.kind == "conv" and _by_product(node.info["weight"], node.info["groups"]):
+            weight, out = node.info["weight"], graph.shapes[node.outputs[0]]
+            per_seed = max(per_seed, math.prod(weight.shape[1:]) * out[-2] * out[-1])
+    return max(1, RECYCLED_BYTES // (per_seed * element_size))
+
+
+def _by_product(weight: Tensor, groups: int) -> bool:
+    return groups == 1 and (weight.shape[-2:] == (1, 1) or weight.shape[1] <= FEW_CHANNELS)
+
+
 def transposed_conv(
     data: Tensor,
     weight: Tensor,
@@ -203,7 +226,7 @@ def transposed_conv(
     product and a shifted sum per filter tap for 1×1 filters and for few output channels
     (2–3× faster there: the first transposed convolution back to the image, strided 1×1
     shortcuts), the library's transposed convolution otherwise."""
-    if groups == 1 and (weight.shape[-2:] == (1, 1) or weight.shape[1] <= FEW_CHANNELS):
+    if _by_product(weight, groups):
         return _product_and_shifts(data, weight, stride, dilation)
     return F.conv_transpose2d(data, weight, None, stride, 0, 0, groups, dilation)
 
