@@ -497,3 +497,34 @@ def test_seeds_are_split_into_calls_whose_tensors_stay_reused_blocks(monkeypatch
     assert torch.equal(split.channels, whole.channels)
     scale = float(whole.images.abs().max())
     assert float((split.images - whole.images).abs().max()) <= TOL * scale
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize("options", [{}, {"rule": "guided"}, {"rule": "gradient"}])
+def test_preactivation_batchnorm_folded_only_when_every_scale_is_positive(
+    monkeypatch, options, sign
+):
+    """BN → ReLU → conv (DenseNet): a positive scale goes into the convolution's filters;
+    one negative channel keeps the BatchNorm as its own step, since ``relu(s·z)`` is then
+    not ``s·relu(z)``. Both equal the general path."""
+
+    class PreActivation(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 6, 3)
+            self.bn = nn.BatchNorm2d(6)
+            self.head = nn.Conv2d(6, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(F.relu(self.bn(F.max_pool2d(self.stem(x), 2))))
+
+    model = _seeded(PreActivation())
+    with torch.no_grad():
+        model.bn.weight[2] *= sign
+    seen = _graphs(monkeypatch)
+    with dn.Deconvnet(model, **options) as net:
+        net.project(_x((2, 3, 20, 20)), "head", dn.TopMaps(2))
+    monkeypatch.undo()
+    kinds = [node.kind for node in seen[-1].nodes]
+    assert ("scale" in kinds) == (sign < 0)
+    assert_equal_paths(monkeypatch, model, _x((2, 3, 20, 20)), "head", **options)

@@ -201,24 +201,51 @@ class Recorder(TorchFunctionMode):
 
 
 def _fold_scales(nodes: list[Node]) -> list[Node]:
-    """BatchNorm right after a convolution that feeds nothing else: its per-channel scale
-    goes into that convolution's transposed filters, one pass over the signal less."""
+    """BatchNorm whose per-channel scale can go into a convolution's transposed filters,
+    one pass over the signal less: right after a convolution that feeds nothing else, or
+    (pre-activation, DenseNet's BN → ReLU → conv) right before a ReLU that feeds only one
+    ungrouped convolution, when every scale is positive (``relu(s·z) = s·relu(z)``, and
+    the masks of the other rules are the forward's, unchanged)."""
     producers = {value: node for node in nodes for value in node.outputs}
-    uses: dict[int, int] = {}
+    consumers: dict[int, list[Node]] = {}
     for node in nodes:
         for value in node.inputs:
             if value is not None:
-                uses[value] = uses.get(value, 0) + 1
+                consumers.setdefault(value, []).append(node)
     folded = []
     for node in nodes:
-        source = node.inputs[0] if node.kind == "scale" else None
-        conv = producers.get(source) if source is not None else None
-        if source is not None and conv is not None and conv.kind == "conv" and uses[source] == 1:
-            scale = node.info["scale"].view(-1, 1, 1, 1)
-            conv.info = {**conv.info, "weight": conv.info["weight"] * scale}
-            node = Node("identity", node.inputs, node.outputs)
+        if node.kind == "scale":
+            scale = node.info["scale"].view(-1)
+            conv = producers.get(node.inputs[0]) if node.inputs[0] is not None else None
+            if conv is not None and conv.kind == "conv" and _only_use(consumers, conv, node):
+                weight = conv.info["weight"] * scale.view(-1, 1, 1, 1)
+                conv.info = {**conv.info, "weight": weight}
+                node = Node("identity", node.inputs, node.outputs)
+            elif bool((scale > 0).all()):
+                conv = _rectified_conv(consumers, node)
+                if conv is not None:
+                    weight = conv.info["weight"] * scale.view(1, -1, 1, 1)
+                    conv.info = {**conv.info, "weight": weight}
+                    node = Node("identity", node.inputs, node.outputs)
         folded.append(node)
     return folded
+
+
+def _only_use(consumers: dict[int, list[Node]], producer: Node, consumer: Node) -> bool:
+    """``consumer`` is the one op reading ``producer``'s single output."""
+    return len(producer.outputs) == 1 and consumers.get(producer.outputs[0], []) == [consumer]
+
+
+def _rectified_conv(consumers: dict[int, list[Node]], scale: Node) -> Node | None:
+    """The ungrouped convolution after ``scale`` → ReLU/ReLU6, each the only reader."""
+    readers = consumers.get(scale.outputs[0], []) if len(scale.outputs) == 1 else []
+    if len(readers) != 1 or readers[0].kind not in ("relu", "relu6"):
+        return None
+    rectify = readers[0]
+    after = consumers.get(rectify.outputs[0], []) if len(rectify.outputs) == 1 else []
+    if len(after) != 1 or after[0].kind != "conv" or after[0].info["groups"] != 1:
+        return None
+    return after[0] if _only_use(consumers, rectify, after[0]) else None
 
 
 # -- what each op keeps ----------------------------------------------------------------------
