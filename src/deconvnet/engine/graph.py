@@ -217,16 +217,16 @@ def _fold_scales(nodes: list[Node]) -> list[Node]:
         if node.kind == "scale":
             scale = node.info["scale"].view(-1)
             conv = producers.get(node.inputs[0]) if node.inputs[0] is not None else None
+            target, axis = None, 0  # the convolution, and its filters' axis to scale
             if conv is not None and conv.kind == "conv" and _only_use(consumers, conv, node):
-                weight = conv.info["weight"] * scale.view(-1, 1, 1, 1)
-                conv.info = {**conv.info, "weight": weight}
-                node = Node("identity", node.inputs, node.outputs)
+                target = conv
             elif bool((scale > 0).all()):
-                conv = _rectified_conv(consumers, node)
-                if conv is not None:
-                    weight = conv.info["weight"] * scale.view(1, -1, 1, 1)
-                    conv.info = {**conv.info, "weight": weight}
-                    node = Node("identity", node.inputs, node.outputs)
+                target, axis = _rectified_conv(consumers, node), 1
+            if target is not None:
+                shape = [1, 1, 1, 1]
+                shape[axis] = -1
+                target.info = {**target.info, "weight": target.info["weight"] * scale.view(shape)}
+                node = Node("identity", node.inputs, node.outputs)
         folded.append(node)
     return folded
 
@@ -295,19 +295,18 @@ def _max_pool_keeping_switches(
     func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], before: dict[str, Any]
 ) -> Any:
     """Run any spelling of 2-D max pooling as ``max_pool2d_with_indices`` and keep its
-    indices in ``before``: the windowed reverse needs them, and computing them again
-    would pool the map twice."""
+    indices and its parsed arguments in ``before``: the windowed reverse needs them, and
+    computing them again would pool the map twice."""
     bound = _bind(_MAX_POOL_ARGS, args, kwargs)
     kernel = _pair(bound["kernel_size"])
+    stride = _stride(bound.get("stride"), kernel)
+    padding, dilation = _pair(bound.get("padding", 0)), _pair(bound.get("dilation", 1))
     pooled, switches = F.max_pool2d_with_indices(
-        bound["input"],
-        kernel,
-        _stride(bound.get("stride"), kernel),
-        _pair(bound.get("padding", 0)),
-        _pair(bound.get("dilation", 1)),
-        bool(bound.get("ceil_mode", False)),
+        bound["input"], kernel, stride, padding, dilation, bool(bound.get("ceil_mode", False))
     )
-    before["switches"] = switches
+    before.update(
+        switches=switches, kernel=kernel, stride=stride, padding=padding, dilation=dilation
+    )
     wants_indices = (
         func in _MAX_POOL_INDICES
         or kwargs.get("return_indices", False)
@@ -344,7 +343,7 @@ def _node(
     if func in _RELU6:
         return Node("relu6", (source,), (), before)
     if _spatial(x) and func in _MAX_POOL | _ADAPTIVE_MAX:
-        return _max_pool_node(func, args, kwargs, x, out, source, policy, before)
+        return _max_pool_node(func, x, out, source, policy, before)
     if _spatial(x) and func in _AVG_POOL | {F.adaptive_avg_pool2d}:
         return _avg_pool_node(func, args, kwargs, x, out, source)
     if func in _ADD:
@@ -411,8 +410,6 @@ def _batch_norm_node(
 
 def _max_pool_node(
     func: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
     x: Tensor,
     out: Tensor,
     source: int,
@@ -423,12 +420,11 @@ def _max_pool_node(
         kernel = _divisible(x, out)
         switches = F.adaptive_max_pool2d(x.detach(), out.shape[2:], return_indices=True)[1]
         stride, padding, dilation = kernel, (0, 0), (1, 1)
-    else:
-        bound = _bind(_MAX_POOL_ARGS, args, kwargs)
-        kernel = _pair(bound["kernel_size"])
-        stride = _stride(bound.get("stride"), kernel)
-        padding, dilation = _pair(bound.get("padding", 0)), _pair(bound.get("dilation", 1))
-        switches = before["switches"].detach()  # from the forward's own pooling
+    else:  # parsed and pooled once, by the forward itself (_max_pool_keeping_switches)
+        kernel, stride, padding, dilation = (
+            before[key] for key in ("kernel", "stride", "padding", "dilation")
+        )
+        switches = before["switches"].detach()
     info: dict[str, Any] = {
         "offsets": switch_offsets(switches, int(x.shape[-1]), stride, padding),
         "kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,

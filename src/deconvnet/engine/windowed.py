@@ -224,8 +224,8 @@ def transposed_conv(
     """``F.conv_transpose2d`` without padding (the whole grown window), in the formulation
     measured fastest for the shape (``benchmarks/bench_graphs.py --kernels``): one matrix
     product and a shifted sum per filter tap for 1×1 filters and for few output channels
-    (2–3× faster there: the first transposed convolution back to the image, strided 1×1
-    shortcuts), the library's transposed convolution otherwise."""
+    (1.25–3.7× faster there: the first transposed convolution back to the image, strided
+    1×1 shortcuts), the library's transposed convolution otherwise."""
     if _by_product(weight, groups):
         return _product_and_shifts(data, weight, stride, dilation)
     return F.conv_transpose2d(data, weight, None, stride, 0, 0, groups, dilation)
@@ -397,10 +397,8 @@ def _reframe(window: _Window, tops: Tensor, lefts: Tensor, height: int, width: i
     return out
 
 
-def _crop(
-    source: Tensor, image_index: Tensor, tops: Tensor, lefts: Tensor, size: Any, fill: float = 0
-) -> Tensor:
-    """``source[b, :, top:top+h, left:left+w]`` per seed, ``fill`` outside the map."""
+def _crop(source: Tensor, image_index: Tensor, tops: Tensor, lefts: Tensor, size: Any) -> Tensor:
+    """``source[b, :, top:top+h, left:left+w]`` per seed, zero outside the map."""
     height, width = int(size[0]), int(size[1])
     pad = (
         max(0, -int(lefts.min())),
@@ -408,7 +406,7 @@ def _crop(
         max(0, -int(tops.min())),
         max(0, int(tops.max()) + height - source.shape[2]),
     )
-    padded = F.pad(source, pad, value=fill) if any(pad) else source
+    padded = F.pad(source, pad) if any(pad) else source
     rows0, cols0 = tops + pad[2], lefts + pad[0]
     parts = [
         padded[b, :, r : r + height, c : c + width]
