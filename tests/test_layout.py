@@ -1,7 +1,8 @@
 """The package's rooms and the one direction its imports run, read from the source's AST.
 
 inputs -> models -> caffe -> engine -> instruments -> figures -> faces: a module may import
-its own room and the rooms before it, never one after. ``errors`` is below everything;
+its own room and the rooms before it, never one after. ``errors`` is below everything, then
+``storage`` (the one atomic file writer, used by every room that writes);
 the facade (``deconvnet/__init__.py``, ``__main__.py``, ``topk.py``) may import every room
 and no room imports the facade. Every ``import`` counts, including those inside functions,
 so a lazy import cannot hide an arrow that runs back up.
@@ -17,7 +18,17 @@ import pytest
 import deconvnet
 
 PACKAGE = Path(deconvnet.__file__).resolve().parent
-ROOMS = ("errors", "inputs", "models", "caffe", "engine", "instruments", "figures", "faces")
+ROOMS = (
+    "errors",
+    "storage",
+    "inputs",
+    "models",
+    "caffe",
+    "engine",
+    "instruments",
+    "figures",
+    "faces",
+)
 FACADE = "facade"
 FACADE_MODULES = ("__init__", "__main__", "topk")
 

@@ -51,3 +51,18 @@ class TrainingModeError(InputError):
 
 class CheckpointError(InputError):
     """A top-k scan checkpoint that is corrupt, tampered with or from another scan."""
+
+
+def one_line(error: BaseException | str, limit: int | None = None) -> str:
+    """The text of ``error`` on one line: whitespace runs (newlines too) become one space,
+    cut to ``limit`` characters with an ellipsis; an error without text gives its type name.
+
+    Every message that quotes another error (a model's forward pass, a file that cannot be
+    read) goes through here, so they all read alike on a terminal or in a JSON body.
+    """
+    text = " ".join(str(error).split())
+    if not text and isinstance(error, BaseException):
+        text = type(error).__name__
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text

@@ -24,9 +24,9 @@ from torch import nn
 from deconvnet import topk
 from deconvnet.errors import CheckpointError, InputError
 from deconvnet.inputs.datasets import ImageFolder
-from deconvnet.instruments.atomic import remove_stale_temporaries
 from deconvnet.instruments.topk import checkpoint as checkpoint_file
 from deconvnet.instruments.topk.state import TopKState
+from deconvnet.storage.atomic import remove_stale_temporaries
 from tests import _checkpoints, _datasets, _nets
 from tests._fuzz import deadline
 from tests.instruments.test_topk import brute_force, state_as_lists

@@ -1,6 +1,6 @@
 """Writing what the figures show: PNG images and JSON manifests, each written atomically.
 
-Both go through :func:`~deconvnet.instruments.atomic.atomic_write`: a temporary file beside
+Both go through :func:`~deconvnet.storage.atomic.atomic_write`: a temporary file beside
 the target, moved into place with ``os.replace``, so a crash or a full disk never leaves a
 half-written file under the name a reader looks for; files get the umask's mode (0644
 under umask 0022).
@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from deconvnet.errors import InputError
-from deconvnet.instruments.atomic import atomic_write
+from deconvnet.storage.atomic import atomic_write
 
 
 def save_png(array: np.ndarray, path: str | os.PathLike[str]) -> Path:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deconvnet.errors import DeconvnetError, InputError
+from deconvnet.errors import DeconvnetError, InputError, one_line
 from deconvnet.inputs.images import decode_image, fit_native_size, preprocess, read_image_file
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.inputs.reading import content_digest
@@ -125,7 +125,7 @@ class ImageDataset(torch.utils.data.Dataset[Item], ABC):
             pixels, digest = self.fitted_image(image_id)
             image = preprocess(pixels, self.preprocessing)[0]
         except (DeconvnetError, OSError, MemoryError) as error:
-            return Item(image_id, None, " ".join(str(error).split()) or type(error).__name__)
+            return Item(image_id, None, one_line(error))
         return Item(image_id, image, digest=digest)
 
 

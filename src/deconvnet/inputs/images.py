@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from deconvnet.errors import ImageError, InputError
+from deconvnet.errors import ImageError, InputError, one_line
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.inputs.reading import MAX_IMAGE_FILE_BYTES, read_regular_file
 
@@ -142,9 +142,9 @@ def decode_image(data: bytes, name: str | os.PathLike[str]) -> np.ndarray:
     except ImageError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageError(f"refusing to decode {file}: {_one_line(exc)}") from exc
+        raise ImageError(f"refusing to decode {file}: {one_line(exc)}") from exc
     except Exception as exc:  # Pillow's plugins raise many kinds on bad data; all mean the same
-        reason = _one_line(exc).replace(f" {buffer!r}", "")  # Pillow names its file object
+        reason = one_line(exc).replace(f" {buffer!r}", "")  # Pillow names its file object
         raise ImageError(f"cannot decode image {file}: {reason}") from exc
 
 
@@ -425,8 +425,3 @@ def _center_crop(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     top = round((height - crop_h) / 2.0)
     left = round((width - crop_w) / 2.0)
     return image[top : top + crop_h, left : left + crop_w].copy()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from deconvnet.errors import ModelNotFoundError, WeightsError
+from deconvnet.errors import ModelNotFoundError, WeightsError, one_line
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.models import codebook
 from deconvnet.models._download import ProgressFn, check_sha256, fetch
@@ -320,9 +320,9 @@ def read_state_dict(path: Path, *, max_bytes: int = MAX_ARCHIVE_BYTES) -> dict[s
     try:
         loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors have no common base class
-        text = str(exc).strip()
-        reason = text.splitlines()[0] if text else type(exc).__name__
-        raise WeightsError(f"cannot read {path} as a weights_only state dict: {reason}") from exc
+        raise WeightsError(
+            f"cannot read {path} as a weights_only state dict: {one_line(exc, 300)}"
+        ) from exc
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(
@@ -341,7 +341,7 @@ def check_archive(path: Path, max_bytes: int) -> None:
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise WeightsError(
             f"{reading}: not a zip archive (torch.save's format since 1.6; re-save old files "
-            f"with torch.save): {' '.join(str(exc).split()) or type(exc).__name__}"
+            f"with torch.save): {one_line(exc)}"
         ) from exc
     if unpacked > max_bytes:
         raise WeightsError(
@@ -409,8 +409,9 @@ def apply_state_dict(model: nn.Module, state: Mapping[Any, Any], *, source: str)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # a case the checks above do not know
-        text = " ".join(str(exc).split())
-        raise WeightsError(f"{source} does not fit {type(model).__name__}: {text}") from exc
+        raise WeightsError(
+            f"{source} does not fit {type(model).__name__}: {one_line(exc)}"
+        ) from exc
 
 
 def _key(key: object) -> str:

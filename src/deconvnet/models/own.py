@@ -20,12 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from deconvnet.errors import ModelNotFoundError, WeightsError
+from deconvnet.errors import ModelNotFoundError, WeightsError, one_line
 
 EXPORT_SUFFIX = ".pt2"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl")
 FACTORY_SEPARATOR = ":"
 SOURCE_SUFFIX = ".py"
+ERROR_CHARS = 300
+"""How much of an error raised by your code (or torch's reader) a message quotes."""
 
 
 def is_own_model(spec: str) -> bool:
@@ -70,7 +72,9 @@ def load_own(spec: str, *, unsafe_pickle: bool = False) -> nn.Module:
     try:
         model = factory()
     except Exception as exc:  # the user's code may raise anything
-        raise ModelNotFoundError(f"{spec}: {name}() failed: {_first_line(exc)}") from exc
+        raise ModelNotFoundError(
+            f"{spec}: {name}() failed: {one_line(exc, ERROR_CHARS)}"
+        ) from exc
     return _checked(model, f"{spec}: {name}()")
 
 
@@ -89,12 +93,16 @@ def _module(source: str) -> Any:
             spec.loader.exec_module(module)
         except Exception as exc:  # the user's code may raise anything
             del sys.modules[module_name]
-            raise ModelNotFoundError(f"importing {path} failed: {_first_line(exc)}") from exc
+            raise ModelNotFoundError(
+                f"importing {path} failed: {one_line(exc, ERROR_CHARS)}"
+            ) from exc
         return module
     try:
         return importlib.import_module(source)
     except ImportError as exc:
-        raise ModelNotFoundError(f"cannot import module {source!r}: {_first_line(exc)}") from exc
+        raise ModelNotFoundError(
+            f"cannot import module {source!r}: {one_line(exc, ERROR_CHARS)}"
+        ) from exc
 
 
 def _exported(path: Path) -> nn.Module:
@@ -108,7 +116,7 @@ def _exported(path: Path) -> nn.Module:
             program = torch.export.load(path)
     except Exception as exc:  # zip, version and schema errors have no common base
         raise WeightsError(
-            f"cannot read {path} as a torch.export archive: {_first_line(exc)}"
+            f"cannot read {path} as a torch.export archive: {one_line(exc, ERROR_CHARS)}"
         ) from exc
     return torch.export.unflatten(program)
 
@@ -129,7 +137,7 @@ def _pickled(path: Path, unsafe_pickle: bool) -> nn.Module:
     try:
         model = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # unpickling may raise anything
-        raise WeightsError(f"cannot unpickle {path}: {_first_line(exc)}") from exc
+        raise WeightsError(f"cannot unpickle {path}: {one_line(exc, ERROR_CHARS)}") from exc
     return _checked(model, str(path))
 
 
@@ -137,8 +145,3 @@ def _checked(model: object, what: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ModelNotFoundError(f"{what} gave a {type(model).__name__}, not a torch.nn.Module")
     return model
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

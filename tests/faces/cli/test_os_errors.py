@@ -18,7 +18,7 @@ import pytest
 
 from deconvnet.faces.cli import EXIT_BROKEN_PIPE, main
 from deconvnet.inputs import images
-from deconvnet.instruments import atomic
+from deconvnet.storage import atomic
 
 FAST = ["--select", "top:1"]
 """One projection of the default model: the quickest run that writes files."""

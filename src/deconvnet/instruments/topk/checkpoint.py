@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from deconvnet.errors import CheckpointError, InputError
+from deconvnet.errors import CheckpointError, InputError, one_line
 from deconvnet.inputs.reading import read_regular_file
-from deconvnet.instruments.atomic import atomic_write
 from deconvnet.instruments.topk.state import DIGEST_BYTES, EMPTY_ID, VALUE_DTYPE, TopKState
+from deconvnet.storage.atomic import atomic_write
 
 CHECKPOINT_FORMAT = "deconvnet-topk-checkpoint/2"
 MAX_CHECKPOINT_BYTES = 1 << 30
@@ -88,8 +88,7 @@ def read_payload(path: Path) -> object:
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds on a malformed payload
-        message = " ".join(str(error).split())[:200]
-        raise CheckpointError(f"cannot read checkpoint {path}: {message}") from error
+        raise CheckpointError(f"cannot read checkpoint {path}: {one_line(error, 200)}") from error
 
 
 def validate(payload: object, header: Mapping[str, Any], path: Path) -> tuple[TopKState, int]:

@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.distributed_c10d import PrefixStore
 
-from deconvnet.errors import InputError
+from deconvnet.errors import InputError, one_line
 from deconvnet.inputs.datasets import ImageDataset
 from deconvnet.instruments.topk.project import ProjectedEntry, project
 from deconvnet.instruments.topk.scan import (
@@ -191,9 +191,8 @@ def process_group(
             timeout=timeout,
         )
     except (KeyError, RuntimeError, ValueError) as error:
-        message = " ".join(str(error).split())[:200]
         raise InputError(
-            f"{group.describe()}: cannot join the {backend} group: {message}"
+            f"{group.describe()}: cannot join the {backend} group: {one_line(error, 200)}"
         ) from error
     # a store of its own per attempt (no agent store) counts from 0 again: ask torchrun too
     attempt = max(counted, int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0))
@@ -219,7 +218,7 @@ def together(group: Group, device: torch.device, work: Callable[[], _T]) -> _T:
     try:
         result = work()
     except Exception as error:  # every rank must hear of it, or they would wait for us
-        _agree(group, device, f"{type(error).__name__}: {' '.join(str(error).split())}")
+        _agree(group, device, f"{type(error).__name__}: {one_line(str(error))}")
         raise  # _agree raised already; this keeps type checkers sure nothing returns
     _agree(group, device, "")
     return result
@@ -402,10 +401,9 @@ def _collective(group: Group) -> Iterator[None]:
     try:
         yield
     except RuntimeError as error:  # DistError and the backends' own RuntimeErrors
-        message = " ".join(str(error).split())[:300]
         raise RankError(
             f"{group.describe()}: lost contact with the other ranks (one died or the "
-            f"collective timed out): {message}"
+            f"collective timed out): {one_line(error, 300)}"
         ) from error
 
 

@@ -37,7 +37,6 @@ from deconvnet.engine.hooks import HandleList, LayerReached, holding_model_lock
 from deconvnet.errors import CheckpointError, DeconvnetError, InputError, SelectionError
 from deconvnet.inputs.datasets import Batch, ImageDataset, collate_by_size
 from deconvnet.inputs.images import preprocess
-from deconvnet.instruments.atomic import remove_stale_temporaries
 from deconvnet.instruments.topk import checkpoint as checkpoints
 from deconvnet.instruments.topk.state import (
     LayerTopK,
@@ -47,6 +46,7 @@ from deconvnet.instruments.topk.state import (
     content_term,
     ranked_digests,
 )
+from deconvnet.storage.atomic import remove_stale_temporaries
 
 Progress = Callable[[int, int | None], None]
 

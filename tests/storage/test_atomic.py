@@ -1,4 +1,4 @@
-"""The one atomic writer (deconvnet.instruments.atomic): file modes follow the umask, failures
+"""The one atomic writer (deconvnet.storage.atomic): file modes follow the umask, failures
 leave the old file, and the top-k checkpoint goes through it.
 
 Oracle for modes: ``0o666 & ~umask``, what ``open()`` gives any new file, checked against a
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from deconvnet import topk
-from deconvnet.instruments.atomic import atomic_write
 from deconvnet.instruments.topk import checkpoint as checkpoint_file
+from deconvnet.storage.atomic import atomic_write
 from tests import _datasets, _nets
 
 

@@ -1,9 +1,10 @@
 """The one atomic file writer: every file the package writes goes through :func:`atomic_write`.
 
-It lives in the lowest room that writes files (the top-k scan's checkpoint); the figures'
-PNG and JSON writers (:mod:`deconvnet.figures.files`) use it too. A write goes to a new file
-beside its target and is moved into place with ``os.replace``, so a crash or a full disk
-never leaves a half-written file under the name a reader looks for.
+It lives in the ground room, below every room that writes files: the top-k scan's
+checkpoints, the figures' PNG and JSON writers (:mod:`deconvnet.figures.files`) and the
+faces' outputs. A write goes to a new file beside its target and is moved into place with
+``os.replace``, so a crash or a full disk never leaves a half-written file under the name a
+reader looks for.
 
 A process killed mid-write (SIGKILL) leaves its temporary file behind;
 :func:`remove_stale_temporaries` removes such leftovers of this module's own naming
