@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from deconvnet.errors import DeconvnetError
+from deconvnet.errors import DeconvnetError, one_line
 from deconvnet.faces.cli._help import HelpFormatter
 
 EXIT_OK = 0
@@ -33,6 +33,8 @@ DISTRIBUTION = "deconvnet"
 UNKNOWN_VERSION = "0+unknown"
 """Shown by ``--version`` from a source tree that was never installed (no package metadata)."""
 DEBUG_HELP = "show tracebacks on errors"
+MEMORY_DETAIL_CHARS = 200
+"""How much of an out-of-memory error's own text (CUDA's is long) the one line quotes."""
 
 EXAMPLES = """examples:
   deconvnet project --out out/                      # embedded default model, bundled photo
@@ -102,16 +104,11 @@ def _one_line(error: BaseException) -> str:
         paths = [str(os.fsdecode(name)) for name in (error.filename, error.filename2) if name]
         text = f"{' -> '.join(paths)}: {error.strerror}" if paths else error.strerror
     elif isinstance(error, MemoryError | torch.OutOfMemoryError):
-        detail = _first_line(error)
+        detail = one_line(str(error), MEMORY_DETAIL_CHARS)
         text = "out of memory" + (f" ({detail})" if detail else "")
     else:
         text = str(error) or type(error).__name__
-    return " ".join(text.split())
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else ""
+    return one_line(text)
 
 
 def _silence_stdout() -> None:

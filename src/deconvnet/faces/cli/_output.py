@@ -17,7 +17,7 @@ Rules, the same for every such sub-command:
 * A run that fails or is interrupted removes the files it wrote (the checkpoint stays, to be
   resumed), so a later run never finds files of ours without their manifest.
 * Temporary files that an earlier run killed mid-write left behind (named by
-  :mod:`deconvnet.instruments.atomic`, not locked by a live writer) are removed first.
+  :mod:`deconvnet.storage.atomic`, not locked by a live writer) are removed first.
 * Names made from the user's inputs (``00_<image name>_sheet.png``) are shortened with a hash
   (:func:`output_stem`), so no name exceeds the file system's 255 bytes.
 * Each manifest gets a top-level ``files``: the relative names (``/``-separated) of every file
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from deconvnet.errors import InputError
+from deconvnet.errors import InputError, one_line
 from deconvnet.figures.files import write_json
-from deconvnet.instruments.atomic import remove_stale_temporaries, short_name
+from deconvnet.storage.atomic import remove_stale_temporaries, short_name
 
 MANIFEST = "manifest.json"
 """Every sub-command's manifest: what it did, and in ``files`` what it wrote."""
@@ -211,8 +211,9 @@ def _listed_files(folder: Path) -> list[str]:
     try:
         document = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise InputError(f"cannot read {manifest} ({reason}); refusing to overwrite") from error
+        raise InputError(
+            f"cannot read {manifest} ({one_line(error)}); refusing to overwrite"
+        ) from error
     files = document.get("files") if isinstance(document, dict) else None
     if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
         raise InputError(

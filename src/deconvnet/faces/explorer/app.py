@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from deconvnet.errors import DeconvnetError
+from deconvnet.errors import DeconvnetError, one_line
 from deconvnet.faces.explorer.files import file_inside
 from deconvnet.faces.explorer.session import RULES, Explorer, NotFound
 from deconvnet.faces.site.build import read_scan, unit_url, units_by_layer
@@ -162,11 +162,11 @@ def create_app(
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, error: NotFound) -> JSONResponse:
-        return JSONResponse({"error": _one_line(error)}, status_code=404)
+        return JSONResponse({"error": one_line(error)}, status_code=404)
 
     @app.exception_handler(DeconvnetError)
     async def bad_input(request: Request, error: DeconvnetError) -> JSONResponse:
-        return JSONResponse({"error": _one_line(error)}, status_code=400)
+        return JSONResponse({"error": one_line(error)}, status_code=400)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -224,7 +224,7 @@ def create_app(
         try:
             image_id = explorer.add_bytes(bytes(data), Path(file.filename or "upload").name)
         except DeconvnetError as error:
-            raise HTTPException(415, _one_line(error)) from error
+            raise HTTPException(415, one_line(error)) from error
         return ImageInfo(**explorer.image(image_id))
 
     @app.get("/api/images/{image_id}", response_model=ImageInfo, responses=ERRORS)
@@ -335,7 +335,3 @@ def _topk(scan_units: dict[str, Any], layer: str, channel: int) -> list[TopEntry
                 for e in unit.entries
             ]
     return []
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__

@@ -23,7 +23,7 @@ from typing import Any
 import jinja2
 
 from deconvnet.engine.receptive import LayerRow
-from deconvnet.errors import InputError
+from deconvnet.errors import InputError, one_line
 from deconvnet.figures.topk import INDEX_FILE, INDEX_FORMAT
 
 MANIFEST_FILE = "manifest.json"
@@ -58,7 +58,7 @@ def read_scan(scan_dir: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read {path}: {' '.join(str(error).split())}") from error
+        raise InputError(f"cannot read {path}: {one_line(error)}") from error
     if not isinstance(document, dict) or document.get("format") != INDEX_FORMAT:
         raise InputError(f"{path} is not a top-k index ({INDEX_FORMAT})")
     if "stats" not in document:
@@ -77,7 +77,7 @@ def scan_manifest(scan_dir: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read {path}: {' '.join(str(error).split())}") from error
+        raise InputError(f"cannot read {path}: {one_line(error)}") from error
     return document if isinstance(document, dict) else {}
 
 

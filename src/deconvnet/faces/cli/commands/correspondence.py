@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from deconvnet.engine.receptive import Box
-from deconvnet.errors import InputError
+from deconvnet.errors import InputError, one_line
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import PreparedImage, prepare
@@ -24,7 +24,6 @@ from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writ
 from deconvnet.figures.correspondence import correspondence_figure, table_rows
 from deconvnet.figures.files import save_png, write_json
 from deconvnet.inputs.images import deprocess, load_image
-from deconvnet.instruments.atomic import atomic_write
 from deconvnet.instruments.correspondence import (
     DEFAULT_TRIALS,
     PART_KEYS_RESERVED,
@@ -33,6 +32,7 @@ from deconvnet.instruments.correspondence import (
     correspondence,
 )
 from deconvnet.instruments.occlusion.occlusion import mean_fill
+from deconvnet.storage.atomic import atomic_write
 
 FIGURE = "correspondence.png"
 TABLE = "correspondence.csv"
@@ -175,8 +175,7 @@ def read_parts(path: Path) -> dict[str, dict[str, Box]]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise InputError(f"cannot read --parts {path}: {reason}") from error
+        raise InputError(f"cannot read --parts {path}: {one_line(error)}") from error
     if not isinstance(document, Mapping):
         raise InputError(f"--parts {path} must map file names to part boxes")
     parts: dict[str, dict[str, Box]] = {}

@@ -19,7 +19,6 @@ from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_mo
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.figures.files import save_png, write_json
 from deconvnet.figures.invariance import invariance_figure
-from deconvnet.instruments.atomic import atomic_write
 from deconvnet.instruments.invariance import (
     TRANSFORMS,
     UNITS,
@@ -29,6 +28,7 @@ from deconvnet.instruments.invariance import (
     previews,
 )
 from deconvnet.instruments.occlusion.occlusion import mean_fill
+from deconvnet.storage.atomic import atomic_write
 
 EXAMPLES = """examples:
   deconvnet invariance a.jpg b.jpg --model squeezenet1_0 --weights deep-compression \\
