@@ -10,11 +10,19 @@ class DeconvnetError(Exception):
     """Base of every error this package raises on purpose."""
 
 
+class InputError(DeconvnetError, ValueError):
+    """An input tensor of the wrong rank, dtype or size."""
+
+
 class LayerNotFoundError(DeconvnetError, KeyError):
     """A layer name that is not a submodule of the model."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0]) if self.args else ""
+
+
+class LayerNotReachedError(LayerNotFoundError, InputError):
+    """A layer of the model that the forward pass never ran (not used by ``forward()``)."""
 
 
 class SelectionError(DeconvnetError, ValueError):
@@ -23,10 +31,6 @@ class SelectionError(DeconvnetError, ValueError):
 
 class UnsupportedLayerError(DeconvnetError, TypeError):
     """A layer or operation that the chosen reverse rule has no definition for."""
-
-
-class InputError(DeconvnetError, ValueError):
-    """An input tensor of the wrong rank, dtype or size."""
 
 
 class ImageError(DeconvnetError, ValueError):

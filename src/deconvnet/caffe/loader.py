@@ -25,6 +25,7 @@ from deconvnet.caffe.parse import (
 )
 from deconvnet.errors import CaffeFormatError
 from deconvnet.inputs.preprocessing import IMAGENET_MEAN_BGR, Preprocessing
+from deconvnet.models.card import ModelCard, Provenance, attach
 
 LENET_CAFFE_SCALE = 0.00390625
 """LeNet's ``scale: 0.00390625`` (1/256) on 0..255 pixels."""
@@ -35,6 +36,10 @@ PREACT_SUFFIX = "_preact"
 MAX_PARAMETERS_WITHOUT_WEIGHTS = 2**28
 """Refuse to allocate randomly initialised nets larger than this (1 GiB of float32)."""
 INPUT_TYPES = ("Input",)
+CARD_PREFIX = "caffe:"
+"""A Caffe net's name in its card's provenance: ``caffe:deploy.prototxt``."""
+RANDOM_WEIGHTS = "random"
+"""The card's weights for a net read without a caffemodel (torch's initialisation)."""
 DATA_TYPES = ("Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData")
 RGB_CHANNELS, GRAY_CHANNELS, IMAGE_AXES = 3, 1, 4
 
@@ -192,7 +197,9 @@ def load(
     (CaffeNet, Preprocessing)
         The net in eval mode (Dropout is the identity, as in Caffe's test phase), with
         ``layer_aliases`` mapping Caffe's blob names to the module whose output Caffe holds
-        under that name after the forward pass (see :func:`blob_aliases`).
+        under that name after the forward pass (see :func:`blob_aliases`), and its
+        :class:`~deconvnet.models.card.ModelCard` (that preprocessing, those aliases, the
+        files it was read from).
     """
     raw = read_prototxt(prototxt)
     definition = net_definition(raw)
@@ -278,7 +285,14 @@ def load(
     if preprocessing is None:
         first_input = next(iter(inputs.values()))
         preprocessing = _prototxt_preprocessing(raw, Path(prototxt), first_input, mean_file)
-    return net, preprocessing
+    name = f"{CARD_PREFIX}{Path(prototxt).name}"
+    provenance = (
+        Provenance.of_file(name, Path(caffemodel))
+        if caffemodel is not None
+        else Provenance(name, RANDOM_WEIGHTS)
+    )
+    card = ModelCard(preprocessing=preprocessing, aliases=net.layer_aliases, provenance=provenance)
+    return attach(net, card), preprocessing
 
 
 def _prototxt_preprocessing(

@@ -35,10 +35,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from deconvnet.errors import DeconvnetError, InputError, one_line
-from deconvnet.inputs.images import decode_image, fit_native_size, preprocess, read_image_file
+from deconvnet.inputs.images import (
+    decode_image,
+    fit_native_size,
+    is_image_file,
+    preprocess,
+    read_image_file,
+)
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.inputs.reading import content_digest
 
@@ -142,12 +147,11 @@ class ImageFolder(ImageDataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise InputError(f"image folder not found: {self.root}")
-        suffixes = {suffix.lower() for suffix in Image.registered_extensions()}
         found = []
         for folder, dirs, files in os.walk(self.root):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for file in files:
-                if not file.startswith(".") and Path(file).suffix.lower() in suffixes:
+                if not file.startswith(".") and is_image_file(file):
                     found.append((Path(folder) / file).relative_to(self.root).as_posix())
         self.paths: tuple[str, ...] = tuple(sorted(found))
         if not self.paths:

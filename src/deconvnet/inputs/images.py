@@ -35,6 +35,7 @@ scikit-image instead, so "exact" inputs can differ from Caffe's by a few grey le
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -83,6 +84,18 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHUNK_HEADER = 8
 _PNG_CRC = 4
 _PNG_END = b"IEND"
+
+
+@functools.cache
+def image_suffixes() -> frozenset[str]:
+    """The file suffixes Pillow registers for image formats (lower case, with the dot):
+    what a folder of images or the explorer's library lists."""
+    return frozenset(suffix.lower() for suffix in Image.registered_extensions())
+
+
+def is_image_file(name: str | os.PathLike[str]) -> bool:
+    """``name`` ends in a suffix of :func:`image_suffixes` (any case)."""
+    return Path(name).suffix.lower() in image_suffixes()
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:

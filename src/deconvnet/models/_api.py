@@ -1,7 +1,8 @@
 """The zoo's registry: declarative weight sets, ``register``, ``names``, ``info``, ``load``.
 
-Every model that :func:`load` returns carries three plain attributes, so callers (and the
-CLI) never need a side table:
+Every model that :func:`load` returns carries its :class:`~deconvnet.models.card.ModelCard`
+(preprocessing, categories, layer aliases, provenance), which the library reads, and, for
+convenience, three plain attributes copied from it:
 
 ``model.preprocessing``  the :class:`~deconvnet.inputs.preprocessing.Preprocessing` of its weights;
 ``model.categories``     class names in output order, or ``None`` (random init);
@@ -25,13 +26,16 @@ from torch import nn
 from deconvnet.errors import ModelNotFoundError, WeightsError, one_line
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.models import codebook
-from deconvnet.models._download import ProgressFn, check_sha256, fetch
+from deconvnet.models._download import ProgressFn, check_sha256, fetch, sha256_of
+from deconvnet.models.card import ModelCard, Provenance, attach
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "weights"
 STATE_DICT_SUFFIXES = (".pth", ".pt")
 SAFETENSORS_SUFFIX = ".safetensors"
 RANDOM_INIT = "random"
 """Reserved weights name: random init even where a default weight set exists."""
+DEFAULT_WEIGHTS = "default"
+"""The provenance of a model loaded without naming its weights (its default set, if any)."""
 KEYS_SHOWN = 3
 """How many missing/unexpected keys a mismatch message lists before '...'."""
 MAX_ARCHIVE_BYTES = 8 << 30
@@ -207,7 +211,9 @@ def load(
     Returns
     -------
     nn.Module
-        With ``preprocessing``, ``categories`` and ``layer_aliases`` attributes set.
+        With its :class:`~deconvnet.models.card.ModelCard` attached (its provenance: ``name``,
+        the weights as given — ``"default"`` when not — and their SHA-256) and the
+        ``preprocessing``, ``categories`` and ``layer_aliases`` attributes set from it.
 
     Raises
     ------
@@ -219,10 +225,11 @@ def load(
     """
     spec = info(name)
     chosen = _resolve(spec, weights)
+    digest = None
     if isinstance(chosen, Weights):
         num_classes = len(chosen.categories) if chosen.categories else spec.num_classes
         model = _build(spec, num_classes, seed, chosen.builder_kwargs)
-        state = _read_weight_set(chosen, progress, archive_budget(model))
+        state, digest = _read_weight_set(chosen, progress, archive_budget(model))
         apply_state_dict(model, state, source=chosen.file_name)
         preprocessing, categories = chosen.preprocessing, chosen.categories
     else:
@@ -231,18 +238,31 @@ def load(
         if chosen is not None:
             state = read_state_dict(chosen, max_bytes=archive_budget(model))
             apply_state_dict(model, state, source=str(chosen))
-            categories = spec.categories
+            categories, digest = spec.categories, sha256_of(chosen)
         preprocessing = spec.preprocessing
-    _set_attributes(
-        model,
+    card = ModelCard(
         preprocessing=preprocessing,
         categories=categories,
-        layer_aliases=dict(spec.layer_aliases),
+        aliases=dict(spec.layer_aliases),
+        provenance=Provenance(name, _weights_label(weights), digest),
+    )
+    _set_attributes(
+        attach(model, card),
+        preprocessing=card.preprocessing,
+        categories=card.categories,
+        layer_aliases=dict(card.aliases),
     )
     model.eval()
     if device is not None:
         model.to(device)
     return model
+
+
+def _weights_label(weights: str | os.PathLike[str] | Weights | None) -> str:
+    """The weights as the caller gave them, for the provenance (``"default"`` for none)."""
+    if weights is None:
+        return DEFAULT_WEIGHTS
+    return weights.name if isinstance(weights, Weights) else os.fspath(weights)
 
 
 def _set_attributes(model: nn.Module, **attributes: object) -> None:
@@ -291,16 +311,19 @@ def archive_budget(model: nn.Module) -> int:
 
 def _read_weight_set(
     weights: Weights, progress: ProgressFn | None, max_bytes: int
-) -> dict[str, torch.Tensor]:
-    """Load an embedded set from the package, or fetch a remote one into the hub cache."""
+) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Load an embedded set from the package, or fetch a remote one into the hub cache; its
+    tensors and its digest (the embedded file's own, a remote set's published one)."""
     if weights.url is None:
         path = EMBEDDED_DIR / weights.file_name
         if not path.is_file():
             raise WeightsError(f"embedded weights {path} are missing; reinstall deconvnet")
-        check_sha256(path, weights.sha256)
+        digest: str | None = sha256_of(path)
+        check_sha256(path, weights.sha256, digest)
     else:
         path = fetch(weights.url, weights.file_name, weights.sha256, progress=progress)
-    return read_state_dict(path, max_bytes=max_bytes)
+        digest = weights.sha256
+    return read_state_dict(path, max_bytes=max_bytes), digest
 
 
 def read_state_dict(path: Path, *, max_bytes: int = MAX_ARCHIVE_BYTES) -> dict[str, torch.Tensor]:

@@ -64,11 +64,12 @@ def matches_sha256(actual: str, expected: str) -> bool:
     return actual.lower().startswith(expected.lower())
 
 
-def check_sha256(path: Path, expected: str | None) -> None:
-    """Raise :class:`WeightsError` when ``path`` does not hash to ``expected`` (or its prefix)."""
+def check_sha256(path: Path, expected: str | None, actual: str | None = None) -> None:
+    """Raise :class:`WeightsError` when ``path`` does not hash to ``expected`` (or its
+    prefix); ``actual`` is its digest when already computed."""
     if expected is None:
         return
-    actual = sha256_of(path)
+    actual = actual or sha256_of(path)
     if not matches_sha256(actual, expected):
         raise WeightsError(
             f"{path} has sha256 {actual[:16]}..., expected {expected[:16]}...: "

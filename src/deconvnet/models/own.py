@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,16 @@ import torch
 from torch import nn
 
 from deconvnet.errors import ModelNotFoundError, WeightsError, one_line
+from deconvnet.models._api import apply_state_dict, read_state_dict
+from deconvnet.models._download import sha256_of
+from deconvnet.models.card import Provenance, attach, card_of
 
 EXPORT_SUFFIX = ".pt2"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl")
 FACTORY_SEPARATOR = ":"
 SOURCE_SUFFIX = ".py"
+OWN_WEIGHTS = "own"
+"""The card's weights for a model that brings its own (a factory's, an archive's)."""
 ERROR_CHARS = 300
 """How much of an error raised by your code (or torch's reader) a message quotes."""
 
@@ -37,8 +44,16 @@ def is_own_model(spec: str) -> bool:
     )
 
 
-def load_own(spec: str, *, unsafe_pickle: bool = False) -> nn.Module:
-    """Build or read the model ``spec`` names; returned as built (mode untouched).
+def load_own(
+    spec: str,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    unsafe_pickle: bool = False,
+) -> nn.Module:
+    """Build or read the model ``spec`` names; returned as built (mode untouched), with its
+    :class:`~deconvnet.models.card.ModelCard`: what the model says about itself (its
+    ``preprocessing``, ``categories`` and ``layer_aliases`` attributes), and as provenance
+    ``spec`` and its weights.
 
     Parameters
     ----------
@@ -46,6 +61,9 @@ def load_own(spec: str, *, unsafe_pickle: bool = False) -> nn.Module:
         ``path/to/file.py:factory``, ``package.module:factory`` (``factory()`` must return
         an ``nn.Module``), ``model.pt2`` (``torch.export.save``), or, with
         ``unsafe_pickle``, a ``torch.save(model)`` file.
+    weights
+        A ``.pth``/``.pt``/``.safetensors`` state dict loaded into the model (checked
+        first, as :func:`~deconvnet.models.apply_state_dict` does); default: its own.
 
     Raises
     ------
@@ -53,8 +71,21 @@ def load_own(spec: str, *, unsafe_pickle: bool = False) -> nn.Module:
         The file, module or factory does not exist, or the factory fails or returns
         something that is not a module.
     WeightsError
-        An archive that cannot be read; a pickle without ``unsafe_pickle``.
+        An archive that cannot be read; a pickle without ``unsafe_pickle``; weights that
+        do not fit.
     """
+    model = _build(spec, unsafe_pickle)
+    if weights is not None:
+        apply_state_dict(model, read_state_dict(Path(weights)), source=os.fspath(weights))
+        provenance = Provenance.of_file(spec, weights)
+    else:
+        source = Path(spec.rpartition(FACTORY_SEPARATOR)[0] if FACTORY_SEPARATOR in spec else spec)
+        digest = sha256_of(source) if source.is_file() else None
+        provenance = Provenance(spec, OWN_WEIGHTS, digest)
+    return attach(model, replace(card_of(model), provenance=provenance))
+
+
+def _build(spec: str, unsafe_pickle: bool) -> nn.Module:
     if spec.endswith(EXPORT_SUFFIX):
         return _exported(Path(spec))
     if spec.endswith(PICKLE_SUFFIXES):
