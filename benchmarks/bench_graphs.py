@@ -15,7 +15,7 @@ whole call ran at the fastest rate this machine's convolution and matrix kernels
 can beat it, since every multiply-accumulate it counts is needed.
 
 ``--kernels`` adds, per row, the time of the transposed convolutions of one call in the
-formulation :func:`deconvnet.engine.windowed.transposed_conv` picks against the library's
+formulation :func:`deconvnet.engine.ops.convolution.transposed_conv` picks against the library's
 ``F.conv_transpose2d`` for every one of them (same shapes, timed here in turns).
 
     python benchmarks/bench_graphs.py [--threads 1 2] [--rounds 3] [--rows resnet18 ...]
@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import deconvnet as dn
-from deconvnet.engine import windowed
+from deconvnet.engine.ops import convolution
 from tests import _nets
 from tests import _torchvision as tv
 
@@ -142,7 +142,7 @@ def peak_rate() -> float:
 def kernel_times(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[float, float]:
     """Seconds of one call's transposed convolutions: as picked, and all by the library."""
     calls: list[tuple[torch.Tensor, torch.Tensor, tuple[int, int], int, tuple[int, int]]] = []
-    picked = windowed.transposed_conv
+    picked = convolution.transposed_conv
 
     def spy(
         data: torch.Tensor,
@@ -154,11 +154,11 @@ def kernel_times(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[float, 
         calls.append((data, weight, stride, groups, dilation))
         return picked(data, weight, stride, groups, dilation)
 
-    windowed.transposed_conv = spy
+    convolution.transposed_conv = spy
     try:
         ours(model, x, layer)
     finally:
-        windowed.transposed_conv = picked
+        convolution.transposed_conv = picked
     chosen = library = 0.0
     for data, weight, stride, groups, dilation in calls:
         for _ in range(2):  # the second of each: warm

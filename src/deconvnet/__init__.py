@@ -14,7 +14,8 @@ engine's :class:`Projection` its Jupyter picture, so the engine never imports fi
 facade's Fig. 2 namespace); ``images`` and ``datasets`` are bound here from ``inputs``.
 """
 
-from deconvnet.engine.engine import Deconvnet, resolve_layer
+from deconvnet.engine.engine import Deconvnet
+from deconvnet.engine.layers import resolve_layer
 from deconvnet.engine.projection import Projection, register_views
 from deconvnet.engine.selection import (
     MapMax,

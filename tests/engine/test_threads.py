@@ -8,13 +8,16 @@ and calls on different models still run together.
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import deconvnet as dn
@@ -112,3 +115,75 @@ def test_instruments_that_hook_the_model_take_its_lock(tmp_path: Path) -> None:
     _waits_for_the_lock(classifier, lambda: split_layers(classifier, x, "0"))
     net, data = _nets.tie_net(), _datasets.tie_images(tmp_path)
     _waits_for_the_lock(net, lambda: scan(net, data, ["0"], k=2, workers=0))
+
+
+
+class _PooledBlock(nn.Module):
+    """Convolution, ReLU and a functional 3x3/2 max-pool: the pool runs while the block
+    itself is the innermost running module, after its child module has finished."""
+
+    def __init__(self, channels: int, out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, out, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(F.relu(self.conv(x)), 3, 2)
+
+    def switches(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(F.relu(self.conv(x)), 3, 2, return_indices=True)[1]
+
+
+def _pooled(name: str, widths: list[int], seed: int) -> nn.Sequential:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        blocks = [_PooledBlock(c, o) for c, o in itertools.pairwise(widths)]
+        inner = nn.Sequential(*blocks, nn.Conv2d(widths[-1], 6, 3))
+    return nn.Sequential(OrderedDict([(name, inner)])).eval()
+
+
+def _block_switches(model: nn.Sequential, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each block's argmax indices for ``x``, keyed by the block's name."""
+    (name, inner), found = next(iter(model.named_children())), {}
+    with torch.no_grad():
+        for index, block in enumerate(inner):
+            if isinstance(block, _PooledBlock):
+                found[f"{name}.{index}"] = block.switches(x)
+            x = block(x)
+    return found
+
+
+def test_two_models_in_two_threads_keep_their_own_module_stacks() -> None:
+    """Issue 22, point 4: the rule mode's stack of running modules (which finds the module
+    whose given switches a max-pool uses, and names a module in errors) was one process-wide
+    list that every forward pass cleared. Two threads, each with its own model, pooling
+    blocks, layer, rule and switches (taken from another input, so they differ from the
+    forward's own), run 100 projections each at once: every one equals its single-thread
+    result, bit for bit."""
+    first = _pooled("alex", [3, 8, 8, 8], seed=0)
+    second = _pooled("zf", [3, 6, 10], seed=1)
+    generator = torch.Generator().manual_seed(3)
+    jobs = []
+    for model, layer, rule, shape in (
+        (first, "alex.3", "zeiler", (1, 3, 41, 41)),
+        (second, "zf.1", "guided", (1, 3, 37, 37)),
+    ):
+        x, other = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+        switches = _block_switches(model, other)
+        net = dn.Deconvnet(model, rule)
+        expected = net.project(x, layer, dn.TopMaps(3), switches=switches).images
+        natural = net.project(x, layer, dn.TopMaps(3)).images
+        assert not torch.equal(expected, natural)  # the switches matter
+        jobs.append((net, x, layer, switches, expected))
+    start = threading.Barrier(len(jobs))
+
+    def work(job: int) -> int:
+        net, x, layer, switches, expected = jobs[job]
+        start.wait()
+        wrong = 0
+        for _ in range(100):
+            images = net.project(x, layer, dn.TopMaps(3), switches=switches).images
+            wrong += not torch.equal(images, expected)
+        return wrong
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        assert list(pool.map(work, range(len(jobs)))) == [0, 0]  # 70 and 88 wrong before

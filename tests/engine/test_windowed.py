@@ -12,8 +12,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import deconvnet as dn
-from deconvnet.engine import windowed
+from deconvnet.engine import window, windowed
 from deconvnet.engine.graph import Recorder
+from deconvnet.engine.ops import convolution
 from tests import _nets
 from tests import _torchvision as tv
 
@@ -386,7 +387,7 @@ def test_each_transposed_conv_formulation_equals_the_library(
     data = torch.randn(3, channels, size, size + 1, generator=generator, dtype=torch.float64)
     weight = torch.randn(channels, outputs, kernel, kernel, generator=generator).double()
     expected = F.conv_transpose2d(data, weight, None, stride, 0, 0, 1, dilation)
-    found = windowed.transposed_conv(data, weight, (stride, stride), 1, (dilation, dilation))
+    found = convolution.transposed_conv(data, weight, (stride, stride), 1, (dilation, dilation))
     assert found.shape == expected.shape
     assert float((found - expected).abs().max()) <= TOL * float(expected.abs().max())
 
@@ -455,19 +456,19 @@ def test_summed_windows_equal_summed_maps(outer, inner, shifts):
     generator = torch.Generator().manual_seed(len(shifts) + outer[0])
     tops = torch.tensor([5, 7])
     lefts = torch.tensor([4, 6])
-    first = windowed._Window(
+    first = window.Window(
         torch.randn(2, 3, *outer, generator=generator, dtype=torch.float64), tops, lefts
     )
-    second = windowed._Window(
+    second = window.Window(
         torch.randn(2, 3, *inner, generator=generator, dtype=torch.float64),
         tops + torch.tensor([s[0] for s in shifts]),
         lefts + torch.tensor([s[1] for s in shifts]),
     )
     whole = (30, 30)
-    expected = windowed._paste(first, whole) + windowed._paste(second, whole)
+    expected = window.paste(first, whole) + window.paste(second, whole)
     for pair in ((first, second), (second, first)):
         before = pair[0].data.clone()
-        found = windowed._paste(windowed._sum(*pair), whole)
+        found = window.paste(window.sum_windows(*pair), whole)
         assert torch.equal(found, expected)
         assert torch.equal(pair[0].data, before)  # a shared signal is not changed in place
 

@@ -14,118 +14,38 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
 
-from deconvnet.engine import guard, layer_types, windowed
+from deconvnet.engine import guard, windowed
+from deconvnet.engine.capture import ForwardFailed, forward_until, output_tensor
 from deconvnet.engine.compat import preset
 from deconvnet.engine.graph import Graph, Recorder
-from deconvnet.engine.hooks import HandleList, LayerReached, model_lock
-from deconvnet.engine.policies import ModuleTracker, ReversePolicy, RuleMode
+from deconvnet.engine.hooks import model_lock
+from deconvnet.engine.layers import resolve_call
+from deconvnet.engine.policies import RuleMode
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
+from deconvnet.engine.rules import ReversePolicy
 from deconvnet.engine.selection import Seeds, Selection
 from deconvnet.errors import InputError, LayerNotFoundError
-from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.models.card import card_of
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _IMAGE_RANK = 4
 DEFAULT_POLICY = ReversePolicy()
-
-
-def default_lrn(rule: str) -> str:
-    """The LRN mode a rule gets when none is given: its exact gradient for the gradient rule
-    (so it equals ``torch.autograd.grad``), else the default ``skip``."""
-    return "gradient" if rule == "gradient" else DEFAULT_POLICY.lrn
-"""zeiler rule, LRN skipped, summed collisions: the paper, read literally."""
+"""The deconvnet rule, LRN skipped, summed collisions: the paper, read literally."""
 
 DEFAULT_BATCH_SIZE = 16
 """Reverse passes run together by default (K × B are split into chunks of this size).
 
 Small chunks stay in a CPU's caches (256 CaffeNet conv5 projections: 1.36 s in chunks of 16
 against 1.48 s in chunks of 64 on the 2-core development machine); on a GPU, raise it."""
-
-MAX_LISTED_LAYERS = 60
-"""How many valid layer names an unknown-layer error lists."""
-
-
-def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
-    """``(name, module)`` for a dotted name, an alias or a module of ``model``.
-
-    Aliases come from ``model.layer_aliases`` (the zoo's ``conv5``, Caffe's blob names)
-    and win over a module of the same name: in a Caffe net ``conv3`` is the blob Caffe
-    holds after its in-place ReLU.
-
-    Raises
-    ------
-    LayerNotFoundError
-        Unknown name or a module that is not part of ``model``; lists valid names and
-        aliases.
-    """
-    if isinstance(layer, nn.Module):
-        for name, module in model.named_modules():
-            if module is layer:
-                return name, module
-        raise LayerNotFoundError(
-            f"the given {type(layer).__name__} module is not part of the model; "
-            f"valid layers: {_layer_list(model)}"
-        )
-    if not isinstance(layer, str):
-        raise TypeError(
-            f"layer must be a dotted module name or a module, got {type(layer).__name__}"
-        )
-    if guard.CALL_INDEX_SEPARATOR in layer:
-        raise LayerNotFoundError(
-            f"layer {layer!r}: a call index ('#2') selects one call of a module that the "
-            "forward pass calls several times; only Deconvnet.project and layer_output take it"
-        )
-    target = _aliases(model).get(layer, layer)
-    try:
-        module = model.get_submodule(target) if target else None
-    except AttributeError:
-        module = None
-    if module is None or module is model:
-        raise LayerNotFoundError(
-            f"no layer {layer!r} in the model; valid layers: {_layer_list(model)}"
-        )
-    return target, module
-
-
-def _aliases(model: nn.Module) -> Mapping[str, str]:
-    aliases = getattr(model, "layer_aliases", None)
-    return aliases if isinstance(aliases, Mapping) else {}
-
-
-def _layer_list(model: nn.Module) -> str:
-    names = [name for name, _ in model.named_modules() if name]
-    shown = ", ".join(names[:MAX_LISTED_LAYERS])
-    more = len(names) - MAX_LISTED_LAYERS
-    text = shown + (f", … ({more} more)" if more > 0 else "")
-    aliases = _aliases(model)
-    if aliases:
-        pairs = [f"{alias} = {target}" for alias, target in aliases.items()]
-        text += f"; aliases: {', '.join(pairs[:MAX_LISTED_LAYERS])}"
-        if len(pairs) > MAX_LISTED_LAYERS:
-            text += f", … ({len(pairs) - MAX_LISTED_LAYERS} more)"
-    return text
-
-
-def resolve_call(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module, int | None]:
-    """:func:`resolve_layer` plus an optional call index: ``"layer1.0.relu#2"`` is the
-    second call of a module that the forward pass calls more than once."""
-    if isinstance(layer, str):
-        base, call = guard.split_call(layer)
-        name, module = resolve_layer(model, base)
-        return name, module, call
-    name, module = resolve_layer(model, layer)
-    return name, module, None
-
 
 class Deconvnet:
     """Project activations of any layer of ``model`` back to its input.
@@ -187,12 +107,7 @@ class Deconvnet:
             if (rule, lrn, collisions) != (None, None, None):
                 raise ValueError(f"compat={compat!r} fixes rule, lrn and collisions; give neither")
             rule, lrn, collisions = self.compat.rule, self.compat.lrn, self.compat.collisions
-        rule = rule or DEFAULT_POLICY.rule
-        self.policy = ReversePolicy(
-            rule=rule,
-            lrn=lrn or default_lrn(rule),
-            collisions=collisions or DEFAULT_POLICY.collisions,
-        )
+        self.policy = ReversePolicy.of(rule, lrn, collisions)
         self.batch_size = batch_size
 
     def __enter__(self) -> Deconvnet:
@@ -241,8 +156,8 @@ class Deconvnet:
         Parameters
         ----------
         x : Tensor (B, C_in, H, W) — preprocessed input batch (floating point).
-        layer : dotted module name (``model.named_modules()``), an alias from
-            ``model.layer_aliases`` (``conv5``; Caffe blob names), or the module itself;
+        layer : dotted module name (``model.named_modules()``), an alias from the model's
+            card (``conv5``; Caffe blob names), or the module itself;
             its output is the layer. A module that the forward pass calls more than once
             (a BasicBlock's ``relu``) needs a call index, ``"layer1.0.relu#2"``; without
             one it is an error listing the calls.
@@ -311,6 +226,7 @@ class Deconvnet:
                 f"the reverse pass from layer {name!r} gave NaN or infinite values (weights "
                 "that overflow on the way down?)"
             )
+        card = card_of(self.model)
         return Projection(
             images=images,
             channels=seeds.channels,
@@ -322,9 +238,9 @@ class Deconvnet:
             extents=seeds.extents(),
             layer_shape=layer_shape,
             inputs=x.detach(),
-            preprocessing=_model_attribute(self.model, "preprocessing", Preprocessing),
-            categories=_model_attribute(self.model, "categories", tuple),
-            layer_alias=_alias_of(self.model, name),
+            preprocessing=card.preprocessing,
+            categories=card.categories,
+            layer_alias=card.alias_of(name),
             trace_field=_field_tracer(self.model, name, tuple(x.shape), x.device),
         )
 
@@ -418,41 +334,12 @@ class Deconvnet:
         """Run the model under the rule mode until ``module`` has produced its output (of
         its ``call``-th call, default the first), recording the graph of ops on the way
         when given a ``recorder``."""
-        captured: list[Tensor] = []
-        calls = [0]
-
-        def capture(mod: nn.Module, inputs: Any, output: Any) -> None:
-            calls[0] += 1
-            if calls[0] == (call or 1):
-                captured.append(_first_tensor(output, name))
-                raise LayerReached
-
-        with HandleList() as handles:
-            tracker = ModuleTracker()
-            lrn_types = layer_types.LRN_MODULES
-            for sub_name, sub in self.model.named_modules():
-                handles.append(sub.register_forward_pre_hook(tracker.push(sub_name)))
-                handles.append(sub.register_forward_hook(tracker.pop))
-                if isinstance(sub, lrn_types):
-                    handles.append(sub.register_forward_hook(self.policy.lrn_module_hook))
-            handles.append(module.register_forward_hook(capture))
-            try:
-                with RuleMode(self.policy, switches), recorder or contextlib.nullcontext():
-                    if recorder is not None:
-                        recorder.start(x)
-                    self.model(x)
-            except LayerReached:
-                pass
-            except RuntimeError as error:
-                raise InputError(
-                    f"the model's forward pass failed on input of shape {tuple(x.shape)}: "
-                    f"{_first_line(error)}{_precision_hint(error, x)}"
-                ) from error
-        if not captured:
-            raise LayerNotFoundError(
-                f"layer {name!r} was not reached in the forward pass (is it used by forward()?)"
-            )
-        output = captured[0]
+        with RuleMode(self.policy, self.model, switches), recorder or contextlib.nullcontext():
+            if recorder is not None:
+                recorder.start(x)
+            output = forward_until(
+                self.model, x, {name: module}, keep=output_tensor, call=call or 1
+            )[name]
         if recorder is not None:
             recorder.finish(output)
         if output.dim() < 2 or output.shape[0] != x.shape[0]:
@@ -475,68 +362,18 @@ def _first_non_finite_layer(model: nn.Module, x: Tensor, target: nn.Module) -> s
     A diagnostic forward pass, run only after a non-finite layer output was found; it stops
     at ``target``. ``None`` when no module output is non-finite before the target's (the
     values came from code in ``forward()`` itself)."""
-    names = {module: name for name, module in model.named_modules() if name}
     found: list[str] = []
 
-    def check(module: nn.Module, inputs: Any, output: Any) -> None:
+    def check(name: str, output: Any) -> None:
         if not found and isinstance(output, Tensor) and not bool(torch.isfinite(output).all()):
-            found.append(names[module])
-        if module is target:
-            raise LayerReached
+            found.append(name)
 
-    with HandleList() as handles, torch.no_grad():
-        for module in names:
-            handles.append(module.register_forward_hook(check))
-        try:
-            model(x)
-        except LayerReached:
-            pass
-        except RuntimeError:  # the first pass ran up to the target; a diagnostic may not
-            pass
+    named = [(name, module) for name, module in model.named_modules() if name]
+    until = next((name for name, module in named if module is target), None)
+    with torch.no_grad(), contextlib.suppress(ForwardFailed, LayerNotFoundError):
+        # the first pass ran up to the target; a diagnostic may not
+        forward_until(model, x, named, keep=check, until=until)
     return found[0] if found else None
-
-
-def _first_tensor(output: Any, name: str) -> Tensor:
-    if isinstance(output, Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        return output[0]
-    raise LayerNotFoundError(f"layer {name!r} does not output a tensor ({type(output).__name__})")
-
-
-_MISSING_KERNEL = re.compile(r"\"?([\w.:]+)\"? not implemented for '(Half|BFloat16)'")
-
-
-def _precision_hint(error: BaseException, x: Tensor) -> str:
-    """Name the op that has no half-precision kernel on this device, and the way out."""
-    found = _MISSING_KERNEL.search(str(error))
-    if found is None:
-        return ""
-    return (
-        f" (op {found.group(1)} has no {x.dtype} kernel on {x.device.type}: run the model in "
-        "float32 with model.float(), or on a GPU)"
-    )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
-def _model_attribute(model: nn.Module, name: str, kind: type[T]) -> T | None:
-    """``model.<name>`` when it is a ``kind`` (the zoo's and Caffe's models carry these)."""
-    value = getattr(model, name, None)
-    return value if isinstance(value, kind) else None
-
-
-def alias_of(aliases: Mapping[str, str], layer: str) -> str | None:
-    """The readable name (``conv5``) that ``aliases`` give the module ``layer``, if any."""
-    return next((alias for alias, target in aliases.items() if target == layer), None)
-
-
-def _alias_of(model: nn.Module, layer: str) -> str | None:
-    aliases = getattr(model, "layer_aliases", None)
-    return alias_of(aliases, layer) if isinstance(aliases, Mapping) else None
 
 
 def _field_tracer(

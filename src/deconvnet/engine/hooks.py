@@ -11,13 +11,10 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Sequence
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
-import torch
-from torch import Tensor, nn
-
-from deconvnet.errors import InputError
+from torch import nn
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -71,42 +68,3 @@ class HandleList(list[RemovableHandle]):
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
-
-
-def flat_outputs(
-    model: nn.Module, batch: Tensor, named: Sequence[tuple[str, nn.Module]]
-) -> tuple[dict[str, Tensor], Any]:
-    """Each named layer's first output for ``batch``, detached and flattened (B, D), and
-    the model's own output; :class:`InputError` if the model fails or a layer is not reached."""
-    captured: dict[str, Tensor] = {}
-
-    def hook_for(name: str) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            out = output[0] if isinstance(output, tuple | list) else output
-            captured.setdefault(name, out.detach().flatten(1).clone())
-
-        return hook
-
-    with HandleList() as handles, torch.no_grad():
-        for name, module in named:
-            handles.append(module.register_forward_hook(hook_for(name)))
-        try:
-            output = model(batch)
-        except RuntimeError as error:
-            message = " ".join(str(error).split())[:200]
-            raise InputError(
-                f"the model failed on input {tuple(batch.shape)}: {message}"
-            ) from error
-    missing = [name for name, _ in named if name not in captured]
-    if missing:
-        raise InputError(f"layers {missing} were not reached in the forward pass")
-    return captured, output
-
-
-class LayerReached(Exception):  # control flow, not an error
-    """Raised by the layer hook to stop the forward pass once the layer's output is known.
-
-    Nothing above the projected layer contributes to the projection, so the rest of the
-    forward pass is skipped; this also keeps later in-place operations from changing the
-    recorded output.
-    """

@@ -17,8 +17,8 @@ from typing import Protocol
 
 from torch import Tensor
 
-from deconvnet.engine.policies import ReversePolicy
 from deconvnet.engine.receptive import ReceptiveField
+from deconvnet.engine.rules import ReversePolicy
 from deconvnet.engine.selection import Selection
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
@@ -63,9 +63,9 @@ class Projection:
     layer_shape : the layer output's shape without the batch dim, e.g. ``(C, H, W)``.
     inputs : Tensor (B, C_in, H, W) or None — the batch that was projected, so pictures can
         show it beside the projections.
-    preprocessing, categories, layer_alias : what the model says about itself (its
-        ``preprocessing``, ``categories`` and ``layer_aliases`` attributes, when present), so
-        pictures show the image in true colours and name classes and layers.
+    preprocessing, categories, layer_alias : what the model says about itself (its card,
+        :func:`~deconvnet.models.card.card_of`), so pictures show the image in true colours
+        and name classes and layers.
     """
 
     images: Tensor

@@ -11,6 +11,8 @@ Ops are seen at the ``torch`` function level through a
 :class:`~torch.overrides.TorchFunctionMode`, so functional code, residual additions and
 concatenations are followed as well as modules; module forward hooks only attach names.
 
+Each op's geometry comes from its entry in the op table (:mod:`deconvnet.engine.ops`):
+
 * Convolution and max/avg/LP pooling use their kernel, stride, padding and dilation.
   ``padding="same"`` pads ``d(k-1)//2`` before, as PyTorch does.
 * ``F.pad`` and basic slicing of H/W shift (and stride) the field.
@@ -28,16 +30,18 @@ concatenations are followed as well as modules; module forward hooks only attach
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
+from torch import nn
 
+from deconvnet.engine.capture import forward_through
 from deconvnet.engine.hooks import model_lock
+from deconvnet.engine.ops import OPS
+from deconvnet.engine.ops.arguments import spatial, tensors
+from deconvnet.engine.ops.op import CallMode, Geometry, Shifted, Sliding, TorchCall
 from deconvnet.errors import InputError
 
 Box = tuple[int, int, int, int]
@@ -91,10 +95,7 @@ class ReceptiveField:
         top, left = min(max(top, 0), height), min(max(left, 0), width)
         return top, left, max(min(bottom, height), top), max(min(right, width), left)
 
-
-    def span(
-        self, extent: Sequence[int], image_hw: tuple[int, int] | None = None
-    ) -> Box | None:
+    def span(self, extent: Sequence[int], image_hw: tuple[int, int] | None = None) -> Box | None:
         """The input box that units ``extent = (top, left, bottom, right)`` (inclusive map
         indices, as :attr:`Projection.extents`) look at together, clipped to the image when
         ``image_hw`` is given; None when ``extent`` is empty (``-1``)."""
@@ -173,7 +174,7 @@ def layer_table(
     return rows
 
 
-class _FieldTracer(TorchFunctionMode):
+class _FieldTracer(CallMode):
     """Gives every tensor computed from the input its receptive field, keyed by identity."""
 
     def __init__(self, image_hw: tuple[int, int]) -> None:
@@ -195,47 +196,41 @@ class _FieldTracer(TorchFunctionMode):
             (height, width), (height, width), ((height - 1) / 2, (width - 1) / 2), True
         )
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        kwargs = kwargs or {}
-        result = func(*args, **kwargs)
-        sources = [(t, f) for t in _tensors((args, kwargs)) if (f := self.field_of(t)) is not None]
+    def handle(self, call: TorchCall) -> Any:
+        result = call.run()
+        found = [(t, self.field_of(t)) for t in tensors((call.args, call.kwargs))]
+        sources = [(t, f) for t, f in found if f is not None]
         if sources:
-            for output in _tensors(result):
-                self.track(output, self._propagate(func, args, kwargs, sources, output))
+            for output in tensors(result):
+                self.track(output, self._propagate(call, sources, output))
         return result
 
     def _propagate(
         self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        raw: TorchCall,
         sources: list[tuple[torch.Tensor, ReceptiveField]],
         output: torch.Tensor,
     ) -> ReceptiveField:
         if output.dim() != _IMAGE_RANK or any(f.is_global for _, f in sources):
             return self.whole_image()
-        entry = _RULES.get(func)
-        if entry is not None:
-            rule, names = entry
-            bound = _bind(names, args, kwargs)
-            source = bound.get("input")
+        op = OPS.get(raw.func)
+        if op is not None:
+            source = raw.input
             field = self.field_of(source)
-            if (
-                field is not None
-                and isinstance(source, torch.Tensor)
-                and source.dim() == _IMAGE_RANK
-            ):
-                result = rule(field, source, output, bound)
-                return result if result is not None else self.whole_image()
+            if field is not None and spatial(source):
+                geometry = op.geometry(op.parse(raw), source, output)
+                if geometry is not None:
+                    return self._moved(field, geometry)
         out_hw = tuple(output.shape[-_SPATIAL:])
         if all(t.dim() == _IMAGE_RANK and tuple(t.shape[-_SPATIAL:]) == out_hw for t, _ in sources):
             return _union([f for _, f in sources])
+        return self.whole_image()
+
+    def _moved(self, field: ReceptiveField, geometry: Geometry) -> ReceptiveField:
+        if isinstance(geometry, Sliding):
+            return _window(field, geometry)
+        if isinstance(geometry, Shifted):
+            return _shift(field, geometry)
         return self.whole_image()
 
 
@@ -251,77 +246,45 @@ def _trace(
     images = torch.zeros(shape, device=device, dtype=dtype or torch.float32)
     tracer = _FieldTracer((shape[2], shape[3]))
     tracer.track(images, ReceptiveField((1, 1), (1, 1), (0.0, 0.0)))
-    records: dict[str, tuple[tuple[int, ...] | None, ReceptiveField | None]] = {}
 
-    def recorder(name: str) -> Callable[[nn.Module, Any, Any], None]:
-        def record(module: nn.Module, inputs: Any, output: Any) -> None:
-            if isinstance(output, torch.Tensor):
-                field = tracer.field_of(output) if output.dim() == _IMAGE_RANK else None
-                records[name] = (tuple(output.shape), field)
-            else:
-                records[name] = (None, None)
-
-        return record
+    def record(name: str, output: Any) -> tuple[tuple[int, ...] | None, ReceptiveField | None]:
+        if not isinstance(output, torch.Tensor):
+            return None, None
+        return tuple(output.shape), tracer.field_of(output) if spatial(output) else None
 
     saved_buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     cuda_devices = [images.device] if images.device.type == "cuda" else []
-    handles = []
     try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(recorder(name)))
         with torch.random.fork_rng(devices=cuda_devices), torch.no_grad(), tracer:
-            model(images)
-    except (RuntimeError, ValueError, IndexError) as exc:
-        message = " ".join(str(exc).split())[:300]
-        raise InputError(f"forward pass with input shape {shape} failed: {message}") from exc
+            records, _ = forward_through(
+                model, images, [(n, m) for n, m in model.named_modules() if n], keep=record
+            )
     finally:
-        for handle in handles:
-            handle.remove()
         with torch.no_grad():
             for name, buffer in model.named_buffers():
                 buffer.copy_(saved_buffers[name])
     return records
 
 
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _tensors(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
-
-
-def _pair(value: Any, default: int) -> tuple[int, int]:
-    if value is None or (isinstance(value, list | tuple) and len(value) == 0):
-        return default, default
-    if isinstance(value, list | tuple):  # (k,), (kh, kw) or a longer tuple ending in H, W
-        return (
-            (int(value[-1]), int(value[-1]))
-            if len(value) == 1
-            else (int(value[-2]), int(value[-1]))
-        )
-    return int(value), int(value)
-
-
-def _window(
-    field: ReceptiveField,
-    kernel: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int] = (1, 1),
-) -> ReceptiveField:
+def _window(field: ReceptiveField, geometry: Sliding) -> ReceptiveField:
     """A sliding window over ``field``'s units: the Distill recurrence, per axis."""
     size, step, offset = [], [], []
     for axis in range(_SPATIAL):
-        extent = dilation[axis] * (kernel[axis] - 1)
+        extent = geometry.dilation[axis] * (geometry.kernel[axis] - 1)
         size.append(field.size[axis] + extent * field.stride[axis])
-        step.append(field.stride[axis] * stride[axis])
-        offset.append(field.offset[axis] + (extent / 2 - padding[axis]) * field.stride[axis])
+        step.append(field.stride[axis] * geometry.stride[axis])
+        offset.append(
+            field.offset[axis] + (extent / 2 - geometry.padding[axis]) * field.stride[axis]
+        )
     return ReceptiveField((size[0], size[1]), (step[0], step[1]), (offset[0], offset[1]))
+
+
+def _shift(field: ReceptiveField, geometry: Shifted) -> ReceptiveField:
+    """Units moved by ``-before`` and taken every ``step``: padding or slicing H/W."""
+    before, step = geometry.before, geometry.step
+    offset = tuple(field.offset[a] - before[a] * field.stride[a] for a in range(_SPATIAL))
+    stride = tuple(field.stride[a] * step[a] for a in range(_SPATIAL))
+    return ReceptiveField(field.size, (stride[0], stride[1]), (offset[0], offset[1]))
 
 
 def _union(fields: list[ReceptiveField]) -> ReceptiveField:
@@ -333,106 +296,3 @@ def _union(fields: list[ReceptiveField]) -> ReceptiveField:
         step.append(max(f.stride[axis] for f in fields))
         offset.append((max(bottoms) + min(tops)) / 2)
     return ReceptiveField((size[0], size[1]), (step[0], step[1]), (offset[0], offset[1]))
-
-
-# ---- per-op rules: (field of first argument, that tensor, output, bound arguments) -> field
-
-_Args = dict[str, Any]
-_Rule = Callable[[ReceptiveField, Tensor, Tensor, _Args], ReceptiveField | None]
-
-_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-_MAX_POOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode")
-_AVG_POOL_ARGS = ("input", "kernel_size", "stride", "padding", "ceil_mode")
-_LP_POOL_ARGS = ("input", "norm_type", "kernel_size", "stride", "ceil_mode")
-_PAD_ARGS = ("input", "pad", "mode", "value")
-_GETITEM_ARGS = ("input", "index")
-
-
-def _conv_rule(field: ReceptiveField, x: Tensor, out: Tensor, a: _Args) -> ReceptiveField:
-    kernel = (int(a["weight"].shape[-2]), int(a["weight"].shape[-1]))
-    dilation = _pair(a.get("dilation"), 1)
-    padding_arg = a.get("padding", 0)
-    if padding_arg == "valid":
-        padding = (0, 0)
-    elif padding_arg == "same":
-        padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
-    else:
-        padding = _pair(padding_arg, 0)
-    return _window(field, kernel, _pair(a.get("stride"), 1), padding, dilation)
-
-
-def _pool_rule(field: ReceptiveField, x: Tensor, out: Tensor, a: _Args) -> ReceptiveField:
-    kernel = _pair(a["kernel_size"], 1)
-    stride = _pair(a.get("stride"), 0)
-    stride = stride if stride != (0, 0) else kernel
-    return _window(field, kernel, stride, _pair(a.get("padding"), 0), _pair(a.get("dilation"), 1))
-
-
-def _adaptive_rule(
-    field: ReceptiveField, x: Tensor, out: Tensor, a: _Args
-) -> ReceptiveField | None:
-    in_hw, out_hw = x.shape[-_SPATIAL:], out.shape[-_SPATIAL:]
-    if any(i % o for i, o in zip(in_hw, out_hw, strict=True)):
-        return None
-    kernel = (in_hw[0] // out_hw[0], in_hw[1] // out_hw[1])
-    return _window(field, kernel, kernel, (0, 0))
-
-
-def _pad_rule(field: ReceptiveField, x: Tensor, out: Tensor, a: _Args) -> ReceptiveField | None:
-    pad = [int(v) for v in a["pad"]]
-    if len(pad) not in (2, 4):
-        return None
-    before = (pad[2] if len(pad) == 4 else 0, pad[0])
-    return _shift(field, before, (1, 1))
-
-
-def _getitem_rule(field: ReceptiveField, x: Tensor, out: Tensor, a: _Args) -> ReceptiveField | None:
-    index = a["index"] if isinstance(a["index"], tuple) else (a["index"],)
-    if any(item is Ellipsis for item in index):
-        at = index.index(Ellipsis)
-        fill = (slice(None),) * (x.dim() - (len(index) - 1))
-        index = index[:at] + fill + index[at + 1 :]
-    index = index + (slice(None),) * (x.dim() - len(index))
-    if len(index) != x.dim() or not all(isinstance(item, slice) for item in index):
-        return None
-    starts, steps = [], []
-    for axis, item in enumerate(index[-_SPATIAL:]):
-        start, _, step = item.indices(int(x.shape[-_SPATIAL + axis]))
-        starts.append(-start)
-        steps.append(step)
-    return _shift(field, (starts[0], starts[1]), (steps[0], steps[1]))
-
-
-def _shift(field: ReceptiveField, before: tuple[int, int], step: tuple[int, int]) -> ReceptiveField:
-    """Units moved by ``-before`` and taken every ``step``: padding or slicing H/W."""
-    offset = tuple(field.offset[a] - before[a] * field.stride[a] for a in range(_SPATIAL))
-    stride = tuple(field.stride[a] * step[a] for a in range(_SPATIAL))
-    return ReceptiveField(field.size, (stride[0], stride[1]), (offset[0], offset[1]))
-
-
-_ADAPTIVE = ("adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices")
-_RULE_GROUPS: list[tuple[tuple[str, ...], _Rule, tuple[str, ...]]] = [
-    (("conv2d",), _conv_rule, _CONV_ARGS),
-    (("max_pool2d", "max_pool2d_with_indices"), _pool_rule, _MAX_POOL_ARGS),
-    (("avg_pool2d",), _pool_rule, _AVG_POOL_ARGS),
-    (("lp_pool2d",), _pool_rule, _LP_POOL_ARGS),
-    (_ADAPTIVE, _adaptive_rule, ("input", "output_size")),
-    (("pad",), _pad_rule, _PAD_ARGS),
-]
-# the same op is reachable as torch.x, F.x and torch._C._nn.x; key every spelling
-_RULES: dict[Any, tuple[_Rule, tuple[str, ...]]] = {
-    getattr(namespace, name): (rule, arg_names)
-    for names, rule, arg_names in _RULE_GROUPS
-    for namespace in (torch, F, torch._C._nn)
-    for name in names
-    if hasattr(namespace, name)
-}
-_RULES[torch.Tensor.__getitem__] = (_getitem_rule, _GETITEM_ARGS)
-
-
-def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    bound = dict(zip(names, args, strict=False))
-    bound.update(kwargs)
-    if "input" not in bound and "self" in bound:  # Tensor methods
-        bound["input"] = bound["self"]
-    return bound

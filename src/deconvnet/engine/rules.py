@@ -1,11 +1,9 @@
-"""Reverse rules: what one kind of layer does to the signal on its way down.
+"""The rule table: what each reverse rule does to the signal at a rectifier, as data.
 
-A rule is a small object with ``forward(x)`` (the layer's own forward value) and
-``backward(signal, *saved)`` (what goes down instead of the gradient). :func:`apply_rule`
-wires it into autograd, so convolutions, linear layers, pooling, concatenation and addition
-keep their exact transposes from autograd while the nonlinearities follow the rule.
-
-The rule names follow the literature:
+Every reverse rule is one frozen :class:`Rule` in :data:`RULES`; the command line's
+choices, the explorer's validation, figure headers, captions and every instrument read
+them from here, and the op table (:mod:`deconvnet.engine.ops`) asks a rule only its two
+questions: is the signal itself rectified, and is it multiplied by the forward mask?
 
 - ``zeiler`` — the deconvnet (Zeiler & Fergus 2014, §2.1 "Rectification"): the
   reconstructed signal itself is passed through the ReLU, ``relu(signal)``; the forward
@@ -13,21 +11,200 @@ The rule names follow the literature:
 - ``guided`` — guided backpropagation (Springenberg et al. 2015): ``relu(signal) * [x > 0]``.
 - ``gradient`` — the plain gradient (Simonyan et al. 2014): ``signal * [x > 0]``.
 - ``none`` — no rectification at all, as the old caffe-deconvnet demo did.
+
+A :class:`ReversePolicy` is the whole reverse-pass semantics of one call: a rule, what LRN
+does on the way down (:data:`LRN_MODES`) and how overlapping max-pool windows unpool
+(:data:`COLLISION_MODES`). :func:`apply_rule` wires a :class:`ReverseRule` into autograd,
+so convolutions, pooling, concatenation and addition keep their exact transposes while the
+nonlinearities follow the rule.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-RULES = ("zeiler", "guided", "gradient", "none")
-LRN_MODES = ("skip", "gradient", "reapply")
+Rectifier = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One reverse rule: how a rectifier passes the signal on the way down.
+
+    Attributes
+    ----------
+    name : the ``rule=`` value.
+    title : the figure header for its projections.
+    description : one line saying what it does, for captions and manifests.
+    rectifies : the signal itself goes through the rectifier (``relu(signal)``).
+    masks : the signal is multiplied by the forward pass's mask (``[x > 0]`` at a ReLU);
+        the forward's masks are then recorded.
+    lrn : the LRN mode it gets when none is given.
+    compat : it only reproduces another tool, so it is not offered side by side.
+    """
+
+    name: str
+    title: str
+    description: str
+    rectifies: bool
+    masks: bool
+    lrn: str
+    compat: bool = False
+
+    @property
+    def is_gradient(self) -> bool:
+        """The plain gradient: autograd's own backward at every rectifier, nothing rewired."""
+        return self.masks and not self.rectifies
+
+    def rectify(
+        self, signal: Tensor, mask: Tensor | None = None, rectifier: Rectifier = torch.relu
+    ) -> Tensor:
+        """The signal below a rectifier: ``rectifier(signal)`` if the rule rectifies, times
+        ``mask`` (the forward's, in the signal's dtype) if it masks."""
+        if self.rectifies:
+            signal = rectifier(signal)
+        if self.masks:
+            if mask is None:
+                raise ValueError(f"rule {self.name!r} needs the forward pass's mask")
+            signal = signal * mask.to(signal.dtype)
+        return signal
+
+
+RULES: dict[str, Rule] = {
+    rule.name: rule
+    for rule in (
+        Rule(
+            "zeiler",
+            "deconvnet projection",
+            "deconvnet: ReLU of the backward signal",
+            rectifies=True,
+            masks=False,
+            lrn="skip",
+        ),
+        Rule(
+            "guided",
+            "guided backprop",
+            "guided: ReLU of signal, masked by forward",
+            rectifies=True,
+            masks=True,
+            lrn="skip",
+        ),
+        Rule(
+            "gradient",
+            "gradient",
+            "gradient: masked by forward ReLU only",
+            rectifies=False,
+            masks=True,
+            lrn="gradient",
+        ),
+        Rule(
+            "none",
+            "projection",
+            "none: the signal passes unrectified (the old Caffe demo)",
+            rectifies=False,
+            masks=False,
+            lrn="skip",
+            compat=True,
+        ),
+    )
+}
+"""Every reverse rule by name, in display order."""
+
+DEFAULT_RULE = "zeiler"
+GRADIENT_RULE = next(name for name, rule in RULES.items() if rule.is_gradient)
+"""The rule that is autograd's own gradient, defined for every layer."""
+COMPARED_RULES: tuple[str, ...] = tuple(name for name, rule in RULES.items() if not rule.compat)
+"""The rules offered side by side (compare, the explorer's toggle)."""
+
+
+@dataclass(frozen=True)
+class LrnMode:
+    """What a local response normalisation does on the way down; the paper is silent.
+
+    ``exact``: its gradient (so the gradient rule stays ``torch.autograd.grad``);
+    ``reapplies``: the forward LRN applied to the signal (the old Caffe demo); neither:
+    the identity.
+    """
+
+    name: str
+    description: str
+    exact: bool = False
+    reapplies: bool = False
+
+
+LRN_MODES: dict[str, LrnMode] = {
+    mode.name: mode
+    for mode in (
+        LrnMode("skip", "identity: the paper does not say"),
+        LrnMode("gradient", "its exact gradient", exact=True),
+        LrnMode("reapply", "the forward LRN applied to the signal", reapplies=True),
+    )
+}
 COLLISION_MODES = ("sum", "overwrite")
+"""``sum``: the exact transpose of overlapping max pooling; ``overwrite``: later windows
+overwrite earlier ones (the old Caffe InvPooling layer)."""
+
+
+@dataclass(frozen=True)
+class ReversePolicy:
+    """The reverse-pass semantics, validated once.
+
+    Parameters
+    ----------
+    rule : a name in :data:`RULES` (``"zeiler"``, ``"guided"``, ``"gradient"``, ``"none"``).
+    lrn : a name in :data:`LRN_MODES` (``"skip"``, ``"gradient"``, ``"reapply"``).
+    collisions : a name in :data:`COLLISION_MODES` (``"sum"``, ``"overwrite"``).
+    """
+
+    rule: str = DEFAULT_RULE
+    lrn: str = RULES[DEFAULT_RULE].lrn
+    collisions: str = COLLISION_MODES[0]
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("rule", self.rule, tuple(RULES)),
+            ("lrn", self.lrn, tuple(LRN_MODES)),
+            ("collisions", self.collisions, COLLISION_MODES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+
+    @classmethod
+    def of(
+        cls, rule: str | None = None, lrn: str | None = None, collisions: str | None = None
+    ) -> ReversePolicy:
+        """The policy for what was given; the rest by default (the LRN mode is the rule's
+        own: its exact gradient for the gradient rule, so that it equals
+        ``torch.autograd.grad``, identity for the others)."""
+        name = rule or DEFAULT_RULE
+        found = RULES.get(name)
+        return cls(
+            rule=name,
+            lrn=lrn or (found.lrn if found else RULES[DEFAULT_RULE].lrn),
+            collisions=collisions or COLLISION_MODES[0],
+        )
+
+    @property
+    def reverse_rule(self) -> Rule:
+        """The rule's entry in :data:`RULES`."""
+        return RULES[self.rule]
+
+    @property
+    def lrn_mode(self) -> LrnMode:
+        return LRN_MODES[self.lrn]
+
+    @property
+    def overwrites(self) -> bool:
+        """Later max-pool windows overwrite earlier ones instead of summing."""
+        return self.collisions == COLLISION_MODES[1]
+
+
+# --- wiring a rule into autograd -------------------------------------------------------------
 
 
 class ReverseRule(ABC):
@@ -71,40 +248,36 @@ def apply_rule(x: Tensor, rule: ReverseRule) -> Tensor:
     return cast(Tensor, _Rewired.apply(x, rule))  # type: ignore[no-untyped-call]
 
 
-# --- rectifiers -----------------------------------------------------------------------------
+class Rectify(ReverseRule):
+    """A rectifier ``function`` under ``rule``: ``rule.rectify(signal, mask)``, the mask
+    being ``mask_of(x)`` (``[x > 0]`` for ReLU, ``[0 < x < 6]`` for ReLU6), kept only when the
+    rule masks. ReLU under the deconvnet is ``relu(signal)`` (Zeiler & Fergus 2014, §2.1)."""
 
-
-class ReLUDeconv(ReverseRule):
-    """Deconvnet ReLU (Zeiler & Fergus 2014, §2.1): rectify the signal, ``relu(signal)``."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.relu(x)
-
-    def backward(self, signal: Tensor, *saved: Tensor) -> Tensor:
-        return torch.relu(signal)
-
-
-class ReLUGuided(ReverseRule):
-    """Guided backprop ReLU (Springenberg et al. 2015): ``relu(signal) * [x > 0]``."""
+    def __init__(
+        self, rule: Rule, function: Rectifier, mask_of: Callable[[Tensor], Tensor]
+    ) -> None:
+        self.rule = rule
+        self.function = function
+        self.mask_of = mask_of
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.relu(x)
+        return self.function(x)
 
     def saved(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
-        return (x > 0,)
+        return (self.mask_of(x),) if self.rule.masks else ()
 
     def backward(self, signal: Tensor, *saved: Tensor) -> Tensor:
-        return torch.relu(signal) * saved[0]
+        return self.rule.rectify(signal, saved[0] if saved else None)
 
 
 class PassThrough(ReverseRule):
     """Forward with ``function``, send the signal down unchanged (no rectification).
 
-    Used for the old caffe-deconvnet demo's ReLU (rule ``none``) and for ``lrn="skip"``
-    (the paper is silent on LRN in the reverse pass; skipping it is the plain reading).
+    Used for ``lrn="skip"`` (the paper is silent on LRN in the reverse pass; skipping it is
+    the plain reading) and for the leaky rectifiers under the rule ``none``.
     """
 
-    def __init__(self, function: Callable[[Tensor], Tensor]) -> None:
+    def __init__(self, function: Rectifier) -> None:
         self.function = function
 
     def forward(self, x: Tensor) -> Tensor:
@@ -114,10 +287,27 @@ class PassThrough(ReverseRule):
         return signal
 
 
+class Reapply(ReverseRule):
+    """Apply the forward operator to the signal.
+
+    The old Caffe demo's LRN on the way down, and the deconvnet for leaky ReLU / PReLU: the
+    signal passes through the same leaky rectifier, as ``relu`` does for ReLU.
+    """
+
+    def __init__(self, function: Rectifier) -> None:
+        self.function = function
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.function(x)
+
+    def backward(self, signal: Tensor, *saved: Tensor) -> Tensor:
+        return self.function(signal)
+
+
 class LeakyGuided(ReverseRule):
     """Guided rule for leaky ReLU / PReLU: the local gradient, then ``relu`` of the product."""
 
-    def __init__(self, function: Callable[[Tensor], Tensor], slope: Tensor | float) -> None:
+    def __init__(self, function: Rectifier, slope: Tensor | float) -> None:
         self.function = function
         self.slope = slope
 
@@ -133,90 +323,3 @@ class LeakyGuided(ReverseRule):
             slope = slope.reshape(-1, *([1] * (signal.dim() - 2)))
         local = torch.where(saved[0], torch.ones_like(signal), slope * torch.ones_like(signal))
         return torch.relu(signal * local)
-
-
-class ReLU6Deconv(ReLUDeconv):
-    """ReLU6 under the deconvnet: its rectifying part, ``relu(signal)``.
-
-    The cap at 6 bounds forward activations; the reverse signal has no such scale, so only
-    the rectification carries over.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu6(x)
-
-
-class ReLU6Guided(ReLUGuided):
-    """ReLU6 under guided backprop: ``relu(signal) * [0 < x < 6]``."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu6(x)
-
-    def saved(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
-        return ((x > 0) & (x < 6),)
-
-
-# --- normalisation --------------------------------------------------------------------------
-
-
-class Reapply(ReverseRule):
-    """Apply the forward operator to the signal.
-
-    The old Caffe demo's LRN on the way down, and the deconvnet for leaky ReLU / PReLU: the
-    signal passes through the same leaky rectifier, as ``relu`` does for ReLU.
-    """
-
-    def __init__(self, function: Callable[[Tensor], Tensor]) -> None:
-        self.function = function
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.function(x)
-
-    def backward(self, signal: Tensor, *saved: Tensor) -> Tensor:
-        return self.function(signal)
-
-
-# --- pooling --------------------------------------------------------------------------------
-
-
-def overwrite_collisions(pooled: Tensor, indices: Tensor, input_shape: torch.Size) -> Tensor:
-    """Make max-unpooling overwrite instead of sum where pooling windows overlap.
-
-    The old Caffe InvPooling layer zeroes its output and writes the pooled positions in
-    raster order, so when two overlapping windows chose the same input pixel the later one
-    wins. Autograd's max-pool backward sums them (the exact transpose). Masking the signal
-    of every pooled position that is overwritten later turns the sum into the overwrite;
-    the forward value is unchanged.
-
-    Parameters
-    ----------
-    pooled : Tensor (B, C, *out_spatial)
-    indices : LongTensor like ``pooled`` — flat argmax positions within each input plane.
-    input_shape : shape of the pooling input (B, C, *in_spatial).
-    """
-    keep = overwrite_keep(indices, input_shape).to(pooled.dtype)
-    return pooled * keep + (pooled * (1 - keep)).detach()
-
-
-def overwrite_keep(indices: Tensor, input_shape: torch.Size) -> Tensor:
-    """True where a pooled position is the last, in raster order, to write its switch."""
-    flat = indices.flatten(2)
-    order = torch.arange(flat.shape[2], device=flat.device).expand_as(flat)
-    plane = int(torch.Size(input_shape[2:]).numel())
-    last_writer = torch.full((*flat.shape[:2], plane), -1, dtype=torch.long, device=flat.device)
-    last_writer = last_writer.scatter_reduce(2, flat, order, reduce="amax")
-    return (last_writer.gather(2, flat) == order).reshape(indices.shape)
-
-
-def pool_switches(module: torch.nn.MaxPool2d, x: Tensor) -> Tensor:
-    """The switches ``module`` records for ``x``: flat argmax index in each input plane,
-    the first maximum in raster order (as Caffe's pooling mask)."""
-    return F.max_pool2d(
-        x,
-        module.kernel_size,
-        module.stride,
-        module.padding,
-        module.dilation,
-        ceil_mode=module.ceil_mode,
-        return_indices=True,
-    )[1]
