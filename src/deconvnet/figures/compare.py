@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deconvnet.engine.rules import RULES
 from deconvnet.figures.render import (
     DisplayMode,
     DisplayRange,
@@ -21,7 +22,7 @@ from deconvnet.figures.render import (
     shared_range,
     to_display,
 )
-from deconvnet.instruments.compare import RULE_DESCRIPTIONS, Comparison
+from deconvnet.instruments.compare import Comparison
 
 
 def seed_label(comparison: Comparison, k: int) -> str:
@@ -83,6 +84,6 @@ def comparison_figure(
                     view = "signed, own scale"
                 else:
                     view = "shared min-max" if mode == "minmax" else "signed, shared, 0 = grey"
-                labels.append(f"{rule} ({view})\n{RULE_DESCRIPTIONS.get(rule, rule)}")
+                labels.append(f"{rule} ({view})\n{RULES[rule].description}")
     columns = len(comparison.rules) + (image is not None)
     return contact_sheet(tiles, labels, columns=columns)

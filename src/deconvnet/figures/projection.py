@@ -74,11 +74,6 @@ BOX_WIDTH = 2
 LEGEND_WIDTH = 300
 MANIFEST = "manifest.json"
 LEGEND_SWATCH = 14
-RULE_HEADERS = {
-    "zeiler": "deconvnet projection",
-    "guided": "guided backprop",
-    "gradient": "gradient",
-}
 SMOOTH_ENLARGE_LIMIT = 2.0
 """Overviews enlarged more than this use nearest neighbour (CIFAR's 32 px stays crisp)."""
 
@@ -484,7 +479,7 @@ def _sheet(
     cell_h = tile + PADDING + caption_h + CELL_GAP
     rule = projection.policy.rule
     header_projection = wrap_text(
-        f"{RULE_HEADERS.get(rule, 'projection')} ({rule})", tile, HEADER_FONT_SIZE
+        f"{projection.policy.reverse_rule.title} ({rule})", tile, HEADER_FONT_SIZE
     )
     header_h = text_size(header_projection, HEADER_FONT_SIZE)[1] + PADDING
     title = f"{layer}: {projection.selection.describe()}, {rule} rule, {_contrast_note(options)}"

@@ -2,8 +2,9 @@
 
 The three rules differ only in how the backward signal passes a ReLU (Springenberg et al.
 2015, Fig. 1): the deconvnet rectifies the signal itself, plain gradients keep the forward
-pass's on/off pattern, guided backpropagation does both. :func:`compare_rules` computes the
-projections; :mod:`deconvnet.figures.compare` shows them on one shared scale.
+pass's on/off pattern, guided backpropagation does both (the rule table,
+:data:`~deconvnet.engine.rules.RULES`, says what each does). :func:`compare_rules` computes
+the projections; :mod:`deconvnet.figures.compare` shows them on one shared scale.
 """
 
 from __future__ import annotations
@@ -18,17 +19,12 @@ from torch import Tensor, nn
 from deconvnet.engine.engine import Deconvnet
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import Box, union_box
+from deconvnet.engine.rules import COMPARED_RULES
 from deconvnet.engine.selection import Selection
 
-RULES: tuple[str, ...] = ("zeiler", "guided", "gradient")
-"""The rules compared, in display order."""
-
-RULE_DESCRIPTIONS: dict[str, str] = {
-    "zeiler": "deconvnet: ReLU of the backward signal",
-    "guided": "guided: ReLU of signal, masked by forward",
-    "gradient": "gradient: masked by forward ReLU only",
-}
-"""One line per rule for figure captions and manifests."""
+RULES: tuple[str, ...] = COMPARED_RULES
+"""The rules compared by default, in display order: every rule of the table but those that
+only reproduce another tool."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,19 +65,22 @@ def compare_rules(
     select: Selection,
     *,
     rules: Sequence[str] = RULES,
+    lrn: str | None = None,
+    collisions: str | None = None,
     batch_size: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> Comparison:
     """Project ``select`` of ``layer`` for the first image of ``x`` with each rule.
 
     The forward pass and therefore the selection (channel, position) are the same for
-    every rule; only the reverse pass differs.
+    every rule; only the reverse pass differs (``lrn`` and ``collisions`` as in
+    :class:`~deconvnet.engine.engine.Deconvnet`, the same for every rule).
     """
     images = []
     first = None
     options: _EngineOptions = {} if batch_size is None else {"batch_size": batch_size}
     for done, rule in enumerate(rules, start=1):
-        with Deconvnet(model, rule=rule, **options) as net:
+        with Deconvnet(model, rule, lrn=lrn, collisions=collisions, **options) as net:
             result = net.project(x[:1], layer, select)
         images.append(result.images[0])
         first = first or result

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deconvnet.engine.engine import resolve_layer
-from deconvnet.engine.hooks import flat_outputs
+from deconvnet.engine.capture import flat_outputs
+from deconvnet.engine.layers import resolve_layer
 from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from deconvnet.engine.engine import resolve_layer
+from deconvnet.engine.layers import resolve_layer
 from deconvnet.errors import InputError
 from deconvnet.inputs.datasets import ImageDataset
 from deconvnet.instruments.topk.project import ProjectedEntry, project
@@ -81,9 +81,9 @@ def evolve(
     maps: str | int | Sequence[int] | MapChoice = DEFAULT_MAPS,
     seed: int = 0,
     labels: Sequence[str] | None = None,
-    rule: str = "zeiler",
-    lrn: str = "skip",
-    collisions: str = "sum",
+    rule: str | None = None,
+    lrn: str | None = None,
+    collisions: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int = 0,
     progress: Progress | None = None,

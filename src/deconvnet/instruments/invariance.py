@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deconvnet.engine.engine import resolve_layer
-from deconvnet.engine.hooks import flat_outputs
+from deconvnet.engine.capture import flat_outputs
+from deconvnet.engine.layers import resolve_layer
 from deconvnet.errors import InputError
 from deconvnet.inputs.images import deprocess
 from deconvnet.inputs.preprocessing import Preprocessing

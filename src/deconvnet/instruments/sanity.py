@@ -18,22 +18,24 @@ model is never touched.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from deconvnet.engine.engine import Deconvnet, resolve_layer
-from deconvnet.engine.hooks import HandleList, LayerReached, holding_model_lock
+from deconvnet.engine.capture import forward_until, output_tensor
+from deconvnet.engine.engine import Deconvnet
+from deconvnet.engine.hooks import holding_model_lock
+from deconvnet.engine.layers import resolve_layer
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import Box, receptive_fields
+from deconvnet.engine.rules import ReversePolicy
 from deconvnet.engine.selection import Mask, Neuron, Selection, Threshold, Unit
 from deconvnet.errors import InputError
 
@@ -206,34 +208,22 @@ def split_layers(model: nn.Module, x: Tensor, layer: str | nn.Module) -> LayerSp
     swapped.update(
         {key: b.detach().clone() for key, b in model.named_buffers(remove_duplicate=False)}
     )
-    finished: dict[str, int] = {}
-    captured: list[Tensor] = []
-
-    def finish(module_name: str) -> Callable[[nn.Module, Any, Any], None]:
-        def record(module: nn.Module, inputs: Any, output: Any) -> None:
-            finished.setdefault(module_name, len(finished))
-
-        return record
-
-    def capture(module: nn.Module, inputs: Any, output: Any) -> None:
-        first = output[0] if isinstance(output, tuple | list) and output else output
-        if isinstance(first, Tensor):
-            captured.append(first)
-        raise LayerReached
-
     first_param = owned[0][1][0]
     x = x[:1].detach().to(first_param.device)
     cuda = [x.device] if x.device.type == "cuda" else []
-    with HandleList() as handles, torch.random.fork_rng(devices=cuda), torch.enable_grad():
-        for module_name, _ in owned:
-            module = model.get_submodule(module_name)
-            handles.append(module.register_forward_hook(finish(module_name)))
-        handles.append(target.register_forward_hook(capture))
-        with contextlib.suppress(LayerReached):
-            functional_call(model, swapped, (x,))
-        if not captured:
-            raise InputError(f"layer {name!r} gave no tensor output in the forward pass")
-        output = captured[0]
+    layers = {module_name: model.get_submodule(module_name) for module_name, _ in owned}
+    layers[name] = target
+    with torch.random.fork_rng(devices=cuda), torch.enable_grad():
+        # every owned module's output in the order they finish, up to the layer's
+        finished = forward_until(
+            model,
+            x,
+            layers,
+            keep=lambda _, output: output,
+            until=name,
+            run=lambda inputs: functional_call(model, swapped, (inputs,)),
+        )
+        output = output_tensor(name, finished[name])
         wanted = list(leaves.values())
         grads = (
             torch.autograd.grad(output, wanted, torch.ones_like(output), allow_unused=True)
@@ -242,7 +232,8 @@ def split_layers(model: nn.Module, x: Tensor, layer: str | nn.Module) -> LayerSp
         )
     reached = {key for key, grad in zip(leaves, grads, strict=True) if grad is not None}
     feeding = [n for n, params in owned if any(id(p) in reached for p in params)]
-    feeding.sort(key=lambda n: finished.get(n, -1))
+    order = {module_name: index for index, module_name in enumerate(finished)}
+    feeding.sort(key=lambda n: order.get(n, -1))
     return LayerSplit(
         feeding=tuple(feeding),
         skipped=tuple(n for n, _ in owned if n not in feeding),
@@ -255,7 +246,9 @@ def cascading_randomisation(
     layer: str | nn.Module,
     select: Selection,
     *,
-    rule: str = "zeiler",
+    rule: str | None = None,
+    lrn: str | None = None,
+    collisions: str | None = None,
     seed: int = DEFAULT_SEED,
     reinitialise: Reinitialise = reinitialise_gaussian,
     progress: Callable[[int, int | None], None] | None = None,
@@ -265,11 +258,13 @@ def cascading_randomisation(
     The layers are those of :func:`split_layers`, the last to run first; ``reinitialise``
     gives each its new weights (default :func:`reinitialise_gaussian`, seeded by ``seed``).
     Metrics are averaged over the ``K`` seeds that still fire and taken inside each seed's
-    receptive-field box (where the projection can be non-zero).
+    receptive-field box (where the projection can be non-zero). ``rule``, ``lrn`` and
+    ``collisions`` are the reverse pass (see :class:`~deconvnet.engine.engine.Deconvnet`).
     """
+    policy = ReversePolicy.of(rule, lrn, collisions)
     name, _ = resolve_layer(model, layer)
     x = x[:1]
-    with Deconvnet(model, rule=rule) as net:
+    with Deconvnet(model, policy.rule, lrn=policy.lrn, collisions=policy.collisions) as net:
         original = net.project(x, name, select)
     fixed = _fixed_selections(original, net, x, name)
     boxes = _boxes(model, x, name, original)
@@ -286,7 +281,7 @@ def cascading_randomisation(
     rows = [_first_row(reference_active)]
     for step, layer_name in enumerate(order, start=1):
         reinitialise(work.get_submodule(layer_name), generator)
-        with Deconvnet(work, rule=rule) as net:
+        with Deconvnet(work, policy.rule, lrn=policy.lrn, collisions=policy.collisions) as net:
             results = [net.project(x, name, s) for s in fixed]
         images = torch.stack([r.images[0, 0] for r in results]).cpu()
         values = torch.stack([r.values[0, 0] for r in results]).cpu()

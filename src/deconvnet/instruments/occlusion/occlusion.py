@@ -27,8 +27,11 @@ import torch
 from torch import Tensor, nn
 
 from deconvnet.engine import guard
-from deconvnet.engine.engine import Deconvnet, resolve_layer
-from deconvnet.engine.hooks import HandleList, holding_model_lock
+from deconvnet.engine.capture import forward_through, output_tensor
+from deconvnet.engine.engine import Deconvnet
+from deconvnet.engine.hooks import holding_model_lock
+from deconvnet.engine.layers import resolve_layer
+from deconvnet.engine.rules import DEFAULT_RULE
 from deconvnet.engine.selection import MapMax
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
@@ -166,8 +169,8 @@ def occlude(
     model : the classifier, in eval mode (train-mode BatchNorm/Dropout is refused), left
         exactly as it was; its output is logits or probabilities (detected: non-negative
         rows summing to 1), flattened per image.
-    layer : the layer of panels (b) and (c): a dotted name, an alias
-        (``model.layer_aliases``) or a module, called once per forward pass.
+    layer : the layer of panels (b) and (c): a dotted name, an alias (the model's card) or
+        a module, called once per forward pass.
     occluder : default :meth:`Occluder.for_input` of the input size; ``fill`` None is 0
         (the mean pixel of a mean-subtracted input; use :func:`mean_fill` for others).
     label : the true class; None maps the top predicted class of the unoccluded image.
@@ -208,7 +211,7 @@ def _occlude(
     fill = _fill_tensor(occluder, x)
 
     with torch.no_grad():
-        maps, logits = _forward(model, x, module, None)
+        maps, logits = _forward(model, x, name, module, None)
     if maps.dim() != 4:
         raise InputError(f"layer {name!r} has no feature maps (output {tuple(maps.shape)})")
     as_probs = _probabilities_from(logits)
@@ -222,7 +225,7 @@ def _occlude(
 
     def measure(batch: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
-            return _forward(model, batch, module, channel)
+            return _forward(model, batch, name, module, channel)
 
     evaluate = _plain_evaluator(x, occluder.size, fill, measure)
     splice_plan = None
@@ -238,7 +241,7 @@ def _occlude(
     totals, outputs = _run_all(evaluate, spots, batches, progress)
     probabilities = as_probs(outputs)
     shape = (len(rows), len(cols))
-    with torch.no_grad(), Deconvnet(model, rule="zeiler") as net:
+    with torch.no_grad(), Deconvnet(model, DEFAULT_RULE) as net:
         projection = net.project(x, name, MapMax(channel)).images[0, 0]
     top_probability, top_class = probabilities.max(dim=1)
     return OcclusionResult(
@@ -274,28 +277,18 @@ def _fill_tensor(occluder: Occluder, x: Tensor) -> Tensor:
 
 
 def _forward(
-    model: nn.Module, x: Tensor, module: nn.Module, channel: int | None
+    model: nn.Module, x: Tensor, name: str, module: nn.Module, channel: int | None
 ) -> tuple[Tensor, Tensor]:
     """Model output and, at ``module``: the full output (channel None) or map sums."""
-    captured: list[Tensor] = []
 
-    def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
-        out = output[0] if isinstance(output, (tuple, list)) else output
+    def kept(layer: str, output: Any) -> Tensor:
+        out = output_tensor(layer, output)
         if channel is None:
-            captured.append(out.detach().clone())
-        else:
-            captured.append(out[:, channel].flatten(1).sum(dim=1).detach())
+            return out.detach().clone()
+        return out[:, channel].flatten(1).sum(dim=1).detach()
 
-    with HandleList() as handles:
-        handles.append(module.register_forward_hook(hook))
-        try:
-            output = model(x)
-        except RuntimeError as error:
-            raise InputError(f"the model failed on input {tuple(x.shape)}: {error}") from error
-    output = output[0] if isinstance(output, (tuple, list)) else output
-    if not captured:
-        raise InputError("the chosen layer was not reached in the forward pass")
-    return captured[-1], output.detach().flatten(1)
+    captured, output = forward_through(model, x, {name: module}, keep=kept)
+    return captured[name], output_tensor("the model", output).detach().flatten(1)
 
 
 def _probabilities_from(logits: Tensor) -> Callable[[Tensor], Tensor]:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from deconvnet.engine.capture import forward_until
 from deconvnet.engine.hooks import HandleList
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
 from deconvnet.errors import InputError
@@ -150,7 +151,7 @@ def plan(
     plans = []
     for cost, name, row_crops, col_crops in options[:MAX_TRIED]:
         module = model.get_submodule(name)
-        base = _capture(model, x, module)
+        base = _capture(model, x, name, module)
         plans.append(SplicePlan(name, module, base, row_crops, col_crops, cost))
     return plans
 
@@ -241,16 +242,9 @@ def _module_macs(module: nn.Module, output: Tensor) -> float:
     return float(output.numel() * per_output)
 
 
-def _capture(model: nn.Module, x: Tensor, module: nn.Module) -> Tensor:
-    captured: list[Tensor] = []
-
-    def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
-        captured.append(output.detach().clone())
-
-    with HandleList() as handles, torch.no_grad():
-        handles.append(module.register_forward_hook(hook))
-        model(x)
-    return captured[0]
+def _capture(model: nn.Module, x: Tensor, name: str, module: nn.Module) -> Tensor:
+    with torch.no_grad():
+        return forward_until(model, x, {name: module})[name]
 
 
 def _crop_batch(

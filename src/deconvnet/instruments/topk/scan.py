@@ -32,8 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from deconvnet.engine import guard
-from deconvnet.engine.engine import resolve_layer
-from deconvnet.engine.hooks import HandleList, LayerReached, holding_model_lock
+from deconvnet.engine.capture import ForwardFailed, forward_until, output_tensor
+from deconvnet.engine.hooks import holding_model_lock
+from deconvnet.engine.layers import resolve_layer
 from deconvnet.errors import CheckpointError, DeconvnetError, InputError, SelectionError
 from deconvnet.inputs.datasets import Batch, ImageDataset, collate_by_size
 from deconvnet.inputs.images import preprocess
@@ -191,7 +192,7 @@ def scan(
     ----------
     model : in eval mode (train-mode BatchNorm/Dropout is refused); left exactly as it
         was, on success or failure.
-    layers : dotted module names, aliases (``model.layer_aliases``) or modules whose 4-D
+    layers : dotted module names, aliases (the model's card) or modules whose 4-D
         outputs (B, C, H, W) are ranked; each must be called once per forward pass.
     k : entries kept per map; each image counts once per map (its own maximum).
     maps : ``"all"``, ``N``, ``"random:N"`` or a channel list (see :class:`MapChoice`).
@@ -339,7 +340,7 @@ class _Recorder:
                 self.checked_calls = True
             try:
                 self._forward(model, image_ids, inputs.to(device), dataset)
-            except _ForwardFailed as error:
+            except ForwardFailed as error:
                 if image_ids.numel() == 1:
                     failed.append((int(image_ids[0]), str(error)))
                     continue
@@ -351,40 +352,14 @@ class _Recorder:
                             inputs[slot : slot + 1].to(device),
                             dataset,
                         )
-                    except _ForwardFailed as single:
+                    except ForwardFailed as single:
                         failed.append((int(image_ids[slot]), str(single)))
         return failed
 
     def _forward(self, model: nn.Module, image_ids: Tensor, x: Tensor, dataset: Any) -> None:
         """One forward pass; the layers' maxima are folded in only if all of it succeeds."""
-        pending = {name for name, _ in self.named}
-        reduced: dict[str, tuple[LayerTopK, Tensor, Tensor, Tensor]] = {}
-
-        def hook_for(name: str) -> Callable[[nn.Module, Any, Any], None]:
-            def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-                if name not in pending:
-                    return
-                reduced[name] = self._reduce(name, output)
-                pending.discard(name)
-                if not pending:
-                    raise LayerReached
-
-            return hook
-
-        with HandleList() as handles, torch.no_grad():
-            for name, module in self.named:
-                handles.append(module.register_forward_hook(hook_for(name)))
-            try:
-                model(x)
-            except LayerReached:
-                pass
-            except (RuntimeError, MemoryError) as error:
-                message = " ".join(str(error).split())[:200] or type(error).__name__
-                raise _ForwardFailed(
-                    f"forward pass failed on input {tuple(x.shape)}: {message}"
-                ) from error
-        if pending:
-            raise InputError(f"layers {sorted(pending)} were not reached by the forward pass")
+        with torch.no_grad():
+            reduced = forward_until(model, x, self.named, keep=self._reduce)
         for name, (top, maxima, positions, means) in reduced.items():
             self.tops[name] = top.with_batch(image_ids, maxima, positions)
             stats = self.stats.get(name) or MapStats.empty(top.channels)
@@ -393,10 +368,11 @@ class _Recorder:
     def _reduce(self, name: str, output: Any) -> tuple[LayerTopK, Tensor, Tensor, Tensor]:
         """The layer's top-k so far and this output's per-image maxima, their positions and
         the maps' spatial means."""
-        y = output[0] if isinstance(output, (tuple, list)) else output
-        if not isinstance(y, Tensor) or y.dim() != _MAP_RANK:
-            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
-            raise InputError(f"layer {name!r} must output feature maps (B, C, H, W), got {shape}")
+        y = output_tensor(name, output)
+        if y.dim() != _MAP_RANK:
+            raise InputError(
+                f"layer {name!r} must output feature maps (B, C, H, W), got {tuple(y.shape)}"
+            )
         top = self.tops.get(name)
         if top is None:
             top = LayerTopK.empty(self.choice.resolve(y.shape[1], name, self.seed), self.k)
@@ -418,10 +394,6 @@ class _Recorder:
         area = maps.shape[2] * maps.shape[3]
         means = maps.flatten(2).nansum(dim=2, dtype=torch.float64) / area
         return top, maxima, positions, means
-
-
-class _ForwardFailed(DeconvnetError):
-    """The model raised on one group of inputs (the scan skips the images at fault)."""
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -492,43 +464,25 @@ def _tracked_outputs(
 ) -> dict[str, Tensor]:
     """The ``tracked`` maps (M, H, W) of each layer for the one input ``x``, copied on CPU
     in the hook (a later in-place ReLU would change them)."""
-    outputs: dict[str, Tensor] = {}
 
-    def hook_for(layer: str) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            y = output[0] if isinstance(output, (tuple, list)) else output
-            if layer in outputs or not isinstance(y, Tensor) or y.dim() != _MAP_RANK:
-                return
-            channels = tracked[layer]
-            if int(channels[-1]) >= y.shape[1]:
-                raise CheckpointError(
-                    f"the checkpoint tracks map {int(channels[-1])} of layer {layer!r}, "
-                    f"which has {y.shape[1]} maps"
-                )
-            picked = y.detach()[0].index_select(0, channels.to(y.device))
-            outputs[layer] = picked.to(device="cpu", copy=True)
-            if len(outputs) == len(tracked):
-                raise LayerReached
-
-        return hook
-
-    with HandleList() as handles, torch.no_grad():
-        for layer, module in named:
-            if layer in tracked:
-                handles.append(module.register_forward_hook(hook_for(layer)))
-        try:
-            model(x)
-        except LayerReached:
-            pass
-        except (RuntimeError, MemoryError) as error:
+    def picked(layer: str, output: Any) -> Tensor:
+        y = output_tensor(layer, output)
+        channels = tracked[layer]
+        if y.dim() != _MAP_RANK or int(channels[-1]) >= y.shape[1]:
             raise CheckpointError(
-                f"the checkpoint ranks {name}, but the forward pass fails on it now: "
-                f"{' '.join(str(error).split())[:200]}"
-            ) from error
-    if len(outputs) != len(tracked):
-        missing = sorted(set(tracked) - set(outputs))
-        raise InputError(f"layers {missing} were not reached by the forward pass")
-    return outputs
+                f"the checkpoint tracks map {int(channels[-1])} of layer {layer!r}, whose "
+                f"output is {tuple(y.shape)}"
+            )
+        return y.detach()[0].index_select(0, channels.to(y.device)).to(device="cpu", copy=True)
+
+    wanted = [(layer, module) for layer, module in named if layer in tracked]
+    try:
+        with torch.no_grad():
+            return forward_until(model, x, wanted, keep=picked)
+    except ForwardFailed as error:
+        raise CheckpointError(
+            f"the checkpoint ranks {name}, but the forward pass fails on it now: {error.reason}"
+        ) from error
 
 
 def _close(found: float, value: float) -> bool:
