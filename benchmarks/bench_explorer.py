@@ -39,9 +39,9 @@ import httpx
 import torch
 
 from deconvnet import Deconvnet, Neuron, caffe, models
-from deconvnet.faces.cli._inputs import prepare
 from deconvnet.figures.files import png_bytes
 from deconvnet.figures.render import show
+from deconvnet.inputs.prepared import prepare
 from deconvnet.inputs.preprocessing import Preprocessing
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

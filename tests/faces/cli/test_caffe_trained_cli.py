@@ -19,8 +19,8 @@ from PIL import Image
 
 from deconvnet.caffe import schema
 from deconvnet.faces.cli import build_parser, main
-from deconvnet.faces.cli._inputs import prepare
 from deconvnet.faces.cli._model import load_model
+from deconvnet.inputs.prepared import prepare
 from tests._datasets import cifar_files, mnist_test
 
 KNOWN = {"lenet": 0.991, "cifar10_quick": 0.7374, "cifar10_full": 0.7938}

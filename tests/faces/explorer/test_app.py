@@ -21,10 +21,10 @@ from PIL import Image
 
 from deconvnet import Deconvnet, Neuron
 from deconvnet.faces.cli import main
-from deconvnet.faces.cli._inputs import prepare
 from deconvnet.faces.explorer.app import create_app
 from deconvnet.faces.explorer.files import file_inside
 from deconvnet.figures.render import show
+from deconvnet.inputs.prepared import prepare
 from tests.faces.conftest import SCAN_LAYER
 from tests.faces.explorer.conftest import make_explorer
 

@@ -1,26 +1,14 @@
-"""Images for the faces: the user's files or the bundled photo, decoded and preprocessed."""
+"""Images for the faces: the user's files or the bundled photo (made ready for the model by
+:func:`deconvnet.inputs.prepared.prepare`)."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from deconvnet.faces.cli._numbers import MAX_BATCH, int_in
 from deconvnet.inputs import images
-from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.topk.scan import DEFAULT_BATCH_SIZE
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    path: Path
-    tensor: torch.Tensor  # (1, 3, H, W), on the model's device
-    rgb: np.ndarray  # (H, W, 3) uint8, what the network saw
-    downscaled: bool
 
 
 def add_image_argument(parser: argparse.ArgumentParser) -> None:
@@ -57,14 +45,3 @@ def image_paths(given: list[str]) -> list[Path]:
 def image_path(given: str | None) -> Path:
     """The user's image, or the bundled CC0 photo."""
     return image_paths([given] if given else [])[0]
-
-
-def prepare(path: Path, spec: Preprocessing, device: torch.device) -> PreparedImage:
-    """Decode ``path`` and preprocess it for the model (``ImageError`` on bad files)."""
-    rgb, downscaled = images.fit_native_size(images.load_image(path), spec)
-    return PreparedImage(
-        path=path,
-        tensor=images.preprocess(rgb, spec, device=device),
-        rgb=images.resized_rgb(rgb, spec),
-        downscaled=downscaled,
-    )

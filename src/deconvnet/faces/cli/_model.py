@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
 
 from deconvnet import caffe, models
-from deconvnet.engine.engine import alias_of, resolve_call
+from deconvnet.engine.layers import resolve_call
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._numbers import MAX_SIDE, int_in, real_in, real_number
 from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION, PRESETS, Preprocessing
+from deconvnet.models.card import ModelCard, Provenance, card_of, default_layer
 from deconvnet.models.own import is_own_model, load_own
 
 PREPROCESSING_FLAGS = (
@@ -35,21 +35,38 @@ PREPROCESSING_FLAGS = (
 """The ``args`` attributes that change the preprocessing (recorded in manifests)."""
 
 DEFAULT_MODEL = "default"
-HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A network with everything the faces need to describe it in a manifest."""
+    """A network, its card, and the preprocessing the command line feeds it (the card's
+    with the preprocessing flags applied)."""
 
     model: nn.Module
+    card: ModelCard
     preprocessing: Preprocessing
-    categories: tuple[str, ...] | None
-    name: str
-    weights: str
-    weights_sha256: str | None
-    layer_aliases: dict[str, str] = field(default_factory=dict)
     preprocessing_flags: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def categories(self) -> tuple[str, ...] | None:
+        return self.card.categories
+
+    @property
+    def layer_aliases(self) -> Mapping[str, str]:
+        return self.card.aliases
+
+    @property
+    def name(self) -> str:
+        return self._provenance.model
+
+    @property
+    def weights_sha256(self) -> str | None:
+        return self._provenance.weights_sha256
+
+    @property
+    def _provenance(self) -> Provenance:
+        assert self.card.provenance is not None  # every loader of the command line sets it
+        return self.card.provenance
 
     def layer(self, name: str | None) -> str:
         """A ``named_modules()`` name for ``name`` (alias or dotted, ``name#k`` for the k-th
@@ -76,11 +93,12 @@ class LoadedModel:
         return spec
 
     def default_layer(self) -> str:
-        """The last convolution: the deepest layer that still has feature maps."""
-        convs: list[str] = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
-        if not convs:
+        """The card's default layer: the last convolution, the deepest layer that still has
+        feature maps."""
+        found = default_layer(self.model)
+        if found is None:
             raise InputError("the model has no Conv2d layer; name one with --layer")
-        return convs[-1]
+        return found
 
     @property
     def device(self) -> torch.device:
@@ -91,16 +109,16 @@ class LoadedModel:
     def provenance(self) -> dict[str, Any]:
         """The manifest fields that say which network made a picture, fed how."""
         return {
-            "model": self.name,
-            "weights": self.weights,
-            "weights_sha256": self.weights_sha256,
+            "model": self._provenance.model,
+            "weights": self._provenance.weights,
+            "weights_sha256": self._provenance.weights_sha256,
             "preprocessing": self.preprocessing.record(),
             "preprocessing_flags": self.preprocessing_flags,
         }
 
     def display_name(self, layer: str) -> str:
         """The alias of ``layer`` if it has one (``conv5``), else the dotted name."""
-        return alias_of(self.layer_aliases, layer) or layer
+        return self.card.display_name(layer)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -206,70 +224,31 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace) -> LoadedModel:
-    """Build the model the options name, on ``args.device``, in eval mode."""
+    """Build the model the options name, on ``args.device``, in eval mode, with its card."""
     device = _device(args.device)
+    model: nn.Module
     if args.caffe:
         if args.model or args.weights:
             raise InputError("give either --caffe or --model/--weights, not both")
         if len(args.caffe) > 2:
             raise InputError("--caffe takes PROTOTXT and optionally CAFFEMODEL")
-        prototxt = Path(args.caffe[0])
         weights_file = Path(args.caffe[1]) if len(args.caffe) == 2 else None
-        net, preprocessing = caffe.load(prototxt, weights_file, device=device)
-        return LoadedModel(
-            model=net,
-            preprocessing=_override(preprocessing, args),
-            categories=None,
-            name=f"caffe:{prototxt.name}",
-            weights=str(weights_file) if weights_file else "random",
-            weights_sha256=_sha256(weights_file) if weights_file else None,
-            layer_aliases=dict(net.layer_aliases),
-            preprocessing_flags=_flags(args),
-        )
-    if args.model and is_own_model(args.model):
-        return _own_model(args, device)
-    if args.unsafe_pickle:
+        model, _ = caffe.load(Path(args.caffe[0]), weights_file, device=device)
+    elif args.model and is_own_model(args.model):
+        # put in eval mode here because the command line owns this copy
+        model = load_own(args.model, weights=args.weights, unsafe_pickle=args.unsafe_pickle)
+        model.eval().to(device)
+    elif args.unsafe_pickle:
         raise InputError("--unsafe-pickle is only for a pickled --model file")
-    name = args.model or DEFAULT_MODEL
-    with ProgressBar(f"downloading {name} weights", unit="B") as bar:
-        model = models.load(name, args.weights, progress=bar, device=device)
-    weights_path = Path(args.weights) if args.weights and Path(args.weights).is_file() else None
+    else:
+        name = args.model or DEFAULT_MODEL
+        with ProgressBar(f"downloading {name} weights", unit="B") as bar:
+            model = models.load(name, args.weights, progress=bar, device=device)
+    card = card_of(model)
     return LoadedModel(
         model=model,
-        preprocessing=_override(cast(Preprocessing, model.preprocessing), args),
-        categories=cast("tuple[str, ...] | None", model.categories),
-        name=name,
-        weights=str(args.weights) if args.weights else "default",
-        weights_sha256=_sha256(weights_path) if weights_path else _set_sha(name, args.weights),
-        layer_aliases=dict(cast("dict[str, str]", model.layer_aliases)),
-        preprocessing_flags=_flags(args),
-    )
-
-
-def _own_model(args: argparse.Namespace, device: torch.device) -> LoadedModel:
-    """A factory, a ``.pt2`` archive or (with ``--unsafe-pickle``) a pickle; put in eval
-    mode here because the command line owns this copy."""
-    spec = str(args.model)
-    model = load_own(spec, unsafe_pickle=args.unsafe_pickle)
-    if args.weights:
-        path = Path(args.weights)
-        models.apply_state_dict(model, models.read_state_dict(path), source=str(path))
-    model.eval().to(device)
-    own = getattr(model, "preprocessing", None)
-    categories = getattr(model, "categories", None)
-    aliases = getattr(model, "layer_aliases", None)
-    source = Path(spec.rpartition(":")[0] if ":" in spec else spec)
-    weights = Path(args.weights) if args.weights else source
-    return LoadedModel(
-        model=model,
-        preprocessing=_override(
-            own if isinstance(own, Preprocessing) else IMAGENET_TORCHVISION, args
-        ),
-        categories=tuple(categories) if isinstance(categories, (tuple, list)) else None,
-        name=spec,
-        weights=str(args.weights) if args.weights else "own",
-        weights_sha256=_sha256(weights) if weights.is_file() else None,
-        layer_aliases=dict(aliases) if isinstance(aliases, Mapping) else {},
+        card=card,
+        preprocessing=_override(card.preprocessing or IMAGENET_TORCHVISION, args),
         preprocessing_flags=_flags(args),
     )
 
@@ -378,24 +357,3 @@ def _device(text: str) -> torch.device:
     if device.index is not None and device.index >= count:
         raise InputError(f"--device {text}: this machine has {count} CUDA device(s)")
     return device
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _set_sha(name: str, weights_name: str | None) -> str | None:
-    """The digest of the named (or default) weight set; ``None`` for random init."""
-    spec = models.info(name)
-    chosen = weights_name or spec.default_weights
-    if chosen is None or chosen == models._api.RANDOM_INIT:
-        return None
-    weights = spec.weight_set(chosen)
-    if weights.embedded:
-        path = models._api.EMBEDDED_DIR / weights.file_name
-        return _sha256(path) if path.is_file() else None
-    return weights.sha256

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import FastAPI, File, HTTPException, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from deconvnet.engine.rules import DEFAULT_RULE
 from deconvnet.errors import DeconvnetError, one_line
 from deconvnet.faces.explorer.files import file_inside
 from deconvnet.faces.explorer.session import RULES, Explorer, NotFound
@@ -35,8 +36,11 @@ READ_CHUNK = 1 << 20
 PNG = "image/png"
 IMAGE_ID = r"^[0-9a-f]{16}$"
 
-Rule = Literal["zeiler", "guided", "gradient"]
-"""The same as :data:`~.session.RULES`, as a type FastAPI validates and documents."""
+if TYPE_CHECKING:
+    Rule = str
+else:
+    Rule = Literal[RULES]
+"""The rule table's :data:`~.session.RULES`, as a type FastAPI validates and documents."""
 ImageId = Annotated[str, PathParam(pattern=IMAGE_ID)]
 Channel = Annotated[int, PathParam(ge=0, le=1 << 20)]
 Coordinate = Annotated[int | None, Query(ge=0, le=1 << 20)]
@@ -256,7 +260,7 @@ def create_app(
         image_id: ImageId,
         layer: str,
         channel: Channel,
-        rule: Rule = "zeiler",
+        rule: Rule = DEFAULT_RULE,
         y: Coordinate = None,
         x: Coordinate = None,
     ) -> UnitInfo:
@@ -284,7 +288,7 @@ def create_app(
         image_id: ImageId,
         layer: str,
         channel: Channel,
-        rule: Rule = "zeiler",
+        rule: Rule = DEFAULT_RULE,
         y: Coordinate = None,
         x: Coordinate = None,
         view: View = "whole",

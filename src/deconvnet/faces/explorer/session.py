@@ -15,6 +15,7 @@ import math
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,18 @@ from torch import nn
 
 from deconvnet.engine.engine import Deconvnet
 from deconvnet.engine.receptive import LayerRow, ReceptiveField, layer_table, receptive_fields
+from deconvnet.engine.rules import COMPARED_RULES
 from deconvnet.engine.selection import Neuron
 from deconvnet.errors import ImageError, InputError
-from deconvnet.faces.cli._inputs import prepare
 from deconvnet.figures.files import png_bytes
 from deconvnet.figures.render import feature_grid, scaled, show
+from deconvnet.inputs.images import is_image_file
+from deconvnet.inputs.prepared import prepare
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.models.card import default_layer
 
-RULES = ("zeiler", "guided", "gradient")
-"""The reverse rules the explorer offers (its toggle)."""
+RULES = COMPARED_RULES
+"""The reverse rules the explorer offers (its toggle): the rule table's, side by side."""
 CONTRASTS = ("layer", "map")
 """Grid contrast: one grey scale for the layer (strengths compare) or each map its own."""
 VIEWS = ("whole", "field")
@@ -94,7 +98,7 @@ class Explorer:
         preprocessing: Preprocessing,
         *,
         name: str,
-        aliases: dict[str, str] | None = None,
+        aliases: Mapping[str, str] | None = None,
         images_dir: Path | None = None,
     ) -> None:
         self.model = model
@@ -124,18 +128,16 @@ class Explorer:
 
     @property
     def default_layer(self) -> str:
-        """The last convolution, else the last layer with maps."""
-        convs = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
-        usable = [n for n in convs if n in self.layers]
-        return usable[-1] if usable else list(self.layers)[-1]
+        """The model's default layer (its last convolution) among those shown, else the last
+        layer with maps."""
+        return default_layer(self.model, among=self.layers) or list(self.layers)[-1]
 
     def library(self) -> list[str]:
         """Image files of ``images_dir`` (names only, sorted)."""
         if self.images_dir is None:
             return []
-        suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
         files = (p for p in self.images_dir.iterdir() if p.is_file())
-        return sorted(p.name for p in files if p.suffix.lower() in suffixes)
+        return sorted(p.name for p in files if is_image_file(p))
 
     def add_bytes(self, data: bytes, name: str) -> str:
         """Decode an uploaded file (with Pillow's decompression-bomb guard); its id."""

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from deconvnet.engine.rules import RULES
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import (
-    add_full_frame_argument,
-    add_image_argument,
-    image_path,
-    prepare,
-)
+from deconvnet.faces.cli._inputs import add_full_frame_argument, add_image_argument, image_path
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.cli._select import add_target_arguments, parse_select
 from deconvnet.figures import render
 from deconvnet.figures.compare import comparison_figure, shown_projections
 from deconvnet.figures.files import save_png
+from deconvnet.inputs.prepared import prepare
 from deconvnet.instruments import compare
 
 FIGURE = "compare.png"
@@ -74,7 +71,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "layer_alias": loaded.display_name(layer),
         "selection": selection.describe(),
         "zoom_box": None if args.full_frame else result.zoom,
-        "rules": {rule: compare.RULE_DESCRIPTIONS[rule] for rule in result.rules},
+        "rules": {rule: RULES[rule].description for rule in result.rules},
         "shared_range": {"minmax": minmax, "signed": signed},
         "seeds": [
             {

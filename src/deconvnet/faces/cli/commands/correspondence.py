@@ -17,13 +17,13 @@ from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError, one_line
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import PreparedImage, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import MAX_SEED, MAX_SIDE, int_in
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.figures.correspondence import correspondence_figure, table_rows
 from deconvnet.figures.files import save_png, write_json
 from deconvnet.inputs.images import deprocess, load_image
+from deconvnet.inputs.prepared import PreparedImage, prepare
 from deconvnet.instruments.correspondence import (
     DEFAULT_TRIALS,
     PART_KEYS_RESERVED,

@@ -19,6 +19,7 @@ from deconvnet.faces.cli._numbers import (
     int_in,
 )
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
+from deconvnet.faces.cli._rules import add_rule_arguments, reverse_policy
 from deconvnet.figures.evolution import DEFAULT_TILE, evolution_sheet
 from deconvnet.figures.files import save_png, write_json
 from deconvnet.inputs import datasets
@@ -64,9 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=1,
         help="loader processes; 0 decodes in this process",
     )
-    parser.add_argument(
-        "--rule", default="zeiler", choices=["zeiler", "guided", "gradient"], help="reverse rule"
-    )
+    add_rule_arguments(parser)
     parser.add_argument(
         "--tile", type=int_in(MIN_TILE, MAX_TILE), default=DEFAULT_TILE, help="tile size in pixels"
     )
@@ -83,6 +82,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     if labels is not None and len(labels) != len(args.checkpoints):
         raise InputError(f"--labels names {len(labels)} columns for {len(args.checkpoints)}")
     data = datasets.open_dataset(args.data, loaded.preprocessing)
+    policy = reverse_policy(args)
     with ProgressBar("scan", unit="img") as bar:
         result = evolve(
             loaded.model,
@@ -92,7 +92,9 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             maps=maps,
             seed=args.seed,
             labels=labels,
-            rule=args.rule,
+            rule=policy.rule,
+            lrn=policy.lrn,
+            collisions=policy.collisions,
             batch_size=args.batch_size,
             workers=args.workers,
             progress=bar,
@@ -117,7 +119,9 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             "layers": names,
             "maps": result.maps,
             "seed": args.seed,
-            "rule": args.rule,
+            "rule": policy.rule,
+            "lrn": policy.lrn,
+            "collisions": policy.collisions,
             "sheets": sheets,
             "results": RESULTS,
         }

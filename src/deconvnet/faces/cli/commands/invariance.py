@@ -14,11 +14,12 @@ from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._classes import add_categories_argument, categories_for, parse_label
 from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import image_paths, prepare
+from deconvnet.faces.cli._inputs import image_paths
 from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.figures.files import save_png, write_json
 from deconvnet.figures.invariance import invariance_figure
+from deconvnet.inputs.prepared import prepare
 from deconvnet.instruments.invariance import (
     TRANSFORMS,
     UNITS,

@@ -8,7 +8,6 @@ from pathlib import Path
 from deconvnet.engine.engine import Deconvnet
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._output import (
     OutputFolder,
@@ -18,6 +17,7 @@ from deconvnet.faces.cli._output import (
 )
 from deconvnet.figures import render
 from deconvnet.figures.files import save_png
+from deconvnet.inputs.prepared import prepare
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -10,12 +10,13 @@ from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._classes import add_categories_argument, categories_for, parse_label
 from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import add_image_argument, image_path, prepare
+from deconvnet.faces.cli._inputs import add_image_argument, image_path
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import MAX_BATCH, MAX_SIDE, int_in, real_number
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.figures.files import save_png
 from deconvnet.figures.occlusion import figure, figure_panels
+from deconvnet.inputs.prepared import prepare
 from deconvnet.instruments.occlusion import occlusion
 
 FIGURE = "occlusion.png"

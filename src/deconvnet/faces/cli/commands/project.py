@@ -6,13 +6,12 @@ import argparse
 import sys
 
 from deconvnet.engine.compat import MAX_8BIT, PRESETS, demo_display
-from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, DEFAULT_POLICY, Deconvnet
+from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, Deconvnet
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
-from deconvnet.engine.rules import COLLISION_MODES, LRN_MODES, RULES
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import add_full_frame_argument, image_paths, prepare
+from deconvnet.faces.cli._inputs import add_full_frame_argument, image_paths
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import MAX_BATCH, int_in
 from deconvnet.faces.cli._output import (
@@ -22,6 +21,7 @@ from deconvnet.faces.cli._output import (
     output_stem,
     writes_output,
 )
+from deconvnet.faces.cli._rules import add_rule_arguments
 from deconvnet.faces.cli._select import DEFAULT_SELECT, add_target_arguments, parse_select
 from deconvnet.figures.files import save_png
 from deconvnet.figures.projection import (
@@ -33,6 +33,7 @@ from deconvnet.figures.projection import (
     save_projection_figure,
 )
 from deconvnet.figures.render import DISPLAYS
+from deconvnet.inputs.prepared import prepare
 
 EXAMPLES = """examples:
   deconvnet project --out out/          # embedded default model on the bundled photo
@@ -57,6 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_model_arguments(parser)
     add_target_arguments(parser, DEFAULT_SELECT)
     add_rule_arguments(parser)
+    parser.add_argument(
+        "--batch-size",
+        type=int_in(1, MAX_BATCH),
+        default=DEFAULT_BATCH_SIZE,
+        help="reverse passes run at once",
+    )
     parser.add_argument(
         "--compat",
         choices=sorted(PRESETS),
@@ -100,32 +107,6 @@ def figure_options(args: argparse.Namespace) -> FigureOptions:
         contrast=args.contrast,
         full_frame=args.full_frame,
         captions=args.captions,
-    )
-
-
-def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--rule``, ``--lrn``, ``--collisions``, ``--batch-size`` (shared with other commands)."""
-    parser.add_argument(
-        "--rule", choices=RULES, default=None, help=f"reverse rule (default: {DEFAULT_POLICY.rule})"
-    )
-    parser.add_argument(
-        "--lrn",
-        choices=LRN_MODES,
-        default=None,
-        help=f"LRN on the way down (default: gradient with --rule gradient, so that it is "
-        f"the plain gradient; {DEFAULT_POLICY.lrn} otherwise)",
-    )
-    parser.add_argument(
-        "--collisions",
-        choices=COLLISION_MODES,
-        default=None,
-        help=f"overlapping unpooling (default: {DEFAULT_POLICY.collisions})",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int_in(1, MAX_BATCH),
-        default=DEFAULT_BATCH_SIZE,
-        help="reverse passes run at once",
     )
 
 

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from deconvnet.engine.rules import RULES
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import (
-    add_full_frame_argument,
-    add_image_argument,
-    image_path,
-    prepare,
-)
+from deconvnet.faces.cli._inputs import add_full_frame_argument, add_image_argument, image_path
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import MAX_SEED, int_in
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
+from deconvnet.faces.cli._rules import add_rule_arguments, reverse_policy
 from deconvnet.faces.cli._select import add_target_arguments, parse_select
 from deconvnet.figures.files import save_png
 from deconvnet.figures.sanity import sanity_figure
+from deconvnet.inputs.prepared import prepare
 from deconvnet.instruments import sanity
 
 FIGURE = "sanity.png"
@@ -44,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_image_argument(parser)
     add_model_arguments(parser)
     add_target_arguments(parser, DEFAULT_SELECT)
-    parser.add_argument("--rule", choices=RULES, default="zeiler", help="reverse rule")
+    add_rule_arguments(parser, lrn_and_collisions=False)
     parser.add_argument(
         "--seed", type=int_in(0, MAX_SEED), default=sanity.DEFAULT_SEED, help="random seed"
     )
@@ -67,7 +63,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             image.tensor,
             layer,
             selection,
-            rule=args.rule,
+            rule=reverse_policy(args).rule,
             seed=args.seed,
             progress=bar,
         )
@@ -91,7 +87,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "layer_alias": loaded.display_name(layer),
         "selection": selection.describe(),
         "seeds": list(result.seeds),
-        "rule": args.rule,
+        "rule": reverse_policy(args).rule,
         "seed": args.seed,
         "metrics": "spearman and ssim of |projection| summed over channels, divided by max; "
         "spearman_signed of the channel sum; inside each seed's receptive-field box; "

@@ -21,7 +21,6 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from deconvnet.engine.engine import default_lrn
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import add_batch_size_argument
@@ -42,6 +41,7 @@ from deconvnet.faces.cli._output import (
     prepare_output,
     writes_output,
 )
+from deconvnet.faces.cli._rules import add_rule_arguments, reverse_policy
 from deconvnet.figures.topk import DEFAULT_TILE, render
 from deconvnet.inputs import datasets
 from deconvnet.instruments.topk import distributed
@@ -96,21 +96,7 @@ def register(subparsers: Any) -> None:
         help="save the scan to OUT/topk_checkpoint.pt every this many batches of "
         "--batch-size images, and at the end",
     )
-    parser.add_argument(
-        "--rule",
-        default="zeiler",
-        choices=["zeiler", "guided", "gradient", "none"],
-        help="reverse rule",
-    )
-    parser.add_argument(
-        "--lrn",
-        default=None,
-        choices=["skip", "gradient", "reapply"],
-        help="LRN on the way down (default: gradient with --rule gradient, skip otherwise)",
-    )
-    parser.add_argument(
-        "--collisions", default="sum", choices=["sum", "overwrite"], help="overlapping unpooling"
-    )
+    add_rule_arguments(parser)
     parser.add_argument(
         "--display",
         default="minmax",
@@ -240,12 +226,9 @@ def _open(
 
 
 def _projection_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"rule": args.rule, "lrn": _lrn(args), "collisions": args.collisions}
-
-
-def _lrn(args: argparse.Namespace) -> str:
-    """``--lrn`` as given, else the rule's own: the gradient rule's LRN is its gradient."""
-    return str(args.lrn or default_lrn(args.rule))
+    """The reverse pass, each default resolved (as the manifest records it)."""
+    policy = reverse_policy(args)
+    return {"rule": policy.rule, "lrn": policy.lrn, "collisions": policy.collisions}
 
 
 def _finish(
@@ -262,9 +245,7 @@ def _finish(
         **loaded.provenance(),
         "data": str(args.data),
         "layers": {layer: loaded.display_name(layer) for layer in layers},
-        "rule": args.rule,
-        "lrn": _lrn(args),
-        "collisions": args.collisions,
+        **_projection_options(args),
     }
     result = render(
         index,

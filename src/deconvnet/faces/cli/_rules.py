@@ -1,0 +1,51 @@
+"""``--rule``, ``--lrn``, ``--collisions``: the reverse pass, with choices and defaults from
+the engine's rule table (:mod:`deconvnet.engine.rules`), shared by every command that
+projects."""
+
+from __future__ import annotations
+
+import argparse
+
+from deconvnet.engine.rules import (
+    COLLISION_MODES,
+    DEFAULT_RULE,
+    GRADIENT_RULE,
+    LRN_MODES,
+    RULES,
+    ReversePolicy,
+)
+
+
+def add_rule_arguments(parser: argparse.ArgumentParser, *, lrn_and_collisions: bool = True) -> None:
+    """``--rule`` and, unless told not to, ``--lrn`` and ``--collisions`` (each default
+    ``None``: :func:`reverse_policy` fills in the rule's own)."""
+    parser.add_argument(
+        "--rule",
+        choices=tuple(RULES),
+        default=None,
+        help=f"reverse rule (default: {DEFAULT_RULE}); "
+        + "; ".join(rule.description for rule in RULES.values()),
+    )
+    if not lrn_and_collisions:
+        return
+    exact = RULES[GRADIENT_RULE]
+    parser.add_argument(
+        "--lrn",
+        choices=tuple(LRN_MODES),
+        default=None,
+        help=f"LRN on the way down (default: {exact.lrn} with --rule {exact.name}, so that it "
+        f"is the plain gradient; {RULES[DEFAULT_RULE].lrn} otherwise)",
+    )
+    parser.add_argument(
+        "--collisions",
+        choices=COLLISION_MODES,
+        default=None,
+        help=f"overlapping unpooling (default: {COLLISION_MODES[0]})",
+    )
+
+
+def reverse_policy(args: argparse.Namespace) -> ReversePolicy:
+    """The reverse pass the options ask for, each default resolved (for the manifest)."""
+    return ReversePolicy.of(
+        args.rule, getattr(args, "lrn", None), getattr(args, "collisions", None)
+    )
