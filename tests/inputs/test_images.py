@@ -484,3 +484,21 @@ def test_native_size_inputs_are_downscaled_to_the_side_limit() -> None:
     small = _random_rgb(30, 40)
     assert images_module.fit_native_size(small, TORCHVISION_NONE)[0] is small
     assert not images_module.fit_native_size(wide, CAFFE_227)[1]  # "exact" resizes anyway
+
+
+def test_image_suffixes_are_pillows_and_shared_by_folders_and_the_explorer(tmp_path: Path) -> None:
+    """One list of image suffixes (Pillow's registered ones, any case) for datasets and the
+    explorer's library."""
+    from deconvnet.faces.explorer.session import Explorer
+    from deconvnet.inputs.datasets import ImageFolder
+    from deconvnet.inputs.images import image_suffixes, is_image_file
+    from deconvnet.inputs.preprocessing import Preprocessing
+    from tests import _nets
+
+    assert {".png", ".jpg", ".webp", ".ppm", ".tif"} <= image_suffixes()
+    assert is_image_file("a.JPG") and is_image_file(Path("b.PpM")) and not is_image_file("c.txt")
+    for name in ("a.png", "b.PPM", "c.txt", "d.tiff"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name, format="PNG")
+    folder = ImageFolder(tmp_path, Preprocessing((8, 8)))
+    explorer = Explorer(_nets.small_conv(), Preprocessing((8, 8)), name="net", images_dir=tmp_path)
+    assert list(folder.paths) == explorer.library() == ["a.png", "b.PPM", "d.tiff"]

@@ -51,6 +51,24 @@ def test_evolve_writes_one_sheet_per_layer_and_the_cells(tmp_path: Path) -> None
         assert width > 150 and height > 200
 
 
+def test_evolve_takes_every_rule_of_the_table(tmp_path: Path) -> None:
+    """Issue 22: evolve's --rule lacked ``none`` and it had no --lrn/--collisions; its
+    choices now come from the rule table like the other commands', and the manifest records
+    the reverse pass with its defaults resolved."""
+    path = tmp_path / "default.pth"
+    torch.save(models.load("default").state_dict(), path)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8))
+    args = ["evolve", str(path), "--data", str(data), "--layers", "conv2", "--maps", "2"]
+    for rule, lrn, collisions in (("none", "skip", "overwrite"), ("gradient", "gradient", "sum")):
+        out = tmp_path / rule
+        given = ["--rule", rule] + (["--collisions", collisions] if rule == "none" else [])
+        assert main([*args, *given, "--workers", "0", "--out", str(out)]) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        recorded = (manifest["rule"], manifest["lrn"], manifest["collisions"])
+        assert recorded == (rule, lrn, collisions)
+
+
 def test_evolve_refuses_a_checkpoint_of_another_architecture(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.pth"
     torch.save({"weight": torch.zeros(3)}, bad)
