@@ -17,7 +17,7 @@ from torch import Tensor
 
 from deconvnet.engine.ops import op
 from deconvnet.engine.ops.arguments import spellings
-from deconvnet.engine.window import Window, sum_windows
+from deconvnet.engine.window import Window, inside, sum_windows
 
 _PAD_ARGS = ("input", "pad", "mode", "value")
 _GETITEM_ARGS = ("input", "index")
@@ -217,7 +217,9 @@ class ReshapeNode(op.Node):
 
 
 class Pad(op.Op[dict[str, Any]]):
-    """``F.pad`` (``nn.ZeroPad2d``, ``nn.ConstantPad2d`` …): the field moves by the padding."""
+    """``F.pad`` (``nn.ZeroPad2d``, ``nn.ConstantPad2d`` …): the field moves by the padding.
+    In constant mode the signal's window moves back by it on the way down, and what lies in
+    the padding (no input pixel) is dropped; a negative amount crops, alike."""
 
     functions = spellings("pad")
 
@@ -225,10 +227,36 @@ class Pad(op.Op[dict[str, Any]]):
         return raw.bind(_PAD_ARGS)
 
     def geometry(self, call: dict[str, Any], x: Tensor, out: Tensor) -> op.Geometry | None:
-        pad = [int(v) for v in call["pad"]]
-        if len(pad) not in _PAD_SIDES:
-            return op.GLOBAL
-        return op.Shifted(before=(pad[2] if len(pad) == _PAD_SIDES[1] else 0, pad[0]))
+        before = _padded_before(call)
+        return op.GLOBAL if before is None else op.Shifted(before=before)
+
+    def node(self, call: dict[str, Any], recording: op.Recording, before: Any) -> op.Node:
+        source = recording.source(call.get("input"))
+        shift = _padded_before(call)
+        if shift is None or call.get("mode", "constant") != "constant":
+            raise op.Opaque  # reflection and replication copy pixels
+        return PadNode((source,), before=shift)
+
+
+def _padded_before(call: dict[str, Any]) -> op.Pair | None:
+    """Rows and columns added above and left of the map; None for padding of other axes."""
+    pad = [int(v) for v in call["pad"]]
+    if len(pad) not in _PAD_SIDES:
+        return None
+    return pad[2] if len(pad) == _PAD_SIDES[1] else 0, pad[0]
+
+
+@dataclass(eq=False, kw_only=True)
+class PadNode(op.Node):
+    """Constant padding: the input is the output's window moved back by ``before``."""
+
+    kind: ClassVar[str] = "pad"
+
+    before: op.Pair
+
+    def reverse(self, signal: Window, step: op.ReverseStep) -> Window:
+        tops, lefts = signal.tops - self.before[0], signal.lefts - self.before[1]
+        return Window(inside(signal.data, tops, lefts, step.hw(self.inputs[0])), tops, lefts)
 
 
 class GetItem(op.Op[Any]):
