@@ -14,13 +14,12 @@ unchanged. Layer-name aliases (``LAYER_ALIASES``)::
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
-from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION
-from deconvnet.models._api import Weights, register
-from deconvnet.models._meta import IMAGENET_CATEGORIES
+from deconvnet.models._api import register
+from deconvnet.models._common import IMAGENET, PooledClassifier, torchvision_imagenet
 
 NUM_CLASSES = 1000
 NUM_PARAMS = 61_100_840
@@ -38,7 +37,7 @@ LAYER_ALIASES: dict[str, str] = {
 }  # fmt: skip
 
 
-class AlexNet(nn.Module):
+class AlexNet(PooledClassifier):
     """torchvision's AlexNet: 224x224 input, 6x6x256 after pool5 (adaptive pooling keeps the
     classifier usable at other sizes)."""
 
@@ -70,35 +69,18 @@ class AlexNet(nn.Module):
             nn.Linear(4096, num_classes),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.features(x)
-        x = self.avgpool(x).flatten(1)
-        return cast(Tensor, self.classifier(x))
 
-
-ALEXNET_IMAGENET = Weights(
-    name="imagenet",
-    url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+ALEXNET_IMAGENET = torchvision_imagenet(
+    "alexnet-owt-7be5be79.pth",
     # Full digest as published in third-party manifests; it starts with torchvision's
     # file-name prefix 7be5be79, which is all torchvision itself checks.
-    sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
-    file_name="alexnet-owt-7be5be79.pth",
-    preprocessing=IMAGENET_TORCHVISION,
-    categories=IMAGENET_CATEGORIES,
-    provenance="torchvision IMAGENET1K_V1 (acc@1 56.522), BSD-3-Clause; trained on ImageNet-1k",
-    licence="BSD-3-Clause",
+    "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+    accuracy="56.522",
     num_params=NUM_PARAMS,
 )
 
 
-@register(
-    "alexnet",
-    num_classes=NUM_CLASSES,
-    preprocessing=IMAGENET_TORCHVISION,
-    layer_aliases=LAYER_ALIASES,
-    weights=(ALEXNET_IMAGENET,),
-    categories=IMAGENET_CATEGORIES,
-)
+@register("alexnet", layer_aliases=LAYER_ALIASES, weights=(ALEXNET_IMAGENET,), **IMAGENET)
 def alexnet(**kwargs: Any) -> AlexNet:
     """AlexNet, torchvision layout (ImageNet weights: ``weights="imagenet"``)."""
     return AlexNet(**kwargs)

@@ -29,7 +29,7 @@ Layer-name aliases (``LAYER_ALIASES``, also used by ``zfnet``)::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,12 +37,15 @@ from torch import Tensor, nn
 from deconvnet.errors import WeightsError
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.models._api import register
+from deconvnet.models._common import PooledClassifier, classifier_head
 from deconvnet.models._meta import CAFFE_IMAGENET_MEAN_BGR, IMAGENET_CATEGORIES
 
 NUM_CLASSES = 1000
 NUM_PARAMS = 60_965_224
 INPUT_SIZE = (227, 227)
 POOLED_SIZE = (6, 6)
+FC6_INPUTS = 256 * POOLED_SIZE[0] * POOLED_SIZE[1]
+"""fc6 reads the flattened 6x6x256 pool5 output."""
 DROPOUT = 0.5
 CAFFE_SCALE = 255.0
 LRN_SIZE = 5
@@ -73,28 +76,17 @@ LAYER_ALIASES: dict[str, str] = {
 PARAM_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
 
-def _pool() -> nn.MaxPool2d:
+def caffe_pool() -> nn.MaxPool2d:
+    """CaffeNet's 3x3/2 max pooling, with Caffe's rounding up (``ceil_mode``)."""
     return nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
 
 
-def _norm() -> nn.LocalResponseNorm:
+def caffe_lrn() -> nn.LocalResponseNorm:
+    """CaffeNet's cross-channel LRN over 5 maps."""
     return nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K)
 
 
-def classifier_head(num_classes: int, dropout: float) -> nn.Sequential:
-    """fc6-relu6-drop6-fc7-relu7-drop7-fc8 on the flattened 6x6x256 pool5 output."""
-    return nn.Sequential(
-        nn.Linear(256 * POOLED_SIZE[0] * POOLED_SIZE[1], 4096),
-        nn.ReLU(inplace=True),
-        nn.Dropout(p=dropout),
-        nn.Linear(4096, 4096),
-        nn.ReLU(inplace=True),
-        nn.Dropout(p=dropout),
-        nn.Linear(4096, num_classes),
-    )
-
-
-class CaffeNet(nn.Module):
+class CaffeNet(PooledClassifier):
     """The BVLC reference CaffeNet; 227x227 input gives pool5 of 256x6x6."""
 
     def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = DROPOUT) -> None:
@@ -102,27 +94,22 @@ class CaffeNet(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(3, 96, kernel_size=11, stride=4),
             nn.ReLU(inplace=True),
-            _pool(),
-            _norm(),
+            caffe_pool(),
+            caffe_lrn(),
             nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=2),
             nn.ReLU(inplace=True),
-            _pool(),
-            _norm(),
+            caffe_pool(),
+            caffe_lrn(),
             nn.Conv2d(256, 384, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=2),
             nn.ReLU(inplace=True),
             nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=2),
             nn.ReLU(inplace=True),
-            _pool(),
+            caffe_pool(),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(POOLED_SIZE)
-        self.classifier = classifier_head(num_classes, dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.features(x)
-        x = self.avgpool(x).flatten(1)
-        return cast(Tensor, self.classifier(x))
+        self.classifier = classifier_head(FC6_INPUTS, num_classes, dropout)
 
 
 def state_dict_from_caffe(

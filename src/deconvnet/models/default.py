@@ -15,12 +15,13 @@ Layer-name aliases (``LAYER_ALIASES``)::
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.models._api import Weights, register
+from deconvnet.models._common import PooledClassifier
 from deconvnet.models._meta import CIFAR10_CATEGORIES, CIFAR10_MEAN, CIFAR10_STD
 
 NUM_CLASSES = len(CIFAR10_CATEGORIES)
@@ -52,7 +53,7 @@ LAYER_ALIASES: dict[str, str] = {
 }
 
 
-class TinyZFNet(nn.Module):
+class TinyZFNet(PooledClassifier):
     """ZFNet-shaped CIFAR-10 net: 32x32 -> 16 -> 8 -> 4 spatially, about 0.3 M parameters.
 
     Max pools are 3x3 stride 2 with ``ceil_mode=True`` (Caffe's rounding), so a 32x32
@@ -81,11 +82,6 @@ class TinyZFNet(nn.Module):
             nn.Dropout(p=DROPOUT),
             nn.Linear(128, num_classes),
         )
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.features(x)
-        x = self.avgpool(x).flatten(1)
-        return cast(Tensor, self.classifier(x))
 
 
 CIFAR10_PREPROCESSING = Preprocessing(

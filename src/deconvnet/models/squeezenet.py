@@ -22,8 +22,9 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor, nn
 
-from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION, Preprocessing
+from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.models._api import Weights, register
+from deconvnet.models._common import IMAGENET, torchvision_imagenet
 from deconvnet.models._meta import IMAGENET_CATEGORIES
 
 NUM_CLASSES = 1000
@@ -31,7 +32,6 @@ NUM_PARAMS_1_0 = 1_248_424
 NUM_PARAMS_1_1 = 1_235_496
 DROPOUT = 0.5
 FINAL_CONV_STD = 0.01
-TORCHVISION_LICENCE = "BSD-3-Clause"
 
 Version = Literal["1_0", "1_1"]
 
@@ -145,30 +145,17 @@ def _caffe_modules(fire_indices: tuple[int, ...]) -> dict[str, str]:
 CAFFE_MODULES_1_0 = _caffe_modules((3, 4, 5, 7, 8, 9, 10, 12))
 """Where ``scripts/convert_squeezenet.py`` puts each Caffe layer's ``[weight, bias]``."""
 
-_PROVENANCE = "torchvision IMAGENET1K_V1 (acc@1 {acc}), BSD-3-Clause; trained on ImageNet-1k"
-
-SQUEEZENET1_0_IMAGENET = Weights(
-    name="imagenet",
-    url="https://download.pytorch.org/models/squeezenet1_0-b66bff10.pth",
-    sha256="b66bff10",  # torchvision publishes only this prefix (in the file name)
-    file_name="squeezenet1_0-b66bff10.pth",
-    preprocessing=IMAGENET_TORCHVISION,
-    categories=IMAGENET_CATEGORIES,
-    provenance=_PROVENANCE.format(acc="58.092"),
-    licence=TORCHVISION_LICENCE,
+SQUEEZENET1_0_IMAGENET = torchvision_imagenet(
+    "squeezenet1_0-b66bff10.pth",
+    "b66bff10",  # torchvision publishes only this prefix (in the file name)
+    accuracy="58.092",
     num_params=NUM_PARAMS_1_0,
 )
-
-SQUEEZENET1_1_IMAGENET = Weights(
-    name="imagenet",
-    url="https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
+SQUEEZENET1_1_IMAGENET = torchvision_imagenet(
+    "squeezenet1_1-b8a52dc0.pth",
     # Full digest as published in third-party manifests; starts with torchvision's prefix.
-    sha256="b8a52dc049b60e4b6ab68ad0df457362afab8b6304b2febdc1650a5dab4d7e7b",
-    file_name="squeezenet1_1-b8a52dc0.pth",
-    preprocessing=IMAGENET_TORCHVISION,
-    categories=IMAGENET_CATEGORIES,
-    provenance=_PROVENANCE.format(acc="58.178"),
-    licence=TORCHVISION_LICENCE,
+    "b8a52dc049b60e4b6ab68ad0df457362afab8b6304b2febdc1650a5dab4d7e7b",
+    accuracy="58.178",
     num_params=NUM_PARAMS_1_1,
 )
 
@@ -205,11 +192,9 @@ SQUEEZENET1_0_DEEP_COMPRESSION = Weights(
 
 @register(
     "squeezenet1_0",
-    num_classes=NUM_CLASSES,
-    preprocessing=IMAGENET_TORCHVISION,
     layer_aliases=LAYER_ALIASES_1_0,
     weights=(SQUEEZENET1_0_IMAGENET, SQUEEZENET1_0_DEEP_COMPRESSION),
-    categories=IMAGENET_CATEGORIES,
+    **IMAGENET,
 )
 def squeezenet1_0(**kwargs: Any) -> SqueezeNet:
     """SqueezeNet 1.0, torchvision layout (ImageNet: "imagenet", or embedded "deep-compression")."""
@@ -218,11 +203,9 @@ def squeezenet1_0(**kwargs: Any) -> SqueezeNet:
 
 @register(
     "squeezenet1_1",
-    num_classes=NUM_CLASSES,
-    preprocessing=IMAGENET_TORCHVISION,
     layer_aliases=LAYER_ALIASES_1_1,
     weights=(SQUEEZENET1_1_IMAGENET,),
-    categories=IMAGENET_CATEGORIES,
+    **IMAGENET,
 )
 def squeezenet1_1(**kwargs: Any) -> SqueezeNet:
     """SqueezeNet 1.1, torchvision layout (ImageNet weights: ``weights="imagenet"``)."""

@@ -9,17 +9,23 @@ State-dict keys and shapes equal ``torchvision.models.vgg16``. Conv layers sit a
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
-from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION
-from deconvnet.models._api import Weights, register
-from deconvnet.models._meta import IMAGENET_CATEGORIES
+from deconvnet.models._api import register
+from deconvnet.models._common import (
+    IMAGENET,
+    PooledClassifier,
+    classifier_head,
+    torchvision_imagenet,
+)
 
 NUM_CLASSES = 1000
 NUM_PARAMS = 138_357_544
 POOLED_SIZE = (7, 7)
+FC6_INPUTS = 512 * POOLED_SIZE[0] * POOLED_SIZE[1]
+"""fc6 reads the flattened 7x7x512 pool5 output."""
 DROPOUT = 0.5
 POOL = "M"
 VGG16_CONFIG: tuple[int | str, ...] = (
@@ -71,7 +77,7 @@ def make_layers(config: tuple[int | str, ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class VGG(nn.Module):
+class VGG(PooledClassifier):
     """torchvision's VGG: ``features``, adaptive 7x7 ``avgpool``, three-layer ``classifier``."""
 
     def __init__(
@@ -83,15 +89,7 @@ class VGG(nn.Module):
         super().__init__()
         self.features = make_layers(config)
         self.avgpool = nn.AdaptiveAvgPool2d(POOLED_SIZE)
-        self.classifier = nn.Sequential(
-            nn.Linear(512 * POOLED_SIZE[0] * POOLED_SIZE[1], 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(4096, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(4096, num_classes),
-        )
+        self.classifier = classifier_head(FC6_INPUTS, num_classes, dropout)
         for module in self.modules():  # torchvision's initialisation
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -102,34 +100,17 @@ class VGG(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.features(x)
-        x = self.avgpool(x).flatten(1)
-        return cast(Tensor, self.classifier(x))
 
-
-VGG16_IMAGENET = Weights(
-    name="imagenet",
-    url="https://download.pytorch.org/models/vgg16-397923af.pth",
+VGG16_IMAGENET = torchvision_imagenet(
+    "vgg16-397923af.pth",
     # Full digest as published in third-party manifests; starts with torchvision's prefix.
-    sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
-    file_name="vgg16-397923af.pth",
-    preprocessing=IMAGENET_TORCHVISION,
-    categories=IMAGENET_CATEGORIES,
-    provenance="torchvision IMAGENET1K_V1 (acc@1 71.592), BSD-3-Clause; trained on ImageNet-1k",
-    licence="BSD-3-Clause",
+    "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+    accuracy="71.592",
     num_params=NUM_PARAMS,
 )
 
 
-@register(
-    "vgg16",
-    num_classes=NUM_CLASSES,
-    preprocessing=IMAGENET_TORCHVISION,
-    layer_aliases=LAYER_ALIASES,
-    weights=(VGG16_IMAGENET,),
-    categories=IMAGENET_CATEGORIES,
-)
+@register("vgg16", layer_aliases=LAYER_ALIASES, weights=(VGG16_IMAGENET,), **IMAGENET)
 def vgg16(**kwargs: Any) -> VGG:
     """VGG-16, torchvision layout (ImageNet weights: ``weights="imagenet"``)."""
     return VGG(VGG16_CONFIG, **kwargs)

@@ -14,37 +14,24 @@ names equal CaffeNet's (``conv5`` = ``features.12``, ``pool5`` = ``features.14``
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
-from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION
 from deconvnet.models._api import register
-from deconvnet.models._meta import IMAGENET_CATEGORIES
+from deconvnet.models._common import IMAGENET, PooledClassifier, classifier_head
+from deconvnet.models.caffenet import FC6_INPUTS, caffe_lrn, caffe_pool
 from deconvnet.models.caffenet import LAYER_ALIASES as CAFFENET_LAYER_ALIASES
-from deconvnet.models.caffenet import classifier_head
 
 NUM_CLASSES = 1000
 NUM_PARAMS = 62_357_608
 POOLED_SIZE = (6, 6)
 DROPOUT = 0.5
-LRN_SIZE = 5
-LRN_ALPHA = 1e-4
-LRN_BETA = 0.75
-LRN_K = 1.0
 
 LAYER_ALIASES: dict[str, str] = dict(CAFFENET_LAYER_ALIASES)
 
 
-def _pool() -> nn.MaxPool2d:
-    return nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
-
-
-def _norm() -> nn.LocalResponseNorm:
-    return nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K)
-
-
-class ZFNet(nn.Module):
+class ZFNet(PooledClassifier):
     """Zeiler & Fergus' ImageNet network; 224x224 input gives pool5 of 256x6x6."""
 
     def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = DROPOUT) -> None:
@@ -52,36 +39,25 @@ class ZFNet(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(3, 96, kernel_size=7, stride=2, padding=1),
             nn.ReLU(inplace=True),
-            _pool(),
-            _norm(),
+            caffe_pool(),
+            caffe_lrn(),
             nn.Conv2d(96, 256, kernel_size=5, stride=2),
             nn.ReLU(inplace=True),
-            _pool(),
-            _norm(),
+            caffe_pool(),
+            caffe_lrn(),
             nn.Conv2d(256, 384, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv2d(384, 384, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv2d(384, 256, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
-            _pool(),
+            caffe_pool(),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(POOLED_SIZE)
-        self.classifier = classifier_head(num_classes, dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.features(x)
-        x = self.avgpool(x).flatten(1)
-        return cast(Tensor, self.classifier(x))
+        self.classifier = classifier_head(FC6_INPUTS, num_classes, dropout)
 
 
-@register(
-    "zfnet",
-    num_classes=NUM_CLASSES,
-    preprocessing=IMAGENET_TORCHVISION,
-    layer_aliases=LAYER_ALIASES,
-    categories=IMAGENET_CATEGORIES,
-)
+@register("zfnet", layer_aliases=LAYER_ALIASES, **IMAGENET)
 def zfnet(**kwargs: Any) -> ZFNet:
     """ZFNet (Zeiler & Fergus Fig. 3), random init; load your own trained file."""
     return ZFNet(**kwargs)
