@@ -134,6 +134,12 @@ def _check_channel(y: Tensor, channel: int) -> None:
         )
 
 
+def _one_channel(y: Tensor, channel: int) -> Tensor:
+    """LongTensor (B, 1): ``channel`` (checked) for every image."""
+    _check_channel(y, channel)
+    return torch.full((y.shape[0], 1), channel, dtype=torch.long, device=y.device)
+
+
 def _map_argmax(maps: Tensor) -> tuple[Tensor, Tensor]:
     """Max value and its first row-major position for maps (B, K, *spatial)."""
     flat = maps.flatten(2)
@@ -193,9 +199,8 @@ class MapMax(Selection):
 
     def resolve(self, y: Tensor) -> Seeds:
         _require_maps(y, "MapMax")
-        _check_channel(y, self.channel)
+        channels = _one_channel(y, self.channel)
         _, positions = _map_argmax(y[:, self.channel : self.channel + 1].detach())
-        channels = torch.full((y.shape[0], 1), self.channel, dtype=torch.long, device=y.device)
         return _unit_seeds(y, channels, positions)
 
     def describe(self) -> str:
@@ -203,22 +208,32 @@ class MapMax(Selection):
 
 
 @dataclass(frozen=True)
-class TopMaps(Selection):
-    """The ``k`` maps with the largest maximum, each seeded at its own argmax, separately.
-
-    Maps are ranked by their maximum, descending; equal maxima keep channel order.
-    """
+class _Ranked(Selection):
+    """The ``k`` strongest of a layer's maps or units (``k >= 1``), each separately."""
 
     k: int
 
     def __post_init__(self) -> None:
         if self.k < 1:
-            raise SelectionError(f"TopMaps needs k >= 1, got {self.k}")
+            raise SelectionError(f"{type(self).__name__} needs k >= 1, got {self.k}")
+
+    def _require(self, available: int, what: str) -> None:
+        if self.k > available:
+            raise SelectionError(
+                f"{type(self).__name__}({self.k}) but the layer has only {available} {what}"
+            )
+
+
+@dataclass(frozen=True)
+class TopMaps(_Ranked):
+    """The ``k`` maps with the largest maximum, each seeded at its own argmax, separately.
+
+    Maps are ranked by their maximum, descending; equal maxima keep channel order.
+    """
 
     def resolve(self, y: Tensor) -> Seeds:
         _require_maps(y, "TopMaps")
-        if self.k > y.shape[1]:
-            raise SelectionError(f"TopMaps({self.k}) but the layer has only {y.shape[1]} maps")
+        self._require(y.shape[1], "maps")
         maxima, positions = _map_argmax(y.detach())
         order = torch.sort(maxima, dim=1, descending=True, stable=True).indices[:, : self.k]
         picked = positions.gather(1, order[..., None].expand(-1, -1, positions.shape[-1]))
@@ -236,28 +251,19 @@ class Unit(Selection):
 
     def resolve(self, y: Tensor) -> Seeds:
         _require_units(y, "Unit", "Neuron or MapMax")
-        _check_channel(y, self.index)
-        channels = torch.full((y.shape[0], 1), self.index, dtype=torch.long, device=y.device)
-        return _unit_seeds(y, channels, None)
+        return _unit_seeds(y, _one_channel(y, self.index), None)
 
     def describe(self) -> str:
         return f"unit:{self.index}"
 
 
 @dataclass(frozen=True)
-class TopUnits(Selection):
+class TopUnits(_Ranked):
     """The ``k`` strongest units of an fc layer, each projected separately."""
-
-    k: int
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise SelectionError(f"TopUnits needs k >= 1, got {self.k}")
 
     def resolve(self, y: Tensor) -> Seeds:
         _require_units(y, "TopUnits", "TopMaps")
-        if self.k > y.shape[1]:
-            raise SelectionError(f"TopUnits({self.k}) but the layer has only {y.shape[1]} units")
+        self._require(y.shape[1], "units")
         order = torch.sort(y.detach(), dim=1, descending=True, stable=True).indices[:, : self.k]
         return _unit_seeds(y, order, None)
 
