@@ -6,9 +6,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deconvnet.faces.cli._numbers import MAX_BATCH, int_in
+from deconvnet.faces.cli._numbers import MAX_BATCH, MAX_WORKERS, int_in
 from deconvnet.inputs import images
 from deconvnet.instruments.topk.scan import DEFAULT_BATCH_SIZE
+
+DEFAULT_WORKERS = 1
+"""One loader process decodes the next batch while the model runs on this one."""
+LOADER_OPTIONS = (
+    ("--batch-size", int_in(1, MAX_BATCH), DEFAULT_BATCH_SIZE, "images per forward pass"),
+    (
+        "--workers",
+        int_in(0, MAX_WORKERS),
+        DEFAULT_WORKERS,
+        "loader processes decoding images while the model runs; 0 decodes in this process",
+    ),
+)
+"""``--batch-size`` and ``--workers``: flag, type, default, help."""
 
 
 def add_image_argument(parser: argparse.ArgumentParser) -> None:
@@ -27,14 +40,11 @@ def add_full_frame_argument(parser: argparse._ActionsContainer) -> None:
     )
 
 
-def add_batch_size_argument(parser: argparse.ArgumentParser) -> None:
-    """``--batch-size`` of the commands that run a dataset through the model (topk, evolve)."""
-    parser.add_argument(
-        "--batch-size",
-        type=int_in(1, MAX_BATCH),
-        default=DEFAULT_BATCH_SIZE,
-        help="images per forward pass",
-    )
+def add_loader_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--batch-size`` and ``--workers`` of the commands that run a dataset through the model
+    (topk, evolve)."""
+    for flag, kind, default, text in LOADER_OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=text)
 
 
 def image_paths(given: list[str]) -> list[Path]:

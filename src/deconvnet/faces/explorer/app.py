@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, Response, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -256,16 +256,10 @@ def create_app(
         response_model=UnitInfo,
         responses=ERRORS,
     )
-    def unit(
-        image_id: ImageId,
-        layer: str,
-        channel: Channel,
-        rule: Rule = DEFAULT_RULE,
-        y: Coordinate = None,
-        x: Coordinate = None,
-    ) -> UnitInfo:
+    def unit(address: Unit) -> UnitInfo:
         """Project one unit (the map's strongest when y/x are not given); its scan top-k."""
-        found = explorer.project(image_id, layer, channel, rule, _position(y, x))
+        image_id, layer, channel, rule, _ = address
+        found = explorer.project(*address)
         query = f"rule={rule}&y={found.position[0]}&x={found.position[1]}"
         in_scan = any(u.channel == channel for u in scan_units.get(layer, []))
         return UnitInfo(
@@ -284,18 +278,10 @@ def create_app(
         "/api/images/{image_id}/layers/{layer:path}/units/{channel}/projection.png",
         responses={**ERRORS, 200: {"content": {PNG: {}}}},
     )
-    def projection_png(
-        image_id: ImageId,
-        layer: str,
-        channel: Channel,
-        rule: Rule = DEFAULT_RULE,
-        y: Coordinate = None,
-        x: Coordinate = None,
-        view: View = "whole",
-    ) -> Response:
+    def projection_png(address: Unit, view: View = "whole") -> Response:
         """The unit's projection (colours scaled by its largest |value|) over the whole input,
         or its receptive field enlarged."""
-        found = explorer.project(image_id, layer, channel, rule, _position(y, x))
+        found = explorer.project(*address)
         return Response(found.png if view == "whole" else found.field_png, media_type=PNG)
 
     # after the routes below it: a layer name may hold '/' (Caffe's fire2/concat)
@@ -311,10 +297,32 @@ def create_app(
     return app
 
 
-def _position(y: int | None, x: int | None) -> tuple[int, int] | None:
+class UnitAddress(NamedTuple):
+    """One unit as the unit routes name it: image, layer, map, rule and position (None: the
+    map's strongest), in :meth:`Explorer.project`'s order."""
+
+    image_id: str
+    layer: str
+    channel: int
+    rule: str
+    position: tuple[int, int] | None
+
+
+def unit_address(
+    image_id: ImageId,
+    layer: str,
+    channel: Channel,
+    rule: Rule = DEFAULT_RULE,
+    y: Coordinate = None,
+    x: Coordinate = None,
+) -> UnitAddress:
+    """The parameters of the unit routes, read and checked once."""
     if (y is None) != (x is None):
         raise HTTPException(422, "give both y and x, or neither (the map's maximum)")
-    return None if y is None or x is None else (y, x)
+    return UnitAddress(image_id, layer, channel, rule, None if y is None or x is None else (y, x))
+
+
+Unit = Annotated[UnitAddress, Depends(unit_address)]
 
 
 def _library_path(explorer: Explorer, name: str) -> Path:

@@ -6,15 +6,13 @@ import argparse
 
 from deconvnet.engine.rules import RULES
 from deconvnet.faces.cli._bars import ProgressBar
-from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import add_full_frame_argument, add_image_argument, image_path
-from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._help import command_parser
+from deconvnet.faces.cli._inputs import add_full_frame_argument
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
-from deconvnet.faces.cli._select import add_target_arguments, parse_select
+from deconvnet.faces.cli._select import add_image_target_arguments, image_target
 from deconvnet.figures import render
 from deconvnet.figures.compare import comparison_figure, shown_projections
 from deconvnet.figures.files import save_png
-from deconvnet.inputs.prepared import prepare
 from deconvnet.instruments import compare
 
 FIGURE = "compare.png"
@@ -23,34 +21,22 @@ EXAMPLES = """examples:
   deconvnet compare --layer conv3 --select map:12 --out out/
   deconvnet compare cat.jpg --caffe deploy.prototxt net.caffemodel --layer conv5 --out out/
 """
+SUMMARY = "the same selection under zeiler, guided and gradient, side by side"
+DESCRIPTION = """Project one selection with the deconvnet (zeiler), guided backprop and
+the plain gradient, on one shared colour scale and a signed view."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser(
-        "compare",
-        help="the same selection under zeiler, guided and gradient, side by side",
-        description="Project one selection with the deconvnet (zeiler), guided backprop and\n"
-        "the plain gradient, on one shared colour scale and a signed view.",
-        epilog=EXAMPLES,
-        formatter_class=HelpFormatter,
-    )
-    add_image_argument(parser)
-    add_model_arguments(parser)
-    add_target_arguments(parser, DEFAULT_SELECT)
+    parser = command_parser(sub, "compare", SUMMARY, DESCRIPTION, run, EXAMPLES)
+    add_image_target_arguments(parser, DEFAULT_SELECT)
     add_full_frame_argument(parser)
     add_output_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 @writes_output()
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
-    loaded = load_model(args)
-    layer = loaded.layer(args.layer)
-    selection = args.select or parse_select(DEFAULT_SELECT)
-    device = loaded.device
-    path = image_path(args.image)
-    image = prepare(path, loaded.preprocessing, device)
-    with ProgressBar(f"{path.name}: rules", unit="rule") as bar:
+    loaded, layer, selection, image = image_target(args, DEFAULT_SELECT)
+    with ProgressBar(f"{image.path.name}: rules", unit="rule") as bar:
         result = compare.compare_rules(loaded.model, image.tensor, layer, selection, progress=bar)
     sheet = comparison_figure(
         result,
@@ -64,7 +50,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     signed = render.shared_range(list(shown), "signed")
     manifest = {
         "command": "compare",
-        "image": str(path),
+        "image": str(image.path),
         "input_size": list(image.tensor.shape[2:]),
         **loaded.provenance(),
         "layer": layer,

@@ -16,7 +16,7 @@ import torch
 from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError, one_line
 from deconvnet.faces.cli._bars import ProgressBar
-from deconvnet.faces.cli._help import HelpFormatter
+from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import MAX_SEED, MAX_SIDE, int_in
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
@@ -54,18 +54,14 @@ bounds the random control's squares:
 Each part is masked with a square of --size pixels of the network input (default 1/8 of
 its shorter side) centred on the box, filled with the model's mean pixel.
 """
+SUMMARY = "do masked parts change features consistently across images (§4.3, Table 1)"
+DESCRIPTION = """Mask the same part in every image and score how consistently the sign of
+the feature change agrees between images, against random squares of the same size
+(Zeiler & Fergus 2014, §4.3, Table 1). Lower = more consistent."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser(
-        "correspondence",
-        help="do masked parts change features consistently across images (§4.3, Table 1)",
-        description="Mask the same part in every image and score how consistently the sign of\n"
-        "the feature change agrees between images, against random squares of the same size\n"
-        "(Zeiler & Fergus 2014, §4.3, Table 1). Lower = more consistent.",
-        epilog=EXAMPLES,
-        formatter_class=HelpFormatter,
-    )
+    parser = command_parser(sub, "correspondence", SUMMARY, DESCRIPTION, run, EXAMPLES)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="at least two image files")
     parser.add_argument("--parts", type=Path, required=True, help="part boxes per image (JSON)")
     add_model_arguments(parser)
@@ -93,7 +89,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="draw the masks on a blank canvas (for photos that may not be redistributed)",
     )
     add_output_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 @writes_output()

@@ -8,13 +8,12 @@ from typing import Any
 
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
-from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import add_batch_size_argument
+from deconvnet.faces.cli._help import command_parser
+from deconvnet.faces.cli._inputs import add_loader_arguments
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import (
     MAX_SEED,
     MAX_TILE,
-    MAX_WORKERS,
     MIN_TILE,
     int_in,
 )
@@ -34,17 +33,13 @@ EXAMPLES = """examples:
 Each CHECKPOINT is a state dict (.pth/.pt, read with weights_only=True, or .safetensors)
 of the --model architecture, given in training order: they are the figure's columns.
 """
+SUMMARY = "features forming during training, over checkpoints (the paper's Fig. 4)"
+DESCRIPTION = """For each checkpoint, project the strongest activation of each chosen map
+over a dataset (Zeiler & Fergus 2014, Fig. 4): maps as rows, checkpoints as columns."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser(
-        "evolve",
-        help="features forming during training, over checkpoints (the paper's Fig. 4)",
-        description="For each checkpoint, project the strongest activation of each chosen map\n"
-        "over a dataset (Zeiler & Fergus 2014, Fig. 4): maps as rows, checkpoints as columns.",
-        epilog=EXAMPLES,
-        formatter_class=HelpFormatter,
-    )
+    parser = command_parser(sub, "evolve", SUMMARY, DESCRIPTION, run, EXAMPLES)
     parser.add_argument(
         "checkpoints", nargs="+", metavar="CHECKPOINT", help="state dicts, in training order"
     )
@@ -58,19 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=None,
         help="comma-separated column names, one per checkpoint (default: the file names)",
     )
-    add_batch_size_argument(parser)
-    parser.add_argument(
-        "--workers",
-        type=int_in(0, MAX_WORKERS),
-        default=1,
-        help="loader processes; 0 decodes in this process",
-    )
+    add_loader_arguments(parser)
     add_rule_arguments(parser)
     parser.add_argument(
         "--tile", type=int_in(MIN_TILE, MAX_TILE), default=DEFAULT_TILE, help="tile size in pixels"
     )
     add_output_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 @writes_output()

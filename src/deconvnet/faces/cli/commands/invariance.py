@@ -13,7 +13,7 @@ from torch import nn
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._classes import add_categories_argument, categories_for, parse_label
-from deconvnet.faces.cli._help import HelpFormatter
+from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._inputs import image_paths
 from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
@@ -45,18 +45,14 @@ input; the canvas they uncover is the model's mean pixel (--canvas wrap: wraps a
 Models that keep photos at their own size (the default CIFAR-10 model) are run at their
 training size.
 """
+SUMMARY = "feature distance and class probability under shifts, scaling, rotation (Fig. 5)"
+DESCRIPTION = """Transform each image by a range of amounts and plot, per layer, the
+distance between its features and the original's, and the probability of its
+true (or top) class (Zeiler & Fergus 2014, Fig. 5)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser(
-        "invariance",
-        help="feature distance and class probability under shifts, scaling, rotation (Fig. 5)",
-        description="Transform each image by a range of amounts and plot, per layer, the\n"
-        "distance between its features and the original's, and the probability of its\n"
-        "true (or top) class (Zeiler & Fergus 2014, Fig. 5).",
-        epilog=EXAMPLES,
-        formatter_class=HelpFormatter,
-    )
+    parser = command_parser(sub, "invariance", SUMMARY, DESCRIPTION, run, EXAMPLES)
     parser.add_argument(
         "images", nargs="*", metavar="IMAGE", help="image files (default: a bundled CC0 photo)"
     )
@@ -91,7 +87,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="leave the strip of transformed images out of the figure (charts only)",
     )
     add_output_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 @writes_output()

@@ -11,25 +11,21 @@ from __future__ import annotations
 import argparse
 
 from deconvnet.engine.receptive import layer_table
-from deconvnet.faces.cli._help import HelpFormatter
+from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 
 NAME_WIDTH = 28
+SUMMARY = "list layers, output shapes and receptive fields"
+DESCRIPTION = """List every layer with its output shape for the model's input size and
+its receptive field (size, stride, offset in input pixels). Aliases in
+parentheses are accepted wherever a layer is named; for Caffe nets they are
+Caffe's blob names (conv3 = the blob after its in-place ReLU, as Caffe holds
+it; conv3_preact = before the ReLU)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser(
-        "layers",
-        help="list layers, output shapes and receptive fields",
-        description="List every layer with its output shape for the model's input size and\n"
-        "its receptive field (size, stride, offset in input pixels). Aliases in\n"
-        "parentheses are accepted wherever a layer is named; for Caffe nets they are\n"
-        "Caffe's blob names (conv3 = the blob after its in-place ReLU, as Caffe holds\n"
-        "it; conv3_preact = before the ReLU).",
-        formatter_class=HelpFormatter,
-    )
+    parser = command_parser(sub, "layers", SUMMARY, DESCRIPTION, run)
     add_model_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from deconvnet.engine.engine import Deconvnet
 from deconvnet.errors import InputError
-from deconvnet.faces.cli._help import HelpFormatter
+from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._output import (
     OutputFolder,
@@ -19,14 +19,12 @@ from deconvnet.figures import render
 from deconvnet.figures.files import save_png
 from deconvnet.inputs.prepared import prepare
 
+SUMMARY = "feature-map grid of a layer for one image"
+DESCRIPTION = "Tile every feature map of a layer for one image in a near-square grid."
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser(
-        "maps",
-        help="feature-map grid of a layer for one image",
-        description="Tile every feature map of a layer for one image in a near-square grid.",
-        formatter_class=HelpFormatter,
-    )
+    parser = command_parser(sub, "maps", SUMMARY, DESCRIPTION, run)
     parser.add_argument("image", metavar="IMAGE", help="an image file")
     add_model_arguments(parser)
     parser.add_argument(
@@ -34,7 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     parser.add_argument("--labels", action="store_true", help="print map indices on the tiles")
     add_output_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 @writes_output()

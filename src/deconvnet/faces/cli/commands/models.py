@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from deconvnet import models
-from deconvnet.faces.cli._help import HelpFormatter
+from deconvnet.faces.cli._help import command_parser
 from deconvnet.models import ModelSpec, Weights
 
 EMBEDDED = "embedded"
@@ -24,20 +24,15 @@ EXAMPLES = """examples:
   deconvnet models --json
   deconvnet project --model squeezenet1_0 --weights deep-compression --out out/
 """
+SUMMARY = "list the zoo's models and weight sets, their licences and whether they are offline"
+DESCRIPTION = """List every model of the zoo with its input size and each named weight \
+set: its licence, and whether it is embedded in the package (works offline) or \
+downloaded into torch's hub cache on first use."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser(
-        "models",
-        help="list the zoo's models and weight sets, their licences and whether they are offline",
-        description="List every model of the zoo with its input size and each named weight "
-        "set: its licence, and whether it is embedded in the package (works offline) or "
-        "downloaded into torch's hub cache on first use.",
-        epilog=EXAMPLES,
-        formatter_class=HelpFormatter,
-    )
+    parser = command_parser(sub, "models", SUMMARY, DESCRIPTION, run, EXAMPLES)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import torch
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._classes import add_categories_argument, categories_for, parse_label
-from deconvnet.faces.cli._help import HelpFormatter
+from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._inputs import add_image_argument, image_path
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import MAX_BATCH, MAX_SIDE, int_in, real_number
@@ -31,17 +31,13 @@ occluded at their training size (32x32 for the default), where their classifier 
 --native-size keeps the photo's own size instead. Size and stride default to 48 and 8 for a
 224-pixel input, scaled to the input (7 and 1 at 32x32).
 """
+SUMMARY = "occlusion sensitivity (the paper's Fig. 7)"
+DESCRIPTION = """Slide a grey square over the image and map a layer's strongest feature
+map, the class probability and the top class (Zeiler & Fergus 2014, Fig. 7)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser(
-        "occlude",
-        help="occlusion sensitivity (the paper's Fig. 7)",
-        description="Slide a grey square over the image and map a layer's strongest feature\n"
-        "map, the class probability and the top class (Zeiler & Fergus 2014, Fig. 7).",
-        epilog=EXAMPLES,
-        formatter_class=HelpFormatter,
-    )
+    parser = command_parser(sub, "occlude", SUMMARY, DESCRIPTION, run, EXAMPLES)
     add_image_argument(parser)
     add_model_arguments(parser)
     parser.add_argument(
@@ -80,7 +76,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="occlude at the photo's own size for models that do not resize (see below)",
     )
     add_output_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 @writes_output()

@@ -10,7 +10,7 @@ from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, Deconvnet
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
-from deconvnet.faces.cli._help import HelpFormatter
+from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._inputs import add_full_frame_argument, image_paths
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import MAX_BATCH, int_in
@@ -41,17 +41,13 @@ EXAMPLES = """examples:
   deconvnet project cat.jpg --model alexnet --weights imagenet --layer features.10 --out out/
   deconvnet project img.jpg --caffe deploy.prototxt net.caffemodel --layer pool5 --out out/
 """
+SUMMARY = "project a layer's activations back to pixels (the deconvnet)"
+DESCRIPTION = """Project selected activations of a layer back to pixel space
+(Zeiler & Fergus 2014). Writes PNGs and a JSON manifest."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser(
-        "project",
-        help="project a layer's activations back to pixels (the deconvnet)",
-        description="Project selected activations of a layer back to pixel space\n"
-        "(Zeiler & Fergus 2014). Writes PNGs and a JSON manifest.",
-        epilog=EXAMPLES,
-        formatter_class=HelpFormatter,
-    )
+    parser = command_parser(sub, "project", SUMMARY, DESCRIPTION, run, EXAMPLES)
     parser.add_argument(
         "images", nargs="*", metavar="IMAGE", help="image files (default: a bundled CC0 photo)"
     )
@@ -74,7 +70,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     add_figure_arguments(parser)
     add_output_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def add_figure_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 
 from deconvnet.faces.cli._bars import ProgressBar
-from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import add_full_frame_argument, add_image_argument, image_path
-from deconvnet.faces.cli._model import add_model_arguments, load_model
+from deconvnet.faces.cli._help import command_parser
+from deconvnet.faces.cli._inputs import add_full_frame_argument
 from deconvnet.faces.cli._numbers import MAX_SEED, int_in
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.cli._rules import add_rule_arguments, reverse_policy
-from deconvnet.faces.cli._select import add_target_arguments, parse_select
+from deconvnet.faces.cli._select import add_image_target_arguments, image_target
 from deconvnet.figures.files import save_png
 from deconvnet.figures.sanity import sanity_figure
-from deconvnet.inputs.prepared import prepare
 from deconvnet.instruments import sanity
 
 FIGURE = "sanity.png"
@@ -23,47 +21,36 @@ EXAMPLES = """examples:
   deconvnet sanity --layer conv3 --select map:12 --out out/
   deconvnet sanity cat.jpg --caffe deploy.prototxt net.caffemodel --layer conv5 --out out/
 """
+SUMMARY = "cascading randomisation: does the projection depend on the weights?"
+DESCRIPTION = """Re-initialise the layers the projected layer depends on, from the top
+down, one more each step, and compare each projection with the trained one
+(Spearman rank correlation, SSIM). Layers above it, or on branches that do not
+feed it, are left trained and listed. Prints the table; writes the figure and
+manifest."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser(
-        "sanity",
-        help="cascading randomisation: does the projection depend on the weights?",
-        description="Re-initialise the layers the projected layer depends on, from the top\n"
-        "down, one more each step, and compare each projection with the trained one\n"
-        "(Spearman rank correlation, SSIM). Layers above it, or on branches that do not\n"
-        "feed it, are left trained and listed. Prints the table; writes the figure and\n"
-        "manifest.",
-        epilog=EXAMPLES,
-        formatter_class=HelpFormatter,
-    )
-    add_image_argument(parser)
-    add_model_arguments(parser)
-    add_target_arguments(parser, DEFAULT_SELECT)
+    parser = command_parser(sub, "sanity", SUMMARY, DESCRIPTION, run, EXAMPLES)
+    add_image_target_arguments(parser, DEFAULT_SELECT)
     add_rule_arguments(parser, lrn_and_collisions=False)
     parser.add_argument(
         "--seed", type=int_in(0, MAX_SEED), default=sanity.DEFAULT_SEED, help="random seed"
     )
     add_full_frame_argument(parser)
     add_output_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 @writes_output()
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
-    loaded = load_model(args)
-    layer = loaded.layer(args.layer)
-    selection = args.select or parse_select(DEFAULT_SELECT)
-    device = loaded.device
-    path = image_path(args.image)
-    image = prepare(path, loaded.preprocessing, device)
-    with ProgressBar(f"{path.name}: randomising", unit="layer") as bar:
+    rule = reverse_policy(args).rule
+    loaded, layer, selection, image = image_target(args, DEFAULT_SELECT)
+    with ProgressBar(f"{image.path.name}: randomising", unit="layer") as bar:
         result = sanity.cascading_randomisation(
             loaded.model,
             image.tensor,
             layer,
             selection,
-            rule=reverse_policy(args).rule,
+            rule=rule,
             seed=args.seed,
             progress=bar,
         )
@@ -80,14 +67,14 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     save_png(figure, args.out / FIGURE)
     manifest = {
         "command": "sanity",
-        "image": str(path),
+        "image": str(image.path),
         "input_size": list(image.tensor.shape[2:]),
         **loaded.provenance(),
         "layer": layer,
         "layer_alias": loaded.display_name(layer),
         "selection": selection.describe(),
         "seeds": list(result.seeds),
-        "rule": reverse_policy(args).rule,
+        "rule": rule,
         "seed": args.seed,
         "metrics": "spearman and ssim of |projection| summed over channels, divided by max; "
         "spearman_signed of the channel sum; inside each seed's receptive-field box; "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from deconvnet.engine.receptive import layer_table
 from deconvnet.errors import InputError
-from deconvnet.faces.cli._help import HelpFormatter
+from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import int_in, real_in
 from deconvnet.faces.cli.commands.site import check_weights
@@ -45,16 +45,11 @@ EXAMPLES = """examples:
   deconvnet serve --scan scan/ --images photos/ --port 8080
   deconvnet serve --caffe deploy.prototxt net.caffemodel --scan scan/
 """
+SUMMARY = "the live explorer: feature maps and projections in the browser"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser(
-        "serve",
-        help="the live explorer: feature maps and projections in the browser",
-        description=DESCRIPTION,
-        epilog=EXAMPLES,
-        formatter_class=HelpFormatter,
-    )
+    parser = command_parser(sub, "serve", SUMMARY, DESCRIPTION, run, EXAMPLES)
     add_model_arguments(parser)
     parser.add_argument(
         "--scan",
@@ -78,7 +73,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=DEFAULT_MAX_UPLOAD_MB,
         help="upload size cap in MB",
     )
-    parser.set_defaults(func=run)
 
 
 def require_extra() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from deconvnet import models
 from deconvnet.engine.receptive import LayerRow, layer_table
 from deconvnet.errors import InputError
-from deconvnet.faces.cli._help import HelpFormatter
+from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.site.build import build_site, scan_manifest
@@ -31,20 +31,14 @@ EXAMPLES = """examples:
   deconvnet topk photos/ --layers conv2 --out scan/ && deconvnet site scan/ --out site/
   deconvnet site scan/ --caffe deploy.prototxt net.caffemodel --out site/
 """
+SUMMARY = "a static site of a top-k scan: model card, layer pages, unit pages"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser(
-        "site",
-        help="a static site of a top-k scan: model card, layer pages, unit pages",
-        description=DESCRIPTION,
-        epilog=EXAMPLES,
-        formatter_class=HelpFormatter,
-    )
+    parser = command_parser(sub, "site", SUMMARY, DESCRIPTION, run, EXAMPLES)
     parser.add_argument("scan", metavar="SCAN_DIR", type=Path, help="a 'deconvnet topk' --out")
     add_model_arguments(parser)
     add_output_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 @writes_output()

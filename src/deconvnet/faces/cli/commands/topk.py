@@ -22,15 +22,14 @@ from datetime import timedelta
 from typing import Any
 
 from deconvnet.faces.cli._bars import ProgressBar
-from deconvnet.faces.cli._help import HelpFormatter
-from deconvnet.faces.cli._inputs import add_batch_size_argument
+from deconvnet.faces.cli._help import command_parser
+from deconvnet.faces.cli._inputs import add_loader_arguments
 from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import (
     MAX_CHECKPOINT_EVERY,
     MAX_K,
     MAX_SEED,
     MAX_TILE,
-    MAX_WORKERS,
     MIN_TILE,
     int_in,
     real_in,
@@ -54,25 +53,18 @@ from deconvnet.instruments.topk.scan import (
     scan,
 )
 
-DEFAULT_WORKERS = 1
-"""One loader process decodes the next batch while the model runs on this one."""
-
 CHECKPOINT_FILE = "topk_checkpoint.pt"
 CHECKPOINTS = "topk_checkpoint*.pt"
 """The single-process checkpoint and the per-rank ones of a distributed scan."""
 MAX_DIST_TIMEOUT_S = 7 * 24 * 3600
 """A week: longer than any wait for a healthy rank, yet finite so a dead one ends the job."""
 DEFAULT_MAPS = "random:16"
+SUMMARY = "top-k activations per feature map over a dataset, projected (paper Fig. 2)"
 
 
 def register(subparsers: Any) -> None:
     """Add the ``topk`` parser."""
-    parser = subparsers.add_parser(
-        "topk",
-        help="top-k activations per feature map over a dataset, projected (paper Fig. 2)",
-        description=__doc__,
-        formatter_class=HelpFormatter,
-    )
+    parser = command_parser(subparsers, "topk", SUMMARY, __doc__, run)
     parser.add_argument("data", metavar="DATA", help="a folder of images or an .npz file")
     add_model_arguments(parser)
     parser.add_argument("--layers", required=True, help="comma-separated layers (aliases ok)")
@@ -81,13 +73,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="seed for random:N")
     add_output_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue OUT's checkpoint")
-    parser.add_argument(
-        "--workers",
-        type=int_in(0, MAX_WORKERS),
-        default=DEFAULT_WORKERS,
-        help="loader processes decoding images while the model runs; 0 decodes in this process",
-    )
-    add_batch_size_argument(parser)
+    add_loader_arguments(parser)
     parser.add_argument(
         "--checkpoint-every",
         type=int_in(1, MAX_CHECKPOINT_EVERY),
@@ -114,7 +100,6 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="under torchrun: how long a rank waits for the others before it gives up",
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -134,15 +119,10 @@ def _run_alone(args: argparse.Namespace, folder: OutputFolder) -> int:
             loaded.model,
             data,
             layers,
-            k=args.k,
-            maps=maps,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            workers=args.workers,
             checkpoint=f"{args.out}/{CHECKPOINT_FILE}",
-            checkpoint_every=args.checkpoint_every,
             resume=args.resume,
             progress=bar,
+            **_scan_options(args, maps),
         )
     with ProgressBar("project", unit="proj") as bar:
         projections = project(index, loaded.model, data, progress=bar, **_projection_options(args))
@@ -183,15 +163,10 @@ def _run_rank(args: argparse.Namespace, group: Group) -> int:
                     layers,
                     group,
                     device,
-                    k=args.k,
-                    maps=maps,
-                    seed=args.seed,
-                    batch_size=args.batch_size,
-                    workers=args.workers,
                     checkpoint=args.out / CHECKPOINT_FILE,
-                    checkpoint_every=args.checkpoint_every,
                     resume=resume,
                     progress=bar,
+                    **_scan_options(args, maps),
                 )
             with ProgressBar(f"project ({group.describe()})", unit="proj", disable=hidden) as bar:
                 projections = distributed.project_shares(
@@ -223,6 +198,18 @@ def _open(
     loaded = load_model(args)
     layers = loaded.layer_list(args.layers)
     return maps, loaded, layers, datasets.open_dataset(args.data, loaded.preprocessing)
+
+
+def _scan_options(args: argparse.Namespace, maps: MapChoice) -> dict[str, Any]:
+    """The scan as the options ask for it, alone or on each rank."""
+    return {
+        "k": args.k,
+        "maps": maps,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "checkpoint_every": args.checkpoint_every,
+    }
 
 
 def _projection_options(args: argparse.Namespace) -> dict[str, Any]:
