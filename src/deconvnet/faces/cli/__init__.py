@@ -91,14 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DeconvnetError, OSError, MemoryError, torch.OutOfMemoryError) as error:
         if args.debug:
             raise
-        print(f"deconvnet: error: {_one_line(error)}", file=sys.stderr)
+        print(f"deconvnet: error: {_message(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("deconvnet: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
-def _one_line(error: BaseException) -> str:
+def _message(error: BaseException) -> str:
     """The error as one line; an OS error as ``path: reason`` (both paths for a rename)."""
     if isinstance(error, OSError) and error.strerror:
         paths = [str(os.fsdecode(name)) for name in (error.filename, error.filename2) if name]
@@ -107,7 +107,7 @@ def _one_line(error: BaseException) -> str:
         detail = one_line(str(error), MEMORY_DETAIL_CHARS)
         text = "out of memory" + (f" ({detail})" if detail else "")
     else:
-        text = str(error) or type(error).__name__
+        return one_line(error)
     return one_line(text)
 
 
