@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deconvnet.engine.rules import RULES
+from deconvnet.engine.rules import ACTIVATION_MODES, RULES
 from deconvnet.figures.render import (
     DisplayMode,
     DisplayRange,
@@ -70,6 +70,8 @@ def comparison_figure(
         ("signed", signed),
         ("signed", None),
     )
+    caption = ACTIVATION_MODES[comparison.activations].caption
+    note = f"\n{caption}" if caption else ""
     for k in range(comparison.images.shape[1]):
         for mode, scale in views:
             if image is not None:
@@ -84,6 +86,6 @@ def comparison_figure(
                     view = "signed, own scale"
                 else:
                     view = "shared min-max" if mode == "minmax" else "signed, shared, 0 = grey"
-                labels.append(f"{rule} ({view})\n{RULES[rule].description}")
+                labels.append(f"{rule} ({view})\n{RULES[rule].description}{note}")
     columns = len(comparison.rules) + (image is not None)
     return contact_sheet(tiles, labels, columns=columns)

@@ -231,6 +231,7 @@ def _provenance(
         "images_read": document.get("images_read"),
         "skipped": len(document.get("skipped", [])),
         "rule": metadata.get("rule"),
+        "activations": metadata.get("activations"),
         "input_size": "x".join(map(str, input_size)) if input_size else None,
     }
 
