@@ -219,6 +219,8 @@ def _patches(rule: str, collisions: str) -> dict[tuple[Any, str], Callable[..., 
     )
     # gates: constant factors
     patches[(torch, "sigmoid")] = lambda x: ORIGINAL_TORCH["sigmoid"](x).detach()
+    patches[(Tensor, "sigmoid")] = lambda x: ORIGINAL_TORCH["sigmoid"](x).detach()
+    patches[(Tensor, "sigmoid_")] = lambda x: ORIGINAL_TORCH["sigmoid"](x).detach()
     patches[(F, "hardsigmoid")] = lambda x, inplace=False: ORIGINAL["hardsigmoid"](x).detach()
     patches[(F, "softmax")] = lambda x, *a, **k: ORIGINAL["softmax"](x, *a, **k).detach()
     patches[(torch, "softmax")] = lambda x, *a, **k: ORIGINAL_TORCH["softmax"](x, *a, **k).detach()
