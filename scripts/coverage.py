@@ -87,6 +87,7 @@ class Outcome:
     status: str  # exact | refused | WRONG | CRASH
     message: str = ""
     error: float | None = None  # largest difference from the oracle, relative
+    seconds: float = 0.0  # the projection's own time (the oracle's left out)
 
 
 @dataclass
@@ -121,13 +122,15 @@ def deepest_map_layer(model: nn.Module, x: Tensor) -> str:
 
 
 def check(model: nn.Module, x: Tensor, layer: str, policy: str, rule: str) -> Outcome:
+    start = time.perf_counter()
     try:
         with dn.Deconvnet(model, rule, activations=policy) as net:
             result = net.project(x, layer=layer, select=dn.TopMaps(1))
     except dn.UnsupportedLayerError as error:
-        return Outcome("refused", str(error))
+        return Outcome("refused", str(error), seconds=time.perf_counter() - start)
     except Exception as error:  # every other failure is a crash, reported as such
         return Outcome("CRASH", f"{type(error).__name__}: {error}")
+    seconds = time.perf_counter() - start
     expected, values = _oracle.project(
         model, x, layer, result.channels[:, 0], result.positions[:, 0], rule
     )
@@ -135,8 +138,8 @@ def check(model: nn.Module, x: Tensor, layer: str, policy: str, rule: str) -> Ou
     error = float((result.images[:, 0] - expected).abs().max()) / max(scale, 1e-300)
     same_seed = bool(torch.allclose(result.values[:, 0], values, rtol=1e-9, atol=0))
     if scale == 0 or not same_seed or error > TOL:
-        return Outcome("WRONG", f"oracle max {scale:.3g}, seed equal: {same_seed}", error)
-    return Outcome("exact", "", error)
+        return Outcome("WRONG", f"oracle max {scale:.3g}, seed equal: {same_seed}", error, seconds)
+    return Outcome("exact", "", error, seconds)
 
 
 def run_family(family: str, name: str) -> ModelRow:

@@ -355,3 +355,45 @@ def test_bad_input_shape() -> None:
         receptive_fields(nn.Conv2d(3, 3, 3), (3, 32, 32))
     with pytest.raises(InputError, match="input_shape"):
         receptive_fields(nn.Conv2d(3, 3, 3), (1, 3, 0, 32))
+
+
+def test_modules_the_forward_pass_never_calls_are_left_out() -> None:
+    """timm's blocks hold a DropPath they do not call when there is no shortcut: the other
+    layers still get their fields."""
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3)
+            self.unused = torch.nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    fields = receptive_fields(Block(), (1, 3, 8, 8))
+    assert "unused" not in fields and fields["conv"].size == (3, 3)
+
+
+def test_a_squeeze_excitation_gate_does_not_make_the_field_global() -> None:
+    """``x * gate`` with a (B, C, 1, 1) gate from pooled features keeps x's field: the
+    deconvnet takes the gate as a constant factor (a per-pixel gate widens it as usual)."""
+
+    class Gated(torch.nn.Module):
+        def __init__(self, spatial: bool) -> None:
+            super().__init__()
+            self.spatial = spatial
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.mix = torch.nn.Conv2d(
+                4, 4 if not spatial else 1, 1 if not spatial else 5, padding=2 * spatial
+            )  # noqa: E501
+            self.out = torch.nn.Conv2d(4, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            pooled = y if self.spatial else y.mean((2, 3), keepdim=True)
+            return self.out(y * torch.sigmoid(self.mix(pooled)))
+
+    squeeze = receptive_fields(Gated(False), (1, 3, 16, 16))["out"]
+    assert not squeeze.is_global and squeeze.size == (5, 5)
+    spatial = receptive_fields(Gated(True), (1, 3, 16, 16))["out"]
+    assert spatial.size == (9, 9)  # the 5x5 gate's field on top of the 3x3 conv, then 3x3

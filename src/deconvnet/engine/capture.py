@@ -107,10 +107,13 @@ def forward_through(
     *,
     keep: Keep[T] = copied,  # type: ignore[assignment]
     call: int | None = None,
+    every: bool = True,
 ) -> tuple[dict[str, T], Any]:
     """The whole forward pass: ``keep(name, output)`` of each layer's ``call``-th call (the
-    last one by default), and the model's own output. Raises as :func:`forward_until`."""
-    return _capture(model, x, layers, keep, call, False, None, None)
+    last one by default), and the model's own output. Raises as :func:`forward_until`;
+    ``every=False`` leaves out the layers the pass does not run (a block's unused
+    DropPath) instead."""
+    return _capture(model, x, layers, keep, call, False, None, None, every)
 
 
 def _capture(
@@ -122,9 +125,12 @@ def _capture(
     stop: bool,
     until: str | None,
     run: Callable[[Tensor], Any] | None,
+    every: bool = True,
 ) -> tuple[dict[str, T], Any]:
     named = list(layers.items() if isinstance(layers, Mapping) else layers)
     required = {until} if until is not None else {name for name, _ in named}
+    if not every:
+        required = set()
     captured: dict[str, T] = {}
     calls: dict[str, int] = {}
 

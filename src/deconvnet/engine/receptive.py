@@ -281,9 +281,8 @@ def _trace(
     cuda_devices = [images.device] if images.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=cuda_devices), torch.no_grad(), tracer:
-            records, _ = forward_through(
-                model, images, [(n, m) for n, m in model.named_modules() if n], keep=record
-            )
+            named = [(n, m) for n, m in model.named_modules() if n]
+            records, _ = forward_through(model, images, named, keep=record, every=False)
     finally:
         with torch.no_grad():
             for name, buffer in model.named_buffers():

@@ -86,6 +86,7 @@ def comparison_figure(
                     view = "signed, own scale"
                 else:
                     view = "shared min-max" if mode == "minmax" else "signed, shared, 0 = grey"
-                labels.append(f"{rule} ({view})\n{RULES[rule].description}{note}")
+                shown = "" if RULES[rule].is_gradient else note  # exact under any policy
+                labels.append(f"{rule} ({view})\n{RULES[rule].description}{shown}")
     columns = len(comparison.rules) + (image is not None)
     return contact_sheet(tiles, labels, columns=columns)

@@ -483,7 +483,7 @@ def _sheet(
         f"{projection.policy.reverse_rule.title} ({rule})", tile, HEADER_FONT_SIZE
     )
     header_h = text_size(header_projection, HEADER_FONT_SIZE)[1] + PADDING
-    caption = projection.policy.activation_mode.caption
+    caption = projection.policy.activation_mode.caption if projection.policy.analogues else ""
     rule_note = f"{rule} rule, {caption}" if caption else f"{rule} rule"
     title = f"{layer}: {projection.selection.describe()}, {rule_note}, {_contrast_note(options)}"
     grid_w = columns * pair_w + (columns - 1) * CELL_GAP

@@ -186,7 +186,8 @@ class Product(op.Op[ProductCall]):
             rectify = Rectify(rule, gate.elementwise, lambda x: rule.local(derivative(x)))
             return in_place(left, apply_rule(value, rectify), call.inplace)
         gated = [isinstance(fact, Gated) for fact in facts]
-        if all(gated):
+        branch = [g or constant(v) for g, v in zip(gated, (left, right), strict=True)]
+        if any(gated) and all(branch):  # a gate times a gate or a number: still its branch
             out = raw.run()
             mode.remember(out, Gated())
             return out
