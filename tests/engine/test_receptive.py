@@ -385,7 +385,7 @@ def test_a_squeeze_excitation_gate_does_not_make_the_field_global() -> None:
             self.conv = torch.nn.Conv2d(3, 4, 3)
             self.mix = torch.nn.Conv2d(
                 4, 4 if not spatial else 1, 1 if not spatial else 5, padding=2 * spatial
-            )  # noqa: E501
+            )
             self.out = torch.nn.Conv2d(4, 4, 3)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -75,7 +75,8 @@ def _maps(model: nn.Module, x: Tensor) -> list[tuple[str, tuple[int, ...]]]:
 def zoo_model(request: pytest.FixtureRequest) -> tuple[str, nn.Module, Tensor, dict[str, str]]:
     build, _ = MODELS[request.param]
     model = build().double().eval()
-    x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)  # fmt: skip
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 3, SIZE, SIZE, generator=generator, dtype=torch.float64)
     maps = _maps(model, x)
     names = [name for name, _ in maps]
     layers = {"early": names[len(names) // 10], "middle": names[len(names) // 2], "late": names[-1]}
