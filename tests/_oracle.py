@@ -324,3 +324,29 @@ def project(
         values.append(y[index].detach())
     (image,) = torch.autograd.grad(y, x, seed)
     return image, torch.stack(values)
+
+
+def assert_matches(
+    result: Any,
+    model: nn.Module,
+    x: Tensor,
+    layer: str,
+    rule: str,
+    collisions: str = "sum",
+    tol: float = 1e-10,
+) -> None:
+    """Every selection of the engine's ``result`` equals the oracle's projection of the same
+    unit within ``tol`` of its largest value, seeded with the same activation. An all-zero
+    oracle projection (a seed that ``overwrite`` erases) must be all zero too."""
+    for k in range(result.images.shape[1]):
+        expected, values = project(
+            model, x, layer, result.channels[:, k], result.positions[:, k], rule, collisions
+        )
+        assert torch.allclose(result.values[:, k], values, rtol=1e-9, atol=0)
+        scale = float(expected.abs().max())
+        got = result.images[:, k]
+        if scale == 0:
+            assert float(got.abs().max()) == 0, (layer, rule, collisions, k)
+            continue
+        error = float((got - expected).abs().max()) / scale
+        assert error <= tol, (layer, rule, collisions, k, error)

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import deconvnet as dn
 from deconvnet.faces.cli import main
+from tests.faces.conftest import make_photos
 
 SOURCE = textwrap.dedent(
     """
@@ -47,14 +47,8 @@ SELECT = ["--select", "top:2"]
 @pytest.fixture
 def silu_net(tmp_path: Path) -> dict[str, Path]:
     (tmp_path / "silunet.py").write_text(SOURCE)
-    array = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
-    Image.fromarray(array).save(tmp_path / "photo.png")
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(3):
-        pixels = np.random.default_rng(i).integers(0, 256, (24, 24, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"{i}.png")
-    return {"model": tmp_path / "silunet.py", "photo": tmp_path / "photo.png", "folder": folder}
+    folder = make_photos(tmp_path / "photos", 3)
+    return {"model": tmp_path / "silunet.py", "photo": folder / "photo_0.png", "folder": folder}
 
 
 def _model(silu_net: dict[str, Path]) -> str:
