@@ -7,8 +7,6 @@ import argparse
 import csv
 import dataclasses
 import io
-import json
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -21,6 +19,7 @@ from deconvnet.faces.cli._inputs import PreparedImage, prepare
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import MAX_SEED, MAX_SIDE, int_in
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
+from deconvnet.faces.cli._parts import read_parts
 from deconvnet.figures.correspondence import correspondence_figure, table_rows
 from deconvnet.figures.files import save_png, write_json
 from deconvnet.inputs.images import deprocess, load_image
@@ -37,7 +36,6 @@ from deconvnet.instruments.occlusion.occlusion import mean_fill
 FIGURE = "correspondence.png"
 TABLE = "correspondence.csv"
 RESULTS = "correspondence.json"
-BOX_LENGTH = 4
 MAX_TRIALS = 10_000
 """Random-square trials of the control: more than enough for a stable mean."""
 EXAMPLES = """examples:
@@ -168,33 +166,6 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     _print_table(table_rows(result, shown))
     print(args.out / FIGURE)
     return 0
-
-
-def read_parts(path: Path) -> dict[str, dict[str, Box]]:
-    """``parts.json``: file name -> part -> ``[top, left, bottom, right]`` (photo pixels)."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise InputError(f"cannot read --parts {path}: {reason}") from error
-    if not isinstance(document, Mapping):
-        raise InputError(f"--parts {path} must map file names to part boxes")
-    parts: dict[str, dict[str, Box]] = {}
-    for image, boxes in document.items():
-        if not isinstance(boxes, Mapping) or not all(
-            isinstance(box, list)
-            and len(box) == BOX_LENGTH
-            and all(isinstance(v, int) for v in box)
-            and box[0] < box[2]
-            and box[1] < box[3]
-            for box in boxes.values()
-        ):
-            raise InputError(
-                f"--parts {path}: {image!r} needs part -> [top, left, bottom, right] integers "
-                "with top < bottom and left < right"
-            )
-        parts[image] = {name: (box[0], box[1], box[2], box[3]) for name, box in boxes.items()}
-    return parts
 
 
 def _print_table(rows: list[list[str]]) -> None:

@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.set_defaults(func=run)
 
 
-@writes_output()
+@writes_output(apart_from=("data", "--data"))
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     loaded = load_model(args)
     layers = loaded.layer_list(args.layers)

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.set_defaults(func=run)
 
 
-@writes_output()
+@writes_output(apart_from=("scan", "SCAN_DIR"))
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     """Build the site; print where its index page is."""
     if not args.scan.is_dir():

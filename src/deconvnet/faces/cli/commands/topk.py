@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     return _run_rank(args, group)
 
 
-@writes_output(resumable=CHECKPOINTS)
+@writes_output(resumable=CHECKPOINTS, apart_from=("data", "DATA"))
 def _run_alone(args: argparse.Namespace, folder: OutputFolder) -> int:
     """Scan, project, render; print where the files went."""
     maps, loaded, layers, data = _open(args)
