@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import sys
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from deconvnet.errors import ModelNotFoundError, WeightsError
+from deconvnet.inputs.preprocessing import Preprocessing
 
 EXPORT_SUFFIX = ".pt2"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl")
@@ -65,10 +67,16 @@ def load_own(spec: str, *, unsafe_pickle: bool = False) -> nn.Module:
             "pickled model"
         )
     factory = getattr(_module(source), name, None)
+    if isinstance(factory, nn.Module):  # calling it would run its forward with no input
+        raise ModelNotFoundError(
+            f"{source}: {name!r} is a module instance; name the function or class that builds it"
+        )
     if not callable(factory):
         raise ModelNotFoundError(f"{source} has no callable {name!r}")
     try:
         model = factory()
+    except SystemExit as exc:  # sys.exit() in the user's code is a failure, not our exit
+        raise ModelNotFoundError(f"{spec}: {name}() called exit({exc.code!r})") from exc
     except Exception as exc:  # the user's code may raise anything
         raise ModelNotFoundError(f"{spec}: {name}() failed: {_first_line(exc)}") from exc
     return _checked(model, f"{spec}: {name}()")
@@ -87,13 +95,18 @@ def _module(source: str) -> Any:
         sys.modules[module_name] = module  # dataclasses and pickling look modules up here
         try:
             spec.loader.exec_module(module)
+        except SystemExit as exc:  # sys.exit() at import time is a failure, not our exit
+            del sys.modules[module_name]
+            raise ModelNotFoundError(f"importing {path} called exit({exc.code!r})") from exc
         except Exception as exc:  # the user's code may raise anything
             del sys.modules[module_name]
             raise ModelNotFoundError(f"importing {path} failed: {_first_line(exc)}") from exc
         return module
     try:
         return importlib.import_module(source)
-    except ImportError as exc:
+    except SystemExit as exc:
+        raise ModelNotFoundError(f"importing {source!r} called exit({exc.code!r})") from exc
+    except Exception as exc:  # ImportError, or anything the module's own code raises
         raise ModelNotFoundError(f"cannot import module {source!r}: {_first_line(exc)}") from exc
 
 
@@ -134,9 +147,35 @@ def _pickled(path: Path, unsafe_pickle: bool) -> nn.Module:
 
 
 def _checked(model: object, what: str) -> nn.Module:
+    """``model`` when it is a module whose optional card attributes have the right types."""
     if not isinstance(model, nn.Module):
         raise ModelNotFoundError(f"{what} gave a {type(model).__name__}, not a torch.nn.Module")
+    for attribute, fits, kind in CARD_ATTRIBUTES:
+        value = getattr(model, attribute, None)
+        if value is not None and not fits(value):
+            raise ModelNotFoundError(
+                f"{what}: model.{attribute} is a {type(value).__name__}; it must be {kind} "
+                "(or absent)"
+            )
     return model
+
+
+def _is_names(value: object) -> bool:
+    return isinstance(value, tuple | list) and all(isinstance(v, str) for v in value)
+
+
+def _is_aliases(value: object) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
+CARD_ATTRIBUTES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
+    ("preprocessing", lambda value: isinstance(value, Preprocessing), "a Preprocessing"),
+    ("categories", _is_names, "a tuple or list of class names (str)"),
+    ("layer_aliases", _is_aliases, "a mapping of alias (str) to layer name (str)"),
+)
+"""What a model may set to describe itself (name, check, what it must be when set)."""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import MAX_SEED, MAX_SIDE, int_in
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.cli._parts import read_parts
+from deconvnet.faces.cli._work import add_max_work_argument
 from deconvnet.figures.correspondence import correspondence_figure, table_rows
 from deconvnet.figures.files import save_png, write_json
 from deconvnet.inputs.images import deprocess, load_image
@@ -32,6 +33,7 @@ from deconvnet.instruments.correspondence import (
     correspondence,
 )
 from deconvnet.instruments.occlusion.occlusion import mean_fill
+from deconvnet.instruments.work import check_work
 
 FIGURE = "correspondence.png"
 TABLE = "correspondence.csv"
@@ -90,12 +92,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="draw the masks on a blank canvas (for photos that may not be redistributed)",
     )
+    add_max_work_argument(parser, "masked images (images x (1 + parts + trials))")
     add_output_arguments(parser)
     parser.set_defaults(func=run)
 
 
 @writes_output()
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
+    given = read_parts(args.parts)  # its work is counted before the model loads
+    names = {Path(p).name for p in args.images}
+    parts = [set(boxes) - set(PART_KEYS_RESERVED) for name, boxes in given.items() if name in names]
+    check_work(
+        len(args.images) * (1 + max(map(len, parts), default=0) + args.trials),
+        args.max_work,
+        what="correspondence",
+        unit="masked images",
+    )
     loaded = load_model(args)
     layers = (
         [loaded.layer(name.strip()) for name in args.layers.split(",") if name.strip()]
@@ -104,7 +116,6 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     )
     spec = loaded.one_size_preprocessing()
     paths = [Path(p) for p in args.images]
-    given = read_parts(args.parts)
     prepared: list[PreparedImage] = []
     boxes: list[dict[str, Box]] = []
     for path in paths:
@@ -130,6 +141,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             trials=args.trials,
             seed=args.seed,
             progress=bar,
+            max_work=args.max_work,
         )
     shown = {layer: loaded.display_name(layer) for layer in layers}
     fill_rgb = deprocess(torch.tensor(fill, dtype=torch.float32).view(3, 1, 1), spec)[0, 0]

@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from deconvnet.engine.engine import default_lrn
+from deconvnet.engine.receptive import layer_table
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import HelpFormatter
 from deconvnet.faces.cli._inputs import add_batch_size_argument
@@ -42,6 +43,7 @@ from deconvnet.faces.cli._output import (
     prepare_output,
     writes_output,
 )
+from deconvnet.faces.cli._work import add_max_work_argument
 from deconvnet.figures.topk import DEFAULT_TILE, render
 from deconvnet.inputs import datasets
 from deconvnet.instruments.topk import distributed
@@ -53,6 +55,7 @@ from deconvnet.instruments.topk.scan import (
     TopKIndex,
     scan,
 )
+from deconvnet.instruments.work import check_work
 
 DEFAULT_WORKERS = 1
 """One loader process decodes the next batch while the model runs on this one."""
@@ -128,6 +131,7 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="under torchrun: how long a rank waits for the others before it gives up",
     )
+    add_max_work_argument(parser, "projections (k x maps x layers)")
     parser.set_defaults(func=run)
 
 
@@ -236,11 +240,41 @@ def _open(
     maps = MapChoice.parse(args.maps)
     loaded = load_model(args)
     layers = loaded.layer_list(args.layers)
-    return maps, loaded, layers, datasets.open_dataset(args.data, loaded.preprocessing)
+    data = datasets.open_dataset(args.data, loaded.preprocessing)
+    check_work(
+        projection_estimate(loaded, layers, maps, args.seed, min(args.k, len(data))),
+        args.max_work,
+        what="the projection stage",
+        unit="projections",
+    )
+    return maps, loaded, layers, data
+
+
+def projection_estimate(
+    loaded: LoadedModel, layers: list[str], maps: MapChoice, seed: int, per_map: int
+) -> int:
+    """Projections the scan will ask for, known before it starts: ``per_map`` (k, or fewer
+    images) for every tracked map of every layer (map counts from one forward pass)."""
+    size = loaded.preprocessing.input_size
+    shapes = {
+        row.name: row.output_shape
+        for row in layer_table(loaded.model, (1, 3, *size), device=loaded.device)
+    }
+    tracked = 0
+    for layer in layers:
+        shape = shapes.get(layer)
+        if shape is not None and len(shape) > 1:
+            tracked += len(maps.resolve(shape[1], layer, seed))
+    return per_map * tracked
 
 
 def _projection_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"rule": args.rule, "lrn": _lrn(args), "collisions": args.collisions}
+    return {
+        "rule": args.rule,
+        "lrn": _lrn(args),
+        "collisions": args.collisions,
+        "max_work": args.max_work,
+    }
 
 
 def _lrn(args: argparse.Namespace) -> str:
