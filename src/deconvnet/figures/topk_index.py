@@ -54,14 +54,14 @@ class Entry(BaseModel):
 
 
 class MapRecord(BaseModel):
-    """A tracked map's statistics (``None`` where no image was read)."""
+    """A tracked map's statistics: every field present, ``None`` where no image was read."""
 
     model_config = SCHEMA_CONFIG
     map: Count
-    images: Count | None = None
-    max: float | None = None
-    mean: float | None = None
-    fire_rate: Fraction | None = None
+    images: Count | None
+    max: float | None
+    mean: float | None
+    fire_rate: Fraction | None
 
 
 class Skipped(BaseModel):

@@ -19,8 +19,9 @@ from deconvnet.inputs.documents import read_document
 MAX_COORDINATE = 1 << 20
 """Largest |coordinate| of a box in photo pixels (above any decodable photo)."""
 MAX_IMAGES = 10_000
-MAX_PARTS = 1_000
-"""Most images, and parts per image, a parts file may name."""
+MAX_PARTS = 100_000
+"""Most images, and parts per image, a parts file may name (how much work the parts make
+is bounded by ``--max-work``, counted before the model loads)."""
 MAX_PARTS_BYTES = 16 << 20
 
 Coordinate = Annotated[int, Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
@@ -34,9 +35,7 @@ def _ordered(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     return box
 
 
-PartBox = Annotated[
-    tuple[Coordinate, Coordinate, Coordinate, Coordinate], AfterValidator(_ordered)
-]
+PartBox = Annotated[tuple[Coordinate, Coordinate, Coordinate, Coordinate], AfterValidator(_ordered)]
 ImageParts = Annotated[dict[Name, PartBox], Field(max_length=MAX_PARTS)]
 
 

@@ -165,8 +165,13 @@ class JsonErrorsH11Protocol(H11Protocol):
 
 
 async def _answer(send: Send, status: int, message: str) -> None:
+    """A refusal; the connection closes after it (the body may not have been read)."""
     body = error_body(message)
-    headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
+    headers = [
+        (b"content-type", JSON),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -184,13 +184,15 @@ def _amounts(text: str, images: int, max_work: int) -> list[float]:
             if step == 0 or (stop - start) / step < 0:
                 raise ValueError
             count = int(round((stop - start) / step, 9)) + 1
-            check_work(count * images, max_work, what="invariance", unit="transformed images")
-            return [round(start + i * step, 9) for i in range(count)]
-        values = [float(part) for part in text.split(",") if part.strip()]
+        else:
+            values = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise InputError(
             f"--range must be START:STOP:STEP or a list of numbers, got {text!r}"
         ) from None
+    if ":" in text:
+        check_work(count * images, max_work, what="invariance", unit="transformed images")
+        return [round(start + i * step, 9) for i in range(count)]
     if not values or not all(map(math.isfinite, values)):
         raise InputError("--range names no amounts, or one that is not a finite number")
     return values
