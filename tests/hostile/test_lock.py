@@ -62,3 +62,27 @@ def test_a_model_and_its_part_in_two_threads(tally: Tally) -> None:
                 mark(WRONG, f"{name}: not the single-thread picture")
     assert tally.bad("shared submodules") == {}
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_a_lock_left_held_never_blocks_new_models(tally: Tally) -> None:
+    """A thread that takes a model's lock and ends without giving it back (a bug in someone
+    else's code) keeps that model locked, and only that model: new models made after the
+    old one is dropped never find their parts taken (their ids cannot be the old ones')."""
+    import gc
+
+    from deconvnet.engine.hooks import model_lock
+
+    def leak() -> bool:  # takes the lock of a model that then goes away
+        return model_lock(_nets.caffenet(width=8)).acquire(timeout=5)
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(leak).result()
+    gc.collect()
+    for number in range(100):
+        fresh = _nets.caffenet(width=8)
+        with tally.case("shared submodules", f"fresh model {number}") as mark:
+            if not model_lock(fresh).acquire(timeout=1):
+                mark(WRONG, f"fresh model {number} found its parts locked")
+            else:
+                model_lock(fresh).release()
+    assert tally.bad("shared submodules") == {}

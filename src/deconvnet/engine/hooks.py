@@ -29,8 +29,9 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 _LOCKS: weakref.WeakKeyDictionary[nn.Module, ModelLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 _HELD = threading.Condition()
-_OWNERS: dict[int, tuple[int, int]] = {}
-"""id of a held module, parameter or buffer -> (owning thread, times it holds it)."""
+_OWNERS: dict[int, tuple[int, int, object]] = {}
+"""id of a held module, parameter or buffer -> (owning thread, times it holds it, the object:
+kept alive while held, so its id cannot be reused by a new object meanwhile)."""
 
 
 class ModelLock:
@@ -55,14 +56,15 @@ class ModelLock:
         me = threading.get_ident()
         deadline = None if timeout < 0 else time.monotonic() + timeout
         with _HELD:
-            while any(_OWNERS.get(key, (me, 0))[0] != me for key in members):
+            while any(_OWNERS.get(key, (me,))[0] != me for key in members):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if not blocking or (remaining is not None and remaining <= 0):
                     return False
                 _HELD.wait(remaining)
-            for key in members:
-                _OWNERS[key] = (me, _OWNERS.get(key, (me, 0))[1] + 1)
-        self._stack().append(members)
+            for key, member in members.items():
+                count = _OWNERS[key][1] if key in _OWNERS else 0
+                _OWNERS[key] = (me, count + 1, member)
+        self._stack().append(frozenset(members))
         return True
 
     def release(self) -> None:
@@ -70,11 +72,11 @@ class ModelLock:
         members = self._stack().pop()
         with _HELD:
             for key in members:
-                owner, count = _OWNERS[key]
+                owner, count, member = _OWNERS[key]
                 if count == 1:
                     del _OWNERS[key]
                 else:
-                    _OWNERS[key] = (owner, count - 1)
+                    _OWNERS[key] = (owner, count - 1, member)
             _HELD.notify_all()
 
     def _stack(self) -> list[frozenset[int]]:
@@ -91,12 +93,12 @@ class ModelLock:
         self.release()
 
 
-def _members(model: nn.Module) -> frozenset[int]:
-    """Identities of every module, parameter and buffer of ``model`` (alive while held)."""
-    found = {id(module) for module in model.modules()}
-    found.update(id(tensor) for tensor in model.parameters())
-    found.update(id(tensor) for tensor in model.buffers())
-    return frozenset(found)
+def _members(model: nn.Module) -> dict[int, object]:
+    """Every module, parameter and buffer of ``model``, by identity."""
+    found: dict[int, object] = {id(module): module for module in model.modules()}
+    found.update((id(tensor), tensor) for tensor in model.parameters())
+    found.update((id(tensor), tensor) for tensor in model.buffers())
+    return found
 
 
 def model_lock(model: nn.Module) -> ModelLock:
