@@ -73,7 +73,8 @@ def test_a_lock_left_held_never_blocks_new_models(tally: Tally) -> None:
     from deconvnet.engine.hooks import model_lock
 
     def leak() -> bool:  # takes the lock of a model that then goes away
-        return model_lock(_nets.caffenet(width=8)).acquire(timeout=5)
+        model = _nets.caffenet(width=8)
+        return model_lock(model).acquire(timeout=5)
 
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(leak).result()
