@@ -12,6 +12,7 @@ minute; ``-m slow`` runs the full counts.
 from __future__ import annotations
 
 import contextlib
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -57,11 +58,13 @@ class Tally:
 
     @contextlib.contextmanager
     def case(self, surface: str, detail: str = "") -> Iterator[Callable[[str, str], None]]:
-        """Run one case: an exception that is not ours is a traceback, overtime a hang.
+        """Run one case: an exception that is not ours is a traceback, overtime a hang
+        (also when the command caught the alarm's ``TimeoutError`` as an OS error).
 
         The block may call the yielded ``mark(outcome, why)`` to classify it otherwise
         (a write outside, a wrong result); otherwise it is clean."""
         marked: list[tuple[str, str]] = []
+        start = time.monotonic()
         try:
             with deadline(CASE_SECONDS):
                 yield lambda outcome, why="": marked.append((outcome, why))
@@ -72,6 +75,8 @@ class Tally:
                 marked.append((TRACEBACK, f"{detail}: multi-line error {error!s}"))
         except Exception:
             marked.append((TRACEBACK, f"{detail}: {traceback.format_exc(limit=6)}"))
+        if time.monotonic() - start >= CASE_SECONDS:  # the alarm fired, even if caught inside
+            marked.insert(0, (HANG, detail))
         outcome, why = marked[0] if marked else (CLEAN, "")
         self.add(surface, outcome, why or detail)
 
