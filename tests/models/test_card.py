@@ -13,6 +13,7 @@ from torch import nn
 import deconvnet as dn
 import deconvnet.models as zoo
 from deconvnet import caffe
+from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION
 from deconvnet.models.card import ModelCard, Provenance, attach, card_of, default_layer
 from deconvnet.models.own import load_own
@@ -49,10 +50,16 @@ def test_a_model_without_a_card_gets_one_derived_from_it() -> None:
     assert card_of(model) == ModelCard()  # nothing said: nothing assumed
     model.layer_aliases = {"conv2": "3"}  # type: ignore[assignment]
     model.categories = ["a", "b"]  # type: ignore[assignment]
-    model.preprocessing = "not a Preprocessing"  # type: ignore[assignment]
     card = card_of(model)
     assert card.aliases == {"conv2": "3"} and card.categories == ("a", "b")
     assert card.preprocessing is None and card.provenance is None
+
+
+def test_a_card_attribute_of_the_wrong_kind_is_refused_not_ignored() -> None:
+    model = _nets.vgg_like()
+    model.preprocessing = "not a Preprocessing"  # type: ignore[assignment]
+    with pytest.raises(InputError, match=r"model\.preprocessing is a str; it must be"):
+        card_of(model)
 
 
 def test_an_attached_card_is_what_the_engine_reads() -> None:

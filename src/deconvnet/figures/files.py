@@ -73,3 +73,8 @@ def _jsonable(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         return _jsonable(asdict(obj))
     return obj
+
+
+def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` to ``path`` atomically (a copied tile, say); parent folders created."""
+    return atomic_write(Path(path), lambda handle: handle.write(data))

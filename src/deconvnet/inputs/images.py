@@ -132,8 +132,13 @@ def read_image_file(path: str | os.PathLike[str]) -> bytes:
         raise ImageError(str(error)) from error
 
 
-def decode_image(data: bytes, name: str | os.PathLike[str]) -> np.ndarray:
+def decode_image(
+    data: bytes, name: str | os.PathLike[str], *, draft: tuple[int, int] | None = None
+) -> np.ndarray:
     """Decode the bytes of an image file (named ``name`` in errors) as :func:`load_image` does.
+
+    ``draft`` (width, height) lets a JPEG decode at 1/2, 1/4 or 1/8 scale, no smaller than
+    that (Pillow's ``draft``); other formats ignore it.
 
     Raises
     ------
@@ -149,6 +154,8 @@ def decode_image(data: bytes, name: str | os.PathLike[str]) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(buffer) as opened:
+                if draft is not None:
+                    opened.draft("RGB", draft)
                 _check_pixel_limit(opened, file)
                 opened.load()
                 return _to_rgb(ImageOps.exif_transpose(opened))

@@ -41,6 +41,7 @@ from deconvnet.engine.layers import resolve_layer
 from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
 
 RANDOM = "random"
 """The control's name in :attr:`CorrespondenceResult.scores`."""
@@ -159,6 +160,7 @@ def correspondence(
     trials: int = DEFAULT_TRIALS,
     seed: int = 0,
     progress: Progress | None = None,
+    max_work: int | None = DEFAULT_MAX_WORK,
 ) -> CorrespondenceResult:
     """Mask each part in every image and score how consistently the features change.
 
@@ -176,6 +178,8 @@ def correspondence(
     trials, seed : the random control: ``trials`` draws of one square per image from a
         ``torch.Generator`` seeded with ``seed`` (reproducible).
     progress : ``(masked images evaluated, total)``.
+    max_work : most images this call may evaluate, ``images x (1 + parts + trials)``
+        (:func:`~deconvnet.instruments.work.check_work`); ``None`` for no ceiling.
 
     Raises
     ------
@@ -193,6 +197,8 @@ def correspondence(
         raise InputError("no parts to mask: give at least one part box per image")
     if trials < 1:
         raise InputError(f"trials must be >= 1, got {trials}")
+    total = len(xs) * (1 + len(names) + trials)
+    check_work(total, max_work, what="correspondence", unit="masked images")
     named = [resolve_layer(model, layer) for layer in layers]
     if not named or len({name for name, _ in named}) != len(named):
         raise InputError(f"layers must name distinct layers, got {[n for n, _ in named]}")
@@ -209,7 +215,6 @@ def correspondence(
         tuple(_random_box(m.get("object"), side, height, width, generator) for m in parts)
         for _ in range(trials)
     )
-    total = len(xs) * (1 + len(names) + trials)
     counter = _Counter(progress, total)
     originals = _features(model, xs, named)
     counter.add(len(xs))

@@ -12,13 +12,14 @@ model handed to the API without one gets a card derived from it (its own
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from torch import nn
 
+from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.models._download import sha256_of
 
@@ -79,21 +80,45 @@ def attach(model: ModelT, card: ModelCard) -> ModelT:
     return model
 
 
-def card_of(model: nn.Module) -> ModelCard:
+def card_of(model: nn.Module, what: str = "the model") -> ModelCard:
     """The card ``model`` was loaded with, or one derived from it: its own
-    ``preprocessing``, ``categories`` and ``layer_aliases`` attributes where it sets them
-    (of the right kinds), nothing else."""
+    ``preprocessing``, ``categories`` and ``layer_aliases`` attributes where it sets them,
+    nothing else. An attribute of the wrong kind is refused (:class:`InputError` naming
+    ``what``), never silently ignored."""
     card = getattr(model, CARD_ATTRIBUTE, None)
     if isinstance(card, ModelCard):
         return card
-    preprocessing = getattr(model, "preprocessing", None)
+    for attribute, fits, kind in _CARD_ATTRIBUTES:
+        value = getattr(model, attribute, None)
+        if value is not None and not fits(value):
+            raise InputError(
+                f"{what}: model.{attribute} is a {type(value).__name__}; it must be {kind} "
+                "(or absent)"
+            )
     categories = getattr(model, "categories", None)
-    aliases = getattr(model, "layer_aliases", None)
     return ModelCard(
-        preprocessing=preprocessing if isinstance(preprocessing, Preprocessing) else None,
-        categories=tuple(categories) if isinstance(categories, tuple | list) else None,
-        aliases=dict(aliases) if isinstance(aliases, Mapping) else {},
+        preprocessing=getattr(model, "preprocessing", None),
+        categories=None if categories is None else tuple(categories),
+        aliases=dict(getattr(model, "layer_aliases", None) or {}),
     )
+
+
+def _is_names(value: object) -> bool:
+    return isinstance(value, tuple | list) and all(isinstance(v, str) for v in value)
+
+
+def _is_aliases(value: object) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
+_CARD_ATTRIBUTES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
+    ("preprocessing", lambda value: isinstance(value, Preprocessing), "a Preprocessing"),
+    ("categories", _is_names, "a tuple or list of class names (str)"),
+    ("layer_aliases", _is_aliases, "a mapping of alias (str) to layer name (str)"),
+)
+"""What a model may set to describe itself (name, check, what it must be when set)."""
 
 
 def default_layer(model: nn.Module, among: Collection[str] | None = None) -> str | None:

@@ -98,10 +98,16 @@ def _build(spec: str, unsafe_pickle: bool) -> nn.Module:
             "pickled model"
         )
     factory = getattr(_module(source), name, None)
+    if isinstance(factory, nn.Module):  # calling it would run its forward with no input
+        raise ModelNotFoundError(
+            f"{source}: {name!r} is a module instance; name the function or class that builds it"
+        )
     if not callable(factory):
         raise ModelNotFoundError(f"{source} has no callable {name!r}")
     try:
         model = factory()
+    except SystemExit as exc:  # sys.exit() in the user's code is a failure, not our exit
+        raise ModelNotFoundError(f"{spec}: {name}() called exit({exc.code!r})") from exc
     except Exception as exc:  # the user's code may raise anything
         raise ModelNotFoundError(
             f"{spec}: {name}() failed: {one_line(exc, ERROR_CHARS)}"
@@ -122,6 +128,9 @@ def _module(source: str) -> Any:
         sys.modules[module_name] = module  # dataclasses and pickling look modules up here
         try:
             spec.loader.exec_module(module)
+        except SystemExit as exc:  # sys.exit() at import time is a failure, not our exit
+            del sys.modules[module_name]
+            raise ModelNotFoundError(f"importing {path} called exit({exc.code!r})") from exc
         except Exception as exc:  # the user's code may raise anything
             del sys.modules[module_name]
             raise ModelNotFoundError(
@@ -130,7 +139,9 @@ def _module(source: str) -> Any:
         return module
     try:
         return importlib.import_module(source)
-    except ImportError as exc:
+    except SystemExit as exc:
+        raise ModelNotFoundError(f"importing {source!r} called exit({exc.code!r})") from exc
+    except Exception as exc:  # ImportError, or anything the module's own code raises
         raise ModelNotFoundError(
             f"cannot import module {source!r}: {one_line(exc, ERROR_CHARS)}"
         ) from exc
@@ -173,6 +184,9 @@ def _pickled(path: Path, unsafe_pickle: bool) -> nn.Module:
 
 
 def _checked(model: object, what: str) -> nn.Module:
+    """``model`` when it is a module whose card attributes, where it sets them, have the right
+    types (:func:`~deconvnet.models.card.card_of` refuses the others)."""
     if not isinstance(model, nn.Module):
         raise ModelNotFoundError(f"{what} gave a {type(model).__name__}, not a torch.nn.Module")
+    card_of(model, what)
     return model

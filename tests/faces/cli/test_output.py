@@ -159,8 +159,9 @@ def test_a_failed_run_leaves_no_files_behind(tmp_path: Path) -> None:
 def test_every_writing_command_refuses_a_non_empty_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
-    photo = _photo(tmp_path / "in.png")
-    argv = [str(photo) if a == "IMG" else str(tmp_path) if a == "DATA" else a for a in command]
+    (tmp_path / "data").mkdir()
+    photo = _photo(tmp_path / "data" / "in.png")
+    argv = [str(photo) if a == "IMG" else str(photo.parent) if a == "DATA" else a for a in command]
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.png").write_bytes(b"old")
@@ -305,9 +306,10 @@ def test_a_manifest_naming_anything_outside_is_refused_before_any_deletion(
     ("text", "match"),
     [
         ("{not json", "cannot read"),
-        ('{"files": {"figure": "a.png"}}', "no 'files' list"),
-        ('["a.png"]', "no 'files' list"),
-        ('{"files": ["a.png", 3]}', "no 'files' list"),
+        ('{"command": "maps"}', "no 'files' list"),
+        ('{"files": {"figure": "a.png"}}', r"field files: Input should be a valid array; refusing"),
+        ('["a.png"]', r"field \(top level\): Input should be an object; refusing"),
+        ('{"files": ["a.png", 3]}', r"field files\[1\]: Input should be a valid string; refusing"),
     ],
 )
 def test_an_unreadable_manifest_is_refused(tmp_path: Path, text: str, match: str) -> None:

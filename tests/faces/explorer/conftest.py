@@ -20,6 +20,8 @@ from deconvnet.faces.explorer.session import Explorer
 from deconvnet.faces.site.build import build_site
 
 STARTUP_SECONDS = 30
+LOCAL = "http://127.0.0.1"
+"""Base URL of test clients: the explorer answers only requests for its own address."""
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +45,19 @@ def served_site(tmp_path_factory: pytest.TempPathFactory, scan_dir: Path, defaul
 @pytest.fixture(scope="session")
 def app(default_model, photos: Path, scan_dir: Path, served_site: Path):
     return create_app(make_explorer(default_model, photos), scan_dir=scan_dir, site_dir=served_site)
+
+
+def addressed_locally(app):
+    """``app`` seen through a client on the explorer's own address: every request's ``Host``
+    is the loopback one (for tools that send their own, like schemathesis's ``testserver``)."""
+
+    async def local(scope, receive, send):
+        if scope["type"] == "http":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
+            scope = {**scope, "headers": [*headers, (b"host", b"127.0.0.1")]}
+        await app(scope, receive, send)
+
+    return local
 
 
 def free_port() -> int:

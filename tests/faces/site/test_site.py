@@ -117,7 +117,8 @@ def test_dead_maps_are_the_ones_that_never_fired() -> None:
 def test_site_refuses_a_folder_without_a_scan_and_other_weights(
     tmp_path: Path, scan_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["site", str(tmp_path), "--out", str(tmp_path / "site")]) == 1
+    (tmp_path / "empty").mkdir()
+    assert main(["site", str(tmp_path / "empty"), "--out", str(tmp_path / "site")]) == 1
     assert "topk_index.json" in capsys.readouterr().err
     other = tmp_path / "other.pth"
     import torch

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -28,11 +27,12 @@ from deconvnet.engine.engine import Deconvnet
 from deconvnet.engine.receptive import LayerRow, ReceptiveField, layer_table, receptive_fields
 from deconvnet.engine.rules import COMPARED_RULES
 from deconvnet.engine.selection import Neuron
-from deconvnet.errors import ImageError, InputError
+from deconvnet.errors import InputError
 from deconvnet.figures.files import png_bytes
 from deconvnet.figures.render import feature_grid, scaled, show
-from deconvnet.inputs.images import is_image_file
-from deconvnet.inputs.prepared import prepare
+from deconvnet.inputs import images
+from deconvnet.inputs.budget import decode_within
+from deconvnet.inputs.images import is_image_file, read_image_file
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.models.card import default_layer
 
@@ -47,6 +47,10 @@ FIELD_SIDE = 256
 CACHED_IMAGES = 16
 CACHED_PROJECTIONS = 256
 IMAGE_ID_CHARS = 16
+ERROR_NAME = "upload"
+"""How errors name an image (never by a name a request sent)."""
+DEFAULT_DECODE_BUDGET = 256 << 20
+"""Bytes one image's decode may cost (about 22 megapixels; larger JPEGs decode downscaled)."""
 _MAP_RANK = 4
 
 
@@ -100,8 +104,10 @@ class Explorer:
         name: str,
         aliases: Mapping[str, str] | None = None,
         images_dir: Path | None = None,
+        decode_budget: int = DEFAULT_DECODE_BUDGET,
     ) -> None:
         self.model = model
+        self.decode_budget = decode_budget
         self.preprocessing = preprocessing
         self.name = name
         self.images_dir = images_dir
@@ -140,31 +146,28 @@ class Explorer:
         return sorted(p.name for p in files if is_image_file(p))
 
     def add_bytes(self, data: bytes, name: str) -> str:
-        """Decode an uploaded file (with Pillow's decompression-bomb guard); its id."""
+        """Decode an uploaded file (Pillow's decompression-bomb guard, and at most
+        ``decode_budget`` bytes of decoding: :func:`~deconvnet.inputs.budget.decode_within`);
+        its id."""
         image_id = hashlib.sha256(data).hexdigest()[:IMAGE_ID_CHARS]
         with self._lock:
             if image_id in self._images:
                 self._images.move_to_end(image_id)
                 return image_id
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "upload"
-            path.write_bytes(data)
-            try:
-                return self._add(path, image_id, name)
-            except ImageError as error:  # name the user's file, not the temporary one
-                raise ImageError(str(error).replace(str(path), repr(name))) from error
-
-    def add_file(self, path: Path) -> str:
-        """Open an image of the library (the caller checked that it lies inside it)."""
-        return self.add_bytes(path.read_bytes(), path.name)
-
-    def _add(self, path: Path, image_id: str, name: str) -> str:
-        prepared = prepare(path, self.preprocessing, self.device)
+        rgb = decode_within(data, ERROR_NAME, budget=self.decode_budget)
+        rgb, _ = images.fit_native_size(rgb, self.preprocessing)
+        tensor = images.preprocess(rgb, self.preprocessing, device=self.device)
+        shown = images.resized_rgb(rgb, self.preprocessing)
+        del rgb  # the decoded photo: only the network's input is kept
         with self._lock:
-            self._images[image_id] = _Image(name=name, tensor=prepared.tensor, rgb=prepared.rgb)
+            self._images[image_id] = _Image(name=name, tensor=tensor, rgb=shown)
             while len(self._images) > CACHED_IMAGES:
                 self._images.popitem(last=False)
         return image_id
+
+    def add_file(self, path: Path) -> str:
+        """Open an image of the library (the caller checked that it lies inside it)."""
+        return self.add_bytes(read_image_file(path), path.name)
 
     def image(self, image_id: str) -> dict[str, Any]:
         found = self._image(image_id)
@@ -176,7 +179,7 @@ class Explorer:
 
     def layer(self, layer: str) -> Layer:
         if layer not in self.layers:
-            raise NotFound(f"no layer {layer!r}; the explorer shows {len(self.layers)} layers")
+            raise NotFound(f"no such layer; the explorer shows {len(self.layers)} layers")
         return self.layers[layer]
 
     def grid(
@@ -184,7 +187,7 @@ class Explorer:
     ) -> tuple[dict[str, Any], bytes]:
         """The layer's maps for the image as one grid PNG, and its geometry for clicks."""
         if contrast not in CONTRASTS:
-            raise InputError(f"contrast must be one of {', '.join(CONTRASTS)}, got {contrast!r}")
+            raise InputError(f"contrast must be one of {', '.join(CONTRASTS)}")
         self.layer(layer)
         found = self._image(image_id)
         with self._lock:
@@ -215,7 +218,7 @@ class Explorer:
     ) -> UnitProjection:
         """Project one unit: ``position`` ``(y, x)`` in the map, default the map's maximum."""
         if rule not in RULES:
-            raise InputError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+            raise InputError(f"rule must be one of {', '.join(RULES)}")
         info = self.layer(layer)
         found = self._image(image_id)
         grid, _ = self.grid(image_id, layer)
@@ -265,7 +268,7 @@ class Explorer:
     def _image(self, image_id: str) -> _Image:
         with self._lock:
             if image_id not in self._images:
-                raise NotFound(f"no image {image_id!r} (upload it or choose one again)")
+                raise NotFound("no such image (upload it or choose one again)")
             self._images.move_to_end(image_id)
             return self._images[image_id]
 

@@ -8,11 +8,9 @@ copied tiles and the stylesheet and script. Pages are rendered with Jinja2 (auto
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,10 +21,16 @@ from typing import Any
 import jinja2
 
 from deconvnet.engine.receptive import LayerRow
-from deconvnet.errors import InputError, one_line
-from deconvnet.figures.topk import INDEX_FILE, INDEX_FORMAT
+from deconvnet.errors import InputError
+from deconvnet.faces.manifest import MANIFEST_FILE, read_manifest
+from deconvnet.figures.files import write_bytes
+from deconvnet.figures.topk import INDEX_FILE
+from deconvnet.figures.topk_index import read_index
+from deconvnet.inputs.reading import read_regular_file
+from deconvnet.storage.paths import file_inside, inside, separate_folders
 
-MANIFEST_FILE = "manifest.json"
+MAX_TILE_BYTES = 64 << 20
+"""Largest tile copied into a site (a scan's tiles are a few kB)."""
 STATIC_FILES = ("site.css", "site.js")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -51,34 +55,22 @@ def unit_url(layer: str, channel: int) -> str:
 
 
 def read_scan(scan_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The scan's index document, checked enough that pages can be built from it."""
-    path = Path(scan_dir) / INDEX_FILE
-    if not path.is_file():
-        raise InputError(f"{scan_dir} has no {INDEX_FILE}; run 'deconvnet topk' into it first")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read {path}: {one_line(error)}") from error
-    if not isinstance(document, dict) or document.get("format") != INDEX_FORMAT:
-        raise InputError(f"{path} is not a top-k index ({INDEX_FORMAT})")
-    if "stats" not in document:
-        raise InputError(f"{path} has no activation statistics (an older deconvnet); rescan")
-    entries = document.get("entries", [])
+    """The scan's index document, validated (:func:`~deconvnet.figures.topk_index.read_index`)
+    and with the tiles the pages show."""
+    document = read_index(scan_dir)
+    entries = document["entries"]
     if entries and "tile_file" not in entries[0]:
+        path = Path(scan_dir) / INDEX_FILE
         raise InputError(f"{path} was written with --no-tiles; the site needs the tiles")
     return document
 
 
 def scan_manifest(scan_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The scan's ``manifest.json`` (empty when the scan was made by the library)."""
+    """The scan's ``manifest.json``, validated (empty when the scan was made by the library)."""
     path = Path(scan_dir) / MANIFEST_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read {path}: {one_line(error)}") from error
-    return document if isinstance(document, dict) else {}
+    return read_manifest(path)
 
 
 @dataclass(frozen=True)
@@ -133,6 +125,7 @@ def build_site(
     """
     scan = Path(scan_dir)
     out = Path(out_dir)
+    separate_folders(out, scan, out_flag="the site folder", source_flag="the scan folder")
     document = read_scan(scan)
     manifest = scan_manifest(scan)
     layers = units_by_layer(document)
@@ -203,16 +196,11 @@ def _render(environment: jinja2.Environment, template: str, path: Path, **contex
 
 
 def _copy_inside(scan: Path, name: str, out: Path) -> Path:
-    """Copy ``scan/name`` to ``out/name``, refusing names that leave the scan folder."""
-    source = (scan / name).resolve()
-    if Path(name).is_absolute() or not source.is_relative_to(scan.resolve()):
-        raise InputError(f"the top-k index names a file outside {scan}: {name}")
-    if not source.is_file():
-        raise InputError(f"the top-k index names {name}, which is missing from {scan}")
-    target = out / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    return target
+    """Copy ``scan/name`` to ``out/name``: both resolved inside their folders (no ``..``,
+    no absolute name, no symlink leaving either), the source a regular file."""
+    source = file_inside(scan, name, what=f"the top-k index's file name (in {scan})")
+    data = read_regular_file(source, MAX_TILE_BYTES, what="tile")
+    return write_bytes(data, inside(out, name, what="the tile's name in the site"))
 
 
 def _provenance(

@@ -37,6 +37,7 @@ from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.occlusion import splice
 from deconvnet.instruments.occlusion.splice import Evaluator
+from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
 
 DEFAULT_SIZE = 48
 """Occluder side in pixels for a 224-pixel input (the paper's grey squares are similar)."""
@@ -161,6 +162,7 @@ def occlude(
     label: int | None = None,
     method: Method = "auto",
     progress: Progress | None = None,
+    max_work: int | None = DEFAULT_MAX_WORK,
 ) -> OcclusionResult:
     """Slide ``occluder`` over ``x`` (1, C, H, W) and record Fig. 7's four panels.
 
@@ -177,6 +179,8 @@ def occlude(
     method : ``"auto"`` splices when it is cheaper and verified equal, else runs plainly;
         ``"naive"`` always runs the full network on each occluded image.
     progress : ``(positions_done, total)`` callback.
+    max_work : most occluder positions this call may evaluate
+        (:func:`~deconvnet.instruments.work.check_work`); ``None`` for no ceiling.
 
     Raises
     ------
@@ -193,7 +197,7 @@ def occlude(
     guard.require_eval(model)
     with guard.preserved(model):
         guard.require_single_call(model, x, module, name)
-        return _occlude(model, x, name, module, occluder, label, method, progress)
+        return _occlude(model, x, name, module, occluder, label, method, progress, max_work)
 
 
 def _occlude(
@@ -205,9 +209,13 @@ def _occlude(
     label: int | None,
     method: Method,
     progress: Progress | None,
+    max_work: int | None,
 ) -> OcclusionResult:
     occluder = occluder or Occluder.for_input(*x.shape[-2:])
     rows, cols = occluder.grid(*x.shape[-2:])
+    check_work(len(rows) * len(cols), max_work, what="occlusion", unit="occluder positions")
+    if progress is not None:
+        progress(0, len(rows) * len(cols))
     fill = _fill_tensor(occluder, x)
 
     with torch.no_grad():

@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_output_arguments(parser)
 
 
-@writes_output()
+@writes_output(apart_from=("data", "--data"))
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     loaded = load_model(args)
     layers = loaded.layer_list(args.layers)

@@ -14,10 +14,12 @@ from deconvnet.faces.cli._inputs import add_image_argument, image_path
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import MAX_BATCH, MAX_SIDE, int_in, real_number
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
+from deconvnet.faces.cli._work import add_max_work_argument
 from deconvnet.figures.files import save_png
 from deconvnet.figures.occlusion import figure, figure_panels
 from deconvnet.inputs.prepared import prepare
 from deconvnet.instruments.occlusion import occlusion
+from deconvnet.instruments.work import check_work
 
 FIGURE = "occlusion.png"
 MAX_GREY = 255
@@ -75,6 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="occlude at the photo's own size for models that do not resize (see below)",
     )
+    add_max_work_argument(parser, "occluder positions")
     add_output_arguments(parser)
 
 
@@ -93,13 +96,21 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     if args.stride is not None:
         options["stride"] = args.stride
     occluder = occlusion.Occluder.for_input(height, width, **options)
+    rows, cols = occluder.grid(height, width)
+    check_work(len(rows) * len(cols), args.max_work, what="occlusion", unit="occluder positions")
     with torch.no_grad():
         outputs = loaded.model(image.tensor).flatten(1).shape[1]
     names, source = categories_for(args.categories, loaded.categories, outputs)
     label = parse_label(args.label, names, outputs)
     with ProgressBar(f"{path.name}: occlusion", unit="pos") as bar:
         result = occlusion.occlude(
-            loaded.model, image.tensor, layer, occluder, label=label, progress=bar
+            loaded.model,
+            image.tensor,
+            layer,
+            occluder,
+            label=label,
+            progress=bar,
+            max_work=args.max_work,
         )
     order = spec.channel_order
     args.out.mkdir(parents=True, exist_ok=True)

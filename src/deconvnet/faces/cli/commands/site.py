@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_output_arguments(parser)
 
 
-@writes_output()
+@writes_output(apart_from=("scan", "SCAN_DIR"))
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     """Build the site; print where its index page is."""
     if not args.scan.is_dir():
@@ -69,11 +69,24 @@ def scan_model(args: argparse.Namespace, manifest: dict[str, object]) -> LoadedM
             return None
         args.model = name
         if args.weights is None:
-            weights = manifest.get("weights")
-            args.weights = None if weights in (None, "default") else str(weights)
+            args.weights = _named_weights(name, manifest.get("weights"))
     loaded = load_model(args)
     check_weights(loaded, manifest)
     return loaded
+
+
+def _named_weights(model: str, weights: object) -> str | None:
+    """The manifest's weights when they name one of ``model``'s sets; a file path read from
+    a manifest is never opened (the scan's files are untrusted): the user gives it."""
+    if weights in (None, "default"):
+        return None
+    known = {w.name for w in models.info(model).weights} | {models._api.RANDOM_INIT}
+    if weights not in known:
+        raise InputError(
+            f"the scan was made with weights from a file ({ascii(weights)[:120]}); give that "
+            "file with --weights to build the model card"
+        )
+    return str(weights)
 
 
 def check_weights(loaded: LoadedModel, manifest: dict[str, object]) -> None:

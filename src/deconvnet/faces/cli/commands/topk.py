@@ -21,6 +21,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from deconvnet.engine.receptive import layer_table
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._inputs import add_loader_arguments
@@ -41,6 +42,7 @@ from deconvnet.faces.cli._output import (
     writes_output,
 )
 from deconvnet.faces.cli._rules import add_rule_arguments, reverse_policy
+from deconvnet.faces.cli._work import add_max_work_argument
 from deconvnet.figures.topk import DEFAULT_TILE, render
 from deconvnet.inputs import datasets
 from deconvnet.instruments.topk import distributed
@@ -52,6 +54,7 @@ from deconvnet.instruments.topk.scan import (
     TopKIndex,
     scan,
 )
+from deconvnet.instruments.work import check_work
 
 CHECKPOINT_FILE = "topk_checkpoint.pt"
 CHECKPOINTS = "topk_checkpoint*.pt"
@@ -100,6 +103,7 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="under torchrun: how long a rank waits for the others before it gives up",
     )
+    add_max_work_argument(parser, "projections (k x maps x layers)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     return _run_rank(args, group)
 
 
-@writes_output(resumable=CHECKPOINTS)
+@writes_output(resumable=CHECKPOINTS, apart_from=("data", "DATA"))
 def _run_alone(args: argparse.Namespace, folder: OutputFolder) -> int:
     """Scan, project, render; print where the files went."""
     maps, loaded, layers, data = _open(args)
@@ -197,7 +201,32 @@ def _open(
     maps = MapChoice.parse(args.maps)
     loaded = load_model(args)
     layers = loaded.layer_list(args.layers)
-    return maps, loaded, layers, datasets.open_dataset(args.data, loaded.preprocessing)
+    data = datasets.open_dataset(args.data, loaded.preprocessing)
+    check_work(
+        projection_estimate(loaded, layers, maps, args.seed, min(args.k, len(data))),
+        args.max_work,
+        what="the projection stage",
+        unit="projections",
+    )
+    return maps, loaded, layers, data
+
+
+def projection_estimate(
+    loaded: LoadedModel, layers: list[str], maps: MapChoice, seed: int, per_map: int
+) -> int:
+    """Projections the scan will ask for, known before it starts: ``per_map`` (k, or fewer
+    images) for every tracked map of every layer (map counts from one forward pass)."""
+    size = loaded.preprocessing.input_size
+    shapes = {
+        row.name: row.output_shape
+        for row in layer_table(loaded.model, (1, 3, *size), device=loaded.device)
+    }
+    tracked = 0
+    for layer in layers:
+        shape = shapes.get(layer)
+        if shape is not None and len(shape) > 1:
+            tracked += len(maps.resolve(shape[1], layer, seed))
+    return per_map * tracked
 
 
 def _scan_options(args: argparse.Namespace, maps: MapChoice) -> dict[str, Any]:
@@ -215,7 +244,12 @@ def _scan_options(args: argparse.Namespace, maps: MapChoice) -> dict[str, Any]:
 def _projection_options(args: argparse.Namespace) -> dict[str, Any]:
     """The reverse pass, each default resolved (as the manifest records it)."""
     policy = reverse_policy(args)
-    return {"rule": policy.rule, "lrn": policy.lrn, "collisions": policy.collisions}
+    return {
+        "rule": policy.rule,
+        "lrn": policy.lrn,
+        "collisions": policy.collisions,
+        "max_work": args.max_work,
+    }
 
 
 def _finish(
