@@ -13,6 +13,8 @@ from deconvnet.faces.cli import main
 
 SCAN_LAYER = "features.4"
 """conv2 of the default model: 96 maps of 16x16, all of them scanned."""
+SCAN_SHOWN = "conv2"
+"""How that layer is shown and addressed: its alias (URLs, file names, menus)."""
 SCAN_K = 3
 PHOTOS = 6
 

@@ -31,6 +31,7 @@ from deconvnet.engine.receptive import ReceptiveField, receptive_fields
 from deconvnet.engine.selection import Seeds, Selection
 from deconvnet.errors import InputError, LayerNotFoundError
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.models.naming import alias_of, aliases_of, layer_names, unknown_name
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,6 @@ DEFAULT_BATCH_SIZE = 16
 Small chunks stay in a CPU's caches (256 CaffeNet conv5 projections: 1.36 s in chunks of 16
 against 1.48 s in chunks of 64 on the 2-core development machine); on a GPU, raise it."""
 
-MAX_LISTED_LAYERS = 60
-"""How many valid layer names an unknown-layer error lists."""
-
-
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
     """``(name, module)`` for a dotted name, an alias or a module of ``model``.
 
@@ -65,16 +62,16 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     Raises
     ------
     LayerNotFoundError
-        Unknown name or a module that is not part of ``model``; lists valid names and
-        aliases.
+        Unknown name or a module that is not part of ``model``; suggests close names
+        (:func:`~deconvnet.models.naming.unknown_name`).
     """
     if isinstance(layer, nn.Module):
         for name, module in model.named_modules():
             if module is layer:
                 return name, module
         raise LayerNotFoundError(
-            f"the given {type(layer).__name__} module is not part of the model; "
-            f"valid layers: {_layer_list(model)}"
+            f"the given {type(layer).__name__} module is not part of the model "
+            f"({len(layer_names(model))} layer names)"
         )
     if not isinstance(layer, str):
         raise TypeError(
@@ -91,29 +88,12 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     except AttributeError:
         module = None
     if module is None or module is model:
-        raise LayerNotFoundError(
-            f"no layer {layer!r} in the model; valid layers: {_layer_list(model)}"
-        )
+        raise LayerNotFoundError(unknown_name(layer, layer_names(model)))
     return target, module
 
 
 def _aliases(model: nn.Module) -> Mapping[str, str]:
-    aliases = getattr(model, "layer_aliases", None)
-    return aliases if isinstance(aliases, Mapping) else {}
-
-
-def _layer_list(model: nn.Module) -> str:
-    names = [name for name, _ in model.named_modules() if name]
-    shown = ", ".join(names[:MAX_LISTED_LAYERS])
-    more = len(names) - MAX_LISTED_LAYERS
-    text = shown + (f", … ({more} more)" if more > 0 else "")
-    aliases = _aliases(model)
-    if aliases:
-        pairs = [f"{alias} = {target}" for alias, target in aliases.items()]
-        text += f"; aliases: {', '.join(pairs[:MAX_LISTED_LAYERS])}"
-        if len(pairs) > MAX_LISTED_LAYERS:
-            text += f", … ({len(pairs) - MAX_LISTED_LAYERS} more)"
-    return text
+    return aliases_of(model)
 
 
 def resolve_call(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module, int | None]:
@@ -529,14 +509,8 @@ def _model_attribute(model: nn.Module, name: str, kind: type[T]) -> T | None:
     return value if isinstance(value, kind) else None
 
 
-def alias_of(aliases: Mapping[str, str], layer: str) -> str | None:
-    """The readable name (``conv5``) that ``aliases`` give the module ``layer``, if any."""
-    return next((alias for alias, target in aliases.items() if target == layer), None)
-
-
 def _alias_of(model: nn.Module, layer: str) -> str | None:
-    aliases = getattr(model, "layer_aliases", None)
-    return alias_of(aliases, layer) if isinstance(aliases, Mapping) else None
+    return alias_of(aliases_of(model), layer)
 
 
 def _field_tracer(

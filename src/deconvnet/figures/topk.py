@@ -265,6 +265,12 @@ def _layer_sheet(
     return sheet, boxes
 
 
+def image_label(name: str) -> str:
+    """An image's file name with the folder it lies in, which names the class in most
+    datasets (``cifar10/test/cat/0015.jpg`` -> ``cat/0015.jpg``)."""
+    return "/".join(Path(str(name)).parts[-2:])
+
+
 def _safe(name: str) -> str:
     """A file-name-safe version of a layer name (``fire2/concat`` -> ``fire2_concat``)."""
     return _UNSAFE.sub("_", name).strip("_") or "layer"

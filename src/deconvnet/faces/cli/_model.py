@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from deconvnet import caffe, models
-from deconvnet.engine.engine import alias_of, resolve_call
+from deconvnet.engine.engine import resolve_call
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._numbers import MAX_SIDE, int_in, real_in, real_number
 from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION, PRESETS, Preprocessing
+from deconvnet.models import naming
 from deconvnet.models.own import is_own_model, load_own
 
 PREPROCESSING_FLAGS = (
@@ -53,7 +54,7 @@ class LoadedModel:
 
     def layer(self, name: str | None) -> str:
         """A ``named_modules()`` name for ``name`` (alias or dotted, ``name#k`` for the k-th
-        call of a reused module); default: last conv."""
+        call of a reused module); default: :meth:`default_layer`."""
         if name is None:
             return self.default_layer()
         name = self.layer_aliases.get(name, name)
@@ -76,11 +77,8 @@ class LoadedModel:
         return spec
 
     def default_layer(self) -> str:
-        """The last convolution: the deepest layer that still has feature maps."""
-        convs: list[str] = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
-        if not convs:
-            raise InputError("the model has no Conv2d layer; name one with --layer")
-        return convs[-1]
+        """The last convolution, after its rectifier (:func:`naming.default_layer`)."""
+        return naming.default_layer(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -100,7 +98,7 @@ class LoadedModel:
 
     def display_name(self, layer: str) -> str:
         """The alias of ``layer`` if it has one (``conv5``), else the dotted name."""
-        return alias_of(self.layer_aliases, layer) or layer
+        return naming.display_name(self.layer_aliases, layer)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

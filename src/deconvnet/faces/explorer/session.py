@@ -31,6 +31,7 @@ from deconvnet.faces.cli._inputs import prepare
 from deconvnet.figures.files import png_bytes
 from deconvnet.figures.render import feature_grid, scaled, show
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.models import naming
 
 RULES = ("zeiler", "guided", "gradient")
 """The reverse rules the explorer offers (its toggle)."""
@@ -52,14 +53,21 @@ class NotFound(InputError):
 
 @dataclass(frozen=True)
 class Layer:
-    """A layer the explorer shows: 4-D output at the model's input size."""
+    """A layer the explorer shows: 4-D output at the model's input size.
+
+    ``name`` is how it is shown and addressed (its alias, else its dotted name: see
+    :func:`deconvnet.models.naming.display_name`), ``module`` the dotted module name,
+    ``group`` the block it belongs to (``fire2``) or ``None``; ``classes`` is true when its
+    maps are the model's classes (SqueezeNet's ``conv10``)."""
 
     name: str
-    label: str
+    module: str
+    group: str | None
     channels: int
     height: int
     width: int
     field: str
+    classes: bool = False
 
 
 @dataclass
@@ -73,7 +81,9 @@ class _Image:
 
 @dataclass(frozen=True)
 class UnitProjection:
-    """One clicked unit: where it is, its value, its receptive field and the PNG."""
+    """One clicked unit: where it is, its value, its receptive field and the PNG;
+    ``class_name`` for a class map, ``note`` when there is nothing to see (an inactive unit,
+    a projection that is all zeros)."""
 
     layer: str
     channel: int
@@ -83,6 +93,8 @@ class UnitProjection:
     rule: str
     png: bytes
     field_png: bytes
+    class_name: str | None = None
+    note: str | None = None
 
 
 class Explorer:
@@ -107,27 +119,51 @@ class Explorer:
         self._fields: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
         param = next(model.parameters(), None)
         self.device = param.device if param is not None else torch.device("cpu")
-        names = {target: alias for alias, target in (aliases or {}).items()}
+        self.aliases = dict(aliases if aliases is not None else naming.aliases_of(model))
+        self.categories = naming.categories_of(model)
         rows = layer_table(model, (1, 3, *preprocessing.input_size), device=self.device)
         modules = dict(model.named_modules())
+        aliased = set(self.aliases.values())
         self.layers = {
-            row.name: _layer(row, names.get(row.name, row.name))
-            for row in rows
-            if row.output_shape is not None
-            and len(row.output_shape) == _MAP_RANK
-            and row.rf is not None
-            and not row.rf.is_global
-            and not list(modules[row.name].children())  # containers repeat their last layer
+            layer.name: layer
+            for layer in (
+                self._layer(row)
+                for row in rows
+                if row.output_shape is not None
+                and len(row.output_shape) == _MAP_RANK
+                and row.rf is not None
+                and not row.rf.is_global
+                # a container repeats its last layer, unless it is a named block (fire2)
+                and (not list(modules[row.name].children()) or row.name in aliased)
+            )
         }
         if not self.layers:
             raise InputError("the model has no layer with feature maps (B, C, H, W)")
+        self._modules = {layer.module: layer for layer in self.layers.values()}
 
     @property
     def default_layer(self) -> str:
-        """The last convolution, else the last layer with maps."""
-        convs = [n for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)]
-        usable = [n for n in convs if n in self.layers]
-        return usable[-1] if usable else list(self.layers)[-1]
+        """The model's default layer (the last convolution, after its rectifier), else
+        the last layer with maps."""
+        try:
+            default = self._modules.get(naming.default_layer(self.model))
+        except InputError:
+            default = None
+        return default.name if default is not None else list(self.layers)[-1]
+
+    def _layer(self, row: LayerRow) -> Layer:
+        assert row.output_shape is not None and row.rf is not None  # filtered by the caller
+        _, channels, height, width = row.output_shape
+        return Layer(
+            name=naming.display_name(self.aliases, row.name),
+            module=row.name,
+            group=naming.block_of(self.model, row.name),
+            channels=channels,
+            height=height,
+            width=width,
+            field=f"{row.rf.size[0]}x{row.rf.size[1]}, stride {row.rf.stride[0]}",
+            classes=naming.class_layer(self.model, row.name, channels),
+        )
 
     def library(self) -> list[str]:
         """Image files of ``images_dir`` (names only, sorted)."""
@@ -173,9 +209,17 @@ class Explorer:
         return png_bytes(self._image(image_id).rgb)
 
     def layer(self, layer: str) -> Layer:
-        if layer not in self.layers:
-            raise NotFound(f"no layer {layer!r}; the explorer shows {len(self.layers)} layers")
-        return self.layers[layer]
+        """The layer named ``layer``: its shown name, its dotted name or any alias."""
+        found = self.layers.get(layer) or self._modules.get(self.aliases.get(layer, layer))
+        if found is None:
+            raise NotFound(naming.unknown_name(layer, list(self.layers), what="explorer layer"))
+        return found
+
+    def class_names(self, layer: Layer) -> list[str] | None:
+        """Short class names of the maps of a class layer, else ``None``."""
+        if not layer.classes or self.categories is None:
+            return None
+        return [naming.short_class_name(name) for name in self.categories]
 
     def grid(
         self, image_id: str, layer: str, contrast: str = "layer"
@@ -183,29 +227,31 @@ class Explorer:
         """The layer's maps for the image as one grid PNG, and its geometry for clicks."""
         if contrast not in CONTRASTS:
             raise InputError(f"contrast must be one of {', '.join(CONTRASTS)}, got {contrast!r}")
-        self.layer(layer)
+        info = self.layer(layer)
+        module = info.module
         found = self._image(image_id)
         with self._lock:
-            if layer not in found.maps:
+            if module not in found.maps:
                 with Deconvnet(self.model) as net:
-                    found.maps[layer] = net.layer_output(found.tensor, layer)[0].cpu()
-            maps = found.maps[layer]
-            if (layer, contrast) not in found.grids:
+                    found.maps[module] = net.layer_output(found.tensor, module)[0].cpu()
+            maps = found.maps[module]
+            if (module, contrast) not in found.grids:
                 picture = feature_grid(
                     maps, padding=1, normalise="grid" if contrast == "layer" else "map"
                 )
-                found.grids[(layer, contrast)] = png_bytes(picture)
-            png = found.grids[(layer, contrast)]
+                found.grids[(module, contrast)] = png_bytes(picture)
+            png = found.grids[(module, contrast)]
         channels, height, width = maps.shape
         maxima = maps.flatten(1).max(dim=1).values
         return {
-            "layer": layer,
+            "layer": info.name,
             "channels": channels,
             "height": height,
             "width": width,
             "columns": math.ceil(math.sqrt(channels)),
             "padding": 1,
             "maxima": [round(float(v), 4) for v in maxima],
+            "classes": self.class_names(info),
         }, png
 
     def project(
@@ -215,10 +261,11 @@ class Explorer:
         if rule not in RULES:
             raise InputError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
         info = self.layer(layer)
+        layer = info.module
         found = self._image(image_id)
         grid, _ = self.grid(image_id, layer)
         if not 0 <= channel < grid["channels"]:
-            raise NotFound(f"layer {info.label} has maps 0..{grid['channels'] - 1}, not {channel}")
+            raise NotFound(f"layer {info.name} has maps 0..{grid['channels'] - 1}, not {channel}")
         maps = found.maps[layer]
         if position is None:
             flat = int(maps[channel].flatten().argmax())
@@ -244,15 +291,19 @@ class Explorer:
         )
         top, left, bottom, right = box
         enlarged = scaled(np.ascontiguousarray(picture[top:bottom, left:right]), FIELD_SIDE)
+        value = float(result.values[0, 0])
+        classes = self.class_names(info)
         unit = UnitProjection(
-            layer,
+            info.name,
             channel,
             (y, x),
-            float(result.values[0, 0]),
+            value,
             box,
             rule,
             png_bytes(picture),
             png_bytes(enlarged),
+            class_name=classes[channel] if classes else None,
+            note=_note(value, result.images[0, 0]),
         )
         with self._lock:
             self._projections[key] = unit
@@ -268,14 +319,11 @@ class Explorer:
             return self._images[image_id]
 
 
-def _layer(row: LayerRow, label: str) -> Layer:
-    assert row.output_shape is not None and row.rf is not None  # filtered by the caller
-    _, channels, height, width = row.output_shape
-    return Layer(
-        name=row.name,
-        label=label,
-        channels=channels,
-        height=height,
-        width=width,
-        field=f"{row.rf.size[0]}x{row.rf.size[1]}, stride {row.rf.stride[0]}",
-    )
+def _note(value: float, projection: torch.Tensor) -> str | None:
+    """What to say when a click shows nothing: a unit at zero did not fire (its
+    projection is empty by definition), and a projection of zeros reached no pixel."""
+    if value == 0:
+        return "inactive: this unit did not fire (its value is 0), so there is nothing to project"
+    if not bool(projection.any()):
+        return "blank: the reverse signal of this rule is zero before it reaches the pixels"
+    return None
