@@ -115,3 +115,19 @@ def test_a_click_on_a_unit_that_did_not_fire_says_it_is_inactive(
 @pytest.fixture(scope="module")
 def client_default(app) -> TestClient:
     return TestClient(app)
+
+
+def test_a_blank_projection_says_where_its_signal_died(squeezenet_client: TestClient) -> None:
+    from deconvnet.inputs.images import PHOTO_DIR
+
+    data = (PHOTO_DIR / "chelsea.png").read_bytes()
+    files = {"file": ("chelsea.png", data, "image/png")}
+    image = squeezenet_client.post("/api/upload", files=files).json()
+    unit = squeezenet_client.get(f"/api/images/{image['id']}/layers/pool10/units/285").json()
+    assert unit["class_name"] == "Egyptian cat" and unit["value"] > 0
+    assert unit["note"].startswith("blank: the zeiler signal from pool10 is zero below fire")
+    assert unit["note"].endswith("guided reaches the pixels")
+    guided = squeezenet_client.get(
+        f"/api/images/{image['id']}/layers/pool10/units/285?rule=guided"
+    ).json()
+    assert guided["note"] is None

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from deconvnet.engine.engine import Deconvnet
+from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import LayerRow, ReceptiveField, layer_table, receptive_fields
 from deconvnet.engine.selection import Neuron
 from deconvnet.errors import ImageError, InputError
@@ -31,6 +32,7 @@ from deconvnet.faces.cli._inputs import prepare
 from deconvnet.figures.files import png_bytes
 from deconvnet.figures.render import feature_grid, scaled, show
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.instruments.signal import explain_blanks
 from deconvnet.models import naming
 
 RULES = ("zeiler", "guided", "gradient")
@@ -303,13 +305,21 @@ class Explorer:
             png_bytes(picture),
             png_bytes(enlarged),
             class_name=classes[channel] if classes else None,
-            note=_note(value, result.images[0, 0]),
+            note=self._note(value, result),
         )
         with self._lock:
             self._projections[key] = unit
             while len(self._projections) > CACHED_PROJECTIONS:
                 self._projections.popitem(last=False)
         return unit
+
+    def _note(self, value: float, result: Projection) -> str | None:
+        """What to say when a click shows nothing: a unit at zero did not fire (there is
+        nothing to project), and a blank projection says where its signal died."""
+        if value == 0:
+            return "inactive: this unit did not fire (its value is 0): nothing to project"
+        blanks = explain_blanks(self.model, result)
+        return f"blank: {blanks.reason(rule_option='')}" if blanks is not None else None
 
     def _image(self, image_id: str) -> _Image:
         with self._lock:
@@ -319,11 +329,3 @@ class Explorer:
             return self._images[image_id]
 
 
-def _note(value: float, projection: torch.Tensor) -> str | None:
-    """What to say when a click shows nothing: a unit at zero did not fire (its
-    projection is empty by definition), and a projection of zeros reached no pixel."""
-    if value == 0:
-        return "inactive: this unit did not fire (its value is 0), so there is nothing to project"
-    if not bool(projection.any()):
-        return "blank: the reverse signal of this rule is zero before it reaches the pixels"
-    return None
