@@ -153,9 +153,13 @@ def build_site(
     display = display_names(document)
     environment = _environment()
     written: list[Path] = []
+    copied: set[str] = set()
     for entry in document["entries"]:
-        for key in ("tile_file", "patch_file"):
-            written.append(_copy_inside(scan, entry[key], out))
+        for key in ("tile_file", "patch_file", "map_file"):
+            name = entry.get(key)
+            if isinstance(name, str) and name not in copied:  # a map's file serves k entries
+                written.append(_copy_inside(scan, name, out))
+                copied.add(name)
     for name in STATIC_FILES:
         source = resources.files("deconvnet.faces.site").joinpath("static", name)
         target = out / "static" / name
