@@ -53,7 +53,9 @@ def select_argument(text: str) -> sel.Selection:
 def add_target_arguments(parser: argparse.ArgumentParser, default_select: str) -> None:
     """``--layer`` and ``--select``: what to project (shared by project/compare/sanity)."""
     parser.add_argument(
-        "--layer", default=None, help="layer name or alias (default: the model's last conv)"
+        "--layer",
+        default=None,
+        help="layer name or alias (default: the model's last conv, after its ReLU)",
     )
     parser.add_argument(
         "--select",

@@ -53,7 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("image", metavar="IMAGE", help="an image file")
     add_model_arguments(parser)
     parser.add_argument(
-        "--layer", default=None, help="layer name or alias (default: the model's last conv)"
+        "--layer",
+        default=None,
+        help="layer name or alias (default: the model's last conv, after its ReLU)",
     )
     parser.add_argument("--maps", default="all", help=f"which maps: {MAPS_SYNTAX}")
     parser.add_argument(

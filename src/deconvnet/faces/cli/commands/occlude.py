@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_image_argument(parser)
     add_model_arguments(parser)
     parser.add_argument(
-        "--layer", default=None, help="layer of panels (b), (c) (default: the model's last conv)"
+        "--layer",
+        default=None,
+        help="layer of panels (b), (c) (default: the model's last conv, after its ReLU)",
     )
     parser.add_argument(
         "--label",
@@ -106,10 +108,22 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             loaded.model, image.tensor, layer, occluder, label=label, progress=bar
         )
     order = spec.channel_order
+    aliases = loaded.layer_aliases
+    pixels = occlusion.fill_pixels(result.fill, spec)
+    what = "the mean pixel" if args.fill == "mean" else "grey"
+    fill_label = f"{what}, {'RGB' if len(pixels) == 3 else 'grey'} " + ", ".join(
+        f"{round(v)}" for v in pixels
+    )
     args.out.mkdir(parents=True, exist_ok=True)
-    save_png(figure(result, image.rgb, names, channel_order=order), args.out / FIGURE)
+    save_png(
+        figure(
+            result, image.rgb, names, channel_order=order, aliases=aliases, fill_label=fill_label
+        ),
+        args.out / FIGURE,
+    )
     panels = {}
-    for key, panel in figure_panels(result, image.rgb, names, channel_order=order).items():
+    drawn = figure_panels(result, image.rgb, names, channel_order=order, aliases=aliases)
+    for key, panel in drawn.items():
         panels[key] = f"panel_{key}.png"
         save_png(panel, args.out / panels[key])
 
@@ -127,6 +141,8 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "size": occluder.size,
         "stride": occluder.stride,
         "fill": list(result.fill),
+        "fill_pixels": [round(v, 3) for v in pixels],
+        "fill_label": fill_label,
         "fill_given": args.fill,
         "label": result.target if result.target_is_label else None,
         "target": result.target,
