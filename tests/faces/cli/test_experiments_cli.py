@@ -156,3 +156,30 @@ def test_invariance_takes_the_true_class_from_an_imagenet_file_name(
     assert named["target"] == wnids.index("n07747607") == 950
     assert named["target_is_label"] and named["target_name"].startswith("orange")
     assert not plain["target_is_label"]
+
+
+DOGS = (
+    "n02085936_Maltese_dog.JPEG",
+    "n02096294_Australian_terrier.JPEG",
+    "n02097474_Tibetan_terrier.JPEG",
+    "n02107908_Appenzeller.JPEG",
+    "n02112137_chow.JPEG",
+)
+
+
+def test_correspondence_runs_on_the_bundled_dog_parts(tmp_path: Path, shared_data: Path) -> None:
+    """Issue 23, item 8: the README's §4.3 example needs no file from the repository: the
+    part boxes of the five ImageNet dogs ship with the package (``--parts imagenet-dogs``)."""
+    from deconvnet.instruments.correspondence import bundled_parts
+
+    shipped = bundled_parts("imagenet-dogs")
+    assert shipped is not None and shipped.is_file()
+    assert sorted(json.loads(shipped.read_text())) == sorted(DOGS)
+    photos = [str(shared_data / "imagenet-sample" / name) for name in DOGS]
+    argv = ["correspondence", *photos, "--parts", "imagenet-dogs", "--model", "squeezenet1_0"]
+    argv += ["--weights", "deep-compression", "--layers", "fire5", "--trials", "2"]
+    out = tmp_path / "corr"
+    assert main([*argv, "--no-photos", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "correspondence.csv").open()))
+    assert [row["part"] for row in rows] == ["left eye", "right eye", "nose", "random"]
+    assert json.loads((out / "manifest.json").read_text())["parts_file"] == "imagenet-dogs"
