@@ -9,6 +9,7 @@ from deconvnet.faces.cli.commands import (
     invariance,
     layers,
     maps,
+    mean_file,
     models,
     occlude,
     project,
@@ -31,5 +32,6 @@ ALL: list[ModuleType] = [
     correspondence,
     site,
     serve,
+    mean_file,
     models,
 ]
