@@ -17,6 +17,7 @@ from deconvnet.faces.cli.commands import (
     serve,
     site,
     topk,
+    train_default,
 )
 
 ALL: list[ModuleType] = [
@@ -28,6 +29,7 @@ ALL: list[ModuleType] = [
     compare,
     sanity,
     evolve,
+    train_default,
     invariance,
     correspondence,
     site,
