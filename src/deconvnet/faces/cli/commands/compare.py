@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_target_arguments(parser, DEFAULT_SELECT)
     group = parser.add_argument_group("pictures")
     group.add_argument(
-        "--display", choices=DISPLAYS, default="rgb", help="as for project (default: rgb)"
+        "--display", choices=DISPLAYS, default="rgb", help="as for project"
     )
     group.add_argument(
         "--contrast",

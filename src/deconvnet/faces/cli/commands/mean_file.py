@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     parser.add_argument("data", metavar="DATA", type=Path, help="a folder of same-size images")
     parser.add_argument(
-        "--bgr", action="store_true", help="write the channels as B, G, R (default: R, G, B)"
+        "--bgr", action="store_true", help="write the channels as B, G, R instead of R, G, B"
     )
     add_output_arguments(parser)
     parser.set_defaults(func=run)
