@@ -92,3 +92,11 @@ def test_display_names_and_blocks(squeezenet) -> None:
     assert naming.block_of(squeezenet, "features.6") is None  # pool4 stands alone
     assert naming.class_layer(squeezenet, "classifier.1", 1000)
     assert not naming.class_layer(squeezenet, "features.12", 512)
+
+
+def test_class_layers_follow_the_given_class_names() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.ReLU())
+    names = ("a", "b", "c", "d")
+    assert naming.class_layer(net, "3", 4, names) and naming.class_layer(net, "2", 4, names)
+    assert not naming.class_layer(net, "1", 8, names)  # a convolution follows it
+    assert not naming.class_layer(net, "3", 4)  # no class names at all

@@ -118,11 +118,13 @@ def block_of(model: nn.Module, layer: str) -> str | None:
     return shown.split("/")[0] if "/" in shown else None
 
 
-def class_layer(model: nn.Module, layer: str, channels: int) -> bool:
-    """Whether the ``channels`` of ``layer`` are the model's classes: it has one channel
-    per category and no convolution or linear layer follows it (SqueezeNet's ``conv10``,
-    ``relu10``, ``pool10``; an fc8)."""
-    categories = categories_of(model)
+def class_layer(
+    model: nn.Module, layer: str, channels: int, categories: Sequence[str] | None = None
+) -> bool:
+    """Whether the ``channels`` of ``layer`` are the classes (``categories``, default the
+    model's own): one channel per class, and no convolution or linear layer follows it
+    (SqueezeNet's ``conv10``, ``relu10``, ``pool10``; an fc8)."""
+    categories = categories if categories is not None else categories_of(model)
     if categories is None or channels != len(categories):
         return False
     names = [name for name, _ in model.named_modules()]

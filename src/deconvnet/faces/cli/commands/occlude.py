@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from deconvnet.engine.engine import Deconvnet
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._classes import add_categories_argument, categories_for, parse_label
@@ -17,6 +18,7 @@ from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writ
 from deconvnet.figures.files import save_png
 from deconvnet.figures.occlusion import figure, figure_panels
 from deconvnet.instruments.occlusion import occlusion
+from deconvnet.models import naming
 
 FIGURE = "occlusion.png"
 MAX_GREY = 255
@@ -114,15 +116,16 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     fill_label = f"{what}, {'RGB' if len(pixels) == 3 else 'grey'} " + ", ".join(
         f"{round(v)}" for v in pixels
     )
+    channels = int(Deconvnet(loaded.model).layer_output(image.tensor, layer).shape[1])
+    classes = names is not None and naming.class_layer(loaded.model, layer, channels, names)
+    map_name = naming.short_class_name(names[result.channel]) if names and classes else None
+    options = {"channel_order": order, "aliases": aliases, "map_name": map_name}
     args.out.mkdir(parents=True, exist_ok=True)
     save_png(
-        figure(
-            result, image.rgb, names, channel_order=order, aliases=aliases, fill_label=fill_label
-        ),
-        args.out / FIGURE,
+        figure(result, image.rgb, names, fill_label=fill_label, **options), args.out / FIGURE
     )
     panels = {}
-    drawn = figure_panels(result, image.rgb, names, channel_order=order, aliases=aliases)
+    drawn = figure_panels(result, image.rgb, names, **options)
     for key, panel in drawn.items():
         panels[key] = f"panel_{key}.png"
         save_png(panel, args.out / panels[key])
@@ -138,6 +141,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "layer": layer,
         "layer_alias": loaded.display_name(layer),
         "map": result.channel,
+        "map_class": map_name,
         "size": occluder.size,
         "stride": occluder.stride,
         "fill": list(result.fill),
