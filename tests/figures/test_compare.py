@@ -17,16 +17,7 @@ from deconvnet.figures.render import frame, scaled
 from deconvnet.figures.style import OUTSIDE_IMAGE
 from deconvnet.instruments.compare import compare_rules
 from tests import _nets
-
-
-def _found(picture: np.ndarray, part: np.ndarray) -> bool:
-    height, width = part.shape[:2]
-    corner = picture[: picture.shape[0] - height + 1, : picture.shape[1] - width + 1]
-    ys, xs = np.nonzero((corner == part[0, 0]).all(2))
-    return any(
-        np.array_equal(picture[y : y + height, x : x + width], part)
-        for y, x in zip(ys, xs, strict=True)
-    )
+from tests._pictures import places
 
 
 def test_rows_are_seeds_each_cut_to_its_own_receptive_field() -> None:
@@ -41,7 +32,7 @@ def test_rows_are_seeds_each_cut_to_its_own_receptive_field() -> None:
     sheet = comparison_figure(result, rgb)
     for box in boxes:
         patch = scaled(frame(rgb, box, OUTSIDE_IMAGE), TILE)
-        assert _found(sheet, patch)
+        assert places(sheet, patch)
     one = comparison_figure(compare_rules(model, x, "3", TopMaps(1)), rgb)
     two = comparison_figure(compare_rules(model, x, "3", TopMaps(2)), rgb)
     row = two.shape[0] - one.shape[0]

@@ -13,18 +13,12 @@ import torch
 from deconvnet.errors import InputError
 from deconvnet.figures.maps import MAPS_PER_PAGE, MIN_TILE, maps_figure, pages, shared_scale
 from deconvnet.figures.style import BACKGROUND
+from tests._pictures import places
 
 
 def _find(canvas: np.ndarray, tile: np.ndarray) -> tuple[int, int]:
     """Top-left of the one place where ``tile`` occurs in ``canvas``."""
-    height, width = tile.shape[:2]
-    found = [
-        (y, x)
-        for y in range(canvas.shape[0] - height + 1)
-        for x in range(canvas.shape[1] - width + 1)
-        if canvas[y, x, 0] == tile[0, 0, 0]
-        and np.array_equal(canvas[y : y + height, x : x + width], tile)
-    ]
+    found = places(canvas, tile)
     assert len(found) == 1, f"tile found {len(found)} times"
     return found[0]
 

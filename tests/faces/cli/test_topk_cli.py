@@ -18,6 +18,7 @@ from deconvnet import models, topk
 from deconvnet.faces.cli import main
 from deconvnet.inputs import datasets
 from tests._fuzz import deadline
+from tests._pictures import places
 
 N_IMAGES = 10
 
@@ -144,17 +145,6 @@ def test_resume_after_a_same_size_swap_is_one_line_and_exit_1(
     assert len(err.splitlines()) == 1 and str(victim) in err and "changed since the scan" in err
 
 
-def _find(picture: np.ndarray, part: np.ndarray) -> bool:
-    """Whether ``part`` occurs somewhere in ``picture``, pixel for pixel."""
-    height, width = part.shape[:2]
-    corner = picture[: picture.shape[0] - height + 1, : picture.shape[1] - width + 1]
-    ys, xs = np.nonzero((corner == part[0, 0]).all(2))
-    return any(
-        np.array_equal(picture[y : y + height, x : x + width], part)
-        for y, x in zip(ys, xs, strict=True)
-    )
-
-
 def test_fig2_output_scales_pages_per_map_pictures_and_captions(
     folder: Path, tmp_path: Path
 ) -> None:
@@ -187,11 +177,11 @@ def test_fig2_output_scales_pages_per_map_pictures_and_captions(
         assert entry["map_file"] == f"tiles/conv2/{entry['map']}.png"
     first = next(e for e in document["entries"] if e["map"] == 0 and e["rank"] == 0)
     picture = np.asarray(Image.open(out / first["map_file"]).convert("RGB"))
-    assert _find(picture, np.asarray(Image.open(out / first["tile_file"]).convert("RGB")))
-    assert _find(picture, np.asarray(Image.open(out / first["patch_file"]).convert("RGB")))
+    assert places(picture, np.asarray(Image.open(out / first["tile_file"]).convert("RGB")))
+    assert places(picture, np.asarray(Image.open(out / first["patch_file"]).convert("RGB")))
     folder_and_name = "/".join(Path(first["image"]).parts[-2:])  # e.g. odd/03.png
     assert folder_and_name.split("/")[0] in {"odd", "even"}
     caption = text_image(folder_and_name, CAPTION_FONT_SIZE, colour=MUTED_TEXT)
-    assert _find(picture, caption)
+    assert places(picture, caption)
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["files"]) >= {*pages, *(f"tiles/conv2/{m}.png" for m in range(96))}
