@@ -12,12 +12,8 @@ from torch import nn
 import deconvnet as dn
 from deconvnet import models
 from deconvnet.errors import InputError, LayerNotFoundError
-from deconvnet.faces.cli import main
-from deconvnet.faces.cli._classes import parse_label
 from deconvnet.models import naming
 from deconvnet.models._meta import IMAGENET_CATEGORIES, IMAGENET_WNIDS
-
-TABBY = 281
 
 
 @pytest.fixture(scope="module")
@@ -32,23 +28,6 @@ def test_an_unknown_layer_gets_a_short_did_you_mean_and_the_count(squeezenet) ->
     names = naming.layer_names(squeezenet)
     assert "did you mean fire5" in message and f"({len(names)} layer names" in message
     assert len(message) < 200 and "features.3.squeeze_activation" not in message
-
-
-def test_the_cli_says_it_in_one_short_line(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
-    argv = ["project", "--model", "squeezenet1_0", "--weights", "deep-compression"]
-    assert main([*argv, "--layer", "fire55", "--out", str(tmp_path / "out")]) == 1
-    error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and len(error) < 250
-    assert "did you mean fire5" in error
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["281", "tabby cat", "Tabby", "tabby, tabby cat", "n02123045", "tabb"],
-)
-def test_a_class_is_named_by_index_name_synonym_wnid_or_unique_start(text: str) -> None:
-    assert IMAGENET_WNIDS[TABBY] == "n02123045"
-    assert parse_label(text, IMAGENET_CATEGORIES, 1000) == TABBY
 
 
 def test_ambiguous_and_unknown_class_names_say_what_would_do() -> None:
