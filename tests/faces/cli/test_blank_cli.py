@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from deconvnet.faces.cli import main
-from deconvnet.figures.style import WARNING_TEXT
 
 SQUEEZENET = ["--model", "squeezenet1_0", "--weights", "deep-compression", "--layer", "pool10"]
 
@@ -39,6 +38,8 @@ def test_blank_projections_are_explained_in_figure_manifest_and_stderr(
         k in blank["projections"] for k in range(5)
     ]
     assert blank["note"] in notes[0]
+    from deconvnet.figures.style import WARNING_TEXT  # the colour the note is drawn in
+
     sheet = np.asarray(Image.open(out / image["sheet"]).convert("RGB"))
     warning = (np.abs(sheet[:80].astype(int) - WARNING_TEXT).sum(axis=2) < 30).sum()
     assert warning > 50  # the note is drawn under the title

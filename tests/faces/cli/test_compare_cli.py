@@ -13,7 +13,6 @@ from PIL import Image
 from deconvnet import models
 from deconvnet.engine.receptive import receptive_fields
 from deconvnet.faces.cli import main
-from deconvnet.figures.compare import TILE
 
 SQUEEZENET = ["--model", "squeezenet1_0", "--weights", "deep-compression", "--layer", "fire9"]
 
@@ -30,6 +29,8 @@ def test_top3_is_three_rows_each_with_its_own_receptive_field(tmp_path) -> None:
     assert len({tuple(box) for box in boxes}) == 3
     for seed in manifest["seeds"]:
         assert set(seed["largest_magnitude"]) == {"zeiler", "guided", "gradient"}
+    from deconvnet.figures.compare import TILE  # the tile side of a row
+
     width, height = Image.open(out / manifest["figure"]).size
     assert height < 3 * (TILE + 60) + 300 and width < 5 * (TILE + 40)
     assert manifest["display"] == "rgb" and manifest["contrast"] == "tile"
