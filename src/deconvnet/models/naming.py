@@ -63,9 +63,9 @@ def layer_names(model: nn.Module) -> list[str]:
 
 
 def unknown_name(name: str, known: Sequence[str], what: str = "layer") -> str:
-    """``no layer 'fire55'; did you mean fire5? (82 layer names)``: a few close names
-    (difflib), never the whole list."""
-    listed = " (`deconvnet layers` lists them)" if what == "layer" else ""
+    """``no layer 'fire55'; did you mean fire5, fire9 or fire8? (83 layer names; …)``: a
+    few close names (difflib), never the whole list."""
+    listed = "; `deconvnet layers` lists them" if what == "layer" else ""
     return f"no {what} {name!r}{did_you_mean(name, known)} ({len(known)} {what} names{listed})"
 
 
