@@ -52,6 +52,7 @@ DEFAULT_BATCH_SIZE = 16
 Small chunks stay in a CPU's caches (256 CaffeNet conv5 projections: 1.36 s in chunks of 16
 against 1.48 s in chunks of 64 on the 2-core development machine); on a GPU, raise it."""
 
+
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
     """``(name, module)`` for a dotted name, an alias or a module of ``model``.
 
@@ -82,7 +83,7 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
             f"layer {layer!r}: a call index ('#2') selects one call of a module that the "
             "forward pass calls several times; only Deconvnet.project and layer_output take it"
         )
-    target = _aliases(model).get(layer, layer)
+    target = aliases_of(model).get(layer, layer)
     try:
         module = model.get_submodule(target) if target else None
     except AttributeError:
@@ -90,10 +91,6 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     if module is None or module is model:
         raise LayerNotFoundError(unknown_name(layer, layer_names(model)))
     return target, module
-
-
-def _aliases(model: nn.Module) -> Mapping[str, str]:
-    return aliases_of(model)
 
 
 def resolve_call(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module, int | None]:
