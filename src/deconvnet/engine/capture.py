@@ -82,12 +82,16 @@ def forward_until(
     call: int = 1,
     until: str | None = None,
     run: Callable[[Tensor], Any] | None = None,
+    shield: bool = False,
 ) -> dict[str, T]:
     """Run ``model`` on ``x`` until each of ``layers`` (name -> module) has given the output
     of its ``call``-th call; ``keep(name, output)`` of each, in the order they were reached.
 
     ``until`` names the one layer to stop at: the others are kept if they ran before it and
     are left out otherwise. ``run`` replaces ``model(x)`` (e.g. a ``functional_call``).
+    ``shield`` passes a copy of each hooked tensor output on to the rest of the model, so
+    a later in-place op (``ReLU(inplace=True)``) edits the copy, never the kept output and
+    its place in the autograd graph.
 
     Raises
     ------
@@ -96,7 +100,7 @@ def forward_until(
     LayerNotReachedError
         A required layer did not run.
     """
-    captured, _ = _capture(model, x, layers, keep, call, True, until, run)
+    captured, _ = _capture(model, x, layers, keep, call, True, until, run, shield)
     return captured
 
 
@@ -110,7 +114,7 @@ def forward_through(
 ) -> tuple[dict[str, T], Any]:
     """The whole forward pass: ``keep(name, output)`` of each layer's ``call``-th call (the
     last one by default), and the model's own output. Raises as :func:`forward_until`."""
-    return _capture(model, x, layers, keep, call, False, None, None)
+    return _capture(model, x, layers, keep, call, False, None, None, False)
 
 
 def _capture(
@@ -122,19 +126,21 @@ def _capture(
     stop: bool,
     until: str | None,
     run: Callable[[Tensor], Any] | None,
+    shield: bool,
 ) -> tuple[dict[str, T], Any]:
     named = list(layers.items() if isinstance(layers, Mapping) else layers)
     required = {until} if until is not None else {name for name, _ in named}
     captured: dict[str, T] = {}
     calls: dict[str, int] = {}
 
-    def hook_for(name: str) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+    def hook_for(name: str) -> Callable[[nn.Module, Any, Any], Any]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
             calls[name] = calls.get(name, 0) + 1
             if call is None or calls[name] == call:
                 captured[name] = keep(name, output)
             if stop and required.issubset(captured):
                 raise LayerReached
+            return output + 0 if shield and isinstance(output, Tensor) else None
 
         return hook
 

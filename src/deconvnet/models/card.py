@@ -23,6 +23,8 @@ from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.models._download import sha256_of
 
+RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU)
+"""Modules whose output the default layer prefers to the convolution before them."""
 CARD_ATTRIBUTE = "deconvnet_card"
 """The one attribute a loaded model carries (the model's parameters are not touched)."""
 ModelT = TypeVar("ModelT", bound=nn.Module)
@@ -122,15 +124,21 @@ _CARD_ATTRIBUTES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
 
 
 def default_layer(model: nn.Module, among: Collection[str] | None = None) -> str | None:
-    """The layer to show when none is named: the card's, else the last convolution — the
-    deepest layer that still has feature maps (of ``among`` only, when given); None if
-    there is none."""
+    """The layer to show when none is named: the card's, else the last convolution after
+    its rectifier — the deepest layer that still has feature maps, read as activations (a
+    Fig. 7 total never adds up negative pre-activation sums; a projection is the same from
+    either, since the rectifier passes the seed unchanged). Of ``among`` only, when given;
+    None if there is none."""
     chosen = card_of(model).default_layer
     if chosen is not None and (among is None or chosen in among):
         return chosen
-    convolutions = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Conv2d) and (among is None or name in among)
-    ]
-    return convolutions[-1] if convolutions else None
+    modules = list(model.named_modules())
+    convolutions = [i for i, (_, module) in enumerate(modules) if isinstance(module, nn.Conv2d)]
+    for index in reversed(convolutions):
+        candidates = [modules[index][0]]
+        if index + 1 < len(modules) and isinstance(modules[index + 1][1], RECTIFIERS):
+            candidates.insert(0, modules[index + 1][0])
+        for name in candidates:
+            if among is None or name in among:
+                return str(name)
+    return None

@@ -19,7 +19,8 @@ from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._numbers import MAX_SIDE, int_in, real_in, real_number
 from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION, PRESETS, Preprocessing
-from deconvnet.models.card import ModelCard, Provenance, card_of, default_layer
+from deconvnet.models import naming
+from deconvnet.models.card import ModelCard, Provenance, card_of
 from deconvnet.models.own import is_own_model, load_own
 
 PREPROCESSING_FLAGS = (
@@ -70,7 +71,7 @@ class LoadedModel:
 
     def layer(self, name: str | None) -> str:
         """A ``named_modules()`` name for ``name`` (alias or dotted, ``name#k`` for the k-th
-        call of a reused module); default: last conv."""
+        call of a reused module); default: :meth:`default_layer`."""
         if name is None:
             return self.default_layer()
         name = self.layer_aliases.get(name, name)
@@ -93,12 +94,8 @@ class LoadedModel:
         return spec
 
     def default_layer(self) -> str:
-        """The card's default layer: the last convolution, the deepest layer that still has
-        feature maps."""
-        found = default_layer(self.model)
-        if found is None:
-            raise InputError("the model has no Conv2d layer; name one with --layer")
-        return found
+        """The last convolution, after its rectifier (:func:`naming.default_layer`)."""
+        return naming.default_layer(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -118,7 +115,7 @@ class LoadedModel:
 
     def display_name(self, layer: str) -> str:
         """The alias of ``layer`` if it has one (``conv5``), else the dotted name."""
-        return self.card.display_name(layer)
+        return naming.display_name(self.layer_aliases, layer)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

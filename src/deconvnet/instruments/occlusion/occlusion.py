@@ -19,7 +19,7 @@ The figure lives in :mod:`deconvnet.figures.occlusion`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -114,6 +114,16 @@ def grey_fill(spec: Preprocessing, grey: float) -> tuple[float, float, float]:
     """A grey level in [0, 1] expressed in the network's input space (per channel)."""
     value = grey * spec.scale
     return tuple((value - m) / s for m, s in zip(spec.mean, spec.std, strict=True))  # type: ignore[return-value]
+
+
+def fill_pixels(fill: Sequence[float], spec: Preprocessing) -> tuple[float, ...]:
+    """An occluder fill given in the network's input space, back in 8-bit pixel units in
+    RGB order (one value for a grey-input net): what the occluder looks like."""
+    values = [f * s + m for f, s, m in zip(fill, spec.std, spec.mean, strict=True)]
+    pixels = [v / spec.scale * 255.0 for v in values]
+    if spec.channel_order == "BGR":
+        pixels.reverse()
+    return tuple(pixels)
 
 
 @dataclass(frozen=True, eq=False)
