@@ -41,6 +41,7 @@ from deconvnet.engine.layers import resolve_layer
 from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.models.card import require_any_batch
 
 RANDOM = "random"
 """The control's name in :attr:`CorrespondenceResult.scores`."""
@@ -193,6 +194,7 @@ def correspondence(
         raise InputError("no parts to mask: give at least one part box per image")
     if trials < 1:
         raise InputError(f"trials must be >= 1, got {trials}")
+    require_any_batch(model, "correspondence")
     named = [resolve_layer(model, layer) for layer in layers]
     if not named or len({name for name, _ in named}) != len(named):
         raise InputError(f"layers must name distinct layers, got {[n for n, _ in named]}")

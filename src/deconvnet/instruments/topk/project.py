@@ -27,6 +27,7 @@ from deconvnet.inputs.datasets import ImageDataset
 from deconvnet.inputs.images import preprocess, resized_rgb
 from deconvnet.instruments.topk.scan import TopKIndex, verified_image
 from deconvnet.instruments.topk.state import Entry
+from deconvnet.models.card import batch_size_for
 
 Progress = Callable[[int, int | None], None]
 _MAP_RANK = 4
@@ -135,6 +136,7 @@ def project(
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
+    per_call = batch_size_for(model, IMAGES_PER_CALL, "top-k projection")
     fields: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
     results: dict[tuple[str, int, int], ProjectedEntry] = {}
     done = 0
@@ -167,7 +169,7 @@ def project(
             image = _Image(x, resized_rgb(raw, dataset.preprocessing), by_image[image_id])
             group = waiting[tuple(x.shape)]
             group.append(image)
-            if len(group) == IMAGES_PER_CALL:
+            if len(group) == per_call:
                 run(group)
                 group.clear()
         for group in waiting.values():
