@@ -146,7 +146,7 @@ def _capture(
 
         return hook
 
-    _check_batch(model, x)
+    check_batch(model, x)
     result = None
     with HandleList() as handles:
         for name, module in named:
@@ -181,7 +181,7 @@ def flat_outputs(
         return forward_through(model, batch, named, keep=flat, call=1)
 
 
-def _check_batch(model: nn.Module, x: Tensor) -> None:
+def check_batch(model: nn.Module, x: Tensor) -> None:
     """A model that runs only one batch size (its card says so) refused another in one line,
     before it runs."""
     fixed = card_of(model).fixed_batch
