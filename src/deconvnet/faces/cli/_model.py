@@ -133,9 +133,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         metavar="MODEL",
-        help=f"a zoo model ({', '.join(models.names())}); your own: FILE.py:FACTORY or "
-        "package.module:FACTORY (imports it and calls FACTORY(): this runs your code), a "
-        "torch.export archive MODEL.pt2, or a pickled model with --unsafe-pickle "
+        help=f"a zoo model ({', '.join(models.names())}); timm:NAME or torchvision:NAME "
+        "when that library is installed (its own preprocessing and class names); your own: "
+        "FILE.py:FACTORY or package.module:FACTORY (imports it and calls FACTORY(): this "
+        "runs your code), a torch.export archive MODEL.pt2 (its input size read from it), "
+        "or a pickled model with --unsafe-pickle "
         f"(default: {DEFAULT_MODEL!r}, the embedded CIFAR-10 network)",
     )
     group.add_argument(
@@ -147,8 +149,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--weights",
         default=None,
-        help="a .pth/.safetensors file or a named set such as 'imagenet' (default: the "
-        "model's own: embedded for 'default', random init otherwise)",
+        help="a .pth/.safetensors file or a named set such as 'imagenet'; 'pretrained' for "
+        "a timm:/torchvision: model fetches the library's published weights once into "
+        "torch's hub cache (default: the model's own: embedded for 'default', random init "
+        "otherwise)",
     )
     group.add_argument(
         "--caffe",
