@@ -22,6 +22,7 @@ from deconvnet.engine.receptive import layer_table
 from deconvnet.errors import InputError
 from deconvnet.models.card import batch_size_for, card_of, default_layer, require_any_batch
 from deconvnet.models.own import load_own
+from tests.engine.test_windowed import _graphs
 
 HEIGHT, WIDTH = 48, 64  # not square: height and width must not be swapped anywhere
 
@@ -38,14 +39,26 @@ def _net() -> nn.Sequential:
     ).eval()  # fmt: skip
 
 
+def _plain() -> nn.Sequential:
+    """The same geometry with no BatchNorm (which keeps the engine on its general path):
+    every op here has a windowed rule."""
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.ZeroPad2d(1),
+        nn.Conv2d(6, 6, 3, stride=2, dilation=2), nn.ReLU(),
+    ).eval()  # fmt: skip
+
+
 def _export(
     path: Path,
     batch: int = 1,
     dynamic: dict[int, object] | None = None,
     decompose: bool = False,
+    net: nn.Module | None = None,
 ) -> Path:
     program = torch.export.export(
-        _net(),
+        net if net is not None else _net(),
         (torch.randn(batch, 3, HEIGHT, WIDTH),),
         dynamic_shapes=None if dynamic is None else (dynamic,),
     )
@@ -116,6 +129,25 @@ def test_projections_equal_the_eager_models(tmp_path: Path, rule: str, decompose
         theirs = dn.Deconvnet(eager, rule).project(x, layer, dn.TopMaps(3))
         assert torch.equal(ours.channels, theirs.channels)
         torch.testing.assert_close(ours.images, theirs.images, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("rule", ["zeiler", "guided"])
+@pytest.mark.parametrize("decompose", [False, True], ids=["training-ir", "core-aten"])
+def test_the_windowed_path_runs_on_the_programs_aten_ops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule: str, decompose: bool
+) -> None:
+    """aten.conv2d/convolution, the pools and the pads recorded as graph nodes: the fast
+    path is taken on the export and agrees with the eager model (float64, ≤ 1e-10)."""
+    path = _export(tmp_path / "net.pt2", 2, {0: Dim.DYNAMIC}, decompose, _plain())
+    exported = load_own(str(path)).double()
+    x = torch.randn(2, 3, HEIGHT, WIDTH, dtype=torch.float64)
+    seen = _graphs(monkeypatch)
+    ours = dn.Deconvnet(exported, rule).project(x, "7", dn.TopMaps(3))
+    assert seen and seen[-1] is not None, "the windowed path was not used"
+    monkeypatch.undo()
+    theirs = dn.Deconvnet(_plain().double(), rule).project(x, "7", dn.TopMaps(3))
+    assert torch.equal(ours.channels, theirs.channels)
+    torch.testing.assert_close(ours.images, theirs.images, rtol=0, atol=1e-10)
 
 
 def test_reading_an_archive_leaves_no_warnings(
