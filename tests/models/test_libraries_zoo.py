@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -43,17 +42,6 @@ def timm() -> ModuleType:
 @pytest.fixture(scope="module")
 def torchvision() -> ModuleType:
     return pytest.importorskip("torchvision")
-
-
-@pytest.fixture
-def hub_dir(tmp_path: Path) -> Iterator[Path]:
-    """torch's hub cache in a temporary folder for the test."""
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
-        yield tmp_path / "hub" / "checkpoints"
-    finally:
-        torch.hub.set_dir(previous)
 
 
 def _photo() -> Image.Image:
