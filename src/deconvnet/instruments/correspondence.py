@@ -43,6 +43,7 @@ from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
+from deconvnet.models.card import require_any_batch
 
 RANDOM = "random"
 """The control's name in :attr:`CorrespondenceResult.scores`."""
@@ -211,6 +212,7 @@ def correspondence(
         raise InputError(f"trials must be >= 1, got {trials}")
     total = len(xs) * (1 + len(names) + trials)
     check_work(total, max_work, what="correspondence", unit="masked images")
+    require_any_batch(model, "correspondence")
     named = [resolve_layer(model, layer) for layer in layers]
     if not named or len({name for name, _ in named}) != len(named):
         raise InputError(f"layers must name distinct layers, got {[n for n, _ in named]}")

@@ -38,6 +38,7 @@ from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.occlusion import splice
 from deconvnet.instruments.occlusion.splice import Evaluator
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
+from deconvnet.models.card import batch_size_for
 
 DEFAULT_SIZE = 48
 """Occluder side in pixels for a 224-pixel input (the paper's grey squares are similar)."""
@@ -255,7 +256,8 @@ def _occlude(
         if splice_plan is None and method == "spliced":
             raise InputError(f"the model cannot be spliced for occlusion at layer {name!r}")
 
-    batches = splice.batches(splice_plan, spots, occluder.batch_size)
+    batch_size = batch_size_for(model, occluder.batch_size, "occlusion")
+    batches = splice.batches(splice_plan, spots, batch_size)
     totals, outputs = _run_all(evaluate, spots, batches, progress)
     probabilities = as_probs(outputs)
     shape = (len(rows), len(cols))
