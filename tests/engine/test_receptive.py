@@ -357,21 +357,26 @@ def test_bad_input_shape() -> None:
         receptive_fields(nn.Conv2d(3, 3, 3), (1, 3, 0, 32))
 
 
+class _UnusedBranch(nn.Module):
+    """A block holding a module its forward never calls (timm's ``drop_path`` beside a
+    missing shortcut)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.drop_path = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
 def test_modules_the_forward_pass_never_calls_are_left_out() -> None:
-    """timm's blocks hold a DropPath they do not call when there is no shortcut: the other
-    layers still get their fields."""
-
-    class Block(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 3, 3)
-            self.unused = torch.nn.Identity()
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.conv(x)
-
-    fields = receptive_fields(Block(), (1, 3, 8, 8))
-    assert "unused" not in fields and fields["conv"].size == (3, 3)
+    """The survey of every module must not require each one to run (before: every timm
+    EfficientNet failed with "layers [...drop_path] were not reached")."""
+    model = nn.Sequential(_UnusedBranch(), nn.ReLU())
+    rows = layer_table(model, (1, 3, 16, 16))
+    assert [row.name for row in rows] == ["0", "0.conv", "1"]
+    assert receptive_fields(model, (1, 3, 16, 16))["1"].size == (3, 3)
 
 
 def test_a_squeeze_excitation_gate_does_not_make_the_field_global() -> None:

@@ -21,6 +21,7 @@ from deconvnet.faces.explorer.app import create_app
 from deconvnet.faces.explorer.session import Explorer
 from deconvnet.figures.render import show
 from deconvnet.inputs.prepared import prepare
+from tests.faces.explorer.conftest import LOCAL
 
 
 def _silu_net() -> nn.Module:
@@ -35,7 +36,7 @@ def _client(model: nn.Module, photos: Path, activations: str | None) -> TestClie
     explorer = Explorer(
         model, preprocessing, name="silu", images_dir=photos, activations=activations
     )
-    return TestClient(create_app(explorer))
+    return TestClient(create_app(explorer), base_url=LOCAL)
 
 
 @pytest.mark.parametrize("activations", [None, "relu-like"])
