@@ -93,6 +93,7 @@ def test_project_relu_like_equals_the_library_and_records_the_policy(silu_net, t
         ("compare", SELECT),
         ("sanity", ["--rule", "guided", *SELECT]),
         ("topk", ["--layers", "4", "--k", "2", "--maps", "all"]),
+        ("occlude", ["--size", "8", "--stride", "8"]),
     ],
 )
 def test_each_command_takes_the_flag_and_records_it(silu_net, tmp_path, command, extra) -> None:
@@ -108,6 +109,6 @@ def test_each_command_takes_the_flag_and_records_it(silu_net, tmp_path, command,
 
 
 def test_the_option_is_offered_with_its_choices(capsys) -> None:
-    for command in ("project", "topk", "evolve", "sanity", "compare", "serve"):
+    for command in ("project", "topk", "evolve", "sanity", "compare", "occlude", "serve"):
         assert main([command, "--help"]) == 0
         assert re.search(r"--activations\s+\{strict,relu-like\}", capsys.readouterr().out), command
