@@ -112,3 +112,38 @@ def test_the_option_is_offered_with_its_choices(capsys) -> None:
     for command in ("project", "topk", "evolve", "sanity", "compare", "occlude", "serve"):
         assert main([command, "--help"]) == 0
         assert re.search(r"--activations\s+\{strict,relu-like\}", capsys.readouterr().out), command
+
+
+@pytest.mark.parametrize(
+    ("command", "extra"),
+    [
+        ("project", SELECT),
+        ("compare", SELECT),
+        ("topk", ["--layers", "4", "--k", "2", "--maps", "all"]),
+        ("occlude", ["--size", "8", "--stride", "8"]),
+    ],
+)
+def test_each_figure_says_relu_like(silu_net, tmp_path, monkeypatch, command, extra) -> None:
+    """The text drawn on each figure (titles, headers, captions) names the policy."""
+    from deconvnet.figures import compare, panels, projection, topk
+
+    drawn: list[str] = []
+    for module, name in [
+        (projection, "draw_text"),
+        (compare, "draw_text"),
+        (topk, "draw_text"),
+        (panels, "text_image"),
+    ]:
+        original = getattr(module, name)
+
+        def spy(*args, _original=original, **kwargs):  # type: ignore[no-untyped-def]
+            drawn.append(" ".join(str(a) for a in args if isinstance(a, str)))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    target = [str(silu_net["folder"])] if command == "topk" else [str(silu_net["photo"])]
+    flags = [f for f in FLAGS if command != "topk" or f not in ("--layer", "4")]
+    argv = [command, *target, "--model", _model(silu_net), *flags, *extra]
+    assert main([*argv, "--activations", "relu-like", "--out", str(tmp_path / "out")]) == 0
+    text = " ".join(" ".join(drawn).split())
+    assert "relu-like activations" in text

@@ -282,6 +282,7 @@ def _finish(
         save_tiles=not args.no_tiles,
         metadata=metadata,
         display_names={layer: loaded.display_name(layer) for layer in layers},
+        activations=reverse_policy(args).activations,
     )
     print(f"scanned {index.num_images} images ({len(index.skipped)} skipped)")
     for name, why in index.skipped:
