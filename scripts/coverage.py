@@ -19,8 +19,9 @@ section) and this checkout's sources::
     PYTHONPATH=src /work/venv-tv/bin/python scripts/coverage.py --readme README.md
 
 ``--readme`` rewrites the table between the README's ``coverage`` markers; ``--json``
-keeps every outcome with its message; ``--jobs N`` checks N families at once. It prints
-one line per model as it goes.
+keeps every outcome with its message (after each model; a rerun with the same file checks
+only the models missing from it); ``--jobs N`` checks N families at once. It prints one
+line per model as it goes.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ FAMILIES: dict[str, str] = {
 """Each family the issue lists, and the (small) model that stands for it."""
 SIZES = {"inception_v3": 96}
 """Input sides other than the default (Inception v3's stem needs at least 75 pixels)."""
+HEAVY = frozenset(
+    {"resnext", "res2net", "densenet", "dpn", "cspnet", "hrnet", "xception", "inception", "nfnet"}
+)
+"""The largest models, checked last."""
 DEFAULT_SIZE = 64
 POLICIES = ("strict", "relu-like")
 RULES = ("zeiler", "guided", "gradient")
@@ -175,7 +180,18 @@ def reason(message: str) -> str:
     return f"{op} ({module_type})" if module_type else op
 
 
-def table(rows: list[ModelRow], seconds: float, jobs: int = 1) -> str:
+def _read_rows(path: Path | None) -> list[ModelRow]:
+    """The models a previous run of this script already checked (its own ``--json``)."""
+    if path is None or not path.is_file():
+        return []
+    rows = []
+    for record in json.loads(path.read_text()):
+        outcomes = {key: Outcome(**value) for key, value in record.pop("outcomes").items()}
+        rows.append(ModelRow(**record, outcomes=outcomes))
+    return rows
+
+
+def table(rows: list[ModelRow]) -> str:
     """The markdown table and its summary, as the README shows them."""
     symbol = {"exact": "✓", "refused": "refused", "WRONG": "**WRONG**", "CRASH": "**CRASH**"}
     lines = [
@@ -196,6 +212,7 @@ def table(rows: list[ModelRow], seconds: float, jobs: int = 1) -> str:
     full = sum(all(row.outcomes[f"relu-like/{r}"].status == "exact" for r in RULES) for row in rows)
     strict = sum(all(row.outcomes[f"strict/{r}"].status == "exact" for r in RULES) for row in rows)
     largest = max((o.error for o in every if o.error is not None), default=0.0)
+    minutes = sum(row.seconds for row in rows) / 60
     summary = (
         f"\n{full} of {len(rows)} families ({100 * full / len(rows):.0f} %) project under all "
         f"three rules with `--activations relu-like`, {strict} with `strict`; "
@@ -205,8 +222,8 @@ def table(rows: list[ModelRow], seconds: float, jobs: int = 1) -> str:
         f"{sum(o.status == 'CRASH' for o in every)} crashes; largest difference from the "
         f"oracle {largest:.1e} of the projection's largest value (float64). "
         f"`scripts/coverage.py`, timm {_timm_version()}, torch {torch.__version__}, "
-        f"{DEFAULT_SIZE}×{DEFAULT_SIZE} input (Inception v3 96×96), {seconds / 60:.1f} min wall "
-        f"({jobs} process{'es' if jobs > 1 else ''}) on {platform.machine()} CPU.\n"
+        f"{DEFAULT_SIZE}×{DEFAULT_SIZE} input (Inception v3 96×96), {minutes:.1f} min of "
+        f"checks summed over the models on a shared {platform.machine()} CPU.\n"
     )
     return "\n".join(lines) + "\n" + summary
 
@@ -227,28 +244,30 @@ def write_readme(path: Path, text: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--readme", type=Path, help="rewrite the table in this README")
-    parser.add_argument("--json", type=Path, help="write every outcome here")
+    parser.add_argument(
+        "--json", type=Path, help="every outcome, kept after each model; models in it are not rerun"
+    )
     parser.add_argument("--only", help="comma-separated families (default: all)")
     parser.add_argument(
         "--jobs", type=int, default=1, help="families checked at once, one process each"
     )
     args = parser.parse_args()
     families = args.only.split(",") if args.only else list(FAMILIES)
-    start = time.perf_counter()
-    found: dict[str, ModelRow] = {}
+    found = {row.family: row for row in _read_rows(args.json) if row.family in families}
+    waiting = sorted((f for f in families if f not in found), key=lambda f: f in HEAVY)
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:
-        running = [pool.submit(run_family, family, FAMILIES[family]) for family in families]
+        running = [pool.submit(run_family, family, FAMILIES[family]) for family in waiting]
         for done in as_completed(running):
             row = done.result()
             found[row.family] = row
             statuses = " ".join(f"{k}:{o.status}" for k, o in row.outcomes.items())
             print(f"{row.family:15s} {row.model:22s} {row.seconds:6.1f}s {statuses}", flush=True)
+            if args.json is not None:  # kept after each model: a stopped run resumes
+                rows = [found[f] for f in families if f in found]
+                args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
     rows = [found[family] for family in families]
-    seconds = time.perf_counter() - start
-    text = table(rows, seconds, max(1, args.jobs))
+    text = table(rows)
     print(text)
-    if args.json is not None:
-        args.json.write_text(json.dumps([asdict(row) for row in rows], indent=1) + "\n")
     if args.readme is not None:
         write_readme(args.readme, text)
     bad = [o for row in rows for o in row.outcomes.values() if o.status in ("WRONG", "CRASH")]
