@@ -26,7 +26,7 @@ from deconvnet.engine.compat import preset
 from deconvnet.engine.graph import Graph, Recorder
 from deconvnet.engine.hooks import model_lock
 from deconvnet.engine.layers import resolve_call
-from deconvnet.engine.policies import RuleMode
+from deconvnet.engine.policies import RuleMode, refuse_functions
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
 from deconvnet.engine.rules import ReversePolicy
@@ -37,6 +37,8 @@ from deconvnet.models.card import card_of
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Pullback = Callable[[Tensor], tuple[Tensor]]
+"""Reverse passes for a batch of seeds (K, B, ...) at once: their images (K, B, C, H, W)."""
 _IMAGE_RANK = 4
 DEFAULT_POLICY = ReversePolicy()
 """The deconvnet rule, LRN skipped, summed collisions: the paper, read literally."""
@@ -46,6 +48,7 @@ DEFAULT_BATCH_SIZE = 16
 
 Small chunks stay in a CPU's caches (256 CaffeNet conv5 projections: 1.36 s in chunks of 16
 against 1.48 s in chunks of 64 on the 2-core development machine); on a GPU, raise it."""
+
 
 class Deconvnet:
     """Project activations of any layer of ``model`` back to its input.
@@ -66,6 +69,11 @@ class Deconvnet:
         everywhere), or ``"reapply"`` (the old Caffe demo).
     collisions : ``"sum"`` (default: exact transpose of overlapping max pooling) or
         ``"overwrite"`` (the old Caffe InvPooling layer).
+    activations : ``"strict"`` (default: under zeiler and guided, anything but the ReLU
+        family — SiLU, GELU, a sigmoid gate, LayerNorm — is refused, naming the module) or
+        ``"relu-like"`` (smooth rectifiers pass ``relu`` of the signal, gates and per-sample
+        normalisations are constant factors; see the README's "Semantics, and why"). The
+        gradient rule is exact either way.
     batch_size : how many reverse passes (of the ``K × B``) run together; bounds memory.
     compat : ``"caffe-deconvnet"`` reproduces the old Caffe demo exactly (sets rule
         ``none``, lrn ``reapply``, collisions ``overwrite``; see :mod:`deconvnet.engine.compat`).
@@ -94,6 +102,7 @@ class Deconvnet:
         *,
         lrn: str | None = None,
         collisions: str | None = None,
+        activations: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         compat: str | None = None,
     ) -> None:
@@ -107,7 +116,7 @@ class Deconvnet:
             if (rule, lrn, collisions) != (None, None, None):
                 raise ValueError(f"compat={compat!r} fixes rule, lrn and collisions; give neither")
             rule, lrn, collisions = self.compat.rule, self.compat.lrn, self.compat.collisions
-        self.policy = ReversePolicy.of(rule, lrn, collisions)
+        self.policy = ReversePolicy.of(rule, lrn, collisions, activations)
         self.batch_size = batch_size
 
     def __enter__(self) -> Deconvnet:
@@ -202,24 +211,32 @@ class Deconvnet:
         windowed_ok = switches is None and not select.joint and (call or 1) == 1
         recorder = Recorder(self.model, self.policy) if windowed_ok else None
         with torch.enable_grad():
-            y, pullback = cast(
-                "tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]",
-                torch.func.vjp(
-                    # a clone: an in-place first op must not edit the vjp's primal
-                    lambda inp: self._forward_to(
-                        inp.clone(), name, module, switches, call, recorder
+            try:
+                y, pullback = cast(
+                    "tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]",
+                    torch.func.vjp(
+                        # a clone: an in-place first op must not edit the vjp's primal
+                        lambda inp: self._forward_to(
+                            inp.clone(), name, module, switches, call, recorder
+                        ),
+                        x,
                     ),
-                    x,
-                ),
-            )
+                )
+                pull_many: Pullback = torch.func.vmap(pullback)
+                del pullback
+            except ForwardFailed as error:
+                if not _outside_torch_func(error):
+                    raise
+                recorder = None
+                y, pull_many = self._plain_autograd(x, name, module, switches, call)
             self._check_finite(y, x, name, module)
             seeds = select.resolve(y)
             graph = recorder.graph() if recorder is not None else None
             if graph is not None and seeds.positions is not None and seeds.positions.shape[-1] == 2:
-                del pullback  # frees the forward's saved tensors before the reverse passes
+                del pull_many  # frees the forward's saved tensors before the reverse passes
                 images = self._reverse_windowed(graph, seeds, progress)
             else:
-                images = self._reverse(pullback, y, seeds, progress)
+                images = self._reverse(pull_many, y, seeds, progress)
             layer_shape = tuple(y.shape[1:])
         if not bool(torch.isfinite(images).all()):
             raise InputError(
@@ -244,16 +261,36 @@ class Deconvnet:
             trace_field=_field_tracer(self.model, name, tuple(x.shape), x.device),
         )
 
+    def _plain_autograd(
+        self,
+        x: Tensor,
+        name: str,
+        module: nn.Module,
+        switches: Mapping[str, Tensor] | None,
+        call: int | None,
+    ) -> tuple[Tensor, Pullback]:
+        """The general path on ``torch.autograd`` alone, for a model whose forward uses an
+        ``autograd.Function`` that ``torch.func`` cannot run (one without ``setup_context``:
+        timm's memory-efficient activations, ``nn.CrossMapLRN2d``)."""
+        primal = x.clone().requires_grad_(True)
+        y = self._forward_to(primal.clone(), name, module, switches, call)
+
+        def pull_many(seeds: Tensor) -> tuple[Tensor]:
+            # one seed at a time: such functions' backwards rarely batch
+            grads = [torch.autograd.grad(y, primal, seed, retain_graph=True)[0] for seed in seeds]
+            return (torch.stack(grads),)
+
+        return y.detach(), pull_many
+
     def _reverse(
         self,
-        pullback: Callable[[Tensor], tuple[Tensor]],
+        pull_many: Pullback,
         y: Tensor,
         seeds: Seeds,
         progress: Callable[[int, int | None], None] | None,
     ) -> Tensor:
         count, batch = seeds.count, y.shape[0]
         chunk = max(1, self.batch_size // batch)
-        pull_many = torch.func.vmap(pullback)
         parts = []
         for start in range(0, count, chunk):
             stop = min(start + chunk, count)
@@ -335,12 +372,16 @@ class Deconvnet:
         """Run the model under the rule mode until ``module`` has produced its output (of
         its ``call``-th call, default the first), recording the graph of ops on the way
         when given a ``recorder``."""
-        with RuleMode(self.policy, self.model, switches), recorder or contextlib.nullcontext():
+        with (
+            RuleMode(self.policy, self.model, switches) as rules,
+            recorder or contextlib.nullcontext(),
+        ):
             if recorder is not None:
-                recorder.start(x)
+                recorder.start(x, rules.recall)
             output = forward_until(
                 self.model, x, {name: module}, keep=output_tensor, call=call or 1
             )[name]
+        refuse_functions(output, self.policy)
         if recorder is not None:
             recorder.finish(output)
         if output.dim() < 2 or output.shape[0] != x.shape[0]:
@@ -349,6 +390,13 @@ class Deconvnet:
                 f"of {x.shape[0]}: give a batched input (B, C, H, W), got {tuple(x.shape)}"
             )
         return output
+
+
+def _outside_torch_func(error: ForwardFailed) -> bool:
+    """The forward failed only because ``torch.func`` cannot run an ``autograd.Function``
+    of it (one without ``setup_context``)."""
+    cause = error.__cause__
+    return isinstance(cause, RuntimeError) and "setup_context" in str(cause)
 
 
 def _non_finite_count(values: Tensor) -> str:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from deconvnet.engine.receptive import Box
+from deconvnet.engine.rules import ACTIVATION_MODES, DEFAULT_ACTIVATIONS
 from deconvnet.errors import InputError
 from deconvnet.figures.files import page_names, save_png, write_json
 from deconvnet.figures.render import Display, display_range, frame, scaled, show
@@ -107,13 +108,15 @@ def render(
     save_tiles: bool = True,
     metadata: Mapping[str, Any] | None = None,
     display_names: Mapping[str, str] | None = None,
+    activations: str = DEFAULT_ACTIVATIONS,
     progress: Progress | None = None,
 ) -> RenderResult:
     """Write the sheets (paged), per-map and per-tile PNGs and ``topk_index.json``.
 
     ``metadata`` (e.g. the model's name and weights) is stored at the top of the index;
     ``display_names`` (e.g. ``{"features.4": "conv2"}``) name the sheets, tile folders and
-    titles. ``save_tiles=False`` writes only the sheets and the index.
+    titles. ``save_tiles=False`` writes only the sheets and the index. ``activations`` is the
+    policy the projections ran under; the sheet titles say so when it is not the paper's.
     """
     if tile < 1:
         raise InputError(f"tile must be >= 1 pixel, got {tile}")
@@ -125,6 +128,8 @@ def render(
     pages: dict[str, list[Path]] = {}
     map_files: dict[tuple[str, int], Path] = {}
     layers = index.layers
+    caption = ACTIVATION_MODES[activations].caption
+    policy = f" ({caption})" if caption else ""
     for done, (layer, top) in enumerate(index.state.layers.items(), start=1):
         shown_name = (display_names or {}).get(layer, layer)
         folder = Path(TILES_DIR) / _safe(shown_name)
@@ -143,7 +148,7 @@ def render(
         pages[layer] = []
         boxes: dict[tuple[int, int], tuple[str, tuple[Box, Box]]] = {}
         for number, (part, name) in enumerate(zip(parts, names, strict=True), start=1):
-            title = f"{shown_name}: the top {k} activations of each map"
+            title = f"{shown_name}: the top {k} activations of each map{policy}"
             if len(parts) > 1:
                 title += f" (page {number} of {len(parts)}, maps {_span(cells, part)})"
             sheet, placed = layout.draw(title, cells[part.start : part.stop])
@@ -247,9 +252,7 @@ def _map_tiles(items: list[ProjectedEntry | None], tile: int, display: Display) 
     tiles: Tiles = []
     if not present:
         return tiles
-    scale = display_range(
-        [item.projection for item in present], display, clip_percent=CLIP_PERCENT
-    )
+    scale = display_range([item.projection for item in present], display, clip_percent=CLIP_PERCENT)
     for item in items:
         if item is None:
             blank = np.full((tile, tile, 3), EMPTY_SLOT, dtype=np.uint8)
@@ -377,10 +380,22 @@ class _SheetLayout:
         for column in range(min(per_row, len(cells))):
             left = CELL_PAD + column * cell_w
             header_top = TITLE_HEIGHT + 2
-            draw_text(sheet, left, header_top, "deconvnet projections", HEADER_FONT_SIZE,
-                      colour=MUTED_TEXT)
-            draw_text(sheet, left + block_w + BLOCK_GAP, header_top, "image patches",
-                      HEADER_FONT_SIZE, colour=MUTED_TEXT)
+            draw_text(
+                sheet,
+                left,
+                header_top,
+                "deconvnet projections",
+                HEADER_FONT_SIZE,
+                colour=MUTED_TEXT,
+            )
+            draw_text(
+                sheet,
+                left + block_w + BLOCK_GAP,
+                header_top,
+                "image patches",
+                HEADER_FONT_SIZE,
+                colour=MUTED_TEXT,
+            )
         row_h = tile + line_height(CAPTION_FONT_SIZE) + TILE_GAP
         boxes: dict[tuple[int, int], tuple[Box, Box]] = {}
         for number, (channel, tiles, captions, label) in enumerate(cells):
@@ -398,8 +413,14 @@ class _SheetLayout:
                 sheet[y : y + height, x_patch : x_patch + width_tile] = patch
                 caption_y = y + height
                 draw_text(sheet, x, caption_y, _fit(value, tile), CAPTION_FONT_SIZE)
-                draw_text(sheet, x_patch, caption_y, _fit(image, tile), CAPTION_FONT_SIZE,
-                          colour=MUTED_TEXT)
+                draw_text(
+                    sheet,
+                    x_patch,
+                    caption_y,
+                    _fit(image, tile),
+                    CAPTION_FONT_SIZE,
+                    colour=MUTED_TEXT,
+                )
                 boxes[(channel, rank)] = (
                     (y, x, y + height, x + width_tile),
                     (y, x_patch, y + height, x_patch + width_tile),

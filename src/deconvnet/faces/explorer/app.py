@@ -81,6 +81,7 @@ class ModelInfo(BaseModel):
     default_layer: str
     layers: list[LayerInfo]
     rules: list[str]
+    activations: str
     images: list[str]
     site: bool
     scanned: list[str]
@@ -209,6 +210,7 @@ def create_app(
             default_layer=explorer.default_layer,
             layers=[LayerInfo(**vars(layer)) for layer in explorer.layers.values()],
             rules=list(RULES),
+            activations=explorer.activations,
             images=explorer.library(),
             site=site_dir is not None,
             scanned=[scan_names.get(module, module) for module in scan_units],
@@ -250,9 +252,7 @@ def create_app(
     def image_info(image_id: ImageId) -> ImageInfo:
         return ImageInfo(**explorer.image(image_id))
 
-    @app.get(
-        "/api/images/{image_id}/input.png", responses={**ERRORS, 200: {"content": {PNG: {}}}}
-    )
+    @app.get("/api/images/{image_id}/input.png", responses={**ERRORS, 200: {"content": {PNG: {}}}})
     def input_png(image_id: ImageId) -> Response:
         """The image as the network saw it (resized/cropped)."""
         return Response(explorer.input_png(image_id), media_type=PNG)

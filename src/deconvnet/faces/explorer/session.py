@@ -26,7 +26,7 @@ from torch import nn
 from deconvnet.engine.engine import Deconvnet
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import LayerRow, ReceptiveField, layer_table, receptive_fields
-from deconvnet.engine.rules import COMPARED_RULES
+from deconvnet.engine.rules import COMPARED_RULES, ReversePolicy
 from deconvnet.engine.selection import Neuron
 from deconvnet.errors import InputError
 from deconvnet.figures.files import png_bytes
@@ -119,9 +119,11 @@ class Explorer:
         aliases: Mapping[str, str] | None = None,
         images_dir: Path | None = None,
         decode_budget: int = DEFAULT_DECODE_BUDGET,
+        activations: str | None = None,
     ) -> None:
         self.model = model
         self.decode_budget = decode_budget
+        self.activations = ReversePolicy.of(activations=activations).activations
         self.preprocessing = preprocessing
         self.name = name
         self.images_dir = images_dir
@@ -286,7 +288,7 @@ class Explorer:
             if key in self._projections:
                 self._projections.move_to_end(key)
                 return self._projections[key]
-            with Deconvnet(self.model, rule) as net:
+            with Deconvnet(self.model, rule, activations=self.activations) as net:
                 result = net.project(found.tensor, layer, Neuron(channel, y, x))
             shape = tuple(found.tensor.shape)
             if shape not in self._fields:
@@ -332,5 +334,3 @@ class Explorer:
                 raise NotFound("no such image (upload it or choose one again)")
             self._images.move_to_end(image_id)
             return self._images[image_id]
-
-

@@ -254,13 +254,7 @@ def _scan_options(args: argparse.Namespace, maps: MapChoice) -> dict[str, Any]:
 
 def _projection_options(args: argparse.Namespace) -> dict[str, Any]:
     """The reverse pass, each default resolved (as the manifest records it)."""
-    policy = reverse_policy(args)
-    return {
-        "rule": policy.rule,
-        "lrn": policy.lrn,
-        "collisions": policy.collisions,
-        "max_work": args.max_work,
-    }
+    return {**reverse_policy(args).record(), "max_work": args.max_work}
 
 
 def _finish(
@@ -288,6 +282,7 @@ def _finish(
         save_tiles=not args.no_tiles,
         metadata=metadata,
         display_names={layer: loaded.display_name(layer) for layer in layers},
+        activations=reverse_policy(args).activations,
     )
     print(f"scanned {index.num_images} images ({len(index.skipped)} skipped)")
     for name, why in index.skipped:

@@ -17,7 +17,9 @@ function showError(error) {
 async function start() {
   const model = await api("/api/model");
   state.model = model;
-  $("model-name").textContent = model.name;
+  // the activation policy every projection uses (serve --activations), when not the paper's
+  $("model-name").textContent =
+    model.activations === "strict" ? model.name : `${model.name} · ${model.activations} activations`;
   if (model.site) {
     $("site-link").innerHTML = '› <a href="/site/index.html">scan site</a>';
   }
