@@ -69,3 +69,25 @@ def browser():
             yield launched
         finally:
             launched.close()
+
+
+LABELLED_CLASSES = ("blobs", "stripes", "plain")
+
+
+@pytest.fixture(scope="session")
+def labelled_scan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scan of photos in a folder per class (3 classes of 3): class selectivity exists."""
+    photos = tmp_path_factory.mktemp("labelled")
+    for number, name in enumerate(LABELLED_CLASSES):
+        make_photos(photos / name, count=3 + number)
+    out = tmp_path_factory.mktemp("labelled_scan") / "scan"
+    argv = ["topk", str(photos), "--layers", "conv2", "--maps", "all", "--k", str(SCAN_K)]
+    assert main([*argv, "--workers", "0", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def labelled_site_dir(tmp_path_factory: pytest.TempPathFactory, labelled_scan_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("labelled_site") / "site"
+    assert main(["site", str(labelled_scan_dir), "--out", str(out)]) == 0
+    return out

@@ -31,6 +31,7 @@ from deconvnet.faces.explorer.files import file_inside
 from deconvnet.faces.explorer.security import Guard, allowed_hosts
 from deconvnet.faces.explorer.session import RULES, Explorer, NotFound
 from deconvnet.faces.site.build import display_names, read_scan, unit_url, units_by_layer
+from deconvnet.faces.site.sections import read_unit
 from deconvnet.figures.topk import image_label
 from deconvnet.inputs.budget import ImageTooLargeError
 
@@ -117,6 +118,18 @@ class TopEntry(BaseModel):
     patch_url: str
 
 
+class SectionInfo(BaseModel):
+    """One section of the unit's page (as ``units/<map>.json`` holds it), its chart's URL."""
+
+    key: str
+    title: str
+    available: bool
+    note: str
+    facts: list[list[str]]
+    links: list[list[str]]
+    picture_url: str | None
+
+
 class UnitInfo(BaseModel):
     layer: str
     channel: int
@@ -129,6 +142,7 @@ class UnitInfo(BaseModel):
     projection_url: str
     unit_page: str | None
     topk: list[TopEntry]
+    sections: list[SectionInfo] = []
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -289,6 +303,7 @@ def create_app(
             projection_url=f"/api/images/{image_id}/layers/{found.layer}/units/{channel}/projection.png?{query}",
             unit_page=f"/site/{page}" if in_scan and site_dir else None,
             topk=_topk(scan_units, module, channel) if site_dir else [],
+            sections=_sections(site_dir, page) if in_scan and site_dir else [],
         )
 
     @app.get(
@@ -348,6 +363,26 @@ def _library_path(explorer: Explorer, name: str) -> Path:
     if found is None:
         raise HTTPException(404, "no such library image")
     return found
+
+
+def _sections(site_dir: Path, page: str) -> list[SectionInfo]:
+    """The unit's sections as the site wrote them beside its page (read back validated);
+    none when the site has no record for it."""
+    found = file_inside(site_dir, page.removesuffix(".html") + ".json")
+    if found is None:
+        return []
+    return [
+        SectionInfo(
+            key=section["key"],
+            title=section["title"],
+            available=section["available"],
+            note=section["note"],
+            facts=section["facts"],
+            links=[[text, f"/site/{url}"] for text, url in section["links"]],
+            picture_url=f"/site/{section['picture']}" if section["picture"] else None,
+        )
+        for section in read_unit(found)["sections"]
+    ]
 
 
 def _topk(scan_units: dict[str, Any], layer: str, channel: int) -> list[TopEntry]:
