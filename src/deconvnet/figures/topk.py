@@ -247,9 +247,7 @@ def _map_tiles(items: list[ProjectedEntry | None], tile: int, display: Display) 
     tiles: Tiles = []
     if not present:
         return tiles
-    scale = display_range(
-        [item.projection for item in present], display, clip_percent=CLIP_PERCENT
-    )
+    scale = display_range([item.projection for item in present], display, clip_percent=CLIP_PERCENT)
     for item in items:
         if item is None:
             blank = np.full((tile, tile, 3), EMPTY_SLOT, dtype=np.uint8)
@@ -377,10 +375,22 @@ class _SheetLayout:
         for column in range(min(per_row, len(cells))):
             left = CELL_PAD + column * cell_w
             header_top = TITLE_HEIGHT + 2
-            draw_text(sheet, left, header_top, "deconvnet projections", HEADER_FONT_SIZE,
-                      colour=MUTED_TEXT)
-            draw_text(sheet, left + block_w + BLOCK_GAP, header_top, "image patches",
-                      HEADER_FONT_SIZE, colour=MUTED_TEXT)
+            draw_text(
+                sheet,
+                left,
+                header_top,
+                "deconvnet projections",
+                HEADER_FONT_SIZE,
+                colour=MUTED_TEXT,
+            )
+            draw_text(
+                sheet,
+                left + block_w + BLOCK_GAP,
+                header_top,
+                "image patches",
+                HEADER_FONT_SIZE,
+                colour=MUTED_TEXT,
+            )
         row_h = tile + line_height(CAPTION_FONT_SIZE) + TILE_GAP
         boxes: dict[tuple[int, int], tuple[Box, Box]] = {}
         for number, (channel, tiles, captions, label) in enumerate(cells):
@@ -398,8 +408,14 @@ class _SheetLayout:
                 sheet[y : y + height, x_patch : x_patch + width_tile] = patch
                 caption_y = y + height
                 draw_text(sheet, x, caption_y, _fit(value, tile), CAPTION_FONT_SIZE)
-                draw_text(sheet, x_patch, caption_y, _fit(image, tile), CAPTION_FONT_SIZE,
-                          colour=MUTED_TEXT)
+                draw_text(
+                    sheet,
+                    x_patch,
+                    caption_y,
+                    _fit(image, tile),
+                    CAPTION_FONT_SIZE,
+                    colour=MUTED_TEXT,
+                )
                 boxes[(channel, rank)] = (
                     (y, x, y + height, x + width_tile),
                     (y, x_patch, y + height, x_patch + width_tile),

@@ -179,7 +179,7 @@ def class_index(
     if len(found) == 1:
         return found[0]
     if found:
-        listed = ", ".join(f"{i} {short_class_name(names[i])}" for i in found[:SUGGESTIONS * 2])
+        listed = ", ".join(f"{i} {short_class_name(names[i])}" for i in found[: SUGGESTIONS * 2])
         more = f" and {len(found) - SUGGESTIONS * 2} more" if len(found) > SUGGESTIONS * 2 else ""
         raise InputError(
             f"{what} {text!r} matches {len(found)} classes ({listed}{more}); give more of "
