@@ -184,4 +184,3 @@ def _footer(display: Display, full_frame: bool) -> str:
         "overlay": "magnitude over the greyed patch",
     }
     return f"Tiles show {where}; {views[display]}. Under each tile: its largest magnitude."
-

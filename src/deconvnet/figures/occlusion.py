@@ -63,8 +63,7 @@ def figure_panels(
         ),
         "activation": panels.titled(
             panels.resize_panel(panels.colormap(activation)),
-            f"(b) {layer} {unit}: total\n"
-            f"activation (unoccluded {result.baseline_activation:.3g})",
+            f"(b) {layer} {unit}: total\nactivation (unoccluded {result.baseline_activation:.3g})",
             panels.colour_bar(float(result.activation.min()), float(result.activation.max()), side),
         ),
         "projection": panels.titled(
