@@ -38,7 +38,7 @@ def test_a_partial_or_flat_listing_has_no_labels_unless_asked() -> None:
         folder_labels(["n01440764_a.jpg", "b.jpg"], "wnid")
     with pytest.raises(InputError, match="a folder per class"):
         folder_labels(["a.jpg"], "folder")
-    with pytest.raises(InputError, match="needs an .npz"):
+    with pytest.raises(InputError, match=r"needs an \.npz"):
         folder_labels(["a/b.jpg"], "array")
     with pytest.raises(InputError, match="labels must be one of"):
         folder_labels(["a/b.jpg"], "colour")

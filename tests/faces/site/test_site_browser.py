@@ -8,9 +8,7 @@ from pathlib import Path
 
 from tests.faces.conftest import SCAN_K, SCAN_SHOWN
 
-ALL_PICTURES_LOADED = (
-    "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
-)
+ALL_PICTURES_LOADED = "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
 
 
 def test_every_page_loads_its_pictures_and_links_from_file_urls(
@@ -31,7 +29,7 @@ def test_every_page_loads_its_pictures_and_links_from_file_urls(
     linked_pages = {href for href in linked if href.endswith(".html")}
     assert linked_pages == pages  # every page is reachable, none is missing
     pictures = linked - linked_pages  # each map's own picture, linked from its unit page
-    assert pictures and all(href.endswith(".png") for href in pictures)
+    assert pictures and all(href.endswith((".png", ".json")) for href in pictures)
     assert all(Path(href.removeprefix("file://")).is_file() for href in pictures)
     unit = (site_dir / "layers" / SCAN_SHOWN / "units" / "5.html").as_uri()
     page.goto(unit)

@@ -39,14 +39,15 @@ def test_unit_json_holds_the_literal_selectivity_and_the_page_shows_it(
     labelled_scan_dir: Path, labelled_site_dir: Path
 ) -> None:
     document = read_index(labelled_scan_dir)
-    assert document["labels"]["names"] == sorted(LABELLED_CLASSES)
-    assert document["labels"]["counts"] == [3, 5, 4]  # blobs, plain, stripes: 3, 5, 4 photos
+    assert document["labels"]["names"] == list(LABELLED_CLASSES)
+    assert document["labels"]["counts"] == list(LABELLED_CLASSES.values())
     units = labelled_site_dir / "layers" / SCAN_SHOWN / "units"
     checked = 0
     for channel in range(96):
         record = read_unit(units / f"{channel}.json")
         sections = {s["key"]: s for s in record["sections"]}
-        assert list(sections)[:2] == ["selectivity", "distribution"]
+        assert list(sections) == ["selectivity", "distribution", "tuning", "circuits"]
+        assert all(section["available"] for section in sections.values())
         means, index = literal(document, channel)
         selectivity = sections["selectivity"]
         assert selectivity["available"]
@@ -57,6 +58,8 @@ def test_unit_json_holds_the_literal_selectivity_and_the_page_shows_it(
         assert selectivity["data"]["index"] == pytest.approx(index, rel=1e-9)
         assert (units.parent.parent.parent / selectivity["picture"]).is_file()
         assert sections["distribution"]["data"]["images"] == 12
+        circuit = sections["circuits"]["data"]
+        assert circuit["upstream_layer"] == "conv1" and len(circuit["upstream"]) == 5
         page = (units / f"{channel}.html").read_text()
         assert f"{index:.3f}" in page
         checked += 1
@@ -66,14 +69,16 @@ def test_unit_json_holds_the_literal_selectivity_and_the_page_shows_it(
 def test_layer_page_lists_maps_by_selectivity(labelled_site_dir: Path) -> None:
     page = (labelled_site_dir / "layers" / SCAN_SHOWN / "index.html").read_text()
     found = [float(v) for v in re.findall(r'data-selectivity="([^"]+)"', page)]
-    assert len(found) == 96
+    assert len(found) == 96  # undefined indices (-Infinity) last
     assert found == sorted(found, reverse=True)
     assert 'data-sort="selectivity" class="active"' in page
 
 
 def test_unlabelled_scan_says_why_there_is_no_selectivity(site_dir: Path) -> None:
     record = read_unit(site_dir / "layers" / SCAN_SHOWN / "units" / "5.json")
-    selectivity, histogram = record["sections"][:2]
+    selectivity, histogram, tuned, circuit = record["sections"]
+    assert tuned["available"] and not circuit["available"]
+    assert "two scanned layers" in circuit["note"]
     assert not selectivity["available"] and "no class labels" in selectivity["note"]
     assert selectivity["picture"] is None
     assert histogram["available"] and histogram["data"]["images"] == 6
@@ -120,7 +125,7 @@ def test_units_command_prints_the_site_numbers(
     assert exported["sections"][0]["picture"] == f"{SCAN_SHOWN}/9_selectivity.png"
     assert (out / SCAN_SHOWN / "9_distribution.png").is_file()
     assert main(["units", str(labelled_scan_dir), "--layer", "conv3"]) == 1
-    assert "holds layers conv2, not 'conv3'" in capsys.readouterr().err
+    assert "holds layers conv1, conv2, not 'conv3'" in capsys.readouterr().err
     assert main(["units", str(labelled_scan_dir), "--layer", "conv2", "--maps", "96"]) == 1
 
 

@@ -31,9 +31,11 @@ from deconvnet.faces.explorer.files import file_inside
 from deconvnet.faces.explorer.security import Guard, allowed_hosts
 from deconvnet.faces.explorer.session import RULES, Explorer, NotFound
 from deconvnet.faces.site.build import display_names, read_scan, unit_url, units_by_layer
+from deconvnet.faces.site.measured import CIRCUIT_RULE
 from deconvnet.faces.site.sections import read_unit
 from deconvnet.figures.topk import image_label
 from deconvnet.inputs.budget import ImageTooLargeError
+from deconvnet.instruments.circuits import previous_layer
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 """Upload cap in bytes (20 MB)."""
@@ -130,6 +132,23 @@ class SectionInfo(BaseModel):
     picture_url: str | None
 
 
+class CircuitLink(BaseModel):
+    map: int
+    share: float
+    contribution: float
+    unit_page: str | None
+
+
+class CircuitInfo(BaseModel):
+    """The maps of the scanned layer below feeding the clicked unit on this image."""
+
+    upstream_layer: str
+    rule: str
+    value: float
+    rest: float
+    upstream: list[CircuitLink]
+
+
 class UnitInfo(BaseModel):
     layer: str
     channel: int
@@ -143,6 +162,7 @@ class UnitInfo(BaseModel):
     unit_page: str | None
     topk: list[TopEntry]
     sections: list[SectionInfo] = []
+    circuit: CircuitInfo | None = None
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -304,6 +324,36 @@ def create_app(
             unit_page=f"/site/{page}" if in_scan and site_dir else None,
             topk=_topk(scan_units, module, channel) if site_dir else [],
             sections=_sections(site_dir, page) if in_scan and site_dir else [],
+            circuit=_circuit(address, found.position, module) if in_scan else None,
+        )
+
+    def _circuit(
+        address: UnitAddress, position: tuple[int, int], module: str
+    ) -> CircuitInfo | None:
+        """The clicked unit's upstream links on this image, from the scanned layer below."""
+        upstream = previous_layer(explorer.model, list(scan_units), module)
+        if upstream is None:
+            return None
+        image_id, layer, channel, _, _ = address
+        found = explorer.circuit(image_id, layer, channel, CIRCUIT_RULE, position, upstream)
+        tracked = {u.channel for u in scan_units.get(upstream, [])}
+        shown = scan_names.get(upstream, upstream)
+        return CircuitInfo(
+            upstream_layer=shown,
+            rule=found.rule,
+            value=found.activation,
+            rest=found.rest,
+            upstream=[
+                CircuitLink(
+                    map=link.map,
+                    share=link.share,
+                    contribution=link.contribution,
+                    unit_page=f"/site/{unit_url(shown, link.map)}"
+                    if site_dir and link.map in tracked
+                    else None,
+                )
+                for link in found.upstream
+            ],
         )
 
     @app.get(

@@ -8,7 +8,7 @@ makers, so a unit page, its ``units/<map>.json`` and the explorer show the same 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -44,7 +44,10 @@ CIRCUITS_NOTE = (
     "Downstream: the maps of the next scanned layer whose input this map makes the largest "
     "share of."
 )
-Progress = Callable[[int, int | None], None]
+CIRCUIT_RULE = "gradient"
+"""The rule circuits are measured with, on pages and in the explorer: its contributions sum
+to the unit's activation less the biases (the deconvnet's rule also credits inputs that a
+ReLU switched off)."""
 
 
 def tuning_section(tunings: Mapping[str, LayerTuning]) -> SectionMaker:
@@ -59,13 +62,21 @@ def tuning_section(tunings: Mapping[str, LayerTuning]) -> SectionMaker:
         red, green, blue = found.preferred_colour
         facts = [
             ("preferred orientation", f"{found.preferred_orientation:.1f}°"),
-            ("orientation selectivity", f"{found.osi:.3f}"
-             + (" (oriented)" if found.osi >= OSI_MIN else "")),
-            ("preferred frequency", f"{found.preferred_frequency:.3g} cycles/px "
-             f"({found.preferred_period:.3g} px per cycle)"),
+            (
+                "orientation selectivity",
+                f"{found.osi:.3f}" + (" (oriented)" if found.osi >= OSI_MIN else ""),
+            ),
+            (
+                "preferred frequency",
+                f"{found.preferred_frequency:.3g} cycles/px "
+                f"({found.preferred_period:.3g} px per cycle)",
+            ),
             ("best grating response", f"{found.best_response:.4g}"),
-            ("preferred colour", f"RGB {red}, {green}, {blue} (response {found.colour_response:.4g})"),
-        ]  # fmt: skip
+            (
+                "preferred colour",
+                f"RGB {red}, {green}, {blue} (response {found.colour_response:.4g})",
+            ),
+        ]
         pixels = tuning_figure(found) if unit.draw else None
         return Section("tuning", title, True, TUNING_NOTE, found.to_dict(), facts, pixels=pixels)
 
@@ -83,8 +94,12 @@ def circuits_section(
         title = "Circuit"
         under, over = below.get(unit.layer), above.get(unit.layer)
         if under is None and over is None:
-            return Section("circuits", title, False, "Circuits need two scanned layers, and "
-                           "the scanned images (deconvnet site --data).")  # fmt: skip
+            return Section(
+                "circuits",
+                title,
+                False,
+                "Circuits need two scanned layers, and the scanned images (deconvnet site --data).",
+            )
         found = unit_circuit(under, over, unit.channel)
         tracked = {
             layer: {int(record["map"]) for record in records}
@@ -93,8 +108,9 @@ def circuits_section(
         facts, links = _links(found, tracked, shown)
         pixels = circuit_figure(found) if unit.draw else None
         note = CIRCUITS_NOTE.format(rule=found.rule)
-        return Section("circuits", title, True, note, _finite(found.to_dict()), facts, links,
-                       pixels=pixels)  # fmt: skip
+        return Section(
+            "circuits", title, True, note, _finite(found.to_dict()), facts, links, pixels=pixels
+        )
 
     return make
 
@@ -107,8 +123,13 @@ def _links(
     facts: list[tuple[str, str]] = []
     links: list[tuple[str, str]] = []
     if found.images:
-        facts.append(("bias and rest", f"{found.rest:.4g} of a mean activation "
-                                       f"{found.activation:.4g} over {found.images} images"))  # fmt: skip
+        facts.append(
+            (
+                "bias and rest",
+                f"{found.rest:.4g} of a mean activation "
+                f"{found.activation:.4g} over {found.images} images",
+            )
+        )
     for side, layer, items in (
         ("fed by", found.upstream_layer, found.upstream),
         ("feeds", found.downstream_layer, found.downstream),
@@ -120,8 +141,12 @@ def _links(
             if link.map in tracked.get(dotted.get(layer, layer), set()):
                 links.append((text, unit_url(layer, link.map)))
             else:
-                facts.append((f"{side} {layer} map {link.map}", f"share {link.share:+.1%} "
-                                                                 "(not scanned: no page)"))  # fmt: skip
+                facts.append(
+                    (
+                        f"{side} {layer} map {link.map}",
+                        f"share {link.share:+.1%} (not scanned: no page)",
+                    )
+                )
     return facts, links
 
 
@@ -163,8 +188,9 @@ def scan_index(document: Mapping[str, Any], dataset: ImageDataset) -> TopKIndex:
         top.positions[rank, column] = torch.tensor(entry["position"], dtype=torch.long)
         ranked.add(int(image_id))
     digests = {image_id: dataset.read(image_id)[1] for image_id in sorted(ranked - {EMPTY_ID})}
-    state = TopKState(k=k, layers=layers, images_seen=int(document.get("images_read") or 0),
-                      digests=digests)  # fmt: skip
+    state = TopKState(
+        k=k, layers=layers, images_seen=int(document.get("images_read") or 0), digests=digests
+    )
     return TopKIndex(
         state=state,
         names={i: dataset.name(i) for i in sorted(ranked)},

@@ -25,6 +25,7 @@ from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_mo
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
 from deconvnet.faces.site.build import build_site, display_names, read_scan, scan_manifest
 from deconvnet.faces.site.measured import (
+    CIRCUIT_RULE,
     circuits_section,
     previous_scanned,
     scan_index,
@@ -105,40 +106,42 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
 
 def measure(args: argparse.Namespace, loaded: LoadedModel) -> list[SectionMaker]:
     """Tuning curves of every scanned layer and, with ``--data``, the circuits between
-    scanned layers: each measured once for all tracked maps, with a progress bar."""
+    scanned layers: each measured once for all tracked maps, with a progress bar (``serve``,
+    which has neither option, gets the tuning curves)."""
     document = read_scan(args.scan)
     shown = display_names(document)
     tracked = {
         layer: [int(r["map"]) for r in records] for layer, records in document["stats"].items()
     }
     made: list[SectionMaker] = []
-    if not args.no_tuning:
+    if not getattr(args, "no_tuning", False):
         tunings = {}
         for layer, maps in tracked.items():
             with ProgressBar(f"tuning {shown[layer]}", unit="stimulus") as bar:
-                tunings[layer] = tuning(loaded.model, layer, maps=maps, device=loaded.device,
-                                        progress=bar)  # fmt: skip
+                tunings[layer] = tuning(
+                    loaded.model, layer, maps=maps, device=loaded.device, progress=bar
+                )
         made.append(tuning_section(tunings))
-    if args.data is not None:
+    if getattr(args, "data", None) is not None:
         data = datasets.open_dataset(args.data, loaded.preprocessing)
         index = scan_index(document, data)
         below: dict[str, LayerCircuits] = {}
         above: dict[str, LayerCircuits] = {}
         for layer, under in previous_scanned(loaded.model, list(tracked)).items():
             with ProgressBar(f"circuits {shown[layer]} ← {shown[under]}", unit="pass") as bar:
-                measured = layer_circuits(index, loaded.model, data, layer, under,
-                                          rule=_scan_rule(document), device=loaded.device,
-                                          progress=bar)  # fmt: skip
+                measured = layer_circuits(
+                    index,
+                    loaded.model,
+                    data,
+                    layer,
+                    under,
+                    rule=CIRCUIT_RULE,
+                    device=loaded.device,
+                    progress=bar,
+                )
             below[layer], above[under] = measured, measured
         made.append(circuits_section(below, above, shown))
     return made
-
-
-def _scan_rule(document: dict[str, object]) -> str | None:
-    """The reverse rule the scan's projections used (its metadata), else the default."""
-    metadata = document.get("metadata")
-    rule = metadata.get("rule") if isinstance(metadata, dict) else None
-    return rule if isinstance(rule, str) else None
 
 
 def scan_model(args: argparse.Namespace, manifest: dict[str, object]) -> LoadedModel | None:

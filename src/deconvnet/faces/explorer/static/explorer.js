@@ -136,6 +136,33 @@ async function projectUnit() {
     return item;
   }));
   $("sections").replaceChildren(...unit.sections.map(sectionPanel));
+  $("circuit").replaceChildren(...(unit.circuit ? circuitPanel(unit) : []));
+}
+
+// The maps of the scanned layer below that feed the clicked unit on this image.
+function circuitPanel(unit) {
+  const { circuit } = unit;
+  const title = document.createElement("h3");
+  title.textContent = `Circuit on this image: ${circuit.upstream_layer} maps feeding it`;
+  const list = document.createElement("ol");
+  for (const link of circuit.upstream) {
+    const item = document.createElement("li");
+    const text = `${circuit.upstream_layer} map ${link.map}: share ${(100 * link.share).toFixed(1)}%`;
+    if (link.unit_page) {
+      const anchor = document.createElement("a");
+      anchor.href = link.unit_page;
+      anchor.textContent = text;
+      item.append(anchor);
+    } else {
+      item.textContent = `${text} (not scanned)`;
+    }
+    list.append(item);
+  }
+  const note = document.createElement("p");
+  note.className = "note";
+  note.textContent = `${circuit.rule} rule; unit value ${circuit.value.toPrecision(4)}, ` +
+    `bias and rest ${circuit.rest.toPrecision(4)}`;
+  return [title, list, note];
 }
 
 // One section of the unit's page (class selectivity, distribution, ...): its chart, facts and links.
