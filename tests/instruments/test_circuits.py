@@ -29,7 +29,9 @@ def scanned(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     """The default model's conv3, conv4 and pool4 over 40 CIFAR-10 test photos, k = 3."""
     files = sorted((shared_data / "cifar10" / "test").glob("*/*.jpg"))[::125]
     folder = tmp_path_factory.mktemp("cifar")
-    np.savez(folder / "x.npz", x=np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]))
+    np.savez(
+        folder / "x.npz", x=np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    )
     model = _model()
     dataset = open_dataset(folder / "x.npz", model.deconvnet_card.preprocessing)
     index = scan(model, dataset, ["conv3", "conv4", "pool4"], k=3, maps=[1, 4, 9, 30])
@@ -50,7 +52,10 @@ def test_layer_circuits_average_the_engine_one_unit_at_a_time(scanned) -> None:
                     continue
                 x = dataset.input_image(entry.image_id)
                 one = net.contributions(
-                    x, "conv4", "relu3", Units(torch.tensor([channel]), torch.tensor([entry.position]))
+                    x,
+                    "conv4",
+                    "relu3",
+                    Units(torch.tensor([channel]), torch.tensor([entry.position])),
                 )
                 each.append(one.contributions[0, 0].double())
                 assert float(one.values[0, 0]) == pytest.approx(entry.value, rel=1e-5)
@@ -65,7 +70,9 @@ def test_links_rank_and_share_as_defined(scanned) -> None:
     above = C.layer_circuits(index, model, dataset, "pool4", "conv4", rule="gradient")
     circuit = C.unit_circuit(below, above, 4)
     row = below.matrix[1]
-    assert [link.map for link in circuit.upstream] == torch.argsort(row, descending=True)[:5].tolist()
+    assert [link.map for link in circuit.upstream] == torch.argsort(row, descending=True)[
+        :5
+    ].tolist()
     assert below.shares.abs().sum(dim=1).tolist() == pytest.approx([1.0] * 4)
     for link in circuit.upstream:
         assert link.share == pytest.approx(float(row[link.map] / row.abs().sum()))
@@ -84,7 +91,7 @@ def test_image_circuit_and_previous_layer() -> None:
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     circuit = C.image_circuit(model, x, "conv4", "relu3", 7, rule="gradient")
     assert circuit.images == 1 and circuit.downstream == ()
-    bias = float(model.features[10].bias[7])
+    bias = float(model.features[10].bias.detach()[7])
     assert circuit.rest == pytest.approx(bias, abs=1e-4)
     assert C.previous_layer(model, ["conv2", "conv4", "pool4"], "conv4") == "features.4"
     assert C.previous_layer(model, ["conv2", "conv4"], "conv2") is None
