@@ -95,3 +95,17 @@ def test_image_circuit_and_previous_layer() -> None:
     assert circuit.rest == pytest.approx(bias, abs=1e-4)
     assert C.previous_layer(model, ["conv2", "conv4", "pool4"], "conv4") == "features.4"
     assert C.previous_layer(model, ["conv2", "conv4"], "conv2") is None
+
+
+def test_a_first_layer_has_downstream_links_only(scanned, tmp_path: Path) -> None:
+    from deconvnet.figures.circuits import save_circuit
+
+    index, dataset = scanned
+    model = _model()
+    above = C.layer_circuits(index, model, dataset, "conv4", "conv3", rule="gradient")
+    channel = int(above.matrix.amax(dim=0).argmax())  # a conv3 map that feeds a tracked one
+    circuit = C.unit_circuit(None, above, channel)
+    assert circuit.upstream == () and circuit.activation is None and circuit.images == 0
+    assert circuit.upstream_layer is None and circuit.downstream_layer == "conv4"
+    assert len(circuit.downstream) > 0
+    save_circuit(circuit, tmp_path, "first")  # None, not NaN: valid JSON
