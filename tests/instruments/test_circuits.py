@@ -109,3 +109,16 @@ def test_a_first_layer_has_downstream_links_only(scanned, tmp_path: Path) -> Non
     assert circuit.upstream_layer is None and circuit.downstream_layer == "conv4"
     assert len(circuit.downstream) > 0
     save_circuit(circuit, tmp_path, "first")  # None, not NaN: valid JSON
+
+
+def test_unscanned_layer_and_another_dataset_are_refused(scanned, tmp_path: Path) -> None:
+    from deconvnet.errors import InputError
+
+    index, dataset = scanned
+    model = _model()
+    with pytest.raises(InputError, match="was not scanned"):
+        C.layer_circuits(index, model, dataset, "conv2", "conv1")
+    np.savez(tmp_path / "other.npz", x=np.zeros((3, 32, 32, 3), np.uint8))
+    other = open_dataset(tmp_path / "other.npz", model.deconvnet_card.preprocessing)
+    with pytest.raises(InputError, match="differs"):
+        C.layer_circuits(index, model, other, "conv4", "conv3")
