@@ -167,3 +167,19 @@ def test_responses_are_the_maps_maxima_on_the_stimuli_and_the_model_is_untouched
     unit = found.unit(7)
     assert unit.best_response == pytest.approx(float(found.gratings[1].max()))
     assert np.array_equal(unit.grating_image(), found.stimuli.grating(*unit.best_grating))
+
+
+def test_bad_requests_are_one_clear_error() -> None:
+    from deconvnet.errors import InputError, SelectionError
+
+    model = _model("default")
+    with pytest.raises(SelectionError, match=r"maps must be in 0\.\.47"):
+        T.tuning(model, "conv1", maps=[48])
+    with pytest.raises(ValueError, match="batch_size"):
+        T.tuning(model, "conv1", batch_size=0)
+    bare = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    with pytest.raises(InputError, match="preprocessing"):
+        T.tuning(bare, "0")
+    found = T.tuning(model, "conv1", maps=[2])
+    with pytest.raises(SelectionError, match="not measured"):
+        found.unit(3)

@@ -34,7 +34,7 @@ def circuit_figure(circuit: UnitCircuit) -> np.ndarray:
     _bars(right, circuit.downstream, circuit.downstream_layer, "fed by this map")
     rest = (
         f"; mean activation {circuit.activation:.3g}, bias and rest {circuit.rest:.3g}"
-        if circuit.images
+        if circuit.activation is not None and circuit.rest is not None
         else ""
     )
     figure.suptitle(

@@ -20,6 +20,9 @@ from deconvnet.instruments.tuning import UnitTuning, hsv_rgb
 WIDTH = 900
 HEIGHT = 330
 LINE = "#1f5fa8"
+CYCLES_SHOWN = 6
+MIN_CROP = 32
+"""The best grating is shown as a central crop of about six cycles, at least this side."""
 
 
 def tuning_figure(unit: UnitTuning) -> np.ndarray:
@@ -47,11 +50,16 @@ def tuning_figure(unit: UnitTuning) -> np.ndarray:
         family=FONT_FAMILY,
     )
     grating = figure.add_axes((0.36, 0.08, 0.25, 0.68))
-    grating.imshow(unit.grating_image(), interpolation="nearest")
+    image = unit.grating_image()
+    side = min(*image.shape[:2], max(MIN_CROP, math.ceil(CYCLES_SHOWN * unit.preferred_period)))
+    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+    # a central crop of a few cycles: fine stripes shrunk to the panel would alias
+    grating.imshow(image[top : top + side, left : left + side], interpolation="nearest")
     grating.set_xticks([])
     grating.set_yticks([])
     grating.set_title(
-        f"best grating: {unit.preferred_period:.1f} px/cycle, response {unit.best_response:.3g}",
+        f"best grating: {unit.preferred_period:.1f} px/cycle, response "
+        f"{unit.best_response:.3g}\n(central {side}×{side} px of {unit.size[0]}×{unit.size[1]})",
         fontsize=FONT_SIZE - 1,
         family=FONT_FAMILY,
     )

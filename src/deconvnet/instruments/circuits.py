@@ -6,7 +6,11 @@ reaches it (by the chosen rule): :meth:`~deconvnet.engine.engine.Deconvnet.contr
 the engine's windowed reverse pass stopped at the upstream layer, batched over every seed.
 For the gradient rule on a chain with no bias the contributions sum to the unit's
 activation; the **rest** (activation minus their sum) holds the biases and whatever does
-not pass through the upstream layer. A map's contributions are averaged over its top-k
+not pass through the upstream layer. The gradient rule is the default: the deconvnet's
+``relu`` of the signal ignores the forward pass, so below a ReLU it also credits the
+negative activations the ReLU switched off, and its contributions do not add up to the
+activation (on the default model, conv4's units from conv3 under ``zeiler``: a rest about
+six times the activation). A map's contributions are averaged over its top-k
 images of a scan (each at the position the scan ranked), for every tracked map of a layer
 at once (:func:`layer_circuits`). Its **upstream** links are the maps with the largest
 mean contributions; its **downstream** links are the maps of the layer above whose input
@@ -27,6 +31,7 @@ from torch import Tensor, nn
 
 from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, Deconvnet
 from deconvnet.engine.layers import resolve_layer
+from deconvnet.engine.rules import GRADIENT_RULE
 from deconvnet.engine.selection import MapMax, Neuron
 from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.datasets import ImageDataset
@@ -60,7 +65,8 @@ class UnitCircuit:
     upstream : the maps of ``upstream_layer`` contributing most, strongest first.
     downstream : the maps of ``downstream_layer`` this map contributes most to.
     activation : the unit's mean activation over the images measured; ``rest`` the mean
-        part that the upstream maps leave out; ``images`` how many images.
+        part that the upstream maps leave out; ``images`` how many images (None, None, 0
+        without the layer below).
     """
 
     layer: str
@@ -70,8 +76,8 @@ class UnitCircuit:
     upstream: tuple[Link, ...]
     downstream_layer: str | None
     downstream: tuple[Link, ...]
-    activation: float
-    rest: float
+    activation: float | None
+    rest: float | None
     images: int
 
     def to_dict(self) -> dict[str, object]:
@@ -179,7 +185,7 @@ def unit_circuit(
         activation, rest = float(below.activations[row]), below.rest(channel)
         images = int(below.images[row])
     else:
-        activation, rest, images = float("nan"), float("nan"), 0
+        activation, rest, images = None, None, 0
     return UnitCircuit(
         layer=layer,
         channel=channel,
@@ -202,7 +208,7 @@ def image_circuit(
     channel: int,
     position: tuple[int, int] | None = None,
     *,
-    rule: str | None = None,
+    rule: str | None = GRADIENT_RULE,
     top: int = TOP,
 ) -> UnitCircuit:
     """The upstream links of one unit on one image (the explorer's clicked unit): map
@@ -229,7 +235,7 @@ def layer_circuits(
     layer: str | nn.Module,
     upstream: str | nn.Module,
     *,
-    rule: str | None = None,
+    rule: str | None = GRADIENT_RULE,
     k: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: torch.device | str | None = None,
