@@ -144,8 +144,8 @@ class CircuitInfo(BaseModel):
 
     upstream_layer: str
     rule: str
-    value: float
-    rest: float
+    value: float | None
+    rest: float | None
     upstream: list[CircuitLink]
 
 

@@ -109,7 +109,7 @@ def circuits_section(
         pixels = circuit_figure(found) if unit.draw else None
         note = CIRCUITS_NOTE.format(rule=found.rule)
         return Section(
-            "circuits", title, True, note, _finite(found.to_dict()), facts, links, pixels=pixels
+            "circuits", title, True, note, found.to_dict(), facts, links, pixels=pixels
         )
 
     return make
@@ -148,11 +148,6 @@ def _links(
                     )
                 )
     return facts, links
-
-
-def _finite(record: dict[str, Any]) -> dict[str, Any]:
-    """NaN (a unit measured only from above) as None: JSON has no NaN."""
-    return {k: (None if isinstance(v, float) and v != v else v) for k, v in record.items()}
 
 
 def scan_index(document: Mapping[str, Any], dataset: ImageDataset) -> TopKIndex:
