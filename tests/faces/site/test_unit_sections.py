@@ -139,3 +139,11 @@ def test_a_unit_record_that_breaks_its_schema_is_one_line(tmp_path: Path) -> Non
                                 "stats": {}, "sections": []}))  # fmt: skip
     with pytest.raises(InputError, match="format"):
         read_unit(path)
+
+
+def test_circuits_refuse_data_other_than_the_scanned(
+    labelled_scan_dir: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["site", str(labelled_scan_dir), "--data", str(photos), "--out", str(tmp_path / "s")]
+    assert main(argv) == 1
+    assert "--data is not the folder the scan was made from" in capsys.readouterr().err

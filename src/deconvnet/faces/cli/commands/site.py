@@ -114,6 +114,9 @@ def measure(args: argparse.Namespace, loaded: LoadedModel) -> list[SectionMaker]
         layer: [int(r["map"]) for r in records] for layer, records in document["stats"].items()
     }
     made: list[SectionMaker] = []
+    data_dir = getattr(args, "data", None)
+    data = None if data_dir is None else datasets.open_dataset(data_dir, loaded.preprocessing)
+    index = None if data is None else scan_index(document, data)  # refused before any work
     if not getattr(args, "no_tuning", False):
         tunings = {}
         for layer, maps in tracked.items():
@@ -122,9 +125,7 @@ def measure(args: argparse.Namespace, loaded: LoadedModel) -> list[SectionMaker]
                     loaded.model, layer, maps=maps, device=loaded.device, progress=bar
                 )
         made.append(tuning_section(tunings))
-    if getattr(args, "data", None) is not None:
-        data = datasets.open_dataset(args.data, loaded.preprocessing)
-        index = scan_index(document, data)
+    if data is not None and index is not None:
         below: dict[str, LayerCircuits] = {}
         above: dict[str, LayerCircuits] = {}
         for layer, under in previous_scanned(loaded.model, list(tracked)).items():
