@@ -147,3 +147,19 @@ def test_circuits_refuse_data_other_than_the_scanned(
     argv = ["site", str(labelled_scan_dir), "--data", str(photos), "--out", str(tmp_path / "s")]
     assert main(argv) == 1
     assert "--data is not the folder the scan was made from" in capsys.readouterr().err
+
+
+def test_unit_page_tiles_are_light_copies_of_the_scan_tiles(labelled_site_dir: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    page = (labelled_site_dir / "layers" / SCAN_SHOWN / "units" / "7.html").read_text()
+    shown = re.findall(r'class="(?:projection|patch)" src="\.\./\.\./\.\./([^"]+)"', page)
+    assert len(shown) == 6 and all(name.endswith(".jpg") for name in shown)
+    for name in shown:
+        light = np.asarray(Image.open(labelled_site_dir / name).convert("RGB"), dtype=float)
+        exact = np.asarray(
+            Image.open(labelled_site_dir / name.replace(".jpg", ".png")).convert("RGB")
+        )
+        assert light.shape == exact.shape
+        assert np.abs(light - exact).mean() < 4  # JPEG quality 90: a few levels of 255

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.faces.conftest import SCAN_SHOWN
-from tests.faces.site.test_site_browser import ALL_PICTURES_LOADED
+from tests.faces.site.test_site_browser import ALL_PICTURES_LOADED, watched_page
 
 SECTIONS = ["selectivity", "distribution", "tuning", "circuits"]
 
@@ -15,10 +15,7 @@ SECTIONS = ["selectivity", "distribution", "tuning", "circuits"]
 def test_unit_page_shows_four_sections_and_circuit_links_open(
     browser, labelled_site_dir: Path, tmp_path: Path
 ) -> None:
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    failed: list[str] = []
-    page.on("requestfailed", lambda request: failed.append(request.url))
-    page.on("pageerror", lambda error: failed.append(str(error)))
+    page, failed = watched_page(browser)
     page.goto((labelled_site_dir / "layers" / SCAN_SHOWN / "units" / "7.html").as_uri())
     shown = page.eval_on_selector_all("section[data-section]", "s => s.map(x => x.dataset.section)")
     assert shown == SECTIONS
