@@ -12,7 +12,9 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from deconvnet.errors import InputError
 from deconvnet.faces.cli import main
@@ -150,9 +152,6 @@ def test_circuits_refuse_data_other_than_the_scanned(
 
 
 def test_unit_page_tiles_are_light_copies_of_the_scan_tiles(labelled_site_dir: Path) -> None:
-    import numpy as np
-    from PIL import Image
-
     page = (labelled_site_dir / "layers" / SCAN_SHOWN / "units" / "7.html").read_text()
     shown = re.findall(r'class="(?:projection|patch)" src="\.\./\.\./\.\./([^"]+)"', page)
     assert len(shown) == 6 and all(name.endswith(".jpg") for name in shown)
