@@ -25,13 +25,14 @@ from deconvnet.engine.capture import ForwardFailed, check_batch, forward_until, 
 from deconvnet.engine.compat import preset
 from deconvnet.engine.graph import Graph, Recorder
 from deconvnet.engine.hooks import model_lock
-from deconvnet.engine.layers import resolve_call
+from deconvnet.engine.layers import resolve_call, resolve_layer
 from deconvnet.engine.policies import RuleMode, refuse_functions
-from deconvnet.engine.projection import Projection
+from deconvnet.engine.projection import Contributions, Projection
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
 from deconvnet.engine.rules import ReversePolicy
 from deconvnet.engine.selection import Seeds, Selection
-from deconvnet.errors import InputError, LayerNotFoundError
+from deconvnet.engine.window import crop
+from deconvnet.errors import InputError, LayerNotFoundError, SelectionError
 from deconvnet.models.card import card_of
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ T = TypeVar("T")
 Pullback = Callable[[Tensor], tuple[Tensor]]
 """Reverse passes for a batch of seeds (K, B, ...) at once: their images (K, B, C, H, W)."""
 _IMAGE_RANK = 4
+_PLANE = 2
 DEFAULT_POLICY = ReversePolicy()
 """The deconvnet rule, LRN skipped, summed collisions: the paper, read literally."""
 
@@ -281,6 +283,147 @@ class Deconvnet:
             return (torch.stack(grads),)
 
         return y.detach(), pull_many
+
+    def contributions(
+        self,
+        x: Tensor,
+        layer: str | nn.Module,
+        upstream: str | nn.Module,
+        select: Selection,
+    ) -> Contributions:
+        """How much each map of ``upstream`` gives each selected unit of ``layer``: the
+        reverse signal of the unit (this rule) where it reaches ``upstream``'s output, times
+        that output, summed over the map (over the unit's receptive-field window: the
+        signal is zero outside it).
+
+        The reverse pass is the one :meth:`project` runs — on receptive-field windows of
+        the recorded graph, batched over the seeds — stopped at ``upstream``; the general
+        autograd path when the graph has an op with no windowed rule. For the gradient
+        rule on a chain with no bias (convolutions, ReLU, max pooling, concatenation),
+        the contributions sum to the unit's activation (Euler's theorem for functions
+        that are positively homogeneous of degree 1); :attr:`Contributions.rest` is what
+        they leave out (biases, and what does not pass through ``upstream``).
+
+        ``select`` must seed single units of a 2-D map (``MapMax``, ``Neuron``, ``TopMaps``
+        or the scans' ``Units``); ``upstream`` must run before ``layer``.
+        """
+        if not isinstance(select, Selection):
+            raise TypeError(f"select must be a Selection such as TopMaps(9), got {select!r}")
+        name, module, call = resolve_call(self.model, layer)
+        if call not in (None, 1):
+            raise LayerNotFoundError(f"layer {name!r}: contributions take the first call only")
+        up_name, up_module = resolve_layer(self.model, upstream)
+        guard.require_eval(self.model)
+        x = self._check_input(x)
+        with model_lock(self.model), guard.preserved(self.model):
+            with torch.no_grad():
+                self._require_call(x, module, name, None)
+                self._require_call(x, up_module, up_name, None)
+            return self._contributions(x, (name, module), (up_name, up_module), select)
+
+    def _contributions(
+        self,
+        x: Tensor,
+        target: tuple[str, nn.Module],
+        source: tuple[str, nn.Module],
+        select: Selection,
+    ) -> Contributions:
+        """:meth:`contributions` once the model's lock is held."""
+        recorder = Recorder(self.model, self.policy)
+
+        def keep(layer_name: str, output: Any) -> tuple[int | None, Tensor]:
+            tensor = output_tensor(layer_name, output)
+            return recorder.value_of(tensor), tensor
+
+        with torch.enable_grad():
+            start = x.clone().requires_grad_(True)
+            with RuleMode(self.policy, self.model), recorder:
+                recorder.start(start)
+                kept = forward_until(
+                    self.model,
+                    start,
+                    dict([source, target]),
+                    keep=keep,
+                    until=target[0],
+                    shield=True,  # the rest of the model never edits the kept output in place
+                )
+            if source[0] not in kept or source[0] == target[0]:
+                raise InputError(
+                    f"layer {source[0]!r} does not run before layer {target[0]!r}: "
+                    "contributions come from a layer below"
+                )
+            (up_id, up), (_, y) = kept[source[0]], kept[target[0]]
+            recorder.finish(y)
+            self._check_finite(y, x, target[0], target[1])
+            seeds = select.resolve(y.detach())
+            if seeds.positions is None or seeds.positions.shape[-1] != _PLANE:
+                raise SelectionError("contributions need single units of a 2-D map")
+            graph = recorder.graph()
+            # the signal of the unit itself (seeded with 1, not with its activation): the
+            # sum of activation times signal is then the activation for the gradient rule
+            ones = Seeds(seeds.channels, torch.ones_like(seeds.values), seeds.positions, None)
+            if graph is not None and up_id is not None and up_id >= 0:
+                del kept  # the forward's saved tensors are not needed by the windowed pass
+                found = self._contributions_windowed(graph, up_id, up.detach(), ones)
+            else:
+                found = self._contributions_general(y, up, ones)
+        return Contributions(
+            layer=target[0],
+            upstream=source[0],
+            channels=seeds.channels,
+            positions=seeds.positions,
+            values=seeds.values,
+            contributions=found,
+            policy=self.policy,
+        )
+
+    def _contributions_windowed(self, graph: Graph, up_id: int, up: Tensor, seeds: Seeds) -> Tensor:
+        assert seeds.positions is not None  # checked by the caller
+        batch, count = seeds.channels.shape
+        image_index = torch.arange(batch, device=up.device).repeat_interleave(count)
+        channels = seeds.channels.reshape(-1)
+        positions = seeds.positions.reshape(batch * count, -1)
+        values = seeds.values.reshape(-1)
+        total = batch * count
+        step = min(self.batch_size, windowed.seeds_per_call(graph, values.element_size()))
+        parts = []
+        with torch.no_grad():
+            for first in range(0, total, step):
+                last = min(first + step, total)
+                window = windowed.reverse_windows(
+                    graph,
+                    image_index[first:last],
+                    channels[first:last],
+                    positions[first:last],
+                    values[first:last],
+                    self.policy,
+                    stop=up_id,
+                )
+                if window is None:  # no signal reaches the upstream layer
+                    parts.append(up.new_zeros((last - first, up.shape[1])))
+                    continue
+                seen = crop(
+                    up, image_index[first:last].cpu(), window.tops, window.lefts, window.size
+                )
+                parts.append((window.data * seen.to(window.data.dtype)).sum(dim=(-2, -1)))
+        return torch.cat(parts).view(batch, count, -1)
+
+    def _contributions_general(self, y: Tensor, up: Tensor, seeds: Seeds) -> Tensor:
+        """Batched ``torch.autograd.grad`` of the seeds to ``up``, times ``up``."""
+        count, batch = seeds.count, y.shape[0]
+        chunk = max(1, self.batch_size // batch)
+        parts = []
+        for first in range(0, count, chunk):
+            last = min(first + chunk, count)
+            (signal,) = torch.autograd.grad(
+                y,
+                up,
+                grad_outputs=seeds.materialize(y, first, last),
+                retain_graph=last < count,
+                is_grads_batched=True,
+            )
+            parts.append((signal * up.detach()).flatten(3).sum(dim=3))  # (k, B, C_up)
+        return torch.cat(parts).transpose(0, 1).detach()
 
     def _reverse(
         self,

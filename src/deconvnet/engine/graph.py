@@ -81,6 +81,11 @@ class Recorder(CallMode):
         """Mark the layer's output (called when the forward pass reaches the layer)."""
         self._layer = self._lookup(output)
 
+    def value_of(self, tensor: Tensor) -> int | None:
+        """The value id of ``tensor`` now (call it where the tensor is made, before a later
+        in-place op gives the same object a new id); None or -1 as :meth:`_lookup`."""
+        return self._lookup(tensor)
+
     def graph(self) -> Graph | None:
         """The graph, or None when the layer is not reached only through windowed rules."""
         layer = self._layer

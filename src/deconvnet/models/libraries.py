@@ -349,4 +349,3 @@ def _sha_prefix(url: str) -> str | None:
     as torch.hub reads it."""
     found = re.search(torch.hub.HASH_REGEX, _url_file_name(url))
     return found.group(1) if found and len(found.group(1)) >= MIN_SHA_PREFIX else None
-

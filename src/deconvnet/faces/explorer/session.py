@@ -35,6 +35,7 @@ from deconvnet.inputs import images
 from deconvnet.inputs.budget import decode_within
 from deconvnet.inputs.images import is_image_file, read_image_file
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.instruments.circuits import UnitCircuit, image_circuit
 from deconvnet.instruments.signal import explain_blanks
 from deconvnet.models import naming
 from deconvnet.models.card import default_layer
@@ -319,6 +320,29 @@ class Explorer:
             while len(self._projections) > CACHED_PROJECTIONS:
                 self._projections.popitem(last=False)
         return unit
+
+    def circuit(
+        self,
+        image_id: str,
+        layer: str,
+        channel: int,
+        rule: str,
+        position: tuple[int, int],
+        upstream: str,
+    ) -> UnitCircuit:
+        """The maps of ``upstream`` feeding one unit on this image, as a unit page lists
+        them over the scan's top-k (:func:`~deconvnet.instruments.circuits.image_circuit`)."""
+        found = self._image(image_id)
+        with self._lock:
+            return image_circuit(
+                self.model,
+                found.tensor,
+                self.layer(layer).module,
+                upstream,
+                channel,
+                position,
+                rule=rule,
+            )
 
     def _note(self, value: float, result: Projection) -> str | None:
         """What to say when a click shows nothing: a unit at zero did not fire (there is

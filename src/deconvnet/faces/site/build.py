@@ -5,28 +5,41 @@ Reads ``topk_index.json`` (entries, activation statistics, provenance), the scan
 ``layers/<layer>/index.html`` and ``layers/<layer>/units/<map>.html`` (stable URLs, the
 layer named as the scan's sheets and tiles name it: its alias, else its dotted name), the
 copied tiles and the stylesheet and script. Pages are rendered with Jinja2 (autoescaped).
+Beside each unit page, ``<map>.json`` holds the unit's statistics and its sections
+(:mod:`~deconvnet.faces.site.sections`: class selectivity, distribution, and whatever
+other instruments the caller adds), each section's chart as ``<map>_<section>.png``.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from PIL import Image
 
 from deconvnet.engine.receptive import LayerRow
 from deconvnet.errors import InputError
 from deconvnet.faces.manifest import MANIFEST_FILE, read_manifest
-from deconvnet.figures.files import write_bytes
+from deconvnet.faces.site.sections import (
+    SCAN_SECTIONS,
+    Section,
+    SectionMaker,
+    UnitContext,
+    unit_record,
+)
+from deconvnet.figures.files import save_png, write_bytes, write_json
 from deconvnet.figures.topk import INDEX_FILE, image_label
 from deconvnet.figures.topk_index import read_index
+from deconvnet.inputs.images import decode_image
 from deconvnet.inputs.reading import read_regular_file
 from deconvnet.models.naming import display_name
 from deconvnet.storage.paths import file_inside, inside, separate_folders
@@ -34,6 +47,9 @@ from deconvnet.storage.paths import file_inside, inside, separate_folders
 MAX_TILE_BYTES = 64 << 20
 """Largest tile copied into a site (a scan's tiles are a few kB)."""
 STATIC_FILES = ("site.css", "site.js")
+PAGE_JPEG_QUALITY = 90
+"""Tiles on unit pages: a JPEG at this quality is about a fifth of the PNG, and the map's own
+(lossless) picture stays linked from the page."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -129,12 +145,15 @@ def build_site(
     layer_rows: Sequence[LayerRow] = (),
     input_size: tuple[int, int] | None = None,
     aliases: Mapping[str, str] | None = None,
+    sections: Sequence[SectionMaker] = SCAN_SECTIONS,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> SiteResult:
     """Write the site of ``scan_dir`` into ``out_dir`` (created; existing files replaced).
 
     ``layer_rows`` (from :func:`deconvnet.engine.receptive.layer_table` at ``input_size``)
     fill the model card's layer table, each layer named by its alias in ``aliases`` (the
-    model's) if it has one; without rows it lists only the scanned layers.
+    model's) if it has one; without rows it lists only the scanned layers. ``sections``
+    make each unit page's sections, in order; ``progress`` gets ``(units done, units)``.
     """
     scan = Path(scan_dir)
     out = Path(out_dir)
@@ -153,6 +172,9 @@ def build_site(
             if isinstance(name, str) and name not in copied:  # a map's file serves k entries
                 written.append(_copy_inside(scan, name, out))
                 copied.add(name)
+        for key in ("tile_file", "patch_file"):  # the unit page shows light JPEG copies
+            written.append(_light_copy(out, entry[key]))
+            entry[f"page_{key}"] = written[-1].relative_to(out).as_posix()
     for name in STATIC_FILES:
         source = resources.files("deconvnet.faces.site").joinpath("static", name)
         target = out / "static" / name
@@ -192,16 +214,34 @@ def build_site(
     )
     written.append(index)
     units: dict[str, list[Path]] = {}
+    total, done = sum(len(layer_units) for layer_units in layers.values()), 0
+    if progress is not None:
+        progress(0, total)
     for layer, layer_units in layers.items():
         folder = out / "layers" / slug(display[layer])
+        made: dict[int, list[tuple[Section, str | None]]] = {}
+        for unit in layer_units:
+            context = UnitContext(
+                layer, display[layer], unit.channel, unit.stats, unit.entries, document
+            )
+            made[unit.channel] = _sections(context, sections, out, folder)
+            json_file = folder / "units" / f"{unit.channel}.json"
+            written.append(write_json(unit_record(context, made[unit.channel]), json_file))
+            written.extend(out / picture for _, picture in made[unit.channel] if picture)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        ordered = _by_selectivity(layer_units, made)
         _render(
             environment,
             "layer.html",
             folder / "index.html",
             root="../../",
             layer=layer,
-            units=layer_units,
+            units=ordered,
             k=document["k"],
+            summary=_summaries(made),
+            sorted_by_selectivity=ordered is not layer_units,
             **common,
         )
         written.append(folder / "index.html")
@@ -220,12 +260,58 @@ def build_site(
                 layer=layer,
                 unit=unit,
                 k=document["k"],
+                sections=made[unit.channel],
                 **neighbours,
                 **common,
             )
             units[layer].append(page)
             written.append(page)
     return SiteResult(index=index, units=units, files=written)
+
+
+def _sections(
+    context: UnitContext, makers: Sequence[SectionMaker], out: Path, folder: Path
+) -> list[tuple[Section, str | None]]:
+    """Each section of a unit, its chart written beside the unit page (path from the root)."""
+    made: list[tuple[Section, str | None]] = []
+    for maker in makers:
+        section = maker(context)
+        picture = None
+        if section.pixels is not None:
+            path = folder / "units" / f"{context.channel}_{slug(section.key)}.png"
+            save_png(section.pixels, path)
+            picture = path.relative_to(out).as_posix()
+        made.append((replace(section, pixels=None), picture))
+    return made
+
+
+def _selectivity(sections: Sequence[tuple[Section, str | None]]) -> dict[str, Any]:
+    """The selectivity section's data, if the unit has one that is available."""
+    found = next((s for s, _ in sections if s.key == "selectivity" and s.available), None)
+    return found.data if found is not None else {}
+
+
+def _summaries(made: Mapping[int, Sequence[tuple[Section, str | None]]]) -> dict[int, Any]:
+    """Per map what the layer page shows and sorts by: selectivity index and top class."""
+    return {channel: _selectivity(sections) for channel, sections in made.items()}
+
+
+def _by_selectivity(
+    layer_units: list[Unit], made: Mapping[int, Sequence[tuple[Section, str | None]]]
+) -> list[Unit]:
+    """The maps by selectivity index, most selective first (undefined last, then map
+    order) when the scan is labelled; else ``layer_units`` itself, in map order."""
+    indices = {channel: _selectivity(sections).get("index") for channel, sections in made.items()}
+    if not any(data for data in (_selectivity(s) for s in made.values())):
+        return layer_units
+    return sorted(
+        layer_units,
+        key=lambda unit: (
+            indices[unit.channel] is None,
+            -(indices[unit.channel] or 0.0),
+            unit.channel,
+        ),
+    )
 
 
 def _environment() -> jinja2.Environment:
@@ -249,6 +335,16 @@ def _copy_inside(scan: Path, name: str, out: Path) -> Path:
     source = file_inside(scan, name, what=f"the top-k index's file name (in {scan})")
     data = read_regular_file(source, MAX_TILE_BYTES, what="tile")
     return write_bytes(data, inside(out, name, what="the tile's name in the site"))
+
+
+def _light_copy(out: Path, name: str) -> Path:
+    """A JPEG copy (quality :data:`PAGE_JPEG_QUALITY`) of the site's tile ``out/name`` beside
+    it, for the unit page: 18 photo tiles as PNG would weigh about 450 kB, as JPEG about 100."""
+    source = inside(out, name, what="the tile's name in the site")
+    pixels = decode_image(read_regular_file(source, MAX_TILE_BYTES, what="tile"), source)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=PAGE_JPEG_QUALITY)
+    return write_bytes(buffer.getvalue(), source.with_suffix(".jpg"))
 
 
 def _provenance(

@@ -18,6 +18,7 @@ from deconvnet.faces.cli.commands import (
     site,
     topk,
     train_default,
+    units,
 )
 
 ALL: list[ModuleType] = [
@@ -33,6 +34,7 @@ ALL: list[ModuleType] = [
     invariance,
     correspondence,
     site,
+    units,
     serve,
     mean_file,
     models,

@@ -3,7 +3,10 @@
 SCAN_DIR is what 'deconvnet topk' wrote (topk_index.json and its tiles). The model card
 lists every layer with its output shape and receptive field; the model is the scan's own
 zoo model unless --model/--caffe names it (a Caffe scan needs --caffe for that table).
-Its weights must be the ones the scan recorded.
+Its weights must be the ones the scan recorded. Each unit page shows the map's class
+selectivity (a labelled scan), the distribution of its per-image maximum, its tuning curves
+(generated stimuli, when the model is known) and, with --data (the scanned images), its
+circuit between the scanned layers.
 """
 
 from __future__ import annotations
@@ -16,21 +19,37 @@ from pathlib import Path
 from deconvnet import models
 from deconvnet.engine.receptive import LayerRow, layer_table
 from deconvnet.errors import InputError
+from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
-from deconvnet.faces.site.build import build_site, scan_manifest
+from deconvnet.faces.site.build import build_site, display_names, read_scan, scan_manifest
+from deconvnet.faces.site.measured import (
+    CIRCUIT_RULE,
+    circuits_section,
+    previous_scanned,
+    scan_index,
+    tuning_section,
+)
+from deconvnet.faces.site.sections import SCAN_SECTIONS, SectionMaker
+from deconvnet.inputs import datasets
+from deconvnet.instruments.circuits import LayerCircuits, layer_circuits
+from deconvnet.instruments.tuning import tuning
 
 DESCRIPTION = """deconvnet site: a static site of a top-k scan, browsable from file://.
 
 SCAN_DIR is what 'deconvnet topk' wrote (topk_index.json and its tiles). The model card
 lists every layer with its output shape and receptive field; the model is the scan's own
 zoo model unless --model/--caffe names it (a Caffe scan needs --caffe for that table).
-Its weights must be the ones the scan recorded.
+Its weights must be the ones the scan recorded. Each unit page shows the map's class
+selectivity (a labelled scan), the distribution of its per-image maximum, its tuning curves
+(generated stimuli, when the model is known) and, with --data (the scanned images), its
+circuit between the scanned layers.
 """
 EXAMPLES = """examples:
   deconvnet topk photos/ --layers conv2 --out scan/ && deconvnet site scan/ --out site/
   deconvnet site scan/ --caffe deploy.prototxt net.caffemodel --out site/
+  deconvnet site scan/ --data photos/ --out site/      # circuits between scanned layers
 """
 SUMMARY = "a static site of a top-k scan: model card, layer pages, unit pages"
 
@@ -38,6 +57,15 @@ SUMMARY = "a static site of a top-k scan: model card, layer pages, unit pages"
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = command_parser(sub, "site", SUMMARY, DESCRIPTION, run, EXAMPLES)
     parser.add_argument("scan", metavar="SCAN_DIR", type=Path, help="a 'deconvnet topk' --out")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="the scanned images (the folder or .npz given to topk): circuits between the "
+        "scanned layers are measured on each map's top-k images",
+    )
+    parser.add_argument(
+        "--no-tuning", action="store_true", help="leave out the tuning curves (no model runs)"
+    )
     add_model_arguments(parser)
     add_output_arguments(parser)
 
@@ -51,16 +79,70 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     rows: list[LayerRow] = []
     size = None
     aliases: Mapping[str, str] = {}
+    sections: list[SectionMaker] = list(SCAN_SECTIONS)
     if loaded is None:
         print("note: a Caffe scan: give --caffe for the full layer table", file=sys.stderr)
+        if args.data is not None:
+            raise InputError("--data needs the scan's model (--model or --caffe) for circuits")
     else:
         size = loaded.preprocessing.input_size
         rows = layer_table(loaded.model, (1, 3, *size), device=loaded.device)
         aliases = loaded.layer_aliases
-    result = build_site(args.scan, args.out, layer_rows=rows, input_size=size, aliases=aliases)
+        sections += measure(args, loaded)
+    with ProgressBar("unit pages", unit="unit") as bar:
+        result = build_site(
+            args.scan,
+            args.out,
+            layer_rows=rows,
+            input_size=size,
+            aliases=aliases,
+            sections=sections,
+            progress=bar,
+        )
     folder.write_manifest({"command": "site", "scan": str(args.scan)})
     print(result.index)
     return 0
+
+
+def measure(args: argparse.Namespace, loaded: LoadedModel) -> list[SectionMaker]:
+    """Tuning curves of every scanned layer and, with ``--data``, the circuits between
+    scanned layers: each measured once for all tracked maps, with a progress bar (``serve``,
+    which has neither option, gets the tuning curves)."""
+    document = read_scan(args.scan)
+    shown = display_names(document)
+    tracked = {
+        layer: [int(r["map"]) for r in records] for layer, records in document["stats"].items()
+    }
+    made: list[SectionMaker] = []
+    data_dir = getattr(args, "data", None)
+    data = None if data_dir is None else datasets.open_dataset(data_dir, loaded.preprocessing)
+    index = None if data is None else scan_index(document, data)  # refused before any work
+    if not getattr(args, "no_tuning", False):
+        tunings = {}
+        for layer, maps in tracked.items():
+            with ProgressBar(f"tuning {shown[layer]}", unit="stimulus") as bar:
+                tunings[layer] = tuning(
+                    loaded.model, layer, maps=maps, device=loaded.device, progress=bar
+                )
+        made.append(tuning_section(tunings))
+    if data is not None and index is not None:
+        below: dict[str, LayerCircuits] = {}
+        above: dict[str, LayerCircuits] = {}
+        for layer, under in previous_scanned(loaded.model, list(tracked)).items():
+            with ProgressBar(f"circuits {shown[layer]} ← {shown[under]}", unit="pass") as bar:
+                measured = layer_circuits(
+                    index,
+                    loaded.model,
+                    data,
+                    layer,
+                    under,
+                    rule=CIRCUIT_RULE,
+                    device=loaded.device,
+                    progress=bar,
+                )
+            below[layer], above[under] = measured, measured
+        made.append(circuits_section(below, above, shown))
+    return made
 
 
 def scan_model(args: argparse.Namespace, manifest: dict[str, object]) -> LoadedModel | None:
