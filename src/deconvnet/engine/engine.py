@@ -378,35 +378,19 @@ class Deconvnet:
         )
 
     def _contributions_windowed(self, graph: Graph, up_id: int, up: Tensor, seeds: Seeds) -> Tensor:
-        assert seeds.positions is not None  # checked by the caller
+        def contribute(
+            image_index: Tensor, channels: Tensor, positions: Tensor, values: Tensor
+        ) -> Tensor:
+            window = windowed.reverse_windows(
+                graph, image_index, channels, positions, values, self.policy, stop=up_id
+            )
+            if window is None:  # no signal reaches the upstream layer
+                return up.new_zeros((image_index.shape[0], up.shape[1]))
+            seen = crop(up, image_index.cpu(), window.tops, window.lefts, window.size)
+            return (window.data * seen.to(window.data.dtype)).sum(dim=(-2, -1))
+
         batch, count = seeds.channels.shape
-        image_index = torch.arange(batch, device=up.device).repeat_interleave(count)
-        channels = seeds.channels.reshape(-1)
-        positions = seeds.positions.reshape(batch * count, -1)
-        values = seeds.values.reshape(-1)
-        total = batch * count
-        step = min(self.batch_size, windowed.seeds_per_call(graph, values.element_size()))
-        parts = []
-        with torch.no_grad():
-            for first in range(0, total, step):
-                last = min(first + step, total)
-                window = windowed.reverse_windows(
-                    graph,
-                    image_index[first:last],
-                    channels[first:last],
-                    positions[first:last],
-                    values[first:last],
-                    self.policy,
-                    stop=up_id,
-                )
-                if window is None:  # no signal reaches the upstream layer
-                    parts.append(up.new_zeros((last - first, up.shape[1])))
-                    continue
-                seen = crop(
-                    up, image_index[first:last].cpu(), window.tops, window.lefts, window.size
-                )
-                parts.append((window.data * seen.to(window.data.dtype)).sum(dim=(-2, -1)))
-        return torch.cat(parts).view(batch, count, -1)
+        return self._windowed_chunks(graph, seeds, contribute).view(batch, count, -1)
 
     def _contributions_general(self, y: Tensor, up: Tensor, seeds: Seeds) -> Tensor:
         """Batched ``torch.autograd.grad`` of the seeds to ``up``, times ``up``."""
@@ -450,7 +434,27 @@ class Deconvnet:
         progress: Callable[[int, int | None], None] | None,
     ) -> Tensor:
         """Single-unit seeds: reverse passes on receptive-field windows of the graph."""
-        assert seeds.positions is not None  # checked by the caller
+
+        def project(
+            image_index: Tensor, channels: Tensor, positions: Tensor, values: Tensor
+        ) -> Tensor:
+            return windowed.reverse_batch(
+                graph, image_index, channels, positions, values, self.policy
+            )
+
+        images = self._windowed_chunks(graph, seeds, project, progress)
+        return images.view(*seeds.channels.shape, *images.shape[1:])
+
+    def _windowed_chunks(
+        self,
+        graph: Graph,
+        seeds: Seeds,
+        run: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> Tensor:
+        """``run(image_index, channels, positions, values)`` on the single-unit seeds,
+        image by image, in chunks whose tensors stay reused blocks; the parts concatenated."""
+        assert seeds.positions is not None  # checked by the callers
         batch, count = seeds.channels.shape
         image_index = torch.arange(batch, device=seeds.channels.device).repeat_interleave(count)
         channels = seeds.channels.reshape(-1)
@@ -462,19 +466,17 @@ class Deconvnet:
         for start in range(0, total, step):
             stop = min(start + step, total)
             with torch.no_grad():
-                part = windowed.reverse_batch(
-                    graph,
-                    image_index[start:stop],
-                    channels[start:stop],
-                    positions[start:stop],
-                    values[start:stop],
-                    self.policy,
+                parts.append(
+                    run(
+                        image_index[start:stop],
+                        channels[start:stop],
+                        positions[start:stop],
+                        values[start:stop],
+                    )
                 )
-            parts.append(part)
             if progress is not None:
                 progress(stop, total)
-        images = torch.cat(parts)
-        return images.view(batch, count, *images.shape[1:])
+        return torch.cat(parts)
 
     def _check_input(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
