@@ -73,3 +73,20 @@ def test_circuit_figure_and_files(tmp_path: Path) -> None:
     assert [link["map"] for link in data["upstream"]] == [5, 9, 2]
     assert data["downstream_layer"] is None and data["images"] == 9
     assert Image.open(tmp_path / files["png"]).size[0] == picture.shape[1]
+
+
+def test_a_map_flat_fields_do_not_drive_has_no_preferred_colour(tmp_path: Path) -> None:
+    import torch
+
+    shown = T.stimuli((32, 32), 15)
+    gratings = torch.rand(
+        1, 16, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    layer = T.LayerTuning(
+        "fire5", torch.tensor([10]), shown, gratings, torch.zeros(1, 144, dtype=torch.float64)
+    )
+    unit = layer.unit(10)
+    assert unit.preferred_colour is None and unit.preferred_colour_hsv is None
+    assert unit.colour_response == 0.0
+    files = save_tuning(unit, tmp_path, "flat")
+    assert json.loads((tmp_path / files["json"]).read_text())["preferred_colour_rgb"] is None

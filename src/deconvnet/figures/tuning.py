@@ -72,17 +72,17 @@ def tuning_figure(unit: UnitTuning) -> np.ndarray:
     hue.set_ylabel("response", fontsize=FONT_SIZE - 1, family=FONT_FAMILY)
     hue.tick_params(labelsize=FONT_SIZE - 3)
     swatch = figure.add_axes((0.69, 0.68, 0.05, 0.12))
-    swatch.imshow(np.array([[unit.preferred_colour]], dtype=np.uint8))
     swatch.set_xticks([])
     swatch.set_yticks([])
-    hue_deg, saturation, brightness = unit.preferred_colour_hsv
-    figure.text(
-        0.75,
-        0.69,
-        f"preferred colour\nhue {hue_deg:.0f}°, sat {saturation:.2f}, bright {brightness:.1f}",
-        fontsize=FONT_SIZE - 2,
-        family=FONT_FAMILY,
-    )
+    if unit.preferred_colour is None or unit.preferred_colour_hsv is None:
+        note = f"no colour preference:\nevery colour field gives {unit.colour_response:.3g}"
+    else:
+        swatch.imshow(np.array([[unit.preferred_colour]], dtype=np.uint8))
+        hue_deg, saturation, brightness = unit.preferred_colour_hsv
+        note = (
+            f"preferred colour\nhue {hue_deg:.0f}°, sat {saturation:.2f}, bright {brightness:.1f}"
+        )
+    figure.text(0.75, 0.69, note, fontsize=FONT_SIZE - 2, family=FONT_FAMILY)
     figure.suptitle(
         f"{unit.layer} map {unit.channel}: tuning",
         fontsize=FONT_SIZE + 1,

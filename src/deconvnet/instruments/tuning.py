@@ -157,8 +157,10 @@ class UnitTuning:
     osi : orientation selectivity index, ``1 − circular variance`` of ``max(curve, 0)``.
     best_grating : indices ``(orientation, period, phase)`` of the best grating.
     best_response : the map's maximum over positions for it.
-    preferred_colour : RGB of the colour field with the largest response; ``hue_curve``
-        the response per hue, the maximum over saturation and brightness.
+    preferred_colour : RGB of the colour field with the largest response, None when every
+        colour field gives the same response (a map that flat fields do not drive: it has no
+        colour preference to show); ``hue_curve`` the response per hue, the maximum over
+        saturation and brightness.
     """
 
     layer: str
@@ -173,8 +175,8 @@ class UnitTuning:
     best_grating: tuple[int, int, int]
     best_phase: float
     best_response: float
-    preferred_colour: tuple[int, int, int]
-    preferred_colour_hsv: tuple[float, float, float]
+    preferred_colour: tuple[int, int, int] | None
+    preferred_colour_hsv: tuple[float, float, float] | None
     colour_response: float
     hues: tuple[float, ...]
     hue_curve: tuple[float, ...]
@@ -207,8 +209,8 @@ class UnitTuning:
                 "phase": self.best_phase,
                 "response": self.best_response,
             },
-            "preferred_colour_rgb": list(self.preferred_colour),
-            "preferred_colour_hsv": list(self.preferred_colour_hsv),
+            "preferred_colour_rgb": _listed(self.preferred_colour),
+            "preferred_colour_hsv": _listed(self.preferred_colour_hsv),
             "colour_response": self.colour_response,
             "hues": list(self.hues),
             "hue_curve": list(self.hue_curve),
@@ -273,7 +275,8 @@ class LayerTuning:
         colours = self.colours[row]
         best_colour = int(colours.argmax())
         per_hue = colours.view(HUES, -1).amax(dim=1)
-        hsv = self.stimuli.colours[best_colour]
+        driven = bool(colours.max() > colours.min())
+        hsv = self.stimuli.colours[best_colour] if driven else None
         return UnitTuning(
             layer=self.layer,
             channel=channel,
@@ -287,12 +290,16 @@ class LayerTuning:
             best_grating=(orientation, period, phase),
             best_phase=self.stimuli.phases[phase],
             best_response=float(self.gratings[row, orientation, period, phase]),
-            preferred_colour=self.stimuli.colour(best_colour),
+            preferred_colour=self.stimuli.colour(best_colour) if driven else None,
             preferred_colour_hsv=hsv,
             colour_response=float(colours[best_colour]),
             hues=tuple(360.0 * h / HUES for h in range(HUES)),
             hue_curve=tuple(float(v) for v in per_hue),
         )
+
+
+def _listed(values: tuple[float, ...] | tuple[int, ...] | None) -> list[object] | None:
+    return None if values is None else list(values)
 
 
 def selectivity(curves: Tensor, orientations: Sequence[float]) -> Tensor:
