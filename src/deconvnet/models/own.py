@@ -109,9 +109,7 @@ def _build(spec: str, unsafe_pickle: bool) -> nn.Module:
     except SystemExit as exc:  # sys.exit() in the user's code is a failure, not our exit
         raise ModelNotFoundError(f"{spec}: {name}() called exit({exc.code!r})") from exc
     except Exception as exc:  # the user's code may raise anything
-        raise ModelNotFoundError(
-            f"{spec}: {name}() failed: {one_line(exc, ERROR_CHARS)}"
-        ) from exc
+        raise ModelNotFoundError(f"{spec}: {name}() failed: {one_line(exc, ERROR_CHARS)}") from exc
     return _checked(model, f"{spec}: {name}()")
 
 

@@ -240,9 +240,7 @@ def create_app(
     def image_info(image_id: ImageId) -> ImageInfo:
         return ImageInfo(**explorer.image(image_id))
 
-    @app.get(
-        "/api/images/{image_id}/input.png", responses={**ERRORS, 200: {"content": {PNG: {}}}}
-    )
+    @app.get("/api/images/{image_id}/input.png", responses={**ERRORS, 200: {"content": {PNG: {}}}})
     def input_png(image_id: ImageId) -> Response:
         """The image as the network saw it (resized/cropped)."""
         return Response(explorer.input_png(image_id), media_type=PNG)

@@ -152,19 +152,41 @@ def build_site(
         "image_label": lambda name: "/".join(Path(str(name)).parts[-2:]),
     }
     rows = [_row(row, display, layers) for row in layer_rows] or [
-        {"name": layer, "alias": display[layer], "type": "", "shape": "", "field": "",
-         "scanned": True}
+        {
+            "name": layer,
+            "alias": display[layer],
+            "type": "",
+            "shape": "",
+            "field": "",
+            "scanned": True,
+        }
         for layer in layers
     ]
     index = out / "index.html"
-    _render(environment, "index.html", index, root="", rows=rows, layers=layers,
-            scan=_provenance(document, manifest, input_size), **common)
+    _render(
+        environment,
+        "index.html",
+        index,
+        root="",
+        rows=rows,
+        layers=layers,
+        scan=_provenance(document, manifest, input_size),
+        **common,
+    )
     written.append(index)
     units: dict[str, list[Path]] = {}
     for layer, layer_units in layers.items():
         folder = out / "layers" / slug(layer)
-        _render(environment, "layer.html", folder / "index.html", root="../../", layer=layer,
-                units=layer_units, k=document["k"], **common)
+        _render(
+            environment,
+            "layer.html",
+            folder / "index.html",
+            root="../../",
+            layer=layer,
+            units=layer_units,
+            k=document["k"],
+            **common,
+        )
         written.append(folder / "index.html")
         units[layer] = []
         for number, unit in enumerate(layer_units):
@@ -173,8 +195,17 @@ def build_site(
                 "previous": layer_units[number - 1].channel if number else None,
                 "next": layer_units[number + 1].channel if number + 1 < len(layer_units) else None,
             }
-            _render(environment, "unit.html", page, root="../../../", layer=layer, unit=unit,
-                    k=document["k"], **neighbours, **common)
+            _render(
+                environment,
+                "unit.html",
+                page,
+                root="../../../",
+                layer=layer,
+                unit=unit,
+                k=document["k"],
+                **neighbours,
+                **common,
+            )
             units[layer].append(page)
             written.append(page)
     return SiteResult(index=index, units=units, files=written)

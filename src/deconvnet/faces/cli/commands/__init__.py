@@ -5,7 +5,9 @@ from types import ModuleType
 from deconvnet.faces.cli.commands import (
     compare,
     correspondence,
+    dream,
     evolve,
+    faithfulness,
     invariance,
     layers,
     maps,
@@ -26,6 +28,8 @@ ALL: list[ModuleType] = [
     occlude,
     compare,
     sanity,
+    faithfulness,
+    dream,
     evolve,
     invariance,
     correspondence,
