@@ -190,7 +190,8 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             save_png(card_figure(card, display_name=shown, sanity=sanity), args.out / figure)
             record = card_record(card, display_name=shown)
             record["figure"] = figure
-            record["sanity"] = sanity_record(sanity) if sanity is not None else None
+            if sanity is not None:
+                record["sanity"] = {**sanity_record(sanity), "cached": sanity.cached}
             cards.append(card)
             records.append(record)
     summary = faith.summarise(cards)
