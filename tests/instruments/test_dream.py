@@ -61,8 +61,10 @@ def test_the_objective_rises_and_the_image_beats_its_start(default_model: nn.Mod
     assert len(result.trajectory) == FEW.steps
     assert result.trajectory[-1] > result.trajectory[0]
     assert result.position == (8, 8) and result.box is not None
-    x = normalise(torch.from_numpy(result.image).permute(2, 0, 1)[None].float() / 255,
-                  default_model.preprocessing)
+    x = normalise(
+        torch.from_numpy(result.image).permute(2, 0, 1)[None].float() / 255,
+        default_model.preprocessing,
+    )
     module = default_model.get_submodule("features.4")
     with torch.no_grad():
         maps = forward_until(default_model, x, {"features.4": module})["features.4"][0, 3]
@@ -73,7 +75,9 @@ def test_the_objective_rises_and_the_image_beats_its_start(default_model: nn.Mod
 
 
 def test_the_channel_objective_is_the_maps_mean(default_model: nn.Module) -> None:
-    (result,) = dream(default_model, "conv3", [1], settings=DreamSettings(steps=6, objective="channel"))
+    (result,) = dream(
+        default_model, "conv3", [1], settings=DreamSettings(steps=6, objective="channel")
+    )
     assert result.activation == result.mean and result.compared == result.peak
 
 
@@ -91,28 +95,43 @@ def test_a_units_draws_do_not_depend_on_its_batch(default_model: nn.Module) -> N
     """Each unit has its own generator: alone or beside another, the same path (up to the
     float rounding of a batched convolution)."""
     alone = dream(default_model, "conv2", [5], settings=DreamSettings(steps=4))[0]
-    together = dream(default_model, "conv2", [0, 5], settings=DreamSettings(steps=4), batch_size=2)[1]
+    together = dream(default_model, "conv2", [0, 5], settings=DreamSettings(steps=4), batch_size=2)[
+        1
+    ]
     np.testing.assert_allclose(alone.trajectory, together.trajectory, rtol=1e-4)
 
 
 def test_the_dataset_top1_is_compared(default_model: nn.Module) -> None:
-    low, high = dream(default_model, "conv2", [0, 1], settings=FEW,
-                      dataset_top1={0: -1e9, 1: 1e9})
+    low, high = dream(default_model, "conv2", [0, 1], settings=FEW, dataset_top1={0: -1e9, 1: 1e9})
     assert low.beats_dataset is True and high.beats_dataset is False
     (none,) = dream(default_model, "conv2", [2], settings=FEW)
     assert none.beats_dataset is None
 
 
-def test_results_are_cached_by_model_unit_and_settings(default_model: nn.Module, tmp_path: Path) -> None:
+def test_results_are_cached_by_model_unit_and_settings(
+    default_model: nn.Module, tmp_path: Path
+) -> None:
     cache = ResultCache(tmp_path)
     (made,) = dream(default_model, "conv2", [4], settings=FEW, cache=cache)
     calls: list[tuple[int, int | None]] = []
-    (read,) = dream(default_model, "conv2", [4], settings=FEW, cache=cache,
-                    progress=lambda d, t: calls.append((d, t)))
+    (read,) = dream(
+        default_model,
+        "conv2",
+        [4],
+        settings=FEW,
+        cache=cache,
+        progress=lambda d, t: calls.append((d, t)),
+    )
     assert not made.cached and read.cached and calls == [(0, 0)]
     assert np.array_equal(made.image, read.image)
-    assert (read.activation, read.trajectory, read.key) == (made.activation, made.trajectory, made.key)
-    (changed,) = dream(default_model, "conv2", [4], settings=DreamSettings(steps=12, seed=3), cache=cache)
+    assert (read.activation, read.trajectory, read.key) == (
+        made.activation,
+        made.trajectory,
+        made.key,
+    )
+    (changed,) = dream(
+        default_model, "conv2", [4], settings=DreamSettings(steps=12, seed=3), cache=cache
+    )
     assert not changed.cached and changed.key != made.key
     other = models.load("default")
     with torch.no_grad():
@@ -148,8 +167,10 @@ def test_the_model_is_left_exactly_as_it_was() -> None:
     assert [p.requires_grad for p in model.parameters()] == flags
     assert all(p.grad is None for p in model.parameters())
     assert not any(m.training for m in model.modules())
-    assert all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
-               for m in model.modules())
+    assert all(
+        not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+        for m in model.modules()
+    )
 
 
 def test_train_mode_and_bad_requests_are_refused(default_model: nn.Module) -> None:
@@ -157,8 +178,13 @@ def test_train_mode_and_bad_requests_are_refused(default_model: nn.Module) -> No
         dream(default_model, "conv2", [96], settings=FEW)
     with pytest.raises(WorkLimitError):
         dream(default_model, "conv2", [0, 1], settings=FEW, max_work=FEW.steps)
-    for bad in ({"objective": "pixel"}, {"steps": 0}, {"learning_rate": 0.0}, {"size": (4, 4)},
-                {"jitter": -1}):
+    for bad in (
+        {"objective": "pixel"},
+        {"steps": 0},
+        {"learning_rate": 0.0},
+        {"size": (4, 4)},
+        {"jitter": -1},
+    ):
         with pytest.raises(InputError):
             DreamSettings(**bad)  # type: ignore[arg-type]
     model = _nets.vgg_bn()

@@ -39,7 +39,7 @@ from deconvnet.instruments.work import WorkLimitError
 from tests import _nets
 from tests._datasets import cifar_files
 
-SMALL = FaithfulnessSettings(steps=6, random_seeds=3)
+SMALL = FaithfulnessSettings(steps=4, random_seeds=2)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,9 @@ def scanned(default_model: nn.Module, cifar_npz: Path) -> tuple[list[dict[str, o
     return entries, dataset
 
 
-def _unit(model: nn.Module, layer: str, channel: int, position: tuple[int, int], x: torch.Tensor) -> float:
+def _unit(
+    model: nn.Module, layer: str, channel: int, position: tuple[int, int], x: torch.Tensor
+) -> float:
     module = model.get_submodule(layer)
     with torch.no_grad():
         out = forward_until(model, x, {layer: module})[layer]
@@ -103,9 +105,18 @@ def test_curves_are_exact_reruns_of_the_scan(
         smeared = image.x.clone()
         smeared[..., top:bottom, left:right] = blurred[..., top:bottom, left:right]
         ends = {
-            "deletion/mean": (image.expected, _unit(default_model, layer, 1, curves.position, emptied)),
-            "deletion/blur": (image.expected, _unit(default_model, layer, 1, curves.position, smeared)),
-            "insertion/blur": (_unit(default_model, layer, 1, curves.position, smeared), image.expected),
+            "deletion/mean": (
+                image.expected,
+                _unit(default_model, layer, 1, curves.position, emptied),
+            ),
+            "deletion/blur": (
+                image.expected,
+                _unit(default_model, layer, 1, curves.position, smeared),
+            ),
+            "insertion/blur": (
+                _unit(default_model, layer, 1, curves.position, smeared),
+                image.expected,
+            ),
         }
         for name, (first, last) in ends.items():
             for order, curve in curves.curves[name].items():
@@ -114,7 +125,9 @@ def test_curves_are_exact_reruns_of_the_scan(
                 assert abs(curve[-1] - last) <= 1e-5 * max(1.0, abs(last)), (name, order)
             seeds = curves.random_curves[name]
             assert seeds.shape == (SMALL.random_seeds, SMALL.steps + 1)
-            np.testing.assert_allclose(curves.curves[name][RANDOM_ORDER], seeds.mean(axis=0), rtol=1e-12)
+            np.testing.assert_allclose(
+                curves.curves[name][RANDOM_ORDER], seeds.mean(axis=0), rtol=1e-12
+            )
             assert not np.allclose(seeds[0], seeds[1])  # the seeds are different orders
         assert abs(curves.activation - image.expected) <= 1e-5 * abs(image.expected)
 
@@ -122,7 +135,7 @@ def test_curves_are_exact_reruns_of_the_scan(
 def test_an_intermediate_step_equals_a_literal_implementation(
     default_model: nn.Module, scanned: tuple[list[dict[str, object]], object]
 ) -> None:
-    """The gradient rule's deletion curve at step 2 of 6: pixels ordered by sum |d unit/d x|
+    """The gradient rule's deletion curve at step 2 of 4: pixels ordered by sum |d unit/d x|
     (autograd, ties in the card's fixed order), the first round(2 n / 6) set to the mean
     pixel one by one, the whole image run."""
     entries, dataset = scanned
@@ -140,7 +153,9 @@ def test_an_intermediate_step_equals_a_literal_implementation(
     magnitude = grad[0, :, top:bottom, left:right].abs().sum(0).flatten()
     pixels = magnitude.numel()
     tie_break = torch.randperm(pixels, generator=torch.Generator().manual_seed(SMALL.seed))
-    order = sorted(range(pixels), key=lambda i: (-float(magnitude[i]), int((tie_break == i).nonzero())))
+    order = sorted(
+        range(pixels), key=lambda i: (-float(magnitude[i]), int((tie_break == i).nonzero()))
+    )
     count = (2 * pixels + SMALL.steps // 2) // SMALL.steps
     perturbed = image.x.clone()
     width = right - left
@@ -152,7 +167,9 @@ def test_an_intermediate_step_equals_a_literal_implementation(
 
 
 def test_the_crop_gives_the_whole_images_curves(
-    default_model: nn.Module, scanned: tuple[list[dict[str, object]], object], monkeypatch: pytest.MonkeyPatch
+    default_model: nn.Module,
+    scanned: tuple[list[dict[str, object]], object],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     entries, dataset = scanned
     images = scan_images(entries, dataset, "features.4", 0, k=1)  # type: ignore[arg-type]
@@ -185,14 +202,18 @@ def test_units_read_the_same_on_their_crop_for_every_position() -> None:
                 crop = unit_crop(fields[name], y, x_pos, (67, 61))
                 top, left, bottom, right = crop.box
                 with torch.no_grad():
-                    part = forward_until(model, x[..., top:bottom, left:right], {name: module})[name]
+                    part = forward_until(model, x[..., top:bottom, left:right], {name: module})[
+                        name
+                    ]
                 got = part[0, :, crop.unit[0], crop.unit[1]]
                 torch.testing.assert_close(got, full[0, :, y, x_pos], rtol=1e-5, atol=1e-5)
 
 
 def test_images_without_a_position_use_the_strongest_unit(default_model: nn.Module) -> None:
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    card = faithfulness_card(default_model, "conv3", 5, [UnitImage(x, name="noise")], settings=SMALL)
+    card = faithfulness_card(
+        default_model, "conv3", 5, [UnitImage(x, name="noise")], settings=SMALL
+    )
     module = default_model.get_submodule("features.8")
     with torch.no_grad():
         maps = forward_until(default_model, x, {"features.8": module})["features.8"][0, 5]
@@ -209,7 +230,9 @@ def test_auc_and_gain_follow_their_definitions(default_model: nn.Module) -> None
     for name, perturbation in PERTURBATIONS.items():
         for order in SMALL.orders:
             curve = image.curves[name][order] / image.activation
-            assert image.auc[name][order] == pytest.approx(float(np.trapezoid(curve, dx=1 / SMALL.steps)))
+            assert image.auc[name][order] == pytest.approx(
+                float(np.trapezoid(curve, dx=1 / SMALL.steps))
+            )
         for rule in SMALL.rules:
             difference = image.auc[name][RANDOM_ORDER] - image.auc[name][rule]
             sign = 1 if perturbation.deletes else -1
@@ -236,7 +259,11 @@ def test_a_scan_value_that_does_not_match_is_refused(default_model: nn.Module) -
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     with pytest.raises(InputError, match="scan recorded"):
         faithfulness_card(
-            default_model, "conv2", 1, [UnitImage(x, position=(3, 3), expected=123.0)], settings=SMALL
+            default_model,
+            "conv2",
+            1,
+            [UnitImage(x, position=(3, 3), expected=123.0)],
+            settings=SMALL,
         )
 
 
@@ -245,7 +272,9 @@ def test_bad_requests_are_one_line_errors(default_model: nn.Module) -> None:
     with pytest.raises(SelectionError):
         faithfulness_card(default_model, "conv2", 96, [UnitImage(x)], settings=SMALL)
     with pytest.raises(SelectionError):
-        faithfulness_card(default_model, "conv2", 0, [UnitImage(x, position=(16, 0))], settings=SMALL)
+        faithfulness_card(
+            default_model, "conv2", 0, [UnitImage(x, position=(16, 0))], settings=SMALL
+        )
     with pytest.raises(InputError):
         faithfulness_card(default_model, "conv2", 0, [], settings=SMALL)
     with pytest.raises(InputError):
@@ -254,8 +283,14 @@ def test_bad_requests_are_one_line_errors(default_model: nn.Module) -> None:
     nan[0, 0, 0, 0] = float("nan")
     with pytest.raises(InputError, match="NaN"):
         faithfulness_card(default_model, "conv2", 0, [UnitImage(nan)], settings=SMALL)
-    for bad in ({"steps": 0}, {"random_seeds": 0}, {"rules": ("nope",)}, {"blur_sigma": -1.0},
-                {"rules": ()}, {"steps": True}):
+    for bad in (
+        {"steps": 0},
+        {"random_seeds": 0},
+        {"rules": ("nope",)},
+        {"blur_sigma": -1.0},
+        {"rules": ()},
+        {"steps": True},
+    ):
         with pytest.raises(InputError):
             FaithfulnessSettings(**bad)  # type: ignore[arg-type]
 
@@ -263,13 +298,21 @@ def test_bad_requests_are_one_line_errors(default_model: nn.Module) -> None:
 def test_work_is_counted_first_and_bounded(default_model: nn.Module) -> None:
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(7))
     calls: list[tuple[int, int | None]] = []
-    faithfulness_card(default_model, "conv2", 3, [UnitImage(x)] * 2, settings=SMALL,
-                      progress=lambda done, total: calls.append((done, total)))
+    faithfulness_card(
+        default_model,
+        "conv2",
+        3,
+        [UnitImage(x)] * 2,
+        settings=SMALL,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     total = 2 * faith.image_work(SMALL)
     assert calls[0] == (0, total) and calls[-1] == (total, total)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
     with pytest.raises(WorkLimitError, match="--max-work"):
-        faithfulness_card(default_model, "conv2", 3, [UnitImage(x)], settings=SMALL, max_work=total // 2 - 1)
+        faithfulness_card(
+            default_model, "conv2", 3, [UnitImage(x)], settings=SMALL, max_work=total // 2 - 1
+        )
 
 
 def test_the_model_is_left_as_it_was(default_model: nn.Module) -> None:
@@ -279,7 +322,9 @@ def test_the_model_is_left_as_it_was(default_model: nn.Module) -> None:
     x = torch.randn(1, 3, 99, 99, generator=torch.Generator().manual_seed(8))
     faithfulness_card(model, "4", 3, [UnitImage(x)], settings=SMALL)
     with pytest.raises(InputError):
-        faithfulness_card(model, "4", 3, [UnitImage(x, position=(2, 2), expected=1e9)], settings=SMALL)
+        faithfulness_card(
+            model, "4", 3, [UnitImage(x, position=(2, 2), expected=1e9)], settings=SMALL
+        )
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert [p.requires_grad for p in model.parameters()] == flags
@@ -305,7 +350,9 @@ def test_gaussian_blur_equals_a_literal_mirrored_filter() -> None:
         for row in range(9):
             for col in range(11):
                 want[c, row, col] = sum(
-                    taps[a + radius] * taps[b + radius] * image[c, mirror(row + a, 9), mirror(col + b, 11)]
+                    taps[a + radius]
+                    * taps[b + radius]
+                    * image[c, mirror(row + a, 9), mirror(col + b, 11)]
                     for a in range(-radius, radius + 1)
                     for b in range(-radius, radius + 1)
                 )
@@ -323,14 +370,22 @@ def test_summarise_takes_medians_and_shares_per_layer() -> None:
         settings = FaithfulnessSettings(rules=("gradient",))
         curves = {p: {"gradient": np.zeros(21), RANDOM_ORDER: np.zeros(21)} for p in PERTURBATIONS}
         image = ImageCurves(
-            name="", position=(0, 0), box=(0, 0, 1, 1), pixels=1,
-            activation=1.0 if gain is not None else 0.0, curves=curves, random_curves={},
+            name="",
+            position=(0, 0),
+            box=(0, 0, 1, 1),
+            pixels=1,
+            activation=1.0 if gain is not None else 0.0,
+            curves=curves,
+            random_curves={},
             auc={p: {"gradient": 0.0, RANDOM_ORDER: 0.0} for p in PERTURBATIONS},
-            gain={p: {"gradient": gain} for p in PERTURBATIONS}, crop=None,
+            gain={p: {"gradient": gain} for p in PERTURBATIONS},
+            crop=None,
         )
         return FaithfulnessCard(layer, 0, (image,), settings)
 
-    summary = summarise([card("a", 0.3), card("a", -0.1), card("a", 0.2), card("b", None), card("b", 0.5)])
+    summary = summarise(
+        [card("a", 0.3), card("a", -0.1), card("a", 0.2), card("b", None), card("b", 0.5)]
+    )
     assert [s.layer for s in summary] == ["a", "b"]
     assert summary[0].units == 3 and summary[1].units == 1
     assert summary[0].median_gain[faith.DELETION]["gradient"] == pytest.approx(0.2)

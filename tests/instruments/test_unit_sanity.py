@@ -31,14 +31,16 @@ def image() -> torch.Tensor:
 def test_scores_are_the_cascading_randomisations_rows(
     default_model: nn.Module, image: torch.Tensor, tmp_path: Path
 ) -> None:
-    found = unit_sanity(default_model, image, "conv3", 4, rules=("guided", "gradient"),
-                        cache=ResultCache(tmp_path))
+    found = unit_sanity(
+        default_model, image, "conv3", 4, rules=("guided", "gradient"), cache=ResultCache(tmp_path)
+    )
     with torch.no_grad():
         maps = default_model.features[:9](image)[0, 4]  # conv3 is features.8
     assert found.position == divmod(int(maps.flatten().argmax()), maps.shape[1])
     for rule in ("guided", "gradient"):
-        rows = cascading_randomisation(default_model, image, "features.8",
-                                       Neuron(4, *found.position), rule=rule).rows
+        rows = cascading_randomisation(
+            default_model, image, "features.8", Neuron(4, *found.position), rule=rule
+        ).rows
         steps = found.steps[rule]
         assert [s.randomised for s in steps] == [len(r.randomised) for r in rows]
         assert [s.spearman for s in steps] == [r.spearman for r in rows]

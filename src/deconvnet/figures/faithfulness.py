@@ -6,7 +6,7 @@ on the untouched image against the share of its receptive field moved, averaged 
 images where it fires; one line per rule and a dashed grey line for the random order; the
 legend gives each curve's area and gain over random. :func:`layers_figure`: per
 perturbation, each rule's median gain over random across the units of a layer, layer by
-layer, each point labelled with the share of units whose gain is positive.
+layer, with the share of units whose gain is positive in a strip under the lines.
 :func:`card_record` and :func:`summary_record` hold the same numbers (and every curve) for
 JSON files and unit pages.
 """
@@ -163,7 +163,7 @@ def layers_figure(
     title: str | None = None,
 ) -> np.ndarray:
     """``(H, W, 3)`` uint8: per perturbation, each rule's median gain over random, layer by
-    layer; each point labelled with the share of units whose gain is positive."""
+    layer; under the lines, the share of units whose gain is positive."""
     names = display_names or {}
     count = len(PERTURBATIONS)
     rules = _rules(summary)
@@ -178,26 +178,16 @@ def layers_figure(
     for ax, name in zip(axes, PERTURBATIONS, strict=True):
         _style(ax, name, "", "median gain over random")
         ax.axhline(0, color="0.4", linewidth=1)
-        for number, rule in enumerate(rules):
-            values = [_nan(s.median_gain[name].get(rule)) for s in summary]
-            (line,) = ax.plot(positions, values, marker="o", color=rule_colour(rule), label=rule)
+        values = {r: [_nan(s.median_gain[name].get(r)) for s in summary] for r in rules}
+        for rule in rules:
+            (line,) = ax.plot(
+                positions, values[rule], marker="o", color=rule_colour(rule), label=rule
+            )
             if ax is axes[0]:
                 lines.append(line)
-            for x, s in zip(positions, summary, strict=True):
-                share = s.positive[name].get(rule)
-                if share is not None and np.isfinite(values[x]):
-                    ax.annotate(
-                        f"{share:.0%}",
-                        (x, values[x]),
-                        textcoords="offset points",
-                        xytext=(0, 6 + 9 * number),
-                        ha="center",
-                        fontsize=FONT_SIZE - 4,
-                        color=rule_colour(rule),
-                        family=FONT_FAMILY,
-                    )
+        _share_strip(ax, summary, name, rules, values)
         ax.set_xticks(positions, labels, fontsize=FONT_SIZE - 3, family=FONT_FAMILY)
-        ax.margins(x=0.12, y=0.2)
+        ax.margins(x=0.12)
     figure.legend(
         lines,
         [f"{RULES[r].title if r in RULES else r} ({r})" for r in rules],
@@ -212,12 +202,40 @@ def layers_figure(
     chart = rendered(canvas)[..., :3].copy()
     heading = title or (
         "Faithfulness by depth: median gain of each rule's pixel order over a random order "
-        "(labels: share of units with a positive gain)"
+        "(under the lines: the share of units whose gain is positive)"
     )
     top = panels.row(
         [text_image(wrap_text(heading, chart.shape[1] - 2 * PADDING), TITLE_FONT_SIZE)]
     )
     return panels.stack([top, chart])
+
+
+def _share_strip(
+    ax: Axes,
+    summary: Sequence[LayerFaithfulness],
+    name: str,
+    rules: Sequence[str],
+    values: Mapping[str, Sequence[float]],
+) -> None:
+    """Under the lines, one row per rule: the share of each layer's units whose gain is
+    positive, in the rule's colour (room made below the lowest point)."""
+    found = [v for row in values.values() for v in row if np.isfinite(v)] or [0.0]
+    low, high = min(0.0, *found), max(0.0, *found)
+    span = (high - low) or 1.0
+    rows = len(rules)
+    ax.set_ylim(low - span * (0.1 + 0.13 * rows) / (1 - 0.08 * rows), high + 0.1 * span)
+    for number, rule in enumerate(reversed(rules)):
+        for x, s in enumerate(summary):
+            share = s.positive[name].get(rule)
+            ax.annotate(
+                "–" if share is None else f"{share:.0%}",
+                (x, 0.025 + 0.075 * number),
+                xycoords=("data", "axes fraction"),
+                ha="center",
+                fontsize=FONT_SIZE - 3,
+                color=rule_colour(rule),
+                family=FONT_FAMILY,
+            )
 
 
 def card_record(card: FaithfulnessCard, *, display_name: str | None = None) -> dict[str, Any]:

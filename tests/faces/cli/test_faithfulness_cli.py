@@ -23,14 +23,29 @@ def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def test_cards_of_a_scan_rerun_its_values(scan_dir: Path, photos: Path, tmp_path: Path, capsys) -> None:
+def test_cards_of_a_scan_rerun_its_values(
+    scan_dir: Path, photos: Path, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "faith"
-    argv = ["faithfulness", "--scan", str(scan_dir), "--data", str(photos), "--maps", "2", "--k", "2"]
+    argv = [
+        "faithfulness",
+        "--scan",
+        str(scan_dir),
+        "--data",
+        str(photos),
+        "--maps",
+        "2",
+        "--k",
+        "2",
+    ]
     assert main([*argv, *FAST, "--out", str(out)]) == 0
     results = json.loads((out / "faithfulness.json").read_text())
     index = json.loads((scan_dir / "topk_index.json").read_text())
     values = {(e["layer"], e["map"], e["rank"]): e["value"] for e in index["entries"]}
-    assert [(u["layer"], u["map"]) for u in results["units"]] == [("features.4", 0), ("features.4", 1)]
+    assert [(u["layer"], u["map"]) for u in results["units"]] == [
+        ("features.4", 0),
+        ("features.4", 1),
+    ]
     for unit in results["units"]:
         assert len(unit["images"]) == 2 and (out / unit["figure"]).is_file()
         for rank, image in enumerate(unit["images"]):
@@ -42,15 +57,31 @@ def test_cards_of_a_scan_rerun_its_values(scan_dir: Path, photos: Path, tmp_path
     assert results["layers"][0]["layer"] == "features.4" and results["layers"][0]["units"] >= 1
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["files"]) == {
-        "faithfulness.json", "faithfulness_layers.png", "cards/conv2_map0.png", "cards/conv2_map1.png"
+        "faithfulness.json",
+        "faithfulness_layers.png",
+        "cards/conv2_map0.png",
+        "cards/conv2_map1.png",
     }
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split() == ["layer", "map", "images", "zeiler", "gain", "guided", "gain",
-                                "gradient", "gain"]
-    assert lines[2].split()[:3] == ["conv2", "0", "2/2"] and lines[-1] == str(out / "faithfulness_layers.png")
+    assert lines[1].split() == [
+        "layer",
+        "map",
+        "images",
+        "zeiler",
+        "gain",
+        "guided",
+        "gain",
+        "gradient",
+        "gain",
+    ]
+    assert lines[2].split()[:3] == ["conv2", "0", "2/2"] and lines[-1] == str(
+        out / "faithfulness_layers.png"
+    )
 
 
-def test_data_that_is_not_the_scanned_data_is_refused(scan_dir: Path, tmp_path: Path, capsys) -> None:
+def test_data_that_is_not_the_scanned_data_is_refused(
+    scan_dir: Path, tmp_path: Path, capsys
+) -> None:
     other = tmp_path / "other"
     other.mkdir()
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(other / "a.png")
@@ -63,15 +94,30 @@ def test_data_that_is_not_the_scanned_data_is_refused(scan_dir: Path, tmp_path: 
     assert "--data" in capsys.readouterr().err
 
 
-def test_too_much_work_is_refused_before_it_starts(scan_dir: Path, photos: Path, tmp_path: Path, capsys) -> None:
+def test_too_much_work_is_refused_before_it_starts(
+    scan_dir: Path, photos: Path, tmp_path: Path, capsys
+) -> None:
     argv = ["faithfulness", "--scan", str(scan_dir), "--data", str(photos), "--max-work", "1000"]
     assert main([*argv, "--out", str(tmp_path / "o")]) == 1
     assert "--max-work" in capsys.readouterr().err
 
 
-def test_cards_of_image_files_with_sanity_scores(photos: Path, tmp_path: Path, own_cache: Path, capsys) -> None:
+def test_cards_of_image_files_with_sanity_scores(
+    photos: Path, tmp_path: Path, own_cache: Path, capsys
+) -> None:
     photo = str(photos / "photo_0.png")
-    argv = ["faithfulness", photo, "--layers", "conv2", "--map", "5", "--sanity", "--rules", "guided,gradient", *FAST]
+    argv = [
+        "faithfulness",
+        photo,
+        "--layers",
+        "conv2",
+        "--map",
+        "5",
+        "--sanity",
+        "--rules",
+        "guided,gradient",
+        *FAST,
+    ]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     unit = json.loads((tmp_path / "a" / "faithfulness.json").read_text())["units"][0]
     assert unit["map"] == 5 and unit["images"][0]["scan_value"] is None
@@ -110,9 +156,21 @@ def test_dream_writes_images_and_reads_them_back_from_the_cache(
     assert "[cached]" not in capsys.readouterr().out
 
 
-def test_dream_refuses_a_map_the_scan_did_not_track_and_too_much_work(tmp_path: Path, capsys) -> None:
+def test_dream_refuses_a_map_the_scan_did_not_track_and_too_much_work(
+    tmp_path: Path, capsys
+) -> None:
     assert main(["dream", "--layer", "conv2", "--map", "500", "--out", str(tmp_path / "a")]) == 1
     assert "map 500" in capsys.readouterr().err
-    argv = ["dream", "--layer", "conv2", "--maps", "all", "--max-work", "100", "--out", str(tmp_path / "b")]
+    argv = [
+        "dream",
+        "--layer",
+        "conv2",
+        "--maps",
+        "all",
+        "--max-work",
+        "100",
+        "--out",
+        str(tmp_path / "b"),
+    ]
     assert main(argv) == 1
     assert "--max-work" in capsys.readouterr().err
