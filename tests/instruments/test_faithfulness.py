@@ -31,6 +31,7 @@ from deconvnet.instruments.faithfulness import (
     area,
     faithfulness_card,
     gaussian_blur,
+    scan_entries,
     scan_images,
     summarise,
 )
@@ -65,17 +66,7 @@ def scanned(default_model: nn.Module, cifar_npz: Path) -> tuple[list[dict[str, o
     them, and the dataset."""
     dataset = open_dataset(cifar_npz, default_model.preprocessing)
     index = scan(default_model, dataset, ["conv2", "conv4"], k=2, maps=[0, 1, 2], batch_size=8)
-    entries = [
-        {
-            "layer": e.layer,
-            "map": e.channel,
-            "rank": e.rank,
-            "value": e.value,
-            "image_id": e.image_id,
-            "position": list(e.position),
-        }
-        for e in index.state.entries()
-    ]
+    entries = scan_entries(index)
     return entries, dataset
 
 
@@ -136,7 +127,7 @@ def test_an_intermediate_step_equals_a_literal_implementation(
     default_model: nn.Module, scanned: tuple[list[dict[str, object]], object]
 ) -> None:
     """The gradient rule's deletion curve at step 2 of 4: pixels ordered by sum |d unit/d x|
-    (autograd, ties in the card's fixed order), the first round(2 n / 6) set to the mean
+    (autograd, ties in the card's fixed order), the first round(2 n / 4) set to the mean
     pixel one by one, the whole image run."""
     entries, dataset = scanned
     layer = "features.4"

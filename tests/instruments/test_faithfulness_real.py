@@ -26,6 +26,7 @@ from deconvnet.instruments.faithfulness import (
     DELETION,
     FaithfulnessSettings,
     faithfulness_card,
+    scan_entries,
     scan_images,
     summarise,
 )
@@ -54,25 +55,11 @@ def scanned(
     return name, model, dataset, index
 
 
-def _entries(index: TopKIndex) -> list[dict[str, object]]:
-    return [
-        {
-            "layer": e.layer,
-            "map": e.channel,
-            "rank": e.rank,
-            "value": e.value,
-            "image_id": e.image_id,
-            "position": list(e.position),
-        }
-        for e in index.state.entries()
-    ]
-
-
 def test_the_gradients_deletion_beats_random_for_most_units_at_every_layer(
     scanned: tuple[str, nn.Module, ImageDataset, TopKIndex],
 ) -> None:
     name, model, dataset, index = scanned
-    entries = _entries(index)
+    entries = scan_entries(index)
     cards = []
     for layer in index.layers:
         for channel in index.state.layers[layer].channels.tolist():

@@ -1,10 +1,10 @@
 """Optimised images drawn (one tile per unit) and kept as JSON records.
 
 Each tile is the whole optimised image (upscaled, nearest, so pixels stay pixels) with the
-centre unit's receptive field outlined for the ``neuron`` objective, then that field
-cropped and enlarged, under a caption with the final activation and the dataset's top-1;
-an image that does not beat the top-1 is captioned in red. Under the tiles, a chart of
-every unit's objective over the optimisation steps.
+centre unit's receptive field outlined for the ``neuron`` objective, then (when it is
+smaller than most of the image) that field cropped and enlarged, under a caption with the
+final activation and the dataset's top-1; an image that does not beat the top-1 is
+captioned in red. Under the tiles, a chart of every unit's objective over the steps.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ TILE_SIDE = 192
 """Side of each image tile (its longer side)."""
 FLAG_COLOUR = (200, 0, 0)
 CHART_HEIGHT = 220
+CROP_SHOWN_BELOW = 0.6
+"""The receptive field is shown enlarged beside the image when it covers less than this
+share of it (a field that covers most of the image would repeat it)."""
 PER_ROW = 4
 
 
@@ -84,10 +87,11 @@ def _tile(result: DreamResult) -> np.ndarray:
     whole = panels.resize_panel(result.image, TILE_SIDE)
     pictures = [whole]
     if result.box is not None and result.settings.objective == "neuron":
-        factor = whole.shape[0] / result.image.shape[0]
+        height, width = result.image.shape[:2]
         top, left, bottom, right = result.box
         top, left = max(top, 0), max(left, 0)
-        bottom, right = min(bottom, result.image.shape[0]), min(right, result.image.shape[1])
+        bottom, right = min(bottom, height), min(right, width)
+        factor = whole.shape[0] / height
         scaled = (
             round(top * factor),
             round(left * factor),
@@ -95,7 +99,9 @@ def _tile(result: DreamResult) -> np.ndarray:
             round(right * factor),
         )
         pictures[0] = panels.outline(whole, scaled, BOX_COLOUR)
-        pictures.append(panels.resize_panel(result.image[top:bottom, left:right].copy(), TILE_SIDE))
+        if (bottom - top) * (right - left) <= CROP_SHOWN_BELOW * height * width:
+            crop = result.image[top:bottom, left:right].copy()
+            pictures.append(panels.resize_panel(crop, TILE_SIDE))
     beside = panels.row(pictures)
     caption = f"map {result.map}: {result.compared:.3g}"
     colour = TEXT if result.beats_dataset is not False else FLAG_COLOUR

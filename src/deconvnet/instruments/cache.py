@@ -20,13 +20,14 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel, Field
 
 from deconvnet.errors import DeconvnetError
-from deconvnet.inputs.documents import Document, read_document
+from deconvnet.inputs.documents import SCHEMA_CONFIG, Count, Document, Text, read_document
 from deconvnet.inputs.images import decode_image
 from deconvnet.inputs.reading import read_regular_file
 from deconvnet.storage.atomic import atomic_write
@@ -38,6 +39,17 @@ MAX_ENTRY_BYTES = 16 << 20
 """Largest cached document or picture read back."""
 _KIND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _KEY = re.compile(r"^[0-9a-f]{64}$")
+
+
+class UnitRecord(BaseModel):
+    """What every cached result of one unit starts with; a reader checks each field
+    against what it asked for before using the entry."""
+
+    model_config = SCHEMA_CONFIG
+    format: Text
+    key: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    layer: Text
+    map: Count
 
 
 def default_folder() -> Path:

@@ -40,7 +40,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from deconvnet.engine import guard
@@ -49,10 +49,10 @@ from deconvnet.engine.hooks import holding_model_lock
 from deconvnet.engine.layers import resolve_layer
 from deconvnet.engine.receptive import Box, receptive_fields
 from deconvnet.errors import InputError, SelectionError
-from deconvnet.inputs.documents import SCHEMA_CONFIG, Count, Text
+from deconvnet.inputs.documents import Count
 from deconvnet.inputs.images import normalise
 from deconvnet.inputs.preprocessing import Preprocessing
-from deconvnet.instruments.cache import ResultCache, cache_key
+from deconvnet.instruments.cache import ResultCache, UnitRecord, cache_key
 from deconvnet.instruments.topk.scan import model_fingerprint
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
 from deconvnet.models.card import card_of
@@ -183,14 +183,9 @@ class DreamResult:
         return None if self.dataset_top1 is None else self.compared > self.dataset_top1
 
 
-class DreamRecord(BaseModel):
+class DreamRecord(UnitRecord):
     """A cached result (``dream/KEY.json``), checked on reading."""
 
-    model_config = SCHEMA_CONFIG
-    format: Text
-    key: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    layer: Text
-    map: Count
     activation: float
     centre: float
     mean: float

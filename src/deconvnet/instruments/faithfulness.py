@@ -56,6 +56,7 @@ from deconvnet.inputs.datasets import ImageDataset
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.occlusion.occlusion import mean_fill
 from deconvnet.instruments.occlusion.splice import UnitCrop, matches, unit_crop
+from deconvnet.instruments.topk.scan import TopKIndex
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
 from deconvnet.models.card import card_of
 
@@ -337,6 +338,22 @@ def faithfulness_card(
     return FaithfulnessCard(name, channel, tuple(results), settings)
 
 
+def scan_entries(index: TopKIndex) -> list[dict[str, Any]]:
+    """The ranked entries of a scan made in Python, as the index file holds them (what
+    :func:`scan_images` reads)."""
+    return [
+        {
+            "layer": entry.layer,
+            "map": entry.channel,
+            "rank": entry.rank,
+            "value": entry.value,
+            "image_id": entry.image_id,
+            "position": list(entry.position),
+        }
+        for entry in index.state.entries()
+    ]
+
+
 def scan_images(
     entries: Iterable[Mapping[str, Any]],
     dataset: ImageDataset,
@@ -345,7 +362,8 @@ def scan_images(
     k: int | None = None,
 ) -> list[UnitImage]:
     """The top-``k`` images of map ``channel`` of ``layer`` in a scan's index entries (as
-    :func:`deconvnet.figures.topk_index.read_index` returns them), read from ``dataset`` by
+    :func:`deconvnet.figures.topk_index.read_index` returns them, or :func:`scan_entries`
+    of a scan made in Python), read from ``dataset`` by
     their ``image_id``, with the scan's position and value (the card checks the value, so
     an image that changed or a dataset that is not the scanned one is refused).
 

@@ -28,7 +28,7 @@ from deconvnet.engine.rules import COMPARED_RULES, RULES
 from deconvnet.engine.selection import Neuron
 from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.documents import SCHEMA_CONFIG, Count, Text
-from deconvnet.instruments.cache import ResultCache, cache_key
+from deconvnet.instruments.cache import ResultCache, UnitRecord, cache_key
 from deconvnet.instruments.sanity import DEFAULT_SEED, cascading_randomisation, split_layers
 from deconvnet.instruments.topk.scan import model_fingerprint
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
@@ -86,14 +86,9 @@ class _StepRecord(BaseModel):
     status: Text
 
 
-class UnitSanityRecord(BaseModel):
+class UnitSanityRecord(UnitRecord):
     """A cached :class:`UnitSanity` (``sanity/KEY.json``), checked on reading."""
 
-    model_config = SCHEMA_CONFIG
-    format: Text
-    key: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    layer: Text
-    map: Count
     position: tuple[Count, Count]
     seed: Count
     steps: dict[Text, Annotated[list[_StepRecord], Field(max_length=MAX_RANDOMISED)]]
