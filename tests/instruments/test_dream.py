@@ -191,3 +191,31 @@ def test_train_mode_and_bad_requests_are_refused(default_model: nn.Module) -> No
     model.train()
     with pytest.raises(InputError, match="train mode"), pytest.warns(UserWarning):
         dream(model, "features.0", [0], settings=FEW, preprocessing=PRESETS["unit"])
+
+
+def test_a_unit_dead_on_the_grey_start_moves_with_the_redirected_gradient() -> None:
+    """A ReLU unit that is zero on every image near grey: the plain gradient is zero, so
+    the image never changes; the redirected ReLU gradient lets it start."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(inplace=True)).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(0.1)
+        model[0].bias.fill_(-2.0)  # needs a bright patch to fire
+    model.preprocessing = Preprocessing(input_size=(16, 16))  # type: ignore[assignment]
+    plain = DreamSettings(steps=30, redirect_relu=False)
+    (stuck,) = dream(model, "1", [0], settings=plain)
+    assert set(stuck.trajectory) == {0.0} and stuck.activation == 0.0
+    (moved,) = dream(model, "1", [0], settings=DreamSettings(steps=30))
+    assert moved.activation > 0 and max(moved.trajectory) > 0
+
+
+def test_the_redirected_relu_passes_only_where_nothing_else_does() -> None:
+    from deconvnet.instruments.dream import RedirectedReLU
+
+    x = torch.tensor([[-1.0, 2.0, -3.0], [-1.0, -2.0, -3.0]])
+    signal = torch.tensor([[0.5, -0.5, -0.5], [0.5, -0.5, -0.25]])
+    rule = RedirectedReLU()
+    got = rule.backward(signal, *rule.saved(x, rule.forward(x)))
+    # image 0: its own gradient gets through at x = 2, so it is the plain gradient;
+    # image 1: none gets through, so the signal passes except where it pushes lower (0.5 > 0)
+    assert got.tolist() == [[0.0, -0.5, 0.0], [0.0, -0.5, -0.25]]

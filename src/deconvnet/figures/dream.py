@@ -55,7 +55,9 @@ def dream_figure(results: Sequence[DreamResult], *, display_name: str | None = N
         f"{layer}: images optimised for {OBJECTIVES[first.settings.objective]} "
         f"({first.settings.steps} Adam steps, Fourier parameterisation, jitter/scale/rotation)"
     )
-    heading = panels.row([text_image(wrap_text(title, width - 2 * PADDING), TITLE_FONT_SIZE)])
+    heading = panels.row(
+        [text_image(wrap_text(title, width - 2 * PADDING, TITLE_FONT_SIZE), TITLE_FONT_SIZE)]
+    )
     return panels.stack([heading, *rows, _trajectories(results, width)])
 
 

@@ -72,11 +72,19 @@ def card_figure(
     )
     chart = _card_charts(card)
     rows.append(
-        panels.row([text_image(wrap_text(title, chart.shape[1] - 2 * PADDING), TITLE_FONT_SIZE)])
+        panels.row(
+            [
+                text_image(
+                    wrap_text(title, chart.shape[1] - 2 * PADDING, TITLE_FONT_SIZE), TITLE_FONT_SIZE
+                )
+            ]
+        )
     )
     rows.append(chart)
     if sanity is not None:
-        rows.append(panels.row([text_image(sanity_line(sanity))]))
+        rows.append(
+            panels.row([text_image(wrap_text(sanity_line(sanity), chart.shape[1] - 2 * PADDING))])
+        )
     return panels.stack(rows)
 
 
@@ -205,7 +213,11 @@ def layers_figure(
         "(under the lines: the share of units whose gain is positive)"
     )
     top = panels.row(
-        [text_image(wrap_text(heading, chart.shape[1] - 2 * PADDING), TITLE_FONT_SIZE)]
+        [
+            text_image(
+                wrap_text(heading, chart.shape[1] - 2 * PADDING, TITLE_FONT_SIZE), TITLE_FONT_SIZE
+            )
+        ]
     )
     return panels.stack([top, chart])
 

@@ -14,7 +14,13 @@ map's centre unit (``objective="neuron"``, the default) or the mean of the whole
 * **robustness**: at every step the image is jittered, scaled and rotated at random (one
   affine resampling, the uncovered canvas mid-grey), so the optimum does not rest on
   single pixels;
-* **optimiser**: Adam, a few hundred steps.
+* **optimiser**: Adam, a few hundred steps;
+* **redirected ReLU gradient** (lucid's ``redirected_relu_grad``, on by default): a unit
+  behind a ReLU that is dead on the grey starting image has no gradient at all, and the
+  optimiser would never move. While optimising, every ReLU passes its own gradient for an
+  image where any of it gets through; where none does, it passes the incoming gradient
+  except where that would push a negative input lower. Once the unit fires the true
+  gradient takes over; the final activation is measured with plain ReLUs.
 
 Every random draw comes from a generator seeded by ``(seed, layer, map)``, so a unit's
 image does not depend on which other units share its batch and is the same on every CPU
@@ -34,6 +40,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
 
@@ -47,7 +54,12 @@ from deconvnet.engine import guard
 from deconvnet.engine.capture import forward_until, output_tensor
 from deconvnet.engine.hooks import holding_model_lock
 from deconvnet.engine.layers import resolve_layer
+from deconvnet.engine.ops import OPS
+from deconvnet.engine.ops.arguments import in_place
+from deconvnet.engine.ops.op import CallMode, TorchCall
+from deconvnet.engine.ops.rectifiers import ReLU
 from deconvnet.engine.receptive import Box, receptive_fields
+from deconvnet.engine.rules import ReverseRule, apply_rule
 from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.documents import Count
 from deconvnet.inputs.images import normalise
@@ -89,7 +101,7 @@ ROTATIONS = (*range(-10, 11), 0, 0, 0, 0, 0)
 GREY = 0.5
 MAX_STEPS = 100_000
 CACHE_KIND = "dream"
-CACHE_FORMAT = "deconvnet.dream/1"
+CACHE_FORMAT = "deconvnet.dream/2"
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,7 @@ class DreamSettings:
     decay_power: float = 1.0
     size: tuple[int, int] | None = None
     jitter: int | None = None
+    redirect_relu: bool = True
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -336,7 +349,8 @@ class _Problem:
         channels = torch.tensor(maps, device=self.device)
         trajectory = []
         jitter = self._jitter()
-        with torch.enable_grad():
+        redirect = _RedirectedReLUs() if self.settings.redirect_relu else nullcontext()
+        with torch.enable_grad(), redirect:
             for _ in range(self.settings.steps):
                 rgb = _image(spectrum, scale, colours, (height, width))
                 moved = _transformed(rgb, [self._draw(g, jitter) for g in generators])
@@ -408,6 +422,39 @@ class _Problem:
         if self.settings.objective == "neuron":
             return maps[:, self.centre[0], self.centre[1]].float()
         return maps.flatten(1).mean(dim=1).float()
+
+
+class RedirectedReLU(ReverseRule):
+    """ReLU whose gradient is redirected when it would stop everything (see the module)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x)
+
+    def saved(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+        return (x > 0,)
+
+    def backward(self, signal: Tensor, *saved: Tensor) -> Tensor:
+        (positive,) = saved
+        own = signal * positive
+        if own.dim() == 0:
+            return own
+        through = own.flatten(1).abs().amax(dim=1) > 0  # per image of the batch
+        lowering = ~positive & (signal > 0)  # the loss falls as the input falls
+        redirected = torch.where(lowering, torch.zeros_like(signal), signal)
+        return torch.where(through.view(-1, *[1] * (signal.dim() - 1)), own, redirected)
+
+
+class _RedirectedReLUs(CallMode):
+    """Every ReLU call, whatever its spelling (the op table's), with :class:`RedirectedReLU`."""
+
+    def handle(self, call: TorchCall) -> Any:
+        entry = OPS.get(call.func)
+        if isinstance(entry, ReLU):
+            parsed = entry.parse(call)
+            x = parsed.input
+            if isinstance(x, Tensor) and x.requires_grad:
+                return in_place(x, apply_rule(x, RedirectedReLU()), parsed.inplace)
+        return call.run()
 
 
 def _kept(name: str, output: Any) -> Tensor:
