@@ -219,3 +219,20 @@ def test_the_redirected_relu_passes_only_where_nothing_else_does() -> None:
     # image 0: its own gradient gets through at x = 2, so it is the plain gradient;
     # image 1: none gets through, so the signal passes except where it pushes lower (0.5 > 0)
     assert got.tolist() == [[0.0, -0.5, 0.0], [0.0, -0.5, -0.25]]
+
+
+def test_the_jitter_is_scaled_to_what_the_unit_sees() -> None:
+    from deconvnet.engine.receptive import ReceptiveField
+    from deconvnet.instruments.dream import _jitter
+
+    def field(side: int) -> ReceptiveField:
+        return ReceptiveField((side, side), (4, 4), (5.0, 5.0))
+
+    assert _jitter(field(19), (227, 227)) == 1  # SqueezeNet fire2
+    assert _jitter(field(155), (227, 227)) == 4
+    assert _jitter(field(400), (227, 227)) == 6  # the field covers the image
+    assert _jitter(None, (32, 32)) == 1
+    (result,) = dream(
+        models.load("default"), "conv2", [0], settings=DreamSettings(steps=2, jitter=3)
+    )
+    assert result.jitter == 3

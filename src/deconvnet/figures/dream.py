@@ -74,6 +74,7 @@ def dream_record(result: DreamResult, *, image_file: str | None = None) -> dict[
         "peak": result.peak,
         "position": list(result.position),
         "field_box": list(result.box) if result.box is not None else None,
+        "jitter": result.jitter,
         "dataset_top1": result.dataset_top1,
         "compared": result.compared,
         "beats_dataset": result.beats_dataset,
