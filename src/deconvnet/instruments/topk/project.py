@@ -32,6 +32,7 @@ from deconvnet.inputs.images import preprocess, resized_rgb
 from deconvnet.instruments.topk.scan import TopKIndex, verified_image
 from deconvnet.instruments.topk.state import Entry
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
+from deconvnet.models.card import batch_size_for
 
 Progress = Callable[[int, int | None], None]
 _MAP_RANK = 4
@@ -151,6 +152,7 @@ def project(
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
+    per_call = batch_size_for(model, IMAGES_PER_CALL, "top-k projection")
     fields: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
     results: dict[tuple[str, int, int], ProjectedEntry] = {}
     done = 0
@@ -184,7 +186,8 @@ def project(
                 image = _Image(x, resized_rgb(raw, dataset.preprocessing), by_image[image_id])
                 groups[tuple(x.shape)].append(image)
             for group in groups.values():
-                run(group)
+                for start in range(0, len(group), per_call):
+                    run(group[start : start + per_call])
     return results
 
 

@@ -11,6 +11,7 @@ from deconvnet.faces.cli.commands import (
     invariance,
     layers,
     maps,
+    mean_file,
     models,
     occlude,
     project,
@@ -18,6 +19,7 @@ from deconvnet.faces.cli.commands import (
     serve,
     site,
     topk,
+    train_default,
 )
 
 ALL: list[ModuleType] = [
@@ -31,9 +33,11 @@ ALL: list[ModuleType] = [
     faithfulness,
     dream,
     evolve,
+    train_default,
     invariance,
     correspondence,
     site,
     serve,
+    mean_file,
     models,
 ]
