@@ -71,7 +71,7 @@ from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.cache import ResultCache, UnitRecord, cache_key
 from deconvnet.instruments.topk.scan import model_fingerprint
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
-from deconvnet.models.card import card_of
+from deconvnet.models.card import batch_size_for, card_of
 
 Objective = Literal["neuron", "channel"]
 Progress = Callable[[int, int | None], None]
@@ -259,6 +259,7 @@ def dream(
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     name, module = resolve_layer(model, layer)
     guard.require_eval(model)
+    batch_size = batch_size_for(model, batch_size, "dream")
     spec = preprocessing or card_of(model).preprocessing
     if spec is None:
         raise InputError("the model has no preprocessing; pass preprocessing=")

@@ -33,6 +33,7 @@ its activation on the fully deleted image, computed like any other step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ from deconvnet.instruments.occlusion.occlusion import mean_fill
 from deconvnet.instruments.occlusion.splice import UnitCrop, matches, unit_crop
 from deconvnet.instruments.topk.scan import TopKIndex
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
-from deconvnet.models.card import card_of
+from deconvnet.models.card import batch_size_for, card_of
 
 Progress = Callable[[int, int | None], None]
 
@@ -306,6 +307,8 @@ def faithfulness_card(
     )
     name, module = resolve_layer(model, layer)
     guard.require_eval(model)
+    batch = batch_size_for(model, settings.batch_size, "the faithfulness card")
+    settings = dataclasses.replace(settings, batch_size=batch)
     spec = preprocessing or card_of(model).preprocessing
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
