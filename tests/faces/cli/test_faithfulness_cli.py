@@ -48,6 +48,8 @@ def test_cards_of_a_scan_rerun_its_values(
     ]
     for unit in results["units"]:
         assert len(unit["images"]) == 2 and (out / unit["figure"]).is_file()
+        alone = json.loads((out / unit["document"]).read_text())
+        assert alone["gain"] == unit["gain"] and alone["images"] == unit["images"]
         for rank, image in enumerate(unit["images"]):
             want = values[("features.4", unit["map"], rank)]
             assert image["scan_value"] == want
@@ -59,8 +61,10 @@ def test_cards_of_a_scan_rerun_its_values(
     assert set(manifest["files"]) == {
         "faithfulness.json",
         "faithfulness_layers.png",
-        "cards/conv2_map0.png",
-        "cards/conv2_map1.png",
+        "cards/conv2_map0_faithfulness.png",
+        "cards/conv2_map0_faithfulness.json",
+        "cards/conv2_map1_faithfulness.png",
+        "cards/conv2_map1_faithfulness.json",
     }
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == [

@@ -37,15 +37,17 @@ from deconvnet.faces.cli._units import (
 from deconvnet.faces.cli._work import add_max_work_argument
 from deconvnet.faces.cli.commands.site import scan_model
 from deconvnet.faces.site.build import scan_manifest
-from deconvnet.figures.faithfulness import card_figure, card_record, layers_figure, summary_record
+from deconvnet.figures.faithfulness import layers_figure, summary_record
 from deconvnet.figures.files import save_png, write_json
+from deconvnet.figures.unit_sections import write_card_section
 from deconvnet.inputs.datasets import open_dataset
 from deconvnet.inputs.prepared import prepare
 from deconvnet.instruments import faithfulness as faith
-from deconvnet.instruments.unit_sanity import sanity_record, unit_sanity
+from deconvnet.instruments.unit_sanity import unit_sanity
 from deconvnet.instruments.work import check_work
 
 RESULTS = "faithfulness.json"
+CARDS = "cards"
 LAYERS_FIGURE = "faithfulness_layers.png"
 SUMMARY = "which rule explains a unit: deletion/insertion curves per rule vs random orders"
 DESCRIPTION = """For each unit (a map at its strongest position in each image), order the
@@ -186,12 +188,18 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
                     cache=cache,
                 )
             shown = loaded.display_name(layer)
-            figure = f"cards/{output_stem(shown)}_map{channel}.png"
-            save_png(card_figure(card, display_name=shown, sanity=sanity), args.out / figure)
-            record = card_record(card, display_name=shown)
-            record["figure"] = figure
-            if sanity is not None:
-                record["sanity"] = {**sanity_record(sanity), "cached": sanity.cached}
+            section = write_card_section(
+                card,
+                args.out / CARDS,
+                stem=f"{output_stem(shown)}_map{channel}",
+                display_name=shown,
+                sanity=sanity,
+            )
+            record = {
+                **section.record,
+                "figure": f"{CARDS}/{section.picture.name}",
+                "document": f"{CARDS}/{section.document.name}",
+            }
             cards.append(card)
             records.append(record)
     summary = faith.summarise(cards)
