@@ -397,3 +397,39 @@ def test_settings_are_a_value(default_model: nn.Module) -> None:
     changed = dataclasses.replace(SMALL, steps=7)
     assert changed.fractions().tolist() == [i / 7 for i in range(8)]
     assert changed.orders == (*SMALL.rules, RANDOM_ORDER)
+
+
+def test_a_cached_card_is_the_card_and_a_bad_entry_is_computed_again(
+    default_model: nn.Module, tmp_path: Path
+) -> None:
+    from deconvnet.instruments.cache import ResultCache
+
+    cache = ResultCache(tmp_path)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    images = [UnitImage(x, name="noise")]
+    first = faithfulness_card(default_model, "conv2", 3, images, settings=SMALL, cache=cache)
+    again = faithfulness_card(default_model, "conv2", 3, images, settings=SMALL, cache=cache)
+    assert not first.cached and again.cached and again.key == first.key
+    for made, read in zip(first.images, again.images, strict=True):
+        assert (read.position, read.box, read.activation) == (
+            made.position,
+            made.box,
+            made.activation,
+        )
+        for p in PERTURBATIONS:
+            for order, curve in made.curves[p].items():
+                assert np.array_equal(read.curves[p][order], curve)
+            assert np.array_equal(read.random_curves[p], made.random_curves[p])
+    assert again.gain == first.gain and again.auc == first.auc
+    # another setting, another image or another map is another entry
+    other = faithfulness_card(
+        default_model, "conv2", 3, images, settings=dataclasses.replace(SMALL, seed=1), cache=cache
+    )
+    assert not other.cached and other.key != first.key
+    (entry,) = [p for p in (tmp_path / "faithfulness").glob("*.json") if first.key in p.name]
+    text = entry.read_text()
+    entry.write_text(text.replace('"pixels"', '"pixel_count"', 1))  # not the schema
+    assert not faithfulness_card(
+        default_model, "conv2", 3, images, settings=SMALL, cache=cache
+    ).cached
+    assert faithfulness_card(default_model, "conv2", 3, images, settings=SMALL, cache=cache).cached

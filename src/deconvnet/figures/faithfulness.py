@@ -269,6 +269,7 @@ def card_record(card: FaithfulnessCard, *, display_name: str | None = None) -> d
         "perturbations": {name: p.description for name, p in PERTURBATIONS.items()},
         "fractions": card.settings.fractions().tolist(),
         "images_active": len(card.active_images),
+        "cached": card.cached,
         "auc": card.auc,
         "gain": card.gain,
         "images": [_image_record(image) for image in card.images],

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 from PIL import Image
 from pydantic import BaseModel, Field
 
@@ -66,6 +67,14 @@ def cache_key(parts: Mapping[str, Any]) -> str:
     """SHA-256 of ``parts`` as canonical JSON (sorted keys, no spaces): equal parts, equal key."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def tensor_digest(x: torch.Tensor) -> str:
+    """SHA-256 of a tensor's shape and float32 values: an input image in a cache key."""
+    data = x.detach().to("cpu", torch.float32).contiguous().numpy()
+    digest = hashlib.sha256(f"{data.shape}\n".encode())
+    digest.update(np.ascontiguousarray(data).tobytes())
+    return digest.hexdigest()
 
 
 class ResultCache:

@@ -37,11 +37,12 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from deconvnet.engine import guard
@@ -54,10 +55,12 @@ from deconvnet.engine.rules import COMPARED_RULES, RULES
 from deconvnet.engine.selection import Neuron
 from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.datasets import ImageDataset
+from deconvnet.inputs.documents import SCHEMA_CONFIG, Count, Text
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.instruments.cache import ResultCache, UnitRecord, cache_key, tensor_digest
 from deconvnet.instruments.occlusion.occlusion import mean_fill
 from deconvnet.instruments.occlusion.splice import UnitCrop, matches, unit_crop
-from deconvnet.instruments.topk.scan import TopKIndex
+from deconvnet.instruments.topk.scan import TopKIndex, model_fingerprint
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
 from deconvnet.models.card import batch_size_for, card_of
 
@@ -82,6 +85,9 @@ and cropped."""
 RANDOM_ORDER = "random"
 MAX_STEPS = 1000
 MAX_RANDOM_SEEDS = 100
+MAX_CACHED_IMAGES = 1000
+CACHE_KIND = "faithfulness"
+CACHE_FORMAT = "deconvnet.faithfulness/1"
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,9 @@ class FaithfulnessCard:
     map: int
     images: tuple[ImageCurves, ...]
     settings: FaithfulnessSettings
+    cached: bool = False
+    key: str | None = None
+    """The cache key (None when no cache was given)."""
 
     @property
     def active_images(self) -> tuple[ImageCurves, ...]:
@@ -276,6 +285,7 @@ def faithfulness_card(
     preprocessing: Preprocessing | None = None,
     progress: Progress | None = None,
     max_work: int | None = DEFAULT_MAX_WORK,
+    cache: ResultCache | None = None,
 ) -> FaithfulnessCard:
     """The card of map ``channel`` of ``layer``, at its strongest unit in each image.
 
@@ -289,6 +299,8 @@ def faithfulness_card(
         occlusion.mean_fill`); default the model card's.
     progress : ``(done, total)`` in units of :func:`image_work`, first with ``done = 0``.
     max_work : most units of work (:func:`image_work` per image) this call may run.
+    cache : where cards are kept by (model digest, layer, map, settings, the mean pixel,
+        each image's digest, position and scan value); a cached card costs nothing.
 
     Raises
     ------
@@ -299,17 +311,24 @@ def faithfulness_card(
     settings = settings or FaithfulnessSettings()
     if not images:
         raise InputError("a faithfulness card needs at least one image")
+    inputs = [_checked_input(image.x, number) for number, image in enumerate(images)]
+    name, module = resolve_layer(model, layer)
+    spec = preprocessing or card_of(model).preprocessing
+    key = None
+    if cache is not None:
+        key = _card_key(model, name, channel, images, inputs, settings, _fill(spec, inputs[0]))
+        hit = _card_from_cache(cache, key, name, channel, settings)
+        if hit is not None:
+            return hit
     total = check_work(
         len(images) * image_work(settings),
         max_work,
         what="the faithfulness card",
         unit="forward passes",
     )
-    name, module = resolve_layer(model, layer)
     guard.require_eval(model)
     batch = batch_size_for(model, settings.batch_size, "the faithfulness card")
     settings = dataclasses.replace(settings, batch_size=batch)
-    spec = preprocessing or card_of(model).preprocessing
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     done = 0
@@ -325,8 +344,8 @@ def faithfulness_card(
     results = []
     with guard.preserved(model):
         fields: dict[tuple[int, ...], ReceptiveField | None] = {}
-        for number, image in enumerate(images):
-            x = _checked_input(image.x, number).to(device)
+        for number, (image, x) in enumerate(zip(images, inputs, strict=True)):
+            x = x.to(device)
             if number == 0:
                 guard.require_single_call(model, x, module, name)
             shape = tuple(x.shape)
@@ -338,7 +357,10 @@ def faithfulness_card(
                     model, name, module, channel, image, x, fields[shape], fill, settings, advance
                 )
             )
-    return FaithfulnessCard(name, channel, tuple(results), settings)
+    card = FaithfulnessCard(name, channel, tuple(results), settings, key=key)
+    if cache is not None and key is not None:
+        cache.write(CACHE_KIND, key, _card_cache_record(card, key))
+    return card
 
 
 def scan_entries(index: TopKIndex) -> list[dict[str, Any]]:
@@ -759,3 +781,142 @@ def _median(values: Sequence[float | None]) -> float | None:
 def _positive(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return sum(v > 0 for v in present) / len(present) if present else None
+
+
+class _ImageRecord(BaseModel):
+    model_config = SCHEMA_CONFIG
+    name: Annotated[str, Field(max_length=4096)]
+    position: tuple[Count, Count]
+    box: tuple[Count, Count, Count, Count]
+    pixels: Count
+    activation: float
+    expected: float | None
+    crop: tuple[Count, Count, Count, Count] | None
+    curves: dict[Text, dict[Text, Annotated[list[float], Field(max_length=MAX_STEPS + 1)]]]
+    random_curves: dict[
+        Text,
+        Annotated[
+            list[Annotated[list[float], Field(max_length=MAX_STEPS + 1)]],
+            Field(max_length=MAX_RANDOM_SEEDS),
+        ],
+    ]
+
+
+class FaithfulnessRecord(UnitRecord):
+    """A cached card (``faithfulness/KEY.json``): every image's raw curves, from which the
+    areas and gains are computed again on reading."""
+
+    images: Annotated[list[_ImageRecord], Field(min_length=1, max_length=MAX_CACHED_IMAGES)]
+
+
+def _card_key(
+    model: nn.Module,
+    name: str,
+    channel: int,
+    images: Sequence[UnitImage],
+    inputs: Sequence[Tensor],
+    settings: FaithfulnessSettings,
+    fill: Tensor,
+) -> str:
+    return cache_key(
+        {
+            "format": CACHE_FORMAT,
+            "model": model_fingerprint(model),
+            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "layer": name,
+            "map": channel,
+            "settings": {
+                "steps": settings.steps,
+                "random_seeds": settings.random_seeds,
+                "rules": list(settings.rules),
+                "blur_sigma": settings.blur_sigma,
+                "seed": settings.seed,
+            },
+            "fill": [float(v) for v in fill.flatten()],
+            "images": [
+                {
+                    "digest": tensor_digest(x),
+                    "position": list(image.position) if image.position is not None else None,
+                    "expected": image.expected,
+                    "name": image.name,
+                }
+                for image, x in zip(images, inputs, strict=True)
+            ],
+        }
+    )
+
+
+def _card_cache_record(card: FaithfulnessCard, key: str) -> dict[str, Any]:
+    return {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "layer": card.layer,
+        "map": card.map,
+        "images": [
+            {
+                "name": image.name,
+                "position": list(image.position),
+                "box": list(image.box),
+                "pixels": image.pixels,
+                "activation": image.activation,
+                "expected": image.expected,
+                "crop": list(image.crop) if image.crop is not None else None,
+                "curves": {
+                    p: {o: c.tolist() for o, c in orders.items()}
+                    for p, orders in image.curves.items()
+                },
+                "random_curves": {p: c.tolist() for p, c in image.random_curves.items()},
+            }
+            for image in card.images
+        ],
+    }
+
+
+def _card_from_cache(
+    cache: ResultCache, key: str, name: str, channel: int, settings: FaithfulnessSettings
+) -> FaithfulnessCard | None:
+    """The cached card, or None when it is missing or does not hold what was asked (every
+    perturbation, order and seed, each curve ``steps + 1`` long)."""
+    record = cache.read(CACHE_KIND, key, FaithfulnessRecord)
+    if record is None or (record.format, record.key, record.layer, record.map) != (
+        CACHE_FORMAT,
+        key,
+        name,
+        channel,
+    ):
+        return None
+    length = settings.steps + 1
+    images = []
+    for image in record.images:
+        shapes_ok = set(image.curves) == set(PERTURBATIONS) == set(image.random_curves) and all(
+            set(image.curves[p]) == set(settings.orders)
+            and all(len(c) == length for c in image.curves[p].values())
+            and len(image.random_curves[p]) == settings.random_seeds
+            and all(len(c) == length for c in image.random_curves[p])
+            for p in PERTURBATIONS
+        )
+        if not shapes_ok:
+            return None
+        curves = {
+            p: {o: np.asarray(image.curves[p][o], dtype=np.float64) for o in settings.orders}
+            for p in PERTURBATIONS
+        }
+        auc, gain = _areas(curves, image.activation, settings)
+        images.append(
+            ImageCurves(
+                name=image.name,
+                position=image.position,
+                box=image.box,
+                pixels=image.pixels,
+                activation=image.activation,
+                curves=curves,
+                random_curves={
+                    p: np.asarray(image.random_curves[p], dtype=np.float64) for p in PERTURBATIONS
+                },
+                auc=auc,
+                gain=gain,
+                crop=image.crop,
+                expected=image.expected,
+            )
+        )
+    return FaithfulnessCard(name, channel, tuple(images), settings, cached=True, key=key)

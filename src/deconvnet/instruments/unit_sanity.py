@@ -12,12 +12,10 @@ built twice asks once.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 from pydantic import BaseModel, Field
 from torch import Tensor, nn
@@ -28,7 +26,7 @@ from deconvnet.engine.rules import COMPARED_RULES, RULES
 from deconvnet.engine.selection import Neuron
 from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.documents import SCHEMA_CONFIG, Count, Text
-from deconvnet.instruments.cache import ResultCache, UnitRecord, cache_key
+from deconvnet.instruments.cache import ResultCache, UnitRecord, cache_key, tensor_digest
 from deconvnet.instruments.sanity import DEFAULT_SEED, cascading_randomisation, split_layers
 from deconvnet.instruments.topk.scan import model_fingerprint
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
@@ -140,7 +138,7 @@ def unit_sanity(
             "layer": name,
             "map": channel,
             "position": list(position),
-            "image": _digest(x),
+            "image": tensor_digest(x),
             "rules": list(rules),
             "seed": seed,
         }
@@ -207,13 +205,6 @@ def _position(
     if not (0 <= y < maps.shape[2] and 0 <= x_pos < maps.shape[3]):
         raise SelectionError(f"position {position} is outside {name!r}'s map")
     return y, x_pos
-
-
-def _digest(x: Tensor) -> str:
-    data = x.detach().to("cpu", torch.float32).contiguous().numpy()
-    digest = hashlib.sha256(f"{data.shape}\n".encode())
-    digest.update(np.ascontiguousarray(data).tobytes())
-    return digest.hexdigest()
 
 
 def sanity_record(found: UnitSanity) -> dict[str, Any]:

@@ -129,9 +129,12 @@ def test_cards_of_image_files_with_sanity_scores(
     assert set(sanity["steps"]) == {"guided", "gradient"} and not sanity["cached"]
     assert [s["randomised"] for s in sanity["steps"]["gradient"]] == [0, 1, 2]
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
-    again = json.loads((tmp_path / "b" / "faithfulness.json").read_text())["units"][0]["sanity"]
-    assert again["cached"] and again["steps"] == sanity["steps"]
+    again = json.loads((tmp_path / "b" / "faithfulness.json").read_text())["units"][0]
+    assert again["sanity"]["cached"] and again["sanity"]["steps"] == sanity["steps"]
+    assert again["cached"] and not unit["cached"]
+    assert again["gain"] == unit["gain"] and again["images"] == unit["images"]
     assert len(list((own_cache / "sanity").glob("*.json"))) == 1
+    assert len(list((own_cache / "faithfulness").glob("*.json"))) == 1
 
 
 def test_dream_writes_images_and_reads_them_back_from_the_cache(

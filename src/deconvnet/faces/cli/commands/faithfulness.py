@@ -153,7 +153,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         what="faithfulness",
         unit="forward passes",
     )
-    cache = result_cache(args) if args.sanity else None
+    cache = result_cache(args)
     cards, records = [], []
     with ProgressBar(f"faithfulness of {len(units)} units", unit="pass") as bar:
         done = 0
@@ -172,8 +172,10 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
                 preprocessing=loaded.preprocessing,
                 progress=moved,
                 max_work=None,
+                cache=cache,
             )
             done = offset + len(images) * faith.image_work(settings)
+            bar(done, work)
             sanity = None
             if args.sanity:
                 first = images[0]
