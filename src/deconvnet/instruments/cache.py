@@ -26,11 +26,13 @@ import numpy as np
 import torch
 from PIL import Image
 from pydantic import BaseModel, Field
+from torch import nn
 
 from deconvnet.errors import DeconvnetError
 from deconvnet.inputs.documents import SCHEMA_CONFIG, Count, Document, Text, read_document
 from deconvnet.inputs.images import decode_image
 from deconvnet.inputs.reading import read_regular_file
+from deconvnet.instruments.topk.scan import model_fingerprint
 from deconvnet.storage.atomic import atomic_write
 from deconvnet.storage.paths import inside
 
@@ -67,6 +69,26 @@ def cache_key(parts: Mapping[str, Any]) -> str:
     """SHA-256 of ``parts`` as canonical JSON (sorted keys, no spaces): equal parts, equal key."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def unit_key(model: nn.Module, form: str, layer: str, channel: int, **parts: Any) -> str:
+    """The key of one unit's result: its format, the model (its parameters' digest and its
+    class), the layer, the map and whatever else it depends on (``parts``)."""
+    return cache_key(
+        {
+            "format": form,
+            "model": model_fingerprint(model),
+            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "layer": layer,
+            "map": channel,
+            **parts,
+        }
+    )
+
+
+def unit_header(form: str, key: str, layer: str, channel: int) -> dict[str, Any]:
+    """The fields every cached unit result starts with (:class:`UnitRecord`)."""
+    return {"format": form, "key": key, "layer": layer, "map": channel}
 
 
 def tensor_digest(x: torch.Tensor) -> str:

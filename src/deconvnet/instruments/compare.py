@@ -111,6 +111,5 @@ def _boxes(projection: Projection) -> tuple[Box | None, ...]:
         return ((0, 0, *image_hw),) * count
     joint = projection.positions is None
     return tuple(
-        field.span(extent, image_hw if joint else None)
-        for extent in projection.extents[0].tolist()
+        field.span(extent, image_hw if joint else None) for extent in projection.extents[0].tolist()
     )

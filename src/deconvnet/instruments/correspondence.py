@@ -64,6 +64,8 @@ def bundled_parts(name: str) -> Path | None:
     """The file of a bundled part set, or ``None`` for a name that is not one."""
     file = BUNDLED_PARTS.get(name)
     return PARTS_DIR / file if file is not None else None
+
+
 """Box names in a parts mapping that are not parts (``object`` bounds the random control)."""
 
 Progress = Callable[[int, int | None], None]

@@ -68,8 +68,7 @@ from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.documents import Count
 from deconvnet.inputs.images import normalise
 from deconvnet.inputs.preprocessing import Preprocessing
-from deconvnet.instruments.cache import ResultCache, UnitRecord, cache_key
-from deconvnet.instruments.topk.scan import model_fingerprint
+from deconvnet.instruments.cache import ResultCache, UnitRecord, unit_header, unit_key
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
 from deconvnet.models.card import batch_size_for, card_of
 
@@ -282,15 +281,8 @@ def dream(
         field = receptive_fields(model, (1, spec.channels, *size), device=device).get(name)
         box = field.box(*centre, size) if field is not None and not field.is_global else None
         jitter = settings.jitter if settings.jitter is not None else _jitter(field, size)
-        identity = {
-            "format": CACHE_FORMAT,
-            "model": model_fingerprint(model),
-            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "layer": name,
-            "settings": settings.record(),
-            "preprocessing": _spec_record(spec),
-        }
-        keys = {int(c): cache_key({**identity, "map": int(c)}) for c in maps}
+        identity = {"settings": settings.record(), "preprocessing": _spec_record(spec)}
+        keys = {int(c): unit_key(model, CACHE_FORMAT, name, int(c), **identity) for c in maps}
         found: dict[int, DreamResult] = {}
         if cache is not None:
             for channel, key in keys.items():
@@ -534,10 +526,7 @@ def _spec_record(spec: Preprocessing) -> dict[str, Any]:
 
 def _record(result: DreamResult) -> dict[str, Any]:
     return {
-        "format": CACHE_FORMAT,
-        "key": result.key,
-        "layer": result.layer,
-        "map": result.map,
+        **unit_header(CACHE_FORMAT, result.key, result.layer, result.map),
         "activation": result.activation,
         "centre": result.centre,
         "mean": result.mean,

@@ -57,10 +57,16 @@ from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.datasets import ImageDataset
 from deconvnet.inputs.documents import SCHEMA_CONFIG, Count, Text
 from deconvnet.inputs.preprocessing import Preprocessing
-from deconvnet.instruments.cache import ResultCache, UnitRecord, cache_key, tensor_digest
+from deconvnet.instruments.cache import (
+    ResultCache,
+    UnitRecord,
+    tensor_digest,
+    unit_header,
+    unit_key,
+)
 from deconvnet.instruments.occlusion.occlusion import mean_fill
 from deconvnet.instruments.occlusion.splice import UnitCrop, matches, unit_crop
-from deconvnet.instruments.topk.scan import TopKIndex, model_fingerprint
+from deconvnet.instruments.topk.scan import TopKIndex
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
 from deconvnet.models.card import batch_size_for, card_of
 
@@ -818,40 +824,34 @@ def _card_key(
     settings: FaithfulnessSettings,
     fill: Tensor,
 ) -> str:
-    return cache_key(
-        {
-            "format": CACHE_FORMAT,
-            "model": model_fingerprint(model),
-            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "layer": name,
-            "map": channel,
-            "settings": {
-                "steps": settings.steps,
-                "random_seeds": settings.random_seeds,
-                "rules": list(settings.rules),
-                "blur_sigma": settings.blur_sigma,
-                "seed": settings.seed,
-            },
-            "fill": [float(v) for v in fill.flatten()],
-            "images": [
-                {
-                    "digest": tensor_digest(x),
-                    "position": list(image.position) if image.position is not None else None,
-                    "expected": image.expected,
-                    "name": image.name,
-                }
-                for image, x in zip(images, inputs, strict=True)
-            ],
-        }
+    return unit_key(
+        model,
+        CACHE_FORMAT,
+        name,
+        channel,
+        settings={
+            "steps": settings.steps,
+            "random_seeds": settings.random_seeds,
+            "rules": list(settings.rules),
+            "blur_sigma": settings.blur_sigma,
+            "seed": settings.seed,
+        },
+        fill=[float(v) for v in fill.flatten()],
+        images=[
+            {
+                "digest": tensor_digest(x),
+                "position": list(image.position) if image.position is not None else None,
+                "expected": image.expected,
+                "name": image.name,
+            }
+            for image, x in zip(images, inputs, strict=True)
+        ],
     )
 
 
 def _card_cache_record(card: FaithfulnessCard, key: str) -> dict[str, Any]:
     return {
-        "format": CACHE_FORMAT,
-        "key": key,
-        "layer": card.layer,
-        "map": card.map,
+        **unit_header(CACHE_FORMAT, key, card.layer, card.map),
         "images": [
             {
                 "name": image.name,

@@ -116,9 +116,7 @@ def explain_blanks(
     images = projection.images[image]
     count = images.shape[0]
     blank = tuple(
-        k
-        for k in range(count)
-        if is_blank(images[k], None if scales is None else scales[k])
+        k for k in range(count) if is_blank(images[k], None if scales is None else scales[k])
     )
     if not blank:
         return None

@@ -26,9 +26,14 @@ from deconvnet.engine.rules import COMPARED_RULES, RULES
 from deconvnet.engine.selection import Neuron
 from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.documents import SCHEMA_CONFIG, Count, Text
-from deconvnet.instruments.cache import ResultCache, UnitRecord, cache_key, tensor_digest
+from deconvnet.instruments.cache import (
+    ResultCache,
+    UnitRecord,
+    tensor_digest,
+    unit_header,
+    unit_key,
+)
 from deconvnet.instruments.sanity import DEFAULT_SEED, cascading_randomisation, split_layers
-from deconvnet.instruments.topk.scan import model_fingerprint
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
 
 Progress = Callable[[int, int | None], None]
@@ -130,18 +135,15 @@ def unit_sanity(
     param = next(model.parameters(), None)
     x = x.detach().to(param.device if param is not None else x.device)
     position = _position(model, x, name, module, channel, position)
-    key = cache_key(
-        {
-            "format": CACHE_FORMAT,
-            "model": model_fingerprint(model),
-            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "layer": name,
-            "map": channel,
-            "position": list(position),
-            "image": tensor_digest(x),
-            "rules": list(rules),
-            "seed": seed,
-        }
+    key = unit_key(
+        model,
+        CACHE_FORMAT,
+        name,
+        channel,
+        position=list(position),
+        image=tensor_digest(x),
+        rules=list(rules),
+        seed=seed,
     )
     if cache is not None:
         hit = _from_cache(cache, key, name, channel, position, seed, rules)
@@ -210,10 +212,7 @@ def _position(
 def sanity_record(found: UnitSanity) -> dict[str, Any]:
     """``found`` as plain JSON values (what the cache keeps and a card's JSON shows)."""
     return {
-        "format": CACHE_FORMAT,
-        "key": found.key,
-        "layer": found.layer,
-        "map": found.map,
+        **unit_header(CACHE_FORMAT, found.key, found.layer, found.map),
         "position": list(found.position),
         "seed": found.seed,
         "steps": {
