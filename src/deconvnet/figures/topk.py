@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ from deconvnet.figures.style import (
 )
 from deconvnet.instruments.topk.project import ProjectedEntry
 from deconvnet.instruments.topk.scan import TopKIndex
-from deconvnet.instruments.topk.state import MapStats
+from deconvnet.instruments.topk.state import HISTOGRAM_EDGES, MapStats
 from deconvnet.storage.paths import component
 
 Progress = Callable[[int, int | None], None]
@@ -107,13 +107,16 @@ def render(
     save_tiles: bool = True,
     metadata: Mapping[str, Any] | None = None,
     display_names: Mapping[str, str] | None = None,
+    class_names: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> RenderResult:
     """Write the sheets (paged), per-map and per-tile PNGs and ``topk_index.json``.
 
     ``metadata`` (e.g. the model's name and weights) is stored at the top of the index;
     ``display_names`` (e.g. ``{"features.4": "conv2"}``) name the sheets, tile folders and
-    titles. ``save_tiles=False`` writes only the sheets and the index.
+    titles; ``class_names`` (one per class of ``index.labels``, e.g. the model's category
+    for each WordNet id) name the classes. ``save_tiles=False`` writes only the sheets and
+    the index.
     """
     if tile < 1:
         raise InputError(f"tile must be >= 1 pixel, got {tile}")
@@ -182,6 +185,8 @@ def render(
         "sheets": {layer: path.name for layer, path in sheets.items()},
         "sheet_pages": {layer: [path.name for path in paths] for layer, paths in pages.items()},
         "metadata": dict(metadata or {}),
+        "histogram_edges": HISTOGRAM_EDGES.tolist(),
+        **_labels_record(index, class_names),
         "stats": {layer: _stats_records(stats) for layer, stats in index.state.stats.items()},
         "entries": records,
     }
@@ -205,6 +210,7 @@ def _record(
         "projected_value": item.value,
         "image": index.names.get(entry.image_id, str(entry.image_id)),
         "image_id": entry.image_id,
+        "label": None if index.labels is None else index.labels.of_image[entry.image_id],
         "position": list(entry.position),
         "crop_box": list(item.crop_box),
         "field_box": list(item.field_box),
@@ -214,13 +220,35 @@ def _record(
     }
 
 
+def _labels_record(index: TopKIndex, class_names: Sequence[str] | None) -> dict[str, Any]:
+    """The scan's classes (keys as read, names as shown, images per class), if labelled."""
+    labels = index.labels
+    if labels is None:
+        return {}
+    names = list(class_names) if class_names is not None else list(labels.classes)
+    if len(names) != len(labels.classes):
+        raise InputError(f"{len(names)} class names for {len(labels.classes)} classes")
+    counts = next(iter(index.state.stats.values()), None)
+    return {
+        "labels": {
+            "source": labels.source,
+            "classes": list(labels.classes),
+            "names": names,
+            "counts": [] if counts is None else counts.class_counts.tolist(),
+        }
+    }
+
+
 def _stats_records(stats: MapStats) -> list[dict[str, Any]]:
-    """Per map: images read, max, mean and fire rate; ``None`` where no image was read."""
+    """Per map: images read, max, mean and fire rate (``None`` where no image was read),
+    the histogram of its per-image maxima and, for a labelled scan, their sum per class."""
     columns = zip(
         stats.channels.tolist(),
         stats.maximum.tolist(),
         stats.mean.tolist(),
         stats.fire_rate.tolist(),
+        stats.histogram.tolist(),
+        stats.class_sums.tolist(),
         strict=True,
     )
     return [
@@ -230,8 +258,10 @@ def _stats_records(stats: MapStats) -> list[dict[str, Any]]:
             "max": maximum if math.isfinite(maximum) else None,
             "mean": mean if math.isfinite(mean) else None,
             "fire_rate": rate if math.isfinite(rate) else None,
+            "histogram": histogram,
+            **({"class_sums": sums} if stats.classes else {}),
         }
-        for channel, maximum, mean, rate in columns
+        for channel, maximum, mean, rate, histogram, sums in columns
     ]
 
 
@@ -247,9 +277,7 @@ def _map_tiles(items: list[ProjectedEntry | None], tile: int, display: Display) 
     tiles: Tiles = []
     if not present:
         return tiles
-    scale = display_range(
-        [item.projection for item in present], display, clip_percent=CLIP_PERCENT
-    )
+    scale = display_range([item.projection for item in present], display, clip_percent=CLIP_PERCENT)
     for item in items:
         if item is None:
             blank = np.full((tile, tile, 3), EMPTY_SLOT, dtype=np.uint8)
@@ -377,10 +405,22 @@ class _SheetLayout:
         for column in range(min(per_row, len(cells))):
             left = CELL_PAD + column * cell_w
             header_top = TITLE_HEIGHT + 2
-            draw_text(sheet, left, header_top, "deconvnet projections", HEADER_FONT_SIZE,
-                      colour=MUTED_TEXT)
-            draw_text(sheet, left + block_w + BLOCK_GAP, header_top, "image patches",
-                      HEADER_FONT_SIZE, colour=MUTED_TEXT)
+            draw_text(
+                sheet,
+                left,
+                header_top,
+                "deconvnet projections",
+                HEADER_FONT_SIZE,
+                colour=MUTED_TEXT,
+            )
+            draw_text(
+                sheet,
+                left + block_w + BLOCK_GAP,
+                header_top,
+                "image patches",
+                HEADER_FONT_SIZE,
+                colour=MUTED_TEXT,
+            )
         row_h = tile + line_height(CAPTION_FONT_SIZE) + TILE_GAP
         boxes: dict[tuple[int, int], tuple[Box, Box]] = {}
         for number, (channel, tiles, captions, label) in enumerate(cells):
@@ -398,8 +438,14 @@ class _SheetLayout:
                 sheet[y : y + height, x_patch : x_patch + width_tile] = patch
                 caption_y = y + height
                 draw_text(sheet, x, caption_y, _fit(value, tile), CAPTION_FONT_SIZE)
-                draw_text(sheet, x_patch, caption_y, _fit(image, tile), CAPTION_FONT_SIZE,
-                          colour=MUTED_TEXT)
+                draw_text(
+                    sheet,
+                    x_patch,
+                    caption_y,
+                    _fit(image, tile),
+                    CAPTION_FONT_SIZE,
+                    colour=MUTED_TEXT,
+                )
                 boxes[(channel, rank)] = (
                     (y, x, y + height, x + width_tile),
                     (y, x_patch, y + height, x_patch + width_tile),

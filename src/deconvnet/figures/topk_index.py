@@ -11,6 +11,7 @@ sheets) are only checked to be strings here; whoever opens them resolves them wi
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -44,6 +45,7 @@ class Entry(BaseModel):
     projected_value: float | None = None
     image: Text
     image_id: Count | None = None
+    label: Count | None = None
     position: tuple[Count, Count]
     crop_box: Box | None = None
     field_box: Box | None = None
@@ -64,6 +66,25 @@ class MapRecord(BaseModel):
     max: float | None
     mean: float | None
     fire_rate: Fraction | None
+    histogram: list[Count] | None = None
+    class_sums: list[float] | None = None
+
+
+class ScanLabels(BaseModel):
+    """The classes of a labelled scan: keys as read (folder, WordNet id, ``y``), names as
+    shown, images read per class."""
+
+    model_config = SCHEMA_CONFIG
+    source: Text
+    classes: list[Text]
+    names: list[Text]
+    counts: list[Count]
+
+    @model_validator(mode="after")
+    def _one_per_class(self) -> ScanLabels:
+        if not self.classes or len({len(self.classes), len(self.names), len(self.counts)}) > 1:
+            raise ValueError("classes, names and counts must be non-empty and of one length")
+        return self
 
 
 class Skipped(BaseModel):
@@ -102,6 +123,8 @@ class TopKIndexDocument(BaseModel):
     sheets: dict[Text, Text] = Field(default_factory=dict)
     sheet_pages: dict[Text, list[Text]] = Field(default_factory=dict)
     metadata: Metadata = Field(default_factory=Metadata)
+    histogram_edges: list[float] | None = None
+    labels: ScanLabels | None = None
     stats: dict[Text, list[MapRecord]]
     entries: list[Entry]
 
@@ -127,10 +150,34 @@ class TopKIndexDocument(BaseModel):
             if key in seen:
                 raise ValueError(f"entries[{number}] repeats a layer, map and rank")
             seen.add(key)
+        self._check_summaries()
         tiles = {(entry.tile_file is None, entry.patch_file is None) for entry in self.entries}
         if len(tiles) > 1 or tiles - {(True, True), (False, False)}:
             raise ValueError("entries must all name both tiles (tile_file, patch_file) or none")
         return self
+
+    def _check_summaries(self) -> None:
+        """Histograms over the declared edges, counting each map's images; class sums and
+        entry labels for the declared classes only."""
+        edges = self.histogram_edges
+        if edges is not None and any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ValueError("histogram_edges must ascend")
+        classes = len(self.labels.classes) if self.labels is not None else 0
+        for layer, records in self.stats.items():
+            for number, record in enumerate(records):
+                where = f"stats[{layer!r}][{number}]"
+                if record.histogram is not None:
+                    if edges is None or len(record.histogram) != len(edges) + 1:
+                        raise ValueError(f"{where}.histogram does not match histogram_edges")
+                    if sum(record.histogram) != (record.images or 0):
+                        raise ValueError(f"{where}.histogram does not count its images")
+                if (record.class_sums is not None) != bool(classes) or (
+                    record.class_sums is not None and len(record.class_sums) != classes
+                ):
+                    raise ValueError(f"{where}.class_sums must hold one sum per class of labels")
+        for number, entry in enumerate(self.entries):
+            if entry.label is not None and entry.label >= classes:
+                raise ValueError(f"entries[{number}].label is not a class of labels")
 
 
 def read_index(scan_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from deconvnet.inputs.images import (
     preprocess,
     read_image_file,
 )
+from deconvnet.inputs.labels import Labels, array_labels, folder_labels
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.inputs.reading import content_digest
 
@@ -111,6 +112,11 @@ class ImageDataset(torch.utils.data.Dataset[Item], ABC):
         """A digest of the dataset's listing, cheap to recompute (for resuming and projecting);
         per-image content digests (:meth:`read`) catch what it cannot see."""
 
+    def class_labels(self, scheme: str = "auto") -> Labels | None:
+        """Every image's class as :mod:`~deconvnet.inputs.labels` reads it under ``scheme``
+        (``None``: unlabelled)."""
+        return None
+
     def raw_image(self, image_id: int) -> np.ndarray:
         """The stored image ``image_id`` as decoded ``(H, W, 3)`` uint8 RGB."""
         return self.read(image_id)[0]
@@ -168,6 +174,10 @@ class ImageFolder(ImageDataset):
     def name(self, image_id: int) -> str:
         return str(self.root / self.paths[image_id])
 
+    def class_labels(self, scheme: str = "auto") -> Labels | None:
+        """From the file names (WordNet ids) or a folder per class."""
+        return folder_labels(self.paths, scheme)
+
     def fingerprint(self) -> str:
         """SHA-256 over every relative path (its bytes), file type, size and modification time
         (ns), in id order: a file swapped for another of the same size changes it."""
@@ -187,8 +197,9 @@ class ImageFolder(ImageDataset):
 class ArrayDataset(ImageDataset):
     """Images stored as ``x`` in an ``.npz`` file: uint8 ``(N, H, W, 3)`` or ``(N, 3, H, W)``.
 
-    An optional ``y`` holds labels (kept as :attr:`labels`, unused by scans). Channels-first
-    arrays are recognised by a size-3 second axis and a last axis that is not 3.
+    An optional ``y`` holds labels (kept as :attr:`labels`; :meth:`class_labels` reads
+    them). Channels-first arrays are recognised by a size-3 second axis and a last axis
+    that is not 3.
     """
 
     def __init__(self, path: str | os.PathLike[str], preprocessing: Preprocessing) -> None:
@@ -227,6 +238,10 @@ class ArrayDataset(ImageDataset):
 
     def name(self, image_id: int) -> str:
         return f"{self.path}[{image_id}]"
+
+    def class_labels(self, scheme: str = "auto") -> Labels | None:
+        """From the array file's ``y``."""
+        return array_labels(self.labels, len(self.images), scheme)
 
     def fingerprint(self) -> str:
         """SHA-256 of the images' shape and bytes."""

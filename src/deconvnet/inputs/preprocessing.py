@@ -13,13 +13,21 @@ import numpy as np
 
 ResizeRule = Literal["exact", "shorter_then_center_crop", "squash_then_center_crop", "none"]
 RESIZE_RULES: tuple[ResizeRule, ...] = (
-    "exact", "shorter_then_center_crop", "squash_then_center_crop", "none"
+    "exact",
+    "shorter_then_center_crop",
+    "squash_then_center_crop",
+    "none",
 )
 CROPPING_RULES: tuple[ResizeRule, ...] = ("shorter_then_center_crop", "squash_then_center_crop")
 """The rules that resize to ``resize_to`` first, then centre-crop ``input_size``."""
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
 INTERPOLATIONS: tuple[Interpolation, ...] = (
-    "nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"
+    "nearest",
+    "bilinear",
+    "bicubic",
+    "lanczos",
+    "box",
+    "hamming",
 )
 """Pillow's resampling filters, by the names torchvision's ``InterpolationMode`` and timm's
 ``pretrained_cfg`` give them."""

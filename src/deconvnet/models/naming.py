@@ -12,12 +12,12 @@ What the model says about itself comes from its card (:func:`~deconvnet.models.c
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Mapping, Sequence
 
 from torch import nn
 
 from deconvnet.errors import InputError
+from deconvnet.inputs.labels import WNID
 from deconvnet.models._meta import IMAGENET_CATEGORIES, IMAGENET_WNIDS
 from deconvnet.models.card import card_of
 from deconvnet.models.card import default_layer as card_default_layer
@@ -26,8 +26,6 @@ SUGGESTIONS = 3
 """At most this many names in a "did you mean"."""
 SIMILARITY = 0.6
 """difflib's ratio a name needs to be suggested (its default cutoff)."""
-WNID = re.compile(r"(?<![0-9A-Za-z])n[0-9]{8}(?![0-9])")
-"""A WordNet id as ImageNet writes it in file and folder names (``n02123045_1234.JPEG``)."""
 
 
 def aliases_of(model: nn.Module) -> Mapping[str, str]:
@@ -134,6 +132,22 @@ def wnids_for(categories: Sequence[str] | None) -> tuple[str, ...] | None:
     return None
 
 
+def class_names(keys: Sequence[str], categories: Sequence[str] | None) -> list[str]:
+    """How a scan's class keys are shown: a WordNet id or an integer label by the model's
+    category for it (its first synonym), any other key (a folder's name) as it is."""
+    names = list(categories or ())
+    wnids = wnids_for(names) or ()
+    shown = []
+    for key in keys:
+        if key in wnids:
+            shown.append(short_class_name(names[wnids.index(key)]))
+        elif key.isascii() and key.isdigit() and int(key) < len(names):
+            shown.append(short_class_name(names[int(key)]))
+        else:
+            shown.append(key)
+    return shown
+
+
 def wnid_in(text: str) -> str | None:
     """The first WordNet id in ``text`` (a file or folder name), if any."""
     found = WNID.search(text)
@@ -179,7 +193,7 @@ def class_index(
     if len(found) == 1:
         return found[0]
     if found:
-        listed = ", ".join(f"{i} {short_class_name(names[i])}" for i in found[:SUGGESTIONS * 2])
+        listed = ", ".join(f"{i} {short_class_name(names[i])}" for i in found[: SUGGESTIONS * 2])
         more = f" and {len(found) - SUGGESTIONS * 2} more" if len(found) > SUGGESTIONS * 2 else ""
         raise InputError(
             f"{what} {text!r} matches {len(found)} classes ({listed}{more}); give more of "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,10 @@ class LoadedModel:
     def display_name(self, layer: str) -> str:
         """The alias of ``layer`` if it has one (``conv5``), else the dotted name."""
         return naming.display_name(self.layer_aliases, layer)
+
+    def class_names(self, keys: Sequence[str]) -> list[str]:
+        """A scan's class keys as shown: by this model's categories where they name them."""
+        return naming.class_names(keys, self.categories)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

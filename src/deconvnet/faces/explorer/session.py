@@ -332,5 +332,3 @@ class Explorer:
                 raise NotFound("no such image (upload it or choose one again)")
             self._images.move_to_end(image_id)
             return self._images[image_id]
-
-

@@ -5,6 +5,9 @@ Reads ``topk_index.json`` (entries, activation statistics, provenance), the scan
 ``layers/<layer>/index.html`` and ``layers/<layer>/units/<map>.html`` (stable URLs, the
 layer named as the scan's sheets and tiles name it: its alias, else its dotted name), the
 copied tiles and the stylesheet and script. Pages are rendered with Jinja2 (autoescaped).
+Beside each unit page, ``<map>.json`` holds the unit's statistics and its sections
+(:mod:`~deconvnet.faces.site.sections`: class selectivity, distribution, and whatever
+other instruments the caller adds), each section's chart as ``<map>_<section>.png``.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import math
 import os
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,14 @@ import jinja2
 from deconvnet.engine.receptive import LayerRow
 from deconvnet.errors import InputError
 from deconvnet.faces.manifest import MANIFEST_FILE, read_manifest
-from deconvnet.figures.files import write_bytes
+from deconvnet.faces.site.sections import (
+    SCAN_SECTIONS,
+    Section,
+    SectionMaker,
+    UnitContext,
+    unit_record,
+)
+from deconvnet.figures.files import save_png, write_bytes, write_json
 from deconvnet.figures.topk import INDEX_FILE, image_label
 from deconvnet.figures.topk_index import read_index
 from deconvnet.inputs.reading import read_regular_file
@@ -129,12 +139,15 @@ def build_site(
     layer_rows: Sequence[LayerRow] = (),
     input_size: tuple[int, int] | None = None,
     aliases: Mapping[str, str] | None = None,
+    sections: Sequence[SectionMaker] = SCAN_SECTIONS,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> SiteResult:
     """Write the site of ``scan_dir`` into ``out_dir`` (created; existing files replaced).
 
     ``layer_rows`` (from :func:`deconvnet.engine.receptive.layer_table` at ``input_size``)
     fill the model card's layer table, each layer named by its alias in ``aliases`` (the
-    model's) if it has one; without rows it lists only the scanned layers.
+    model's) if it has one; without rows it lists only the scanned layers. ``sections``
+    make each unit page's sections, in order; ``progress`` gets ``(units done, units)``.
     """
     scan = Path(scan_dir)
     out = Path(out_dir)
@@ -169,19 +182,59 @@ def build_site(
     }
     shown = {row.name: display_name(aliases or {}, row.name) for row in layer_rows}
     rows = [_row(row, {**shown, **display}, layers) for row in layer_rows] or [
-        {"name": layer, "alias": display[layer], "type": "", "shape": "", "field": "",
-         "scanned": True}
+        {
+            "name": layer,
+            "alias": display[layer],
+            "type": "",
+            "shape": "",
+            "field": "",
+            "scanned": True,
+        }
         for layer in layers
     ]
     index = out / "index.html"
-    _render(environment, "index.html", index, root="", rows=rows, layers=layers,
-            scan=_provenance(document, manifest, input_size), **common)
+    _render(
+        environment,
+        "index.html",
+        index,
+        root="",
+        rows=rows,
+        layers=layers,
+        scan=_provenance(document, manifest, input_size),
+        **common,
+    )
     written.append(index)
     units: dict[str, list[Path]] = {}
+    total, done = sum(len(layer_units) for layer_units in layers.values()), 0
+    if progress is not None:
+        progress(0, total)
     for layer, layer_units in layers.items():
         folder = out / "layers" / slug(display[layer])
-        _render(environment, "layer.html", folder / "index.html", root="../../", layer=layer,
-                units=layer_units, k=document["k"], **common)
+        made: dict[int, list[tuple[Section, str | None]]] = {}
+        for unit in layer_units:
+            context = UnitContext(
+                layer, display[layer], unit.channel, unit.stats, unit.entries, document
+            )
+            made[unit.channel] = _sections(context, sections, out, folder)
+            json_file = folder / "units" / f"{unit.channel}.json"
+            written.append(write_json(unit_record(context, made[unit.channel]), json_file))
+            written.extend(out / picture for _, picture in made[unit.channel] if picture)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        ordered = _by_selectivity(layer_units, made)
+        _render(
+            environment,
+            "layer.html",
+            folder / "index.html",
+            root="../../",
+            layer=layer,
+            units=ordered,
+            k=document["k"],
+            summary=_summaries(made),
+            sorted_by_selectivity=ordered is not layer_units,
+            **common,
+        )
         written.append(folder / "index.html")
         units[layer] = []
         for number, unit in enumerate(layer_units):
@@ -190,11 +243,66 @@ def build_site(
                 "previous": layer_units[number - 1].channel if number else None,
                 "next": layer_units[number + 1].channel if number + 1 < len(layer_units) else None,
             }
-            _render(environment, "unit.html", page, root="../../../", layer=layer, unit=unit,
-                    k=document["k"], **neighbours, **common)
+            _render(
+                environment,
+                "unit.html",
+                page,
+                root="../../../",
+                layer=layer,
+                unit=unit,
+                k=document["k"],
+                sections=made[unit.channel],
+                **neighbours,
+                **common,
+            )
             units[layer].append(page)
             written.append(page)
     return SiteResult(index=index, units=units, files=written)
+
+
+def _sections(
+    context: UnitContext, makers: Sequence[SectionMaker], out: Path, folder: Path
+) -> list[tuple[Section, str | None]]:
+    """Each section of a unit, its chart written beside the unit page (path from the root)."""
+    made: list[tuple[Section, str | None]] = []
+    for maker in makers:
+        section = maker(context)
+        picture = None
+        if section.pixels is not None:
+            path = folder / "units" / f"{context.channel}_{slug(section.key)}.png"
+            save_png(section.pixels, path)
+            picture = path.relative_to(out).as_posix()
+        made.append((replace(section, pixels=None), picture))
+    return made
+
+
+def _selectivity(sections: Sequence[tuple[Section, str | None]]) -> dict[str, Any]:
+    """The selectivity section's data, if the unit has one that is available."""
+    found = next((s for s, _ in sections if s.key == "selectivity" and s.available), None)
+    return found.data if found is not None else {}
+
+
+def _summaries(made: Mapping[int, Sequence[tuple[Section, str | None]]]) -> dict[int, Any]:
+    """Per map what the layer page shows and sorts by: selectivity index and top class."""
+    return {channel: _selectivity(sections) for channel, sections in made.items()}
+
+
+def _by_selectivity(
+    layer_units: list[Unit], made: Mapping[int, Sequence[tuple[Section, str | None]]]
+) -> list[Unit]:
+    """The maps by selectivity index, most selective first (undefined last, then map
+    order) when the scan is labelled; else ``layer_units`` itself, in map order."""
+    indices = {channel: _selectivity(sections).get("index") for channel, sections in made.items()}
+    if not any(data for data in (_selectivity(s) for s in made.values())):
+        return layer_units
+    return sorted(
+        layer_units,
+        key=lambda unit: (
+            indices[unit.channel] is None,
+            -(indices[unit.channel] or 0.0),
+            unit.channel,
+        ),
+    )
 
 
 def _environment() -> jinja2.Environment:

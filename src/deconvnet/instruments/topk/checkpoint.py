@@ -29,17 +29,35 @@ from torch import Tensor
 
 from deconvnet.errors import CheckpointError, InputError, one_line
 from deconvnet.inputs.reading import read_regular_file
-from deconvnet.instruments.topk.state import DIGEST_BYTES, EMPTY_ID, VALUE_DTYPE, TopKState
+from deconvnet.instruments.topk.state import (
+    DIGEST_BYTES,
+    EMPTY_ID,
+    HISTOGRAM_BINS,
+    VALUE_DTYPE,
+    TopKState,
+)
 from deconvnet.storage.atomic import atomic_write
 
-CHECKPOINT_FORMAT = "deconvnet-topk-checkpoint/2"
+CHECKPOINT_FORMAT = "deconvnet-topk-checkpoint/3"
+"""Version 3 added each map's histogram and per-class sums; a version-2 checkpoint is
+refused with that reason (it cannot be continued into a state that has them)."""
+_FORMAT_STEM = "deconvnet-topk-checkpoint/"
 MAX_CHECKPOINT_BYTES = 1 << 30
 """Largest checkpoint read (1 GiB); a scan's state is O(k x maps x layers), far below."""
 _HEX_DIGITS = 64
 _SPATIAL = 2
 _STATE_KEYS = ("k", "images_seen", "skipped", "layers", "digests", "content", "stats")
 _LAYER_KEYS = ("channels", "values", "image_ids", "positions")
-_STATS_KEYS = ("channels", "images", "maximum", "mean_sum", "fired")
+_STATS_KEYS = (
+    "channels",
+    "images",
+    "maximum",
+    "mean_sum",
+    "fired",
+    "histogram",
+    "class_sums",
+    "class_counts",
+)
 
 
 def save(path: Path, header: Mapping[str, Any], state: TopKState, done: int) -> None:
@@ -92,7 +110,7 @@ class CheckpointHeader(BaseModel):
     """The first line of a checkpoint, ``<format> <sha256 of the payload, hex>``."""
 
     model_config = ConfigDict(strict=True, frozen=True)
-    format: Literal["deconvnet-topk-checkpoint/2"]
+    format: Literal["deconvnet-topk-checkpoint/3"]
     sha256: Annotated[str, StringConstraints(pattern=f"^[0-9a-f]{{{_HEX_DIGITS}}}$")]
 
 
@@ -113,6 +131,13 @@ def _header(line: bytes, path: Path) -> CheckpointHeader:
         reason = error
     except ValueError as error:  # also UnicodeDecodeError
         reason = error
+    if line.startswith(_FORMAT_STEM.encode()):
+        raise CheckpointError(
+            f"checkpoint {path} was written by another version of deconvnet "
+            f"({ascii(line.split(b' ')[0].decode('ascii', 'replace'))[1:-1][:60]}, this one reads "
+            f"{CHECKPOINT_FORMAT}: each map's histogram and class sums are new); rerun the "
+            "scan without --resume"
+        ) from reason
     raise CheckpointError(
         f"{path} is not a top-k scan checkpoint of this version ({CHECKPOINT_FORMAT})"
     ) from reason
@@ -171,7 +196,7 @@ def validate(payload: object, header: Mapping[str, Any], path: Path) -> tuple[To
     for name, top in layers.items():
         ranked |= _check_layer(top, k, seen, read_ids, f"{where}, layer {name!r}")
     _check_digests(state["digests"], ranked, where)
-    _check_stats(state["stats"], layers, seen, where)
+    _check_stats(state["stats"], layers, seen, len(header.get("classes", [])), where)
     content = state["content"]
     if not isinstance(content, str) or len(content) != _HEX_DIGITS or not _is_hex(content):
         raise CheckpointError(f"{where}: state field 'content' is not {_HEX_DIGITS} hex digits")
@@ -282,8 +307,11 @@ def _check_digests(digests: object, ranked: set[int], where: str) -> None:
         raise CheckpointError(f"{where}: digests must list each ranked image exactly once")
 
 
-def _check_stats(stats: object, layers: Mapping[str, Any], seen: int, where: str) -> None:
-    """Each layer's activation statistics cover its maps and agree with its top-1 values."""
+def _check_stats(
+    stats: object, layers: Mapping[str, Any], seen: int, classes: int, where: str
+) -> None:
+    """Each layer's activation statistics cover its maps and agree with its top-1 values;
+    each map's histogram and the class counts add up to the images read."""
     if not isinstance(stats, dict) or list(stats) != list(layers):
         raise CheckpointError(f"{where}: state field 'stats' must hold the layers {list(layers)}")
     for name, part in stats.items():
@@ -303,6 +331,15 @@ def _check_stats(stats: object, layers: Mapping[str, Any], seen: int, where: str
             raise CheckpointError(f"{at}: fired counts must lie in [0, {seen}]")
         if seen and not torch.equal(maximum, top["values"][0]):
             raise CheckpointError(f"{at}: maximum differs from the top-1 values")
+        histogram = _tensor(part, "histogram", torch.long, (count, HISTOGRAM_BINS), at)
+        if bool((histogram < 0).any()) or bool((histogram.sum(dim=1) != seen).any()):
+            raise CheckpointError(f"{at}: each map's histogram must count the {seen} images read")
+        sums = _tensor(part, "class_sums", VALUE_DTYPE, (count, classes), at)
+        counts = _tensor(part, "class_counts", torch.long, (classes,), at)
+        if not bool(torch.isfinite(sums).all()):
+            raise CheckpointError(f"{at}: class sums must be finite")
+        if bool((counts < 0).any()) or (classes and int(counts.sum()) != seen):
+            raise CheckpointError(f"{at}: class counts must add up to the {seen} images read")
 
 
 def _is_hex(text: str) -> bool:

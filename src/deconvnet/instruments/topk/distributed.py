@@ -41,6 +41,7 @@ from torch.distributed.distributed_c10d import PrefixStore
 
 from deconvnet.errors import InputError, one_line
 from deconvnet.inputs.datasets import ImageDataset
+from deconvnet.inputs.labels import Labels
 from deconvnet.instruments.topk.project import ProjectedEntry, project, projection_runs
 from deconvnet.instruments.topk.scan import (
     DEFAULT_BATCH_SIZE,
@@ -287,6 +288,7 @@ def scan_shards(
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     resume: bool = False,
     progress: Progress | None = None,
+    labels: Labels | None = None,
 ) -> TopKIndex:
     """:func:`~deconvnet.instruments.topk.scan.scan` of this rank's :func:`shard`, merged with
     every other rank's: every rank returns the index one process would have found.
@@ -312,6 +314,7 @@ def scan_shards(
             resume=resume,
             progress=progress,
             device=device,
+            labels=labels,
         )
 
     mine = together(group, device, scan_mine)
@@ -325,6 +328,7 @@ def scan_shards(
         fingerprint=mine.fingerprint,
         maps=mine.maps,
         seed=seed,
+        labels=labels,
     )
 
 
@@ -344,7 +348,8 @@ def merge_states(states: Sequence[TopKState]) -> TopKState:
                     for name, top in reference.layers.items()
                 },
                 stats={
-                    name: MapStats.empty(stats.channels) for name, stats in reference.stats.items()
+                    name: MapStats.empty(stats.channels, stats.classes)
+                    for name, stats in reference.stats.items()
                 },
             )
         merged = state if merged is None else merged.merge(state)

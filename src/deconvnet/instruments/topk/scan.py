@@ -38,6 +38,7 @@ from deconvnet.engine.layers import resolve_layer
 from deconvnet.errors import CheckpointError, DeconvnetError, InputError, SelectionError
 from deconvnet.inputs.datasets import Batch, ImageDataset, collate_by_size
 from deconvnet.inputs.images import preprocess
+from deconvnet.inputs.labels import Labels
 from deconvnet.instruments.topk import checkpoint as checkpoints
 from deconvnet.instruments.topk.state import (
     LayerTopK,
@@ -145,6 +146,7 @@ class TopKIndex:
     fingerprint : the dataset's :meth:`~deconvnet.inputs.datasets.ImageDataset.fingerprint`
         (its listing); :attr:`content_fingerprint` digests the bytes of every image read.
     maps, seed : the map choice as given.
+    labels : the images' classes when the scan kept per-class sums, else None.
     """
 
     state: TopKState
@@ -153,6 +155,7 @@ class TopKIndex:
     fingerprint: str
     maps: str
     seed: int
+    labels: Labels | None = None
 
     @property
     def layers(self) -> list[str]:
@@ -186,6 +189,7 @@ def scan(
     resume: bool = False,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
+    labels: Labels | None = None,
 ) -> TopKIndex:
     """Keep the ``k`` strongest images of every selected map of ``layers`` over ``dataset``.
 
@@ -206,6 +210,8 @@ def scan(
         result equals an uninterrupted scan.
     progress : ``(images done, total)`` after every batch (and once at the start).
     device : where inputs go; default: the model's parameters' device.
+    labels : every image's class (:meth:`~deconvnet.inputs.datasets.ImageDataset.class_labels`);
+        the statistics then keep each map's per-class sums of per-image maxima.
 
     Raises
     ------
@@ -229,6 +235,8 @@ def scan(
     order = list(range(len(dataset))) if image_ids is None else [int(i) for i in image_ids]
     if any(not 0 <= i < len(dataset) for i in order) or len(set(order)) != len(order):
         raise InputError(f"image_ids must be distinct ids in 0..{len(dataset) - 1}")
+    if labels is not None and len(labels.of_image) != len(dataset):
+        raise InputError(f"labels cover {len(labels.of_image)} images, the dataset {len(dataset)}")
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -243,6 +251,7 @@ def scan(
         "maps": choice.describe(),
         "seed": seed,
         "batch_size": batch_size,
+        "classes": list(labels.classes) if labels is not None else [],
     }
     state, done = TopKState(k=k, layers={}), 0
     if checkpoint is not None:
@@ -250,7 +259,7 @@ def scan(
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         state, done = _load_checkpoint(Path(checkpoint), header)
         _verify_ranked_images(state, dataset, model, named, torch.device(device))
-    recorder = _Recorder(named, choice, seed, k, state)
+    recorder = _Recorder(named, choice, seed, k, state, labels)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, order[done:]),
         batch_size=batch_size,
@@ -284,6 +293,7 @@ def scan(
         fingerprint=str(header["fingerprint"]),
         maps=choice.describe(),
         seed=seed,
+        labels=labels,
     )
 
 
@@ -297,8 +307,11 @@ class _Recorder:
         seed: int,
         k: int,
         state: TopKState,
+        labels: Labels | None = None,
     ) -> None:
         self.named = named
+        self.labels = None if labels is None else torch.tensor(labels.of_image, dtype=torch.long)
+        self.classes = 0 if labels is None else len(labels.classes)
         self.choice = choice
         self.seed = seed
         self.k = k
@@ -365,8 +378,9 @@ class _Recorder:
             reduced = forward_until(model, x, self.named, keep=self._reduce)
         for name, (top, maxima, positions, means) in reduced.items():
             self.tops[name] = top.with_batch(image_ids, maxima, positions)
-            stats = self.stats.get(name) or MapStats.empty(top.channels)
-            self.stats[name] = stats.with_batch(maxima, means)
+            stats = self.stats.get(name) or MapStats.empty(top.channels, self.classes)
+            labels = None if self.labels is None else self.labels[image_ids]
+            self.stats[name] = stats.with_batch(maxima, means, labels)
 
     def _reduce(self, name: str, output: Any) -> tuple[LayerTopK, Tensor, Tensor, Tensor]:
         """The layer's top-k so far and this output's per-image maxima, their positions and

@@ -18,7 +18,12 @@ sum of ``SHA-256(image id, bytes digest)`` modulo 2**256), so shards merge it by
 **Activation statistics** (:class:`MapStats`), beside the top-k: per map, the largest
 maximum, the mean activation (the mean over images of each image's spatial mean) and the
 fraction of images where the map fires (its maximum is above zero). They are running sums,
-so they merge across shards like the top-k.
+so they merge across shards like the top-k. Two more of the same kind describe the map's
+per-image maximum: its **distribution**, a histogram over fixed bins
+(:data:`HISTOGRAM_EDGES`, the same for every scan, so histograms add), and, when the
+images have class labels, its **sum per class** beside the number of images of each class
+(O(maps x classes) memory), from which class means and the class selectivity index follow
+(:mod:`deconvnet.instruments.units`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,31 @@ DIGEST_BYTES = 32
 CONTENT_MODULUS = 2**256
 _SPATIAL = 2
 _UNREAD = b"unread"
+DECADE_BINS = 10
+"""Histogram bins per factor of ten (each bin spans a factor of 10**0.1, about 1.26)."""
+SMALLEST_DECADE, LARGEST_DECADE = -3, 6
+"""Magnitudes binned: 1e-3 to 1e6; below 1e-3 (either sign) is the one "zero" bin, beyond
+1e6 an overflow bin at each end."""
+
+
+def _histogram_edges() -> Tensor:
+    steps = torch.arange(SMALLEST_DECADE * DECADE_BINS, LARGEST_DECADE * DECADE_BINS + 1)
+    positive = torch.pow(10.0, steps.to(VALUE_DTYPE) / DECADE_BINS)
+    return torch.cat([-positive.flip(0), positive])
+
+
+HISTOGRAM_EDGES = _histogram_edges()
+"""Ascending bin edges (float64) of every map's histogram of per-image maxima: bin ``i``
+holds values in ``[edges[i-1], edges[i])``, bin 0 everything below ``edges[0]`` (``-inf``
+too) and the last bin everything from ``edges[-1]`` up; symmetric log-spaced bins."""
+HISTOGRAM_BINS = int(HISTOGRAM_EDGES.numel()) + 1
+
+
+def histogram_bins(values: Tensor) -> Tensor:
+    """The bin of each value (float64, any shape) in :data:`HISTOGRAM_EDGES`; NaN goes to
+    bin 0 like ``-inf``."""
+    values = torch.nan_to_num(values, nan=-torch.inf)
+    return torch.bucketize(values, HISTOGRAM_EDGES, right=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +170,11 @@ class MapStats:
     mean_sum : Tensor (M,) float64 — the sum over images of each image's spatial mean of
         the map (NaN activations count as 0).
     fired : LongTensor (M,) — images whose maximum of the map is above zero.
+    histogram : LongTensor (M, :data:`HISTOGRAM_BINS`) — images per bin of the map's
+        per-image maximum.
+    class_sums : Tensor (M, C) float64 — per class, the sum of the map's per-image maxima
+        over the images of that class (non-finite maxima count as 0); C = 0 unlabelled.
+    class_counts : LongTensor (C,) — images read per class.
     """
 
     channels: Tensor
@@ -147,9 +182,12 @@ class MapStats:
     maximum: Tensor
     mean_sum: Tensor
     fired: Tensor
+    histogram: Tensor
+    class_sums: Tensor
+    class_counts: Tensor
 
     @classmethod
-    def empty(cls, channels: Tensor) -> MapStats:
+    def empty(cls, channels: Tensor, classes: int = 0) -> MapStats:
         count = int(channels.numel())
         return cls(
             channels=channels.to(torch.long).cpu(),
@@ -157,7 +195,15 @@ class MapStats:
             maximum=torch.full((count,), -torch.inf, dtype=VALUE_DTYPE),
             mean_sum=torch.zeros(count, dtype=VALUE_DTYPE),
             fired=torch.zeros(count, dtype=torch.long),
+            histogram=torch.zeros(count, HISTOGRAM_BINS, dtype=torch.long),
+            class_sums=torch.zeros(count, classes, dtype=VALUE_DTYPE),
+            class_counts=torch.zeros(classes, dtype=torch.long),
         )
+
+    @property
+    def classes(self) -> int:
+        """Number of classes the sums are kept for (0: an unlabelled scan)."""
+        return int(self.class_counts.numel())
 
     @property
     def mean(self) -> Tensor:
@@ -172,28 +218,47 @@ class MapStats:
         fired = self.fired.to(VALUE_DTYPE)
         return fired / self.images if self.images else torch.full_like(fired, torch.nan)
 
-    def with_batch(self, maxima: Tensor, means: Tensor) -> MapStats:
-        """Fold in one batch: per-image maxima and spatial means, both (B, M)."""
-        maxima = torch.nan_to_num(maxima.to("cpu", VALUE_DTYPE), nan=-torch.inf, posinf=torch.inf)
+    def with_batch(self, maxima: Tensor, means: Tensor, labels: Tensor | None = None) -> MapStats:
+        """Fold in one batch: per-image maxima and spatial means, both (B, M), and the
+        images' class indices (B,) when the scan is labelled."""
+        raw = maxima.to("cpu", VALUE_DTYPE)
+        maxima = torch.nan_to_num(raw, nan=-torch.inf, posinf=torch.inf)
         means = means.to("cpu", VALUE_DTYPE)
+        bins = histogram_bins(raw)
+        histogram = self.histogram.clone()
+        histogram.scatter_add_(1, bins.T.contiguous(), torch.ones_like(bins.T))
+        class_sums, class_counts = self.class_sums, self.class_counts
+        if self.classes:
+            if labels is None:
+                raise InputError("a labelled scan needs every batch's labels")
+            labels = labels.to("cpu", torch.long)
+            finite = torch.where(torch.isfinite(raw), raw, torch.zeros_like(raw))
+            class_sums = self.class_sums.index_add(1, labels, finite.T)
+            class_counts = self.class_counts.index_add(0, labels, torch.ones_like(labels))
         return MapStats(
             channels=self.channels,
             images=self.images + int(maxima.shape[0]),
             maximum=torch.maximum(self.maximum, maxima.amax(dim=0)),
             mean_sum=self.mean_sum + means.sum(dim=0),
             fired=self.fired + (maxima > 0).sum(dim=0),
+            histogram=histogram,
+            class_sums=class_sums,
+            class_counts=class_counts,
         )
 
     def merged(self, other: MapStats) -> MapStats:
         """The statistics of both (disjoint) sets of images."""
-        if not torch.equal(self.channels, other.channels):
-            raise InputError("cannot merge activation statistics of different maps")
+        if not torch.equal(self.channels, other.channels) or self.classes != other.classes:
+            raise InputError("cannot merge activation statistics of different maps or classes")
         return MapStats(
             channels=self.channels,
             images=self.images + other.images,
             maximum=torch.maximum(self.maximum, other.maximum),
             mean_sum=self.mean_sum + other.mean_sum,
             fired=self.fired + other.fired,
+            histogram=self.histogram + other.histogram,
+            class_sums=self.class_sums + other.class_sums,
+            class_counts=self.class_counts + other.class_counts,
         )
 
     def to_dict(self) -> dict[str, Tensor | int]:
@@ -203,15 +268,19 @@ class MapStats:
             "maximum": self.maximum,
             "mean_sum": self.mean_sum,
             "fired": self.fired,
+            "histogram": self.histogram,
+            "class_sums": self.class_sums,
+            "class_counts": self.class_counts,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Tensor | int]) -> MapStats:
-        tensors = [data[key] for key in ("channels", "maximum", "mean_sum", "fired")]
+        keys = ("channels", "maximum", "mean_sum", "fired", "histogram", "class_sums")
+        tensors = [data[key] for key in (*keys, "class_counts")]
         if not all(isinstance(t, Tensor) for t in tensors):
             raise InputError("malformed activation statistics")
-        channels, maximum, mean_sum, fired = cast("list[Tensor]", tensors)
-        return cls(channels, int(data["images"]), maximum, mean_sum, fired)
+        channels, maximum, mean_sum, fired, histogram, sums, counts = cast("list[Tensor]", tensors)
+        return cls(channels, int(data["images"]), maximum, mean_sum, fired, histogram, sums, counts)
 
 
 @dataclass(frozen=True, eq=False)

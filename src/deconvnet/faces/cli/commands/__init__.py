@@ -20,6 +20,7 @@ from deconvnet.faces.cli.commands import (
     site,
     topk,
     train_default,
+    units,
 )
 
 ALL: list[ModuleType] = [
@@ -37,6 +38,7 @@ ALL: list[ModuleType] = [
     invariance,
     correspondence,
     site,
+    units,
     serve,
     mean_file,
     models,

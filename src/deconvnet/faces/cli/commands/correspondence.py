@@ -74,8 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--parts",
         required=True,
         metavar="FILE|NAME",
-        help="part boxes per image (JSON), or a bundled set: "
-        + ", ".join(sorted(BUNDLED_PARTS)),
+        help="part boxes per image (JSON), or a bundled set: " + ", ".join(sorted(BUNDLED_PARTS)),
     )
     add_model_arguments(parser)
     parser.add_argument(

@@ -130,6 +130,12 @@ def chosen_maps(text: str, output: torch.Tensor) -> list[int]:
         return sorted(int(c) for c in order)
     if _digits(spec):
         return list(range(min(int(spec), count)))
+    return listed_maps(text, count)
+
+
+def listed_maps(text: str, count: int) -> list[int]:
+    """``0-15,40``: the listed maps and ranges of a layer with ``count`` maps, ascending."""
+    spec = text.strip().lower()
     found: set[int] = set()
     for part in spec.split(","):
         first, dash, last = part.strip().partition("-")

@@ -128,9 +128,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     map_name = naming.short_class_name(names[result.channel]) if names and classes else None
     options = {"channel_order": order, "aliases": aliases, "map_name": map_name}
     args.out.mkdir(parents=True, exist_ok=True)
-    save_png(
-        figure(result, image.rgb, names, fill_label=fill_label, **options), args.out / FIGURE
-    )
+    save_png(figure(result, image.rgb, names, fill_label=fill_label, **options), args.out / FIGURE)
     panels = {}
     drawn = figure_panels(result, image.rgb, names, **options)
     for key, panel in drawn.items():

@@ -16,6 +16,7 @@ from pathlib import Path
 from deconvnet import models
 from deconvnet.engine.receptive import LayerRow, layer_table
 from deconvnet.errors import InputError
+from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
@@ -57,7 +58,10 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         size = loaded.preprocessing.input_size
         rows = layer_table(loaded.model, (1, 3, *size), device=loaded.device)
         aliases = loaded.layer_aliases
-    result = build_site(args.scan, args.out, layer_rows=rows, input_size=size, aliases=aliases)
+    with ProgressBar("unit pages", unit="unit") as bar:
+        result = build_site(
+            args.scan, args.out, layer_rows=rows, input_size=size, aliases=aliases, progress=bar
+        )
     folder.write_manifest({"command": "site", "scan": str(args.scan)})
     print(result.index)
     return 0

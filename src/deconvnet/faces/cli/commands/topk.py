@@ -47,6 +47,7 @@ from deconvnet.faces.cli._work import add_max_work_argument
 from deconvnet.figures.render import DISPLAYS
 from deconvnet.figures.topk import DEFAULT_TILE, render
 from deconvnet.inputs import datasets
+from deconvnet.inputs.labels import SCHEMES, Labels
 from deconvnet.instruments.topk import distributed
 from deconvnet.instruments.topk.distributed import Group, together
 from deconvnet.instruments.topk.project import ProjectedEntry, project
@@ -76,6 +77,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--k", type=int_in(1, MAX_K), default=9, help="images per map")
     parser.add_argument("--maps", default=DEFAULT_MAPS, help="all, N or random:N")
     parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="seed for random:N")
+    parser.add_argument(
+        "--labels",
+        choices=SCHEMES,
+        default="auto",
+        help="where the images' classes come from, for class selectivity: wnid (an ImageNet "
+        "WordNet id nXXXXXXXX in every file name), folder (a folder per class), array (the "
+        ".npz's y); auto: the first that fits every image, else none",
+    )
     add_output_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue OUT's checkpoint")
     add_loader_arguments(parser)
@@ -137,7 +146,7 @@ def _run_alone(args: argparse.Namespace, folder: OutputFolder) -> int:
             checkpoint=f"{args.out}/{CHECKPOINT_FILE}",
             resume=args.resume,
             progress=bar,
-            **_scan_options(args, maps),
+            **_scan_options(args, maps, data),
         )
     with ProgressBar("project", unit="proj") as bar:
         projections = project(index, loaded.model, data, progress=bar, **_projection_options(args))
@@ -181,7 +190,7 @@ def _run_rank(args: argparse.Namespace, group: Group) -> int:
                     checkpoint=args.out / CHECKPOINT_FILE,
                     resume=resume,
                     progress=bar,
-                    **_scan_options(args, maps),
+                    **_scan_options(args, maps, data),
                 )
             with ProgressBar(f"project ({group.describe()})", unit="proj", disable=hidden) as bar:
                 projections = distributed.project_shares(
@@ -240,9 +249,13 @@ def projection_estimate(
     return per_map * tracked
 
 
-def _scan_options(args: argparse.Namespace, maps: MapChoice) -> dict[str, Any]:
+def _scan_options(
+    args: argparse.Namespace, maps: MapChoice, data: datasets.ImageDataset
+) -> dict[str, Any]:
     """The scan as the options ask for it, alone or on each rank."""
+    labels: Labels | None = data.class_labels(args.labels)
     return {
+        "labels": labels,
         "k": args.k,
         "maps": maps,
         "seed": args.seed,
@@ -288,6 +301,7 @@ def _finish(
         save_tiles=not args.no_tiles,
         metadata=metadata,
         display_names={layer: loaded.display_name(layer) for layer in layers},
+        class_names=None if index.labels is None else loaded.class_names(index.labels.classes),
     )
     print(f"scanned {index.num_images} images ({len(index.skipped)} skipped)")
     for name, why in index.skipped:
@@ -304,6 +318,7 @@ def _finish(
             "k": args.k,
             "maps": index.maps,
             "seed": args.seed,
+            "labels": "none" if index.labels is None else index.labels.describe(),
             "index": result.index_file.name,
             "display": args.display,
             "sheets": {layer: [p.name for p in paths] for layer, paths in result.pages.items()},

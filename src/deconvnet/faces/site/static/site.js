@@ -1,4 +1,4 @@
-// Sort a layer page's map grid by map number, max activation or fire rate.
+// Sort a layer page's map grid by map number, max activation, fire rate or class selectivity.
 // A classic script (not a module), so it also runs from file://.
 (function () {
   "use strict";
