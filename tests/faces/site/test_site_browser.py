@@ -8,9 +8,7 @@ from pathlib import Path
 
 from tests.faces.conftest import SCAN_K, SCAN_SHOWN
 
-ALL_PICTURES_LOADED = (
-    "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
-)
+ALL_PICTURES_LOADED = "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
 
 
 def test_every_page_loads_its_pictures_and_links_from_file_urls(

@@ -16,6 +16,8 @@ from deconvnet.errors import InputError, SelectionError
 from deconvnet.faces.cli._model import LoadedModel
 from deconvnet.faces.cli._numbers import MAX_SEED, MAX_SELECTION_NUMBER, int_in
 from deconvnet.figures.topk_index import read_index
+from deconvnet.inputs.datasets import ImageDataset, open_dataset
+from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.cache import CACHE_ENVIRONMENT, ResultCache, default_folder
 from deconvnet.instruments.topk.scan import MapChoice
 
@@ -59,18 +61,24 @@ def chosen_maps(
 ) -> list[int]:
     """The maps ``--map``/``--maps`` name for ``layer`` (``num_maps`` maps), chosen among
     ``tracked`` (a scan's maps) when given."""
+    text = args.maps or default
+    choice = MapChoice.parse([args.map]) if args.map is not None else parse_maps(text)
+    return maps_of(choice, layer, num_maps, tracked, args.seed)
+
+
+def maps_of(
+    choice: MapChoice, layer: str, num_maps: int, tracked: Sequence[int] | None, seed: int
+) -> list[int]:
+    """The maps ``choice`` names among ``layer``'s ``num_maps`` maps, or among ``tracked``
+    (a scan's maps) when given."""
     pool = sorted(tracked) if tracked is not None else list(range(num_maps))
-    if args.map is not None:
-        choice = MapChoice.parse([args.map])
-    else:
-        choice = parse_maps(args.maps or default)
     if choice.kind == "list":
         outside = [c for c in choice.channels if c not in pool]
         if outside:
             where = "the scan's maps of" if tracked is not None else "the maps of"
             raise SelectionError(f"map {outside[0]} is not one of {where} {layer} ({len(pool)})")
         return list(choice.channels)
-    picked = choice.resolve(len(pool), layer, args.seed).tolist()
+    picked = choice.resolve(len(pool), layer, seed).tolist()
     return [pool[i] for i in picked]
 
 
@@ -107,6 +115,19 @@ def read_scan_index(scan: Path) -> dict[str, Any]:
     return read_index(scan)
 
 
+def scanned_data(data: Path, preprocessing: Preprocessing, index: dict[str, Any]) -> ImageDataset:
+    """``--data`` opened as the scan read it; refused when its listing's fingerprint is not
+    the one the scan recorded."""
+    dataset = open_dataset(data, preprocessing)
+    recorded = index.get("dataset_fingerprint")
+    if recorded is not None and recorded != dataset.fingerprint():
+        raise InputError(
+            f"--data {data} is not the data the scan read (its listing's fingerprint "
+            "differs: other files, sizes or times)"
+        )
+    return dataset
+
+
 def tracked_maps(index: dict[str, Any], layer: str) -> list[int]:
     """The maps the scan tracked at ``layer``; refuses a layer it did not scan."""
     stats = index.get("stats", {})
@@ -126,7 +147,7 @@ def scan_top1(index: dict[str, Any], layer: str) -> dict[int, float]:
     }
 
 
-def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+def add_cache_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--cache DIR`` and ``--no-cache``."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument(

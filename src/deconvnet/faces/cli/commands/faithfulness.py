@@ -32,6 +32,7 @@ from deconvnet.faces.cli._units import (
     map_count,
     read_scan_index,
     result_cache,
+    scanned_data,
     tracked_maps,
 )
 from deconvnet.faces.cli._work import add_max_work_argument
@@ -40,7 +41,6 @@ from deconvnet.faces.site.build import scan_manifest
 from deconvnet.figures.faithfulness import layers_figure, summary_record
 from deconvnet.figures.files import save_png, write_json
 from deconvnet.figures.unit_sections import write_card_section
-from deconvnet.inputs.datasets import open_dataset
 from deconvnet.inputs.prepared import prepare
 from deconvnet.instruments import faithfulness as faith
 from deconvnet.instruments.unit_sanity import unit_sanity
@@ -244,13 +244,7 @@ def _scan_units(args: argparse.Namespace) -> tuple[LoadedModel, Units]:
     loaded = scan_model(args, scan_manifest(args.scan))
     if loaded is None:
         raise InputError("a Caffe scan: give the model with --caffe")
-    dataset = open_dataset(args.data, loaded.preprocessing)
-    recorded = index.get("dataset_fingerprint")
-    if recorded is not None and recorded != dataset.fingerprint():
-        raise InputError(
-            f"--data {args.data} is not the data the scan read (its listing's fingerprint "
-            "differs: other files, sizes or times)"
-        )
+    dataset = scanned_data(args.data, loaded.preprocessing, index)
     layers = loaded.layer_list(args.layers) if args.layers else _in_order(loaded, index["stats"])
     extra = _extra_images(args, loaded)
     units: Units = []

@@ -10,17 +10,36 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from deconvnet import models
 from deconvnet.engine.receptive import LayerRow, layer_table
-from deconvnet.errors import InputError
+from deconvnet.errors import InputError, SelectionError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_model
+from deconvnet.faces.cli._numbers import MAX_K, int_in
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
+from deconvnet.faces.cli._units import (
+    MAPS_SYNTAX,
+    add_cache_arguments,
+    maps_of,
+    parse_maps,
+    read_scan_index,
+    result_cache,
+    scanned_data,
+    tracked_maps,
+)
+from deconvnet.faces.cli._work import add_max_work_argument
 from deconvnet.faces.site.build import build_site, scan_manifest
+from deconvnet.faces.site.lenses import dream_section, faithfulness_section
+from deconvnet.faces.site.sections import SCAN_SECTIONS, SectionMaker
+from deconvnet.instruments import dream
+from deconvnet.instruments import faithfulness as faith
+from deconvnet.instruments.work import check_work
 
 DESCRIPTION = """deconvnet site: a static site of a top-k scan, browsable from file://.
 
@@ -31,15 +50,55 @@ Its weights must be the ones the scan recorded.
 """
 EXAMPLES = """examples:
   deconvnet topk photos/ --layers conv2 --out scan/ && deconvnet site scan/ --out site/
+  deconvnet site scan/ --data photos/ --sanity --optimise 0,5,9 --out site/
   deconvnet site scan/ --caffe deploy.prototxt net.caffemodel --out site/
 """
 SUMMARY = "a static site of a top-k scan: model card, layer pages, unit pages"
+CARD_IMAGES = 3
+"""Images per faithfulness card on a unit page (the unit's strongest)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = command_parser(sub, "site", SUMMARY, DESCRIPTION, run, EXAMPLES)
     parser.add_argument("scan", metavar="SCAN_DIR", type=Path, help="a 'deconvnet topk' --out")
     add_model_arguments(parser)
+    lenses = parser.add_argument_group("which lens to trust, and the unit's optimised image")
+    lenses.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="the images the scan read (checked against its fingerprint): every unit page "
+        "gets its faithfulness card over its top --k images",
+    )
+    lenses.add_argument(
+        "--k",
+        type=int_in(1, MAX_K),
+        default=CARD_IMAGES,
+        help="images per faithfulness card, the unit's strongest first",
+    )
+    lenses.add_argument(
+        "--sanity",
+        action="store_true",
+        help="the card also shows the cascading-randomisation scores of the unit's first "
+        "image (needs --data)",
+    )
+    lenses.add_argument(
+        "--optimise",
+        metavar="MAPS",
+        default=None,
+        help=f"the optimised image on the pages of these maps of each scanned layer: "
+        f"{MAPS_SYNTAX}, among the scan's maps (all: best with --device cuda)",
+    )
+    lenses.add_argument(
+        "--optimise-steps",
+        type=int_in(1, dream.MAX_STEPS),
+        default=dream.DEFAULT_STEPS,
+        help="Adam steps per optimised image",
+    )
+    add_cache_arguments(lenses)
+    add_max_work_argument(
+        parser, "forward passes (the cards' perturbed images and the optimisation steps)"
+    )
     add_output_arguments(parser)
 
 
@@ -58,13 +117,92 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         size = loaded.preprocessing.input_size
         rows = layer_table(loaded.model, (1, 3, *size), device=loaded.device)
         aliases = loaded.layer_aliases
+    sections, work = _lens_sections(args, loaded)
     with ProgressBar("unit pages", unit="unit") as bar:
         result = build_site(
-            args.scan, args.out, layer_rows=rows, input_size=size, aliases=aliases, progress=bar
+            args.scan,
+            args.out,
+            layer_rows=rows,
+            input_size=size,
+            aliases=aliases,
+            sections=sections,
+            progress=bar,
         )
-    folder.write_manifest({"command": "site", "scan": str(args.scan)})
+    folder.write_manifest(
+        {
+            "command": "site",
+            "scan": str(args.scan),
+            "data": str(args.data) if args.data is not None else None,
+            "optimise": args.optimise,
+            "work": work,
+        }
+    )
     print(result.index)
     return 0
+
+
+def _lens_sections(
+    args: argparse.Namespace, loaded: LoadedModel | None
+) -> tuple[list[SectionMaker], int]:
+    """The scan's sections, then the faithfulness card (with --data) and the optimised image
+    (with --optimise), and the work those two will run (refused over --max-work first)."""
+    sections: list[SectionMaker] = list(SCAN_SECTIONS)
+    if args.sanity and args.data is None:
+        raise InputError("--sanity needs --data (the card it is shown on)")
+    if args.data is None and args.optimise is None:
+        return sections, 0
+    if loaded is None:
+        raise InputError("a Caffe scan: give the model with --caffe for cards or --optimise")
+    index = read_scan_index(args.scan)
+    cache = result_cache(args)
+    work = 0
+    if args.data is not None:
+        dataset = scanned_data(args.data, loaded.preprocessing, index)
+        settings = faith.FaithfulnessSettings()
+        images = Counter((entry["layer"], entry["map"]) for entry in index["entries"])
+        work += sum(min(count, args.k) for count in images.values()) * faith.image_work(settings)
+        sections.append(
+            faithfulness_section(
+                loaded.model,
+                dataset,
+                preprocessing=loaded.preprocessing,
+                k=args.k,
+                settings=settings,
+                sanity=args.sanity,
+                cache=cache,
+            )
+        )
+    if args.optimise is not None:
+        maps = _optimised_maps(args.optimise, index)
+        dreaming = dream.DreamSettings(steps=args.optimise_steps)
+        work += sum(len(chosen) for chosen in maps.values()) * dreaming.steps
+        sections.append(
+            dream_section(
+                loaded.model,
+                preprocessing=loaded.preprocessing,
+                maps=maps,
+                settings=dreaming,
+                cache=cache,
+            )
+        )
+    check_work(work, args.max_work, what="the site's cards and images", unit="forward passes")
+    return sections, work
+
+
+def _optimised_maps(text: str, index: dict[str, Any]) -> dict[str, set[int]]:
+    """Per scanned layer, the maps --optimise names among the scan's; a list keeps, in each
+    layer, the maps that layer tracks (refused when no layer tracks any)."""
+    choice = parse_maps(text)
+    maps = {}
+    for layer in index["stats"]:
+        tracked = tracked_maps(index, layer)
+        if choice.kind == "list":
+            maps[layer] = {c for c in choice.channels if c in tracked}
+        else:
+            maps[layer] = set(maps_of(choice, layer, len(tracked), tracked, 0))
+    if not any(maps.values()):
+        raise SelectionError(f"--optimise {text!r} names none of the scan's maps")
+    return maps
 
 
 def scan_model(args: argparse.Namespace, manifest: dict[str, object]) -> LoadedModel | None:
