@@ -33,7 +33,12 @@ def add_unit_arguments(parser: argparse.ArgumentParser, *, default_maps: str | N
         help=f"{MAPS_SYNTAX}; among the scan's maps with --scan "
         f"(default: {default_maps or 'none'})",
     )
-    group.add_argument("--map", type=int_in(0, MAX_SELECTION_NUMBER), default=None, help="one map")
+    group.add_argument(
+        "--map",
+        type=int_in(0, MAX_SELECTION_NUMBER),
+        default=None,
+        help="one map (default: --maps)",
+    )
     parser.add_argument(
         "--seed", type=int_in(0, MAX_SEED), default=0, help="seed of random:N and of the method"
     )
@@ -96,7 +101,10 @@ def map_count(loaded: LoadedModel, layer: str, size: tuple[int, int]) -> int:
 def add_scan_arguments(parser: argparse.ArgumentParser, *, data: bool) -> None:
     """``--scan SCAN_DIR`` (and ``--data DATA``, the scanned images, when they are read)."""
     parser.add_argument(
-        "--scan", type=Path, default=None, help="a 'deconvnet topk' --out folder (its index)"
+        "--scan",
+        type=Path,
+        default=None,
+        help="a 'deconvnet topk' --out folder, whose index names the units (default: none)",
     )
     if data:
         parser.add_argument(
@@ -104,7 +112,7 @@ def add_scan_arguments(parser: argparse.ArgumentParser, *, data: bool) -> None:
             type=Path,
             default=None,
             help="the images the scan read (a folder or .npz; checked against the scan's "
-            "fingerprint); needed with --scan",
+            "fingerprint); needed with --scan (default: none)",
         )
 
 

@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=Path,
         default=None,
         help="the images the scan read (checked against its fingerprint): every unit page "
-        "gets its faithfulness card over its top --k images",
+        "gets its faithfulness card over its top --k images (default: no cards)",
     )
     lenses.add_argument(
         "--k",
@@ -87,7 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="MAPS",
         default=None,
         help=f"the optimised image on the pages of these maps of each scanned layer: "
-        f"{MAPS_SYNTAX}, among the scan's maps (all: best with --device cuda)",
+        f"{MAPS_SYNTAX}, among the scan's maps; all is best with --device cuda "
+        "(default: none)",
     )
     lenses.add_argument(
         "--optimise-steps",
