@@ -40,6 +40,8 @@ CROP_SHOWN_BELOW = 0.6
 """The receptive field is shown enlarged beside the image when it covers less than this
 share of it (a field that covers most of the image would repeat it)."""
 PER_ROW = 4
+MIN_WIDTH = 560
+"""Narrowest figure (one unit's tile is narrower than the chart's title)."""
 
 
 def dream_figure(results: Sequence[DreamResult], *, display_name: str | None = None) -> np.ndarray:
@@ -50,7 +52,7 @@ def dream_figure(results: Sequence[DreamResult], *, display_name: str | None = N
     layer = display_name or first.layer
     tiles = [_tile(result) for result in results]
     rows = [panels.row(tiles[i : i + PER_ROW]) for i in range(0, len(tiles), PER_ROW)]
-    width = max(r.shape[1] for r in rows)
+    width = max(MIN_WIDTH, *(r.shape[1] for r in rows))
     title = (
         f"{layer}: images optimised for {OBJECTIVES[first.settings.objective]} "
         f"({first.settings.steps} Adam steps, Fourier parameterisation, jitter/scale/rotation)"
