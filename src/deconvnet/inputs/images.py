@@ -273,6 +273,23 @@ def _mean_image(mean: np.ndarray, size_hw: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))
 
 
+def normalise(rgb: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
+    """RGB ``(B, 3, H, W)`` in [0, 1] to the network's input, differentiably: the steps of
+    :func:`preprocess` after resizing (grey for 1-channel nets, ``spec.scale``, channel
+    order, mean image, ``(x - mean) / std``), for images made by optimisation."""
+    x = rgb
+    if spec.channels == 1:
+        x = (x * _LUMA.to(x.device, x.dtype).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    x = x * spec.scale
+    if spec.channel_order == "BGR" and spec.channels == 3:
+        x = x.flip(1)
+    if spec.mean_image is not None:
+        x = x - _mean_image(spec.mean_image, tuple(x.shape[2:])).to(x.device, x.dtype)
+    mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
 def preprocess_batch(
     images: Sequence[np.ndarray],
     spec: Preprocessing,

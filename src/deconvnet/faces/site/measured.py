@@ -59,7 +59,7 @@ def tuning_section(tunings: Mapping[str, LayerTuning]) -> SectionMaker:
         if measured is None:
             return Section("tuning", title, False, "Not measured for this layer.")
         found = measured.unit(unit.channel)
-        red, green, blue = found.preferred_colour
+        colour = found.preferred_colour
         facts = [
             ("preferred orientation", f"{found.preferred_orientation:.1f}°"),
             (
@@ -74,7 +74,10 @@ def tuning_section(tunings: Mapping[str, LayerTuning]) -> SectionMaker:
             ("best grating response", f"{found.best_response:.4g}"),
             (
                 "preferred colour",
-                f"RGB {red}, {green}, {blue} (response {found.colour_response:.4g})",
+                "none: no colour field drives this map"
+                if colour is None
+                else f"RGB {colour[0]}, {colour[1]}, {colour[2]} "
+                f"(response {found.colour_response:.4g})",
             ),
         ]
         pixels = tuning_figure(found) if unit.draw else None
@@ -108,9 +111,7 @@ def circuits_section(
         facts, links = _links(found, tracked, shown)
         pixels = circuit_figure(found) if unit.draw else None
         note = CIRCUITS_NOTE.format(rule=found.rule)
-        return Section(
-            "circuits", title, True, note, found.to_dict(), facts, links, pixels=pixels
-        )
+        return Section("circuits", title, True, note, found.to_dict(), facts, links, pixels=pixels)
 
     return make
 

@@ -14,6 +14,11 @@ share of the image, those after it are paid in full. :func:`fastest` checks ever
 against the plain forward pass on three positions of each crop shape before use, so a
 model whose forward is not a local, translation-equivariant chain up to ``M`` falls back
 to the plain path; :func:`batches` then feeds the positions one crop shape at a time.
+
+When only one unit of the spliced layer is wanted (the faithfulness card perturbs pixels
+inside one unit's receptive field and reads that unit alone), the crop needs to hold just
+that unit's receptive field and nothing is pasted back: :func:`unit_crop` gives the
+aligned crop and the unit's place in the crop's map, :func:`matches` the same check.
 """
 
 from __future__ import annotations
@@ -55,6 +60,48 @@ class AxisCrop:
     first: int
     last: int
     unit_offset: int  # crop unit k is full unit k + unit_offset
+
+
+@dataclass(frozen=True)
+class UnitCrop:
+    """The input crop ``box`` ``(top, left, bottom, right)`` that holds the receptive field
+    of one unit, aligned to its layer's grid, and that unit's position in the crop's map."""
+
+    box: tuple[int, int, int, int]
+    unit: tuple[int, int]
+
+    @property
+    def area(self) -> int:
+        return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
+
+
+def unit_crop(field: ReceptiveField, y: int, x: int, image_hw: tuple[int, int]) -> UnitCrop:
+    """The smallest crop, on the grid of ``field``'s layer, that holds unit ``(y, x)``'s
+    receptive field: it starts at a multiple of the layer's stride (so the crop's units are
+    the image's units, shifted) or at the image's edge (where the network's own padding then
+    matches), and ends at the field's end or the image's. The unit reads only pixels inside
+    it, so running the layers up to the unit on the crop gives its value; :func:`matches`
+    checks that against the whole image before use."""
+    top, left, bottom, right = field.box(y, x)
+    starts, stops, units = [], [], []
+    for axis, (begin, end, index) in enumerate(((top, bottom, y), (left, right, x))):
+        stride = field.stride[axis]
+        start = 0 if begin <= 0 else stride * (begin // stride)
+        starts.append(start)
+        stops.append(min(image_hw[axis], end))
+        units.append(index - start // stride)
+    return UnitCrop((starts[0], starts[1], stops[0], stops[1]), (units[0], units[1]))
+
+
+def matches(got: Tensor, want: Tensor, scale: float | None = None) -> bool:
+    """``got`` equals ``want`` within :data:`CHECK_RTOL` of ``scale`` (default: the largest
+    magnitude in ``want``), the check every spliced or cropped run passes before use."""
+    if got.shape != want.shape:
+        return False
+    if want.numel() == 0:
+        return True
+    reference = float(want.abs().max()) if scale is None else scale
+    return float((got - want).abs().max()) <= CHECK_RTOL * (reference or 1.0)
 
 
 @dataclass(frozen=True)
@@ -344,12 +391,8 @@ def _agrees(
         except (InputError, RuntimeError):
             return False
         want = plain(probe)
-        for a, b in zip(got, want, strict=True):
-            if a.shape != b.shape:
-                return False
-            scale = float(b.abs().max()) or 1.0
-            if float((a - b).abs().max()) > CHECK_RTOL * scale:
-                return False
+        if not all(matches(a, b) for a, b in zip(got, want, strict=True)):
+            return False
     return True
 
 

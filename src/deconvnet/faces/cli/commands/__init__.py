@@ -5,7 +5,9 @@ from types import ModuleType
 from deconvnet.faces.cli.commands import (
     compare,
     correspondence,
+    dream,
     evolve,
+    faithfulness,
     invariance,
     layers,
     maps,
@@ -29,6 +31,8 @@ ALL: list[ModuleType] = [
     occlude,
     compare,
     sanity,
+    faithfulness,
+    dream,
     evolve,
     train_default,
     invariance,

@@ -13,17 +13,32 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from deconvnet import models
 from deconvnet.engine.receptive import LayerRow, layer_table
-from deconvnet.errors import InputError
+from deconvnet.errors import InputError, SelectionError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_model
+from deconvnet.faces.cli._numbers import MAX_K, int_in
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
+from deconvnet.faces.cli._units import (
+    MAPS_SYNTAX,
+    add_cache_arguments,
+    maps_of,
+    parse_maps,
+    read_scan_index,
+    result_cache,
+    scanned_data,
+    tracked_maps,
+)
+from deconvnet.faces.cli._work import add_max_work_argument
 from deconvnet.faces.site.build import build_site, display_names, read_scan, scan_manifest
+from deconvnet.faces.site.lenses import dream_section, faithfulness_section
 from deconvnet.faces.site.measured import (
     CIRCUIT_RULE,
     circuits_section,
@@ -33,8 +48,11 @@ from deconvnet.faces.site.measured import (
 )
 from deconvnet.faces.site.sections import SCAN_SECTIONS, SectionMaker
 from deconvnet.inputs import datasets
+from deconvnet.instruments import dream
+from deconvnet.instruments import faithfulness as faith
 from deconvnet.instruments.circuits import LayerCircuits, layer_circuits
 from deconvnet.instruments.tuning import tuning
+from deconvnet.instruments.work import check_work
 
 DESCRIPTION = """deconvnet site: a static site of a top-k scan, browsable from file://.
 
@@ -48,10 +66,13 @@ circuit between the scanned layers.
 """
 EXAMPLES = """examples:
   deconvnet topk photos/ --layers conv2 --out scan/ && deconvnet site scan/ --out site/
+  deconvnet site scan/ --data photos/ --sanity --optimise 0,5,9 --out site/
   deconvnet site scan/ --caffe deploy.prototxt net.caffemodel --out site/
   deconvnet site scan/ --data photos/ --out site/      # circuits between scanned layers
 """
 SUMMARY = "a static site of a top-k scan: model card, layer pages, unit pages"
+CARD_IMAGES = 3
+"""Images per faithfulness card on a unit page (the unit's strongest)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -60,13 +81,45 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument(
         "--data",
         type=Path,
-        help="the scanned images (the folder or .npz given to topk): circuits between the "
-        "scanned layers are measured on each map's top-k images",
+        help="the scanned images (the folder or .npz given to topk, checked against the "
+        "scan's fingerprint): circuits between the scanned layers on each map's top-k "
+        "images, and every unit page's faithfulness card over its top --k images",
     )
     parser.add_argument(
         "--no-tuning", action="store_true", help="leave out the tuning curves (no model runs)"
     )
     add_model_arguments(parser)
+    lenses = parser.add_argument_group("which lens to trust, and the unit's optimised image")
+    lenses.add_argument(
+        "--k",
+        type=int_in(1, MAX_K),
+        default=CARD_IMAGES,
+        help="images per faithfulness card, the unit's strongest first",
+    )
+    lenses.add_argument(
+        "--sanity",
+        action="store_true",
+        help="the card also shows the cascading-randomisation scores of the unit's first "
+        "image (needs --data)",
+    )
+    lenses.add_argument(
+        "--optimise",
+        metavar="MAPS",
+        default=None,
+        help=f"the optimised image on the pages of these maps of each scanned layer: "
+        f"{MAPS_SYNTAX}, among the scan's maps; all is best with --device cuda "
+        "(default: none)",
+    )
+    lenses.add_argument(
+        "--optimise-steps",
+        type=int_in(1, dream.MAX_STEPS),
+        default=dream.DEFAULT_STEPS,
+        help="Adam steps per optimised image",
+    )
+    add_cache_arguments(lenses)
+    add_max_work_argument(
+        parser, "forward passes (the cards' perturbed images and the optimisation steps)"
+    )
     add_output_arguments(parser)
 
 
@@ -89,6 +142,8 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         rows = layer_table(loaded.model, (1, 3, *size), device=loaded.device)
         aliases = loaded.layer_aliases
         sections += measure(args, loaded)
+    lenses, work = _lens_sections(args, loaded)
+    sections += lenses
     with ProgressBar("unit pages", unit="unit") as bar:
         result = build_site(
             args.scan,
@@ -99,7 +154,15 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             sections=sections,
             progress=bar,
         )
-    folder.write_manifest({"command": "site", "scan": str(args.scan)})
+    folder.write_manifest(
+        {
+            "command": "site",
+            "scan": str(args.scan),
+            "data": str(args.data) if args.data is not None else None,
+            "optimise": args.optimise,
+            "work": work,
+        }
+    )
     print(result.index)
     return 0
 
@@ -143,6 +206,70 @@ def measure(args: argparse.Namespace, loaded: LoadedModel) -> list[SectionMaker]
             below[layer], above[under] = measured, measured
         made.append(circuits_section(below, above, shown))
     return made
+
+
+def _lens_sections(
+    args: argparse.Namespace, loaded: LoadedModel | None
+) -> tuple[list[SectionMaker], int]:
+    """The faithfulness card (with --data) and the optimised image (with --optimise), and
+    the work those two will run (refused over --max-work first)."""
+    sections: list[SectionMaker] = []
+    if args.sanity and args.data is None:
+        raise InputError("--sanity needs --data (the card it is shown on)")
+    if args.data is None and args.optimise is None:
+        return sections, 0
+    if loaded is None:
+        raise InputError("a Caffe scan: give the model with --caffe for cards or --optimise")
+    index = read_scan_index(args.scan)
+    cache = result_cache(args)
+    work = 0
+    if args.data is not None:
+        dataset = scanned_data(args.data, loaded.preprocessing, index)
+        settings = faith.FaithfulnessSettings()
+        images = Counter((entry["layer"], entry["map"]) for entry in index["entries"])
+        work += sum(min(count, args.k) for count in images.values()) * faith.image_work(settings)
+        sections.append(
+            faithfulness_section(
+                loaded.model,
+                dataset,
+                preprocessing=loaded.preprocessing,
+                k=args.k,
+                settings=settings,
+                sanity=args.sanity,
+                cache=cache,
+            )
+        )
+    if args.optimise is not None:
+        maps = _optimised_maps(args.optimise, index)
+        dreaming = dream.DreamSettings(steps=args.optimise_steps)
+        work += sum(len(chosen) for chosen in maps.values()) * dreaming.steps
+        sections.append(
+            dream_section(
+                loaded.model,
+                preprocessing=loaded.preprocessing,
+                maps=maps,
+                settings=dreaming,
+                cache=cache,
+            )
+        )
+    check_work(work, args.max_work, what="the site's cards and images", unit="forward passes")
+    return sections, work
+
+
+def _optimised_maps(text: str, index: dict[str, Any]) -> dict[str, set[int]]:
+    """Per scanned layer, the maps --optimise names among the scan's; a list keeps, in each
+    layer, the maps that layer tracks (refused when no layer tracks any)."""
+    choice = parse_maps(text)
+    maps = {}
+    for layer in index["stats"]:
+        tracked = tracked_maps(index, layer)
+        if choice.kind == "list":
+            maps[layer] = {c for c in choice.channels if c in tracked}
+        else:
+            maps[layer] = set(maps_of(choice, layer, len(tracked), tracked, 0))
+    if not any(maps.values()):
+        raise SelectionError(f"--optimise {text!r} names none of the scan's maps")
+    return maps
 
 
 def scan_model(args: argparse.Namespace, manifest: dict[str, object]) -> LoadedModel | None:

@@ -26,6 +26,7 @@ from deconvnet.faces.site.sections import SCAN_SECTIONS, Section, UnitContext, u
 from deconvnet.figures.files import save_png, write_json
 
 SUMMARY = "per-unit JSON of a scan: statistics, class selectivity, distribution"
+DESCRIPTION = (__doc__ or "").replace("``", "'")
 EXAMPLES = """examples:
   deconvnet units scan/ --layer conv4 --maps 0-3,17
   deconvnet units scan/ --layer fire9 --maps all --out units/
@@ -33,13 +34,17 @@ EXAMPLES = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = command_parser(sub, "units", SUMMARY, __doc__, run, EXAMPLES)
+    parser = command_parser(sub, "units", SUMMARY, DESCRIPTION, run, EXAMPLES)
     parser.add_argument("scan", metavar="SCAN_DIR", type=Path, help="a 'deconvnet topk' --out")
     parser.add_argument("--layer", required=True, help="a scanned layer (alias or dotted name)")
     parser.add_argument(
         "--maps", default="all", help="all, or maps and ranges of the scan's maps: 0-15,40"
     )
-    parser.add_argument("--out", type=Path, help="write JSON and charts here instead of printing")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write JSON and charts here instead of printing (default: print)",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="reuse a non-empty --out (see 'project')"
     )
