@@ -47,6 +47,7 @@ def test_unit_pages_carry_the_card_and_the_optimised_image(
         str(small_scan),
         "--data",
         str(photos),
+        "--cards",
         "--k",
         str(K),
         "--optimise",
@@ -89,10 +90,12 @@ def test_bad_lens_requests_are_one_line_before_any_work(
     base = ["site", str(small_scan), "--out", str(tmp_path / "s")]
     assert main([*base, "--sanity"]) == 1
     err = capsys.readouterr().err
-    assert "--sanity needs --data" in err
+    assert "--sanity needs --cards" in err
+    assert main([*base, "--cards"]) == 1
+    assert "--cards needs --data" in capsys.readouterr().err
     assert main([*base, "--optimise", "list:7"]) == 1
     assert "names none of the scan's maps" in capsys.readouterr().err
-    assert main([*base, "--data", str(photos), "--max-work", "100"]) == 1
+    assert main([*base, "--data", str(photos), "--cards", "--max-work", "100"]) == 1
     err = capsys.readouterr().err
     assert "--max-work" in err and len(err.strip().splitlines()) == 1
     other = tmp_path / "other"

@@ -148,7 +148,7 @@ def test_circuits_refuse_data_other_than_the_scanned(
 ) -> None:
     argv = ["site", str(labelled_scan_dir), "--data", str(photos), "--out", str(tmp_path / "s")]
     assert main(argv) == 1
-    assert "--data is not the folder the scan was made from" in capsys.readouterr().err
+    assert "--data is not the data the scan read" in capsys.readouterr().err
 
 
 def test_unit_page_tiles_are_light_copies_of_the_scan_tiles(labelled_site_dir: Path) -> None:

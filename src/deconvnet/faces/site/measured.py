@@ -162,7 +162,10 @@ def scan_index(document: Mapping[str, Any], dataset: ImageDataset) -> TopKIndex:
         Another dataset, or an entry whose image id lies outside it.
     """
     if dataset.fingerprint() != document.get("dataset_fingerprint"):
-        raise InputError("--data is not the folder the scan was made from (its listing differs)")
+        raise InputError(
+            "--data is not the data the scan read (its listing's fingerprint differs: other "
+            "files, sizes or times)"
+        )
     k = int(document["k"])
     layers: dict[str, LayerTopK] = {}
     for layer, records in document["stats"].items():

@@ -66,7 +66,7 @@ circuit between the scanned layers.
 """
 EXAMPLES = """examples:
   deconvnet topk photos/ --layers conv2 --out scan/ && deconvnet site scan/ --out site/
-  deconvnet site scan/ --data photos/ --sanity --optimise 0,5,9 --out site/
+  deconvnet site scan/ --data photos/ --cards --sanity --optimise 0,5,9 --out site/
   deconvnet site scan/ --caffe deploy.prototxt net.caffemodel --out site/
   deconvnet site scan/ --data photos/ --out site/      # circuits between scanned layers
 """
@@ -83,13 +83,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=Path,
         help="the scanned images (the folder or .npz given to topk, checked against the "
         "scan's fingerprint): circuits between the scanned layers on each map's top-k "
-        "images, and every unit page's faithfulness card over its top --k images",
+        "images, and the faithfulness cards of --cards",
     )
     parser.add_argument(
         "--no-tuning", action="store_true", help="leave out the tuning curves (no model runs)"
     )
     add_model_arguments(parser)
     lenses = parser.add_argument_group("which lens to trust, and the unit's optimised image")
+    lenses.add_argument(
+        "--cards",
+        action="store_true",
+        help="every unit page gets its faithfulness card over its top --k images (needs "
+        "--data; about 20 forward passes per image and rule)",
+    )
     lenses.add_argument(
         "--k",
         type=int_in(1, MAX_K),
@@ -100,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--sanity",
         action="store_true",
         help="the card also shows the cascading-randomisation scores of the unit's first "
-        "image (needs --data)",
+        "image (needs --cards)",
     )
     lenses.add_argument(
         "--optimise",
@@ -188,9 +194,9 @@ def measure(args: argparse.Namespace, loaded: LoadedModel) -> list[SectionMaker]
                     loaded.model, layer, maps=maps, device=loaded.device, progress=bar
                 )
         made.append(tuning_section(tunings))
+    below: dict[str, LayerCircuits] = {}
+    above: dict[str, LayerCircuits] = {}
     if data is not None and index is not None:
-        below: dict[str, LayerCircuits] = {}
-        above: dict[str, LayerCircuits] = {}
         for layer, under in previous_scanned(loaded.model, list(tracked)).items():
             with ProgressBar(f"circuits {shown[layer]} ← {shown[under]}", unit="pass") as bar:
                 measured = layer_circuits(
@@ -204,26 +210,28 @@ def measure(args: argparse.Namespace, loaded: LoadedModel) -> list[SectionMaker]
                     progress=bar,
                 )
             below[layer], above[under] = measured, measured
-        made.append(circuits_section(below, above, shown))
+    made.append(circuits_section(below, above, shown))  # unmeasured: the page says why
     return made
 
 
 def _lens_sections(
     args: argparse.Namespace, loaded: LoadedModel | None
 ) -> tuple[list[SectionMaker], int]:
-    """The faithfulness card (with --data) and the optimised image (with --optimise), and
+    """The faithfulness card (with --cards) and the optimised image (with --optimise), and
     the work those two will run (refused over --max-work first)."""
     sections: list[SectionMaker] = []
-    if args.sanity and args.data is None:
-        raise InputError("--sanity needs --data (the card it is shown on)")
-    if args.data is None and args.optimise is None:
+    if args.sanity and not args.cards:
+        raise InputError("--sanity needs --cards (the card it is shown on)")
+    if args.cards and args.data is None:
+        raise InputError("--cards needs --data (the images the cards delete pixels from)")
+    if not args.cards and args.optimise is None:
         return sections, 0
     if loaded is None:
         raise InputError("a Caffe scan: give the model with --caffe for cards or --optimise")
     index = read_scan_index(args.scan)
     cache = result_cache(args)
     work = 0
-    if args.data is not None:
+    if args.cards:
         dataset = scanned_data(args.data, loaded.preprocessing, index)
         settings = faith.FaithfulnessSettings()
         images = Counter((entry["layer"], entry["map"]) for entry in index["entries"])
