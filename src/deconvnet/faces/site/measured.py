@@ -108,9 +108,7 @@ def circuits_section(
         facts, links = _links(found, tracked, shown)
         pixels = circuit_figure(found) if unit.draw else None
         note = CIRCUITS_NOTE.format(rule=found.rule)
-        return Section(
-            "circuits", title, True, note, found.to_dict(), facts, links, pixels=pixels
-        )
+        return Section("circuits", title, True, note, found.to_dict(), facts, links, pixels=pixels)
 
     return make
 
