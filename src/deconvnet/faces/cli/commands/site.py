@@ -125,7 +125,9 @@ def measure(args: argparse.Namespace, loaded: LoadedModel) -> list[SectionMaker]
                     loaded.model, layer, maps=maps, device=loaded.device, progress=bar
                 )
         made.append(tuning_section(tunings))
-    if data is not None and index is not None:
+    if data is None or index is None:  # the page says circuits need --data
+        made.append(circuits_section({}, {}, shown))
+    else:
         below: dict[str, LayerCircuits] = {}
         above: dict[str, LayerCircuits] = {}
         for layer, under in previous_scanned(loaded.model, list(tracked)).items():
