@@ -109,7 +109,7 @@ def test_units_command_prints_the_site_numbers(
         site = read_unit(
             labelled_site_dir / "layers" / SCAN_SHOWN / "units" / f"{record['map']}.json"
         )
-        for mine, theirs in zip(record["sections"], site["sections"], strict=True):
+        for mine, theirs in zip(record["sections"], site["sections"][:2], strict=True):
             assert mine["data"] == theirs["data"] and mine["picture"] is None
     out = tmp_path / "units"
     argv = [

@@ -127,7 +127,9 @@ def selectivity_section(unit: UnitContext) -> Section:
         ),
         (
             "top class",
-            f"{result.names[top]} (mean {result.mu_top:.4g} over {result.counts[top]} images)",
+            f"{result.names[top]} (mean {result.mu_top:.4g} over {result.counts[top]} images)"
+            if result.index is not None
+            else "none: the index is undefined (one class, or μ_top + μ_rest <= 0)",
         ),
         ("other classes", f"mean {result.mu_rest:.4g}"),
     ]
