@@ -37,7 +37,13 @@ def _run(argv: list[str], seconds: int, **kwargs: object) -> subprocess.Complete
 
 
 README_MAIN_JOB = [
-    "project", "--model", "squeezenet1_0", "--weights", "deep-compression", "--layer", "fire5"
+    "project",
+    "--model",
+    "squeezenet1_0",
+    "--weights",
+    "deep-compression",
+    "--layer",
+    "fire5",
 ]
 """The README's first command, after its install step."""
 FONT_CACHE = r"\.(config|cache)/matplotlib/fontlist-v[0-9.]+\.json"

@@ -377,3 +377,28 @@ def test_modules_the_forward_pass_never_calls_are_left_out() -> None:
     rows = layer_table(model, (1, 3, 16, 16))
     assert [row.name for row in rows] == ["0", "0.conv", "1"]
     assert receptive_fields(model, (1, 3, 16, 16))["1"].size == (3, 3)
+
+
+def test_a_squeeze_excitation_gate_does_not_make_the_field_global() -> None:
+    """``x * gate`` with a (B, C, 1, 1) gate from pooled features keeps x's field: the
+    deconvnet takes the gate as a constant factor (a per-pixel gate widens it as usual)."""
+
+    class Gated(torch.nn.Module):
+        def __init__(self, spatial: bool) -> None:
+            super().__init__()
+            self.spatial = spatial
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.mix = torch.nn.Conv2d(
+                4, 4 if not spatial else 1, 1 if not spatial else 5, padding=2 * spatial
+            )
+            self.out = torch.nn.Conv2d(4, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            pooled = y if self.spatial else y.mean((2, 3), keepdim=True)
+            return self.out(y * torch.sigmoid(self.mix(pooled)))
+
+    squeeze = receptive_fields(Gated(False), (1, 3, 16, 16))["out"]
+    assert not squeeze.is_global and squeeze.size == (5, 5)
+    spatial = receptive_fields(Gated(True), (1, 3, 16, 16))["out"]
+    assert spatial.size == (9, 9)  # the 5x5 gate's field on top of the 3x3 conv, then 3x3

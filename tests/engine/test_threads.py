@@ -117,7 +117,6 @@ def test_instruments_that_hook_the_model_take_its_lock(tmp_path: Path) -> None:
     _waits_for_the_lock(net, lambda: scan(net, data, ["0"], k=2, workers=0))
 
 
-
 class _PooledBlock(nn.Module):
     """Convolution, ReLU and a functional 3x3/2 max-pool: the pool runs while the block
     itself is the innermost running module, after its child module has finished."""

@@ -69,3 +69,35 @@ def browser():
             yield launched
         finally:
             launched.close()
+
+
+LABELLED_CLASSES = {"blobs": 3, "plain": 4, "stripes": 5}
+"""Class folders and their photo counts."""
+
+
+@pytest.fixture(scope="session")
+def labelled_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Photos in a folder per class: class selectivity exists."""
+    photos = tmp_path_factory.mktemp("labelled")
+    for name, count in LABELLED_CLASSES.items():
+        make_photos(photos / name, count=count)
+    return photos
+
+
+@pytest.fixture(scope="session")
+def labelled_scan_dir(tmp_path_factory: pytest.TempPathFactory, labelled_photos: Path) -> Path:
+    out = tmp_path_factory.mktemp("labelled_scan") / "scan"
+    argv = ["topk", str(labelled_photos), "--layers", "conv1,conv2", "--maps", "all"]
+    assert main([*argv, "--k", str(SCAN_K), "--workers", "0", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def labelled_site_dir(
+    tmp_path_factory: pytest.TempPathFactory, labelled_scan_dir: Path, labelled_photos: Path
+) -> Path:
+    """Its site with every section: tuning, and circuits between conv1 and conv2 (--data)."""
+    out = tmp_path_factory.mktemp("labelled_site") / "site"
+    argv = ["site", str(labelled_scan_dir), "--data", str(labelled_photos), "--out", str(out)]
+    assert main(argv) == 0
+    return out

@@ -523,9 +523,7 @@ def test_resizing_uses_the_specs_filter(interpolation: str) -> None:
 def test_squash_resizes_both_sides_then_crops() -> None:
     """timm's crop_mode "squash": both sides to resize_to (aspect ratio lost), centre crop."""
     pixels = np.random.default_rng(4).integers(0, 256, (50, 90, 3), dtype=np.uint8)
-    spec = Preprocessing(
-        (20, 20), "squash_then_center_crop", resize_to=22, interpolation="bicubic"
-    )
+    spec = Preprocessing((20, 20), "squash_then_center_crop", resize_to=22, interpolation="bicubic")
     squashed = np.asarray(Image.fromarray(pixels).resize((22, 22), Image.Resampling.BICUBIC))
     np.testing.assert_array_equal(resized_rgb(pixels, spec), squashed[1:21, 1:21])
     with pytest.raises(ValueError, match="needs resize_to"):

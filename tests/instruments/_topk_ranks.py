@@ -36,6 +36,7 @@ def main() -> None:
             k=int(k),
             maps=maps,
             batch_size=int(batch_size),
+            labels=data.class_labels(),
         )
         projections = distributed.project_shares(index, model, data, group, device)
     if projections is not None:

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from deconvnet.errors import InputError
+from deconvnet.engine.engine import Deconvnet
+from deconvnet.engine.selection import MapMax
+from deconvnet.errors import InputError, UnsupportedLayerError
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.occlusion.occlusion import Occluder, grey_fill, mean_fill, occlude
 from tests import _nets
@@ -214,3 +216,29 @@ def test_fill_values_from_the_preprocessing_spec():
     caffe_like = Preprocessing((8, 8), scale=255.0)
     assert mean_fill(caffe_like) == pytest.approx((127.5, 127.5, 127.5))
     assert grey_fill(mean_std, 0.5) == pytest.approx((0.0, 0.5, 1.0))
+
+
+def test_the_projection_panel_follows_the_activation_policy():
+    """A SiLU net: panel (c) is refused under ``strict`` before any occluder position is
+    evaluated, and under ``relu-like`` it equals the engine's own relu-like projection."""
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.SiLU(),
+        nn.Conv2d(6, 6, 3, padding=1),
+        nn.GELU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 3),
+    ).eval()
+    x = torch.randn(1, 3, 24, 24, generator=torch.Generator().manual_seed(4))
+    occluder = Occluder(size=8, stride=8)
+    calls: list[tuple[int, int]] = []
+    with pytest.raises(UnsupportedLayerError, match="--activations relu-like"):
+        occlude(model, x, "2", occluder, progress=lambda done, total: calls.append((done, total)))
+    assert all(done == 0 for done, _ in calls)
+    result = occlude(model, x, "2", occluder, activations="relu-like")
+    assert result.activations == "relu-like"
+    with Deconvnet(model, activations="relu-like") as net:
+        expected = net.project(x, "2", MapMax(result.channel)).images[0, 0]
+    assert torch.equal(result.projection, expected) and bool(expected.any())

@@ -51,6 +51,21 @@ def test_a_signal_that_dies_at_the_first_relu_is_found_there() -> None:
     assert all(not m._forward_hooks for m in net.modules())
 
 
+def test_a_relu_like_projection_is_explained_under_its_own_policy() -> None:
+    """A SiLU where the first ReLU was: the other rules are tried relu-like too (under the
+    default policy they would refuse the SiLU and the explanation would fail)."""
+    net = _dying_net()
+    net[1] = nn.SiLU()
+    x = torch.rand(1, 3, 12, 12)
+    with dn.Deconvnet(net, activations="relu-like") as deconvnet:
+        result = deconvnet.project(x, "3", dn.TopMaps(2))
+    assert bool((result.values > 0).all()) and not bool(result.images.any())
+    report = explain_blanks(net, result)
+    assert report is not None and report.blank == (0, 1)
+    assert report.reached == {0: "1", 1: "1"}
+    assert report.reaching == {"guided": 0, "gradient": 2}
+
+
 def test_visible_projections_and_display_resolution() -> None:
     assert is_blank(torch.zeros(3, 4, 4))
     assert not is_blank(torch.full((3, 4, 4), 1e-30))  # on its own scale it shows

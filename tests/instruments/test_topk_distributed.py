@@ -16,6 +16,7 @@ import torch
 from deconvnet import models, topk
 from deconvnet.errors import InputError
 from deconvnet.inputs import datasets
+from deconvnet.inputs.labels import Labels
 from deconvnet.instruments.topk.distributed import Group, merge_states, rank_checkpoint, shard
 from tests import _datasets, _nets, _torchrun
 
@@ -69,6 +70,15 @@ def test_merge_counts_a_rank_that_read_nothing_as_empty_maps(tmp_path: Path) -> 
             getattr(merged.layers["0"], name), getattr(whole.state.layers["0"], name)
         )
     assert merged.images_seen == whole.state.images_seen
+    labels = Labels.of("array", [str(i % 3) for i in range(len(data))], numeric=True)
+    whole = topk.scan(net, data, ["0"], k=4, batch_size=4, labels=labels)
+    parts = [
+        topk.scan(net, data, ["0"], k=4, batch_size=4, image_ids=ids, labels=labels).state
+        for ids in ([], range(8), range(8, len(data)))
+    ]
+    merged = merge_states(parts).stats["0"]
+    assert torch.equal(merged.class_sums, whole.state.stats["0"].class_sums)
+    assert torch.equal(merged.histogram, whole.state.stats["0"].histogram)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +90,10 @@ def cifar(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def single_process(cifar: Path) -> tuple[topk.TopKIndex, dict]:
     model = models.load("default")
     data = datasets.open_dataset(cifar, model.preprocessing)
-    index = topk.scan(model, data, LAYERS.split(","), k=K, maps=MAPS, batch_size=BATCH)
+    index = topk.scan(
+        model, data, LAYERS.split(","), k=K, maps=MAPS, batch_size=BATCH,
+        labels=data.class_labels(),
+    )  # fmt: skip
     return index, topk.project(index, model, data)
 
 
@@ -106,6 +119,12 @@ def test_torchrun_job_equals_the_single_process_scan_bit_for_bit(
     for name, top in index.state.layers.items():
         for field in ("channels", "values", "image_ids", "positions"):
             assert torch.equal(getattr(state.layers[name], field), getattr(top, field)), field
+        stats, alone = state.stats[name], index.state.stats[name]
+        assert torch.equal(stats.histogram, alone.histogram)
+        assert stats.class_counts.tolist() == [100] * 10  # a folder per class, 100 each
+        assert torch.equal(stats.class_counts, alone.class_counts)
+        # float64 sums added in another order (per rank, then merged): 1e-12 relative
+        torch.testing.assert_close(stats.class_sums, alone.class_sums, rtol=1e-12, atol=1e-12)
     assert {int(i): n for i, n in found["names"].items()} == index.names
     assert len(found["projections"]) == len(projections) == 2 * 3 * K
     for (layer, channel, rank), item in projections.items():

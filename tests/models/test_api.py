@@ -49,8 +49,9 @@ def test_info_describes_without_building() -> None:
 
 def test_duplicate_registration_is_refused() -> None:
     with pytest.raises(ValueError, match="already registered"):
-        zoo.register("alexnet", num_classes=1, preprocessing=IMAGENET_TORCHVISION,
-                     layer_aliases={})(lambda **kwargs: torch.nn.Identity())
+        zoo.register(
+            "alexnet", num_classes=1, preprocessing=IMAGENET_TORCHVISION, layer_aliases={}
+        )(lambda **kwargs: torch.nn.Identity())
 
 
 def test_random_init_is_seeded_and_leaves_global_rng_alone() -> None:

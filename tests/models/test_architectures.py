@@ -82,7 +82,13 @@ def _feature_sizes(model: nn.Module, size: int) -> list[tuple[int, ...]]:
 
 def test_names_cover_the_zoo() -> None:
     assert zoo.names() == [
-        "alexnet", "caffenet", "default", "squeezenet1_0", "squeezenet1_1", "vgg16", "zfnet"
+        "alexnet",
+        "caffenet",
+        "default",
+        "squeezenet1_0",
+        "squeezenet1_1",
+        "vgg16",
+        "zfnet",
     ]
 
 

@@ -22,8 +22,10 @@ CHECKED_BLOBS = ("conv1", "pool1", "norm1", "conv2", "pool2", "norm2", "conv3", 
 RELATIVE_TOLERANCE = 1e-4  # float32 im2col/sgemm rounding in Caffe vs torch's kernels
 
 
-@pytest.mark.parametrize(("blobs_file", "size"), [("caffenet_conv_fwd_random.npz", 227),
-                                                  ("caffenet_conv_fwd_random224.npz", 224)])
+@pytest.mark.parametrize(
+    ("blobs_file", "size"),
+    [("caffenet_conv_fwd_random.npz", 227), ("caffenet_conv_fwd_random224.npz", 224)],
+)
 def test_features_reproduce_caffe_blobs(shared_data: Path, blobs_file: str, size: int) -> None:
     caffe = pytest.importorskip("deconvnet.caffe")
     folder = shared_data / "caffe" / "caffenet"

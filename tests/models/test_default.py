@@ -59,8 +59,10 @@ def test_default_model_metadata(default_model: torch.nn.Module) -> None:
     assert default_model.preprocessing.input_size == (32, 32)
     assert default_model.layer_aliases["conv4"] == "features.10"
     assert not default_model.training
-    assert sum(p.numel() for p in default_model.parameters()) == zoo.info(
-        "default").weights[0].num_params
+    assert (
+        sum(p.numel() for p in default_model.parameters())
+        == zoo.info("default").weights[0].num_params
+    )
 
 
 def test_features_are_fully_convolutional_on_a_photo(default_model: torch.nn.Module) -> None:

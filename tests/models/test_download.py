@@ -37,8 +37,13 @@ def test_fetch_downloads_verifies_and_reports_progress(
     digest = hashlib.sha256(PAYLOAD).hexdigest()
     calls: list[tuple[int, int | None]] = []
     cache = tmp_path / "cache"
-    path = fetch(f"{base}/w.bin", "w.bin", digest, progress=lambda d, t: calls.append((d, t)),
-                 directory=cache)
+    path = fetch(
+        f"{base}/w.bin",
+        "w.bin",
+        digest,
+        progress=lambda d, t: calls.append((d, t)),
+        directory=cache,
+    )
     assert path == cache / "w.bin" and path.read_bytes() == PAYLOAD
     assert calls[0] == (0, len(PAYLOAD)) and calls[-1] == (len(PAYLOAD), len(PAYLOAD))
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
@@ -105,8 +110,13 @@ def trickling() -> Iterator[str]:
 
 def test_progress_is_reported_while_bytes_arrive(trickling: str, tmp_path: Path) -> None:
     calls: list[tuple[int, int | None]] = []
-    fetch(f"{trickling}/w.bin", "w.bin", None, progress=lambda d, t: calls.append((d, t)),
-          directory=tmp_path)
+    fetch(
+        f"{trickling}/w.bin",
+        "w.bin",
+        None,
+        progress=lambda d, t: calls.append((d, t)),
+        directory=tmp_path,
+    )
     assert {t for _, t in calls} == {len(PAYLOAD)}
     assert any(0 < d < len(PAYLOAD) for d, _ in calls)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
@@ -114,8 +124,13 @@ def test_progress_is_reported_while_bytes_arrive(trickling: str, tmp_path: Path)
 
 def test_unknown_size_is_reported_as_none_until_the_end(trickling: str, tmp_path: Path) -> None:
     calls: list[tuple[int, int | None]] = []
-    path = fetch(f"{trickling}/unsized", "u.bin", None,
-                 progress=lambda d, t: calls.append((d, t)), directory=tmp_path)
+    path = fetch(
+        f"{trickling}/unsized",
+        "u.bin",
+        None,
+        progress=lambda d, t: calls.append((d, t)),
+        directory=tmp_path,
+    )
     assert path.read_bytes() == PAYLOAD
     assert calls[0] == (0, None) and calls[-1] == (len(PAYLOAD), len(PAYLOAD))
     assert all(t is None for _, t in calls[:-1])
@@ -193,14 +208,22 @@ def test_load_named_set_through_the_hub_cache(
     torch.save(source.state_dict(), root / "tiny.pth")
     digest = hashlib.sha256((root / "tiny.pth").read_bytes()).hexdigest()
     served = zoo.Weights(
-        name="served", url=f"{base}/tiny.pth", sha256=digest, file_name="tiny-test.pth",
-        preprocessing=CIFAR10_PREPROCESSING, categories=CIFAR10_CATEGORIES,
-        provenance="test", licence="MIT", num_params=378_538,
+        name="served",
+        url=f"{base}/tiny.pth",
+        sha256=digest,
+        file_name="tiny-test.pth",
+        preprocessing=CIFAR10_PREPROCESSING,
+        categories=CIFAR10_CATEGORIES,
+        provenance="test",
+        licence="MIT",
+        num_params=378_538,
     )
     seen: list[tuple[int, int | None]] = []
     model = zoo.load("default", weights=served, progress=lambda d, t: seen.append((d, t)))
     assert (hub_dir / "tiny-test.pth").is_file()
     assert seen[-1][0] == seen[-1][1] == (root / "tiny.pth").stat().st_size
     assert model.categories == CIFAR10_CATEGORIES
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                 source.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), source.state_dict().values(), strict=True)
+    )

@@ -290,4 +290,3 @@ def test_an_export_of_a_library_model_has_the_eager_models_fields(
     expected = [(r.name, r.type, r.output_shape, r.rf) for r in layer_table(eager, shape)]
     found = [(r.name, r.type, r.output_shape, r.rf) for r in layer_table(exported, shape)]
     assert found == expected
-

@@ -25,19 +25,23 @@ from deconvnet.engine.capture import ForwardFailed, check_batch, forward_until, 
 from deconvnet.engine.compat import preset
 from deconvnet.engine.graph import Graph, Recorder
 from deconvnet.engine.hooks import model_lock
-from deconvnet.engine.layers import resolve_call
-from deconvnet.engine.policies import RuleMode
-from deconvnet.engine.projection import Projection
+from deconvnet.engine.layers import resolve_call, resolve_layer
+from deconvnet.engine.policies import RuleMode, refuse_functions
+from deconvnet.engine.projection import Contributions, Projection
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
 from deconvnet.engine.rules import ReversePolicy
 from deconvnet.engine.selection import Seeds, Selection
-from deconvnet.errors import InputError, LayerNotFoundError
+from deconvnet.engine.window import crop
+from deconvnet.errors import InputError, LayerNotFoundError, SelectionError
 from deconvnet.models.card import card_of
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Pullback = Callable[[Tensor], tuple[Tensor]]
+"""Reverse passes for a batch of seeds (K, B, ...) at once: their images (K, B, C, H, W)."""
 _IMAGE_RANK = 4
+_PLANE = 2
 DEFAULT_POLICY = ReversePolicy()
 """The deconvnet rule, LRN skipped, summed collisions: the paper, read literally."""
 
@@ -67,6 +71,11 @@ class Deconvnet:
         everywhere), or ``"reapply"`` (the old Caffe demo).
     collisions : ``"sum"`` (default: exact transpose of overlapping max pooling) or
         ``"overwrite"`` (the old Caffe InvPooling layer).
+    activations : ``"strict"`` (default: under zeiler and guided, anything but the ReLU
+        family — SiLU, GELU, a sigmoid gate, LayerNorm — is refused, naming the module) or
+        ``"relu-like"`` (smooth rectifiers pass ``relu`` of the signal, gates and per-sample
+        normalisations are constant factors; see the README's "Semantics, and why"). The
+        gradient rule is exact either way.
     batch_size : how many reverse passes (of the ``K × B``) run together; bounds memory.
     compat : ``"caffe-deconvnet"`` reproduces the old Caffe demo exactly (sets rule
         ``none``, lrn ``reapply``, collisions ``overwrite``; see :mod:`deconvnet.engine.compat`).
@@ -95,6 +104,7 @@ class Deconvnet:
         *,
         lrn: str | None = None,
         collisions: str | None = None,
+        activations: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         compat: str | None = None,
     ) -> None:
@@ -108,7 +118,7 @@ class Deconvnet:
             if (rule, lrn, collisions) != (None, None, None):
                 raise ValueError(f"compat={compat!r} fixes rule, lrn and collisions; give neither")
             rule, lrn, collisions = self.compat.rule, self.compat.lrn, self.compat.collisions
-        self.policy = ReversePolicy.of(rule, lrn, collisions)
+        self.policy = ReversePolicy.of(rule, lrn, collisions, activations)
         self.batch_size = batch_size
 
     def __enter__(self) -> Deconvnet:
@@ -203,24 +213,32 @@ class Deconvnet:
         windowed_ok = switches is None and not select.joint and (call or 1) == 1
         recorder = Recorder(self.model, self.policy) if windowed_ok else None
         with torch.enable_grad():
-            y, pullback = cast(
-                "tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]",
-                torch.func.vjp(
-                    # a clone: an in-place first op must not edit the vjp's primal
-                    lambda inp: self._forward_to(
-                        inp.clone(), name, module, switches, call, recorder
+            try:
+                y, pullback = cast(
+                    "tuple[Tensor, Callable[[Tensor], tuple[Tensor]]]",
+                    torch.func.vjp(
+                        # a clone: an in-place first op must not edit the vjp's primal
+                        lambda inp: self._forward_to(
+                            inp.clone(), name, module, switches, call, recorder
+                        ),
+                        x,
                     ),
-                    x,
-                ),
-            )
+                )
+                pull_many: Pullback = torch.func.vmap(pullback)
+                del pullback
+            except ForwardFailed as error:
+                if not _outside_torch_func(error):
+                    raise
+                recorder = None
+                y, pull_many = self._plain_autograd(x, name, module, switches, call)
             self._check_finite(y, x, name, module)
             seeds = select.resolve(y)
             graph = recorder.graph() if recorder is not None else None
             if graph is not None and seeds.positions is not None and seeds.positions.shape[-1] == 2:
-                del pullback  # frees the forward's saved tensors before the reverse passes
+                del pull_many  # frees the forward's saved tensors before the reverse passes
                 images = self._reverse_windowed(graph, seeds, progress)
             else:
-                images = self._reverse(pullback, y, seeds, progress)
+                images = self._reverse(pull_many, y, seeds, progress)
             layer_shape = tuple(y.shape[1:])
         if not bool(torch.isfinite(images).all()):
             raise InputError(
@@ -245,16 +263,161 @@ class Deconvnet:
             trace_field=_field_tracer(self.model, name, tuple(x.shape), x.device),
         )
 
+    def _plain_autograd(
+        self,
+        x: Tensor,
+        name: str,
+        module: nn.Module,
+        switches: Mapping[str, Tensor] | None,
+        call: int | None,
+    ) -> tuple[Tensor, Pullback]:
+        """The general path on ``torch.autograd`` alone, for a model whose forward uses an
+        ``autograd.Function`` that ``torch.func`` cannot run (one without ``setup_context``:
+        timm's memory-efficient activations, ``nn.CrossMapLRN2d``)."""
+        primal = x.clone().requires_grad_(True)
+        y = self._forward_to(primal.clone(), name, module, switches, call)
+
+        def pull_many(seeds: Tensor) -> tuple[Tensor]:
+            # one seed at a time: such functions' backwards rarely batch
+            grads = [torch.autograd.grad(y, primal, seed, retain_graph=True)[0] for seed in seeds]
+            return (torch.stack(grads),)
+
+        return y.detach(), pull_many
+
+    def contributions(
+        self,
+        x: Tensor,
+        layer: str | nn.Module,
+        upstream: str | nn.Module,
+        select: Selection,
+    ) -> Contributions:
+        """How much each map of ``upstream`` gives each selected unit of ``layer``: the
+        reverse signal of the unit (this rule) where it reaches ``upstream``'s output, times
+        that output, summed over the map (over the unit's receptive-field window: the
+        signal is zero outside it).
+
+        The reverse pass is the one :meth:`project` runs — on receptive-field windows of
+        the recorded graph, batched over the seeds — stopped at ``upstream``; the general
+        autograd path when the graph has an op with no windowed rule. For the gradient
+        rule on a chain with no bias (convolutions, ReLU, max pooling, concatenation),
+        the contributions sum to the unit's activation (Euler's theorem for functions
+        that are positively homogeneous of degree 1); :attr:`Contributions.rest` is what
+        they leave out (biases, and what does not pass through ``upstream``).
+
+        ``select`` must seed single units of a 2-D map (``MapMax``, ``Neuron``, ``TopMaps``
+        or the scans' ``Units``); ``upstream`` must run before ``layer``.
+        """
+        if not isinstance(select, Selection):
+            raise TypeError(f"select must be a Selection such as TopMaps(9), got {select!r}")
+        name, module, call = resolve_call(self.model, layer)
+        if call not in (None, 1):
+            raise LayerNotFoundError(f"layer {name!r}: contributions take the first call only")
+        up_name, up_module = resolve_layer(self.model, upstream)
+        guard.require_eval(self.model)
+        x = self._check_input(x)
+        with model_lock(self.model), guard.preserved(self.model):
+            with torch.no_grad():
+                self._require_call(x, module, name, None)
+                self._require_call(x, up_module, up_name, None)
+            return self._contributions(x, (name, module), (up_name, up_module), select)
+
+    def _contributions(
+        self,
+        x: Tensor,
+        target: tuple[str, nn.Module],
+        source: tuple[str, nn.Module],
+        select: Selection,
+    ) -> Contributions:
+        """:meth:`contributions` once the model's lock is held."""
+        recorder = Recorder(self.model, self.policy)
+
+        def keep(layer_name: str, output: Any) -> tuple[int | None, Tensor]:
+            tensor = output_tensor(layer_name, output)
+            return recorder.value_of(tensor), tensor
+
+        with torch.enable_grad():
+            start = x.clone().requires_grad_(True)
+            with RuleMode(self.policy, self.model), recorder:
+                recorder.start(start)
+                kept = forward_until(
+                    self.model,
+                    start,
+                    dict([source, target]),
+                    keep=keep,
+                    until=target[0],
+                    shield=True,  # the rest of the model never edits the kept output in place
+                )
+            if source[0] not in kept or source[0] == target[0]:
+                raise InputError(
+                    f"layer {source[0]!r} does not run before layer {target[0]!r}: "
+                    "contributions come from a layer below"
+                )
+            (up_id, up), (_, y) = kept[source[0]], kept[target[0]]
+            recorder.finish(y)
+            self._check_finite(y, x, target[0], target[1])
+            seeds = select.resolve(y.detach())
+            if seeds.positions is None or seeds.positions.shape[-1] != _PLANE:
+                raise SelectionError("contributions need single units of a 2-D map")
+            graph = recorder.graph()
+            # the signal of the unit itself (seeded with 1, not with its activation): the
+            # sum of activation times signal is then the activation for the gradient rule
+            ones = Seeds(seeds.channels, torch.ones_like(seeds.values), seeds.positions, None)
+            if graph is not None and up_id is not None and up_id >= 0:
+                del kept  # the forward's saved tensors are not needed by the windowed pass
+                found = self._contributions_windowed(graph, up_id, up.detach(), ones)
+            else:
+                found = self._contributions_general(y, up, ones)
+        return Contributions(
+            layer=target[0],
+            upstream=source[0],
+            channels=seeds.channels,
+            positions=seeds.positions,
+            values=seeds.values,
+            contributions=found,
+            policy=self.policy,
+        )
+
+    def _contributions_windowed(self, graph: Graph, up_id: int, up: Tensor, seeds: Seeds) -> Tensor:
+        def contribute(
+            image_index: Tensor, channels: Tensor, positions: Tensor, values: Tensor
+        ) -> Tensor:
+            window = windowed.reverse_windows(
+                graph, image_index, channels, positions, values, self.policy, stop=up_id
+            )
+            if window is None:  # no signal reaches the upstream layer
+                return up.new_zeros((image_index.shape[0], up.shape[1]))
+            seen = crop(up, image_index.cpu(), window.tops, window.lefts, window.size)
+            return (window.data * seen.to(window.data.dtype)).sum(dim=(-2, -1))
+
+        batch, count = seeds.channels.shape
+        return self._windowed_chunks(graph, seeds, contribute).view(batch, count, -1)
+
+    def _contributions_general(self, y: Tensor, up: Tensor, seeds: Seeds) -> Tensor:
+        """Batched ``torch.autograd.grad`` of the seeds to ``up``, times ``up``."""
+        count, batch = seeds.count, y.shape[0]
+        chunk = max(1, self.batch_size // batch)
+        parts = []
+        for first in range(0, count, chunk):
+            last = min(first + chunk, count)
+            (signal,) = torch.autograd.grad(
+                y,
+                up,
+                grad_outputs=seeds.materialize(y, first, last),
+                retain_graph=last < count,
+                is_grads_batched=True,
+            )
+            parts.append((signal * up.detach()).flatten(3).sum(dim=3))  # (k, B, C_up)
+        return torch.cat(parts).transpose(0, 1).detach()
+
     def _reverse(
         self,
-        pullback: Callable[[Tensor], tuple[Tensor]],
+        pull_many: Pullback,
         y: Tensor,
         seeds: Seeds,
         progress: Callable[[int, int | None], None] | None,
     ) -> Tensor:
         count, batch = seeds.count, y.shape[0]
         chunk = max(1, self.batch_size // batch)
-        pull_many = torch.func.vmap(pullback)
         parts = []
         for start in range(0, count, chunk):
             stop = min(start + chunk, count)
@@ -271,7 +434,27 @@ class Deconvnet:
         progress: Callable[[int, int | None], None] | None,
     ) -> Tensor:
         """Single-unit seeds: reverse passes on receptive-field windows of the graph."""
-        assert seeds.positions is not None  # checked by the caller
+
+        def project(
+            image_index: Tensor, channels: Tensor, positions: Tensor, values: Tensor
+        ) -> Tensor:
+            return windowed.reverse_batch(
+                graph, image_index, channels, positions, values, self.policy
+            )
+
+        images = self._windowed_chunks(graph, seeds, project, progress)
+        return images.view(*seeds.channels.shape, *images.shape[1:])
+
+    def _windowed_chunks(
+        self,
+        graph: Graph,
+        seeds: Seeds,
+        run: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> Tensor:
+        """``run(image_index, channels, positions, values)`` on the single-unit seeds,
+        image by image, in chunks whose tensors stay reused blocks; the parts concatenated."""
+        assert seeds.positions is not None  # checked by the callers
         batch, count = seeds.channels.shape
         image_index = torch.arange(batch, device=seeds.channels.device).repeat_interleave(count)
         channels = seeds.channels.reshape(-1)
@@ -283,19 +466,17 @@ class Deconvnet:
         for start in range(0, total, step):
             stop = min(start + step, total)
             with torch.no_grad():
-                part = windowed.reverse_batch(
-                    graph,
-                    image_index[start:stop],
-                    channels[start:stop],
-                    positions[start:stop],
-                    values[start:stop],
-                    self.policy,
+                parts.append(
+                    run(
+                        image_index[start:stop],
+                        channels[start:stop],
+                        positions[start:stop],
+                        values[start:stop],
+                    )
                 )
-            parts.append(part)
             if progress is not None:
                 progress(stop, total)
-        images = torch.cat(parts)
-        return images.view(batch, count, *images.shape[1:])
+        return torch.cat(parts)
 
     def _check_input(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
@@ -336,12 +517,16 @@ class Deconvnet:
         """Run the model under the rule mode until ``module`` has produced its output (of
         its ``call``-th call, default the first), recording the graph of ops on the way
         when given a ``recorder``."""
-        with RuleMode(self.policy, self.model, switches), recorder or contextlib.nullcontext():
+        with (
+            RuleMode(self.policy, self.model, switches) as rules,
+            recorder or contextlib.nullcontext(),
+        ):
             if recorder is not None:
-                recorder.start(x)
+                recorder.start(x, rules.recall)
             output = forward_until(
                 self.model, x, {name: module}, keep=output_tensor, call=call or 1
             )[name]
+        refuse_functions(output, self.policy)
         if recorder is not None:
             recorder.finish(output)
         if output.dim() < 2 or output.shape[0] != x.shape[0]:
@@ -350,6 +535,13 @@ class Deconvnet:
                 f"of {x.shape[0]}: give a batched input (B, C, H, W), got {tuple(x.shape)}"
             )
         return output
+
+
+def _outside_torch_func(error: ForwardFailed) -> bool:
+    """The forward failed only because ``torch.func`` cannot run an ``autograd.Function``
+    of it (one without ``setup_context``)."""
+    cause = error.__cause__
+    return isinstance(cause, RuntimeError) and "setup_context" in str(cause)
 
 
 def _non_finite_count(values: Tensor) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,19 +66,31 @@ class Recorder(CallMode):
         self._shapes: list[tuple[int, ...]] = []
         self._nodes: list[Node] = []
         self._layer: int | None = None
+        self._recall: Callable[[Any], Any] = _nothing
+        # tensors computed from parameters and constants alone (a standardised weight)
+        self._constants: dict[int, Tensor] = {}
 
-    def start(self, x: Tensor) -> None:
-        """Track the input image as value 0."""
+    def start(self, x: Tensor, recall: Callable[[Any], Any] | None = None) -> None:
+        """Track the input image as value 0; ``recall`` reads what the rule mode noted of
+        a tensor (a gate)."""
         self._track(x)
+        if recall is not None:
+            self._recall = recall
 
     def finish(self, output: Tensor) -> None:
         """Mark the layer's output (called when the forward pass reaches the layer)."""
         self._layer = self._lookup(output)
 
+    def value_of(self, tensor: Tensor) -> int | None:
+        """The value id of ``tensor`` now (call it where the tensor is made, before a later
+        in-place op gives the same object a new id); None or -1 as :meth:`_lookup`."""
+        return self._lookup(tensor)
+
     def graph(self) -> Graph | None:
         """The graph, or None when the layer is not reached only through windowed rules."""
         layer = self._layer
         self._values.clear()  # the forward's tensors are no longer needed
+        self._constants.clear()
         if layer is None or layer < 0 or len(self._shapes[layer]) != IMAGE_RANK:
             return None
         needed = {layer}
@@ -105,7 +118,11 @@ class Recorder(CallMode):
         entry = self._values.get(id(tensor))
         if entry is not None and entry[0] is tensor:
             return entry[2] if entry[1] == tensor._version else -1
-        if tensor.requires_grad and id(tensor) not in self._parameters:
+        if (
+            tensor.requires_grad
+            and id(tensor) not in self._parameters
+            and self._constants.get(id(tensor)) is not tensor
+        ):
             return -1
         return None
 
@@ -113,7 +130,11 @@ class Recorder(CallMode):
         tensors = list(tensors_of((raw.args, raw.kwargs)))
         ids = [self._lookup(t) for t in tensors]
         if all(value is None for value in ids):
-            return raw.run()
+            result = raw.run()
+            for tensor in tensors_of(result):
+                if tensor.requires_grad:  # from parameters alone: a constant to the input
+                    self._constants[id(tensor)] = tensor
+            return result
         known = {(id(t), t._version) for t in tensors}
         op = OPS.get(raw.func)
         call, before = None, None
@@ -134,12 +155,16 @@ class Recorder(CallMode):
         if op is not None and all(value is None or value >= 0 for value in ids):
             # the ids from before the call: an in-place op has changed the versions since
             ids_before = {id(t): value for t, value in zip(tensors, ids, strict=True)}
-            recording = Recording(lambda t: ids_before.get(id(t)), fresh, self.policy)
+            recording = Recording(lambda t: ids_before.get(id(t)), fresh, self.policy, self._recall)
             with contextlib.suppress(Opaque):
                 node = op.node(call, recording, before)
         node.outputs = tuple(self._track(t) for t in fresh)
         self._nodes.append(node)
         return result
+
+
+def _nothing(tensor: Any) -> Any:
+    return None
 
 
 def _name(func: Any) -> str:

@@ -9,21 +9,34 @@ summed copies, scaled signals.
 
 The mode keeps its own stack of the modules running now (its hooks on the model push and
 pop it), so two threads projecting two models each see only their own: a max-pool finds the
-switches given for *its* module, and an error names *its* module.
+switches given for *its* module, and an error names *its* module. It also keeps what the
+entries noted of tensors during the pass (this one is a gate, that one ``1.702·x``), and
+carries a gate's note through whatever is computed from the gate alone.
+
+An ``autograd.Function`` is invisible to a ``TorchFunctionMode`` (only the ops inside its
+forward are seen, and never rewired where they matter: its own backward replaces theirs).
+Under the rectifying rules such a function on the way down would pass its author's
+gradient in silence; :func:`refuse_functions` finds them in the recorded autograd graph and
+refuses them by name.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor, nn
+from torch.autograd.function import BackwardCFunction
 
 from deconvnet.engine.hooks import HandleList
 from deconvnet.engine.ops import OPS, module_op
+from deconvnet.engine.ops.arguments import tensors
+from deconvnet.engine.ops.gates import Gated, keeps_gate
 from deconvnet.engine.ops.op import CallMode, Op, TorchCall, TorchFunction
-from deconvnet.engine.rules import ReversePolicy
+from deconvnet.engine.rules import GRADIENT_RULE, ReversePolicy, is_engine_function
+from deconvnet.errors import UnsupportedLayerError
 
 
 @functools.cache
@@ -57,6 +70,8 @@ class RuleMode(CallMode):
         self._ops = _rewired(policy, bool(self.switches))
         self._running: list[tuple[str, str]] = []  # (name, type) of running modules
         self._handles = HandleList()
+        # id -> (tensor, version, fact); the strong reference keeps ids unique
+        self._facts: dict[int, tuple[Tensor, int, Any]] = {}
 
     def __enter__(self) -> RuleMode:
         try:
@@ -74,6 +89,7 @@ class RuleMode(CallMode):
         finally:
             self._handles.remove()
             self._running.clear()
+            self._facts.clear()
 
     def _watch(self, model: nn.Module) -> None:
         for name, module in model.named_modules():
@@ -107,6 +123,59 @@ class RuleMode(CallMode):
             return None
         return self.switches.get(self._running[-1][0])
 
+    def remember(self, tensor: Tensor, fact: Any) -> None:
+        """Note ``fact`` of ``tensor`` as it is now (a later in-place change forgets it)."""
+        self._facts[id(tensor)] = (tensor, tensor._version, fact)
+
+    def recall(self, tensor: Any) -> Any:
+        """The fact noted of ``tensor``, if it is still the tensor it was."""
+        entry = self._facts.get(id(tensor)) if isinstance(tensor, Tensor) else None
+        if entry is None or entry[0] is not tensor or entry[1] != tensor._version:
+            return None
+        return entry[2]
+
     def handle(self, call: TorchCall) -> Any:
         op = self._ops.get(call.func)
-        return call.run() if op is None else op.rewire(op.parse(call), call, self)
+        if op is not None:
+            return op.rewire(op.parse(call), call, self)
+        result = call.run()
+        if self._facts and keeps_gate(call, self.recall):
+            for tensor in tensors(result):
+                self.remember(tensor, Gated())
+        return result
+
+
+def refuse_functions(output: Tensor, policy: ReversePolicy) -> None:
+    """Refuse, under a rule other than the gradient, any ``autograd.Function`` but the
+    engine's own between the input and ``output``: its backward is its author's gradient,
+    which the rule cannot see into (timm's memory-efficient activations, for one)."""
+    if policy.reverse_rule.is_gradient or output.grad_fn is None:
+        return
+    seen: set[int] = set()
+    waiting: list[Any] = [output.grad_fn]
+    while waiting:
+        node = waiting.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, BackwardCFunction):
+            function = _original(node._forward_cls)  # type: ignore[attr-defined]
+            if not is_engine_function(function):
+                raise UnsupportedLayerError(
+                    f"rule {policy.rule!r} has no definition for {function.__name__} (a custom "
+                    f"torch.autograd.Function: its backward is its own gradient); use "
+                    f"rule={GRADIENT_RULE!r} for this model"
+                )
+        waiting.extend(next_node for next_node, _ in node.next_functions)
+
+
+def _original(function: type) -> type:
+    """The autograd.Function that ``torch.func`` wrapped as ``<Name>Generated``."""
+    backward = getattr(function, "backward", None)
+    if backward is None:
+        return function
+    try:
+        found = inspect.getclosurevars(backward).nonlocals.get("autograd_function")
+    except TypeError:  # not a Python function
+        return function
+    return found if isinstance(found, type) else function

@@ -114,3 +114,32 @@ class Projection:
         if _views is None:
             raise InputError("no figure views registered; import deconvnet (the package) first")
         return _views
+
+
+@dataclass(frozen=True, eq=False)
+class Contributions:
+    """What :meth:`~deconvnet.engine.engine.Deconvnet.contributions` returns: per seeded unit,
+    how much each map of an upstream layer gives it.
+
+    Attributes
+    ----------
+    layer, upstream : dotted names of the unit's layer and of the layer below.
+    channels : LongTensor (B, K) — the seeded maps; ``positions`` (B, K, 2) their units.
+    values : Tensor (B, K) — the units' activations.
+    contributions : Tensor (B, K, C_up) — per upstream map ``j``, the sum over the map of
+        its activation times the reverse signal reaching it.
+    policy : the reverse-pass semantics used.
+    """
+
+    layer: str
+    upstream: str
+    channels: Tensor
+    positions: Tensor
+    values: Tensor
+    contributions: Tensor
+    policy: ReversePolicy
+
+    @property
+    def rest(self) -> Tensor:
+        """(B, K): the activation the upstream maps leave out (biases, other paths)."""
+        return self.values - self.contributions.sum(dim=-1).to(self.values.dtype)

@@ -26,6 +26,9 @@ Each op's geometry comes from its entry in the op table (:mod:`deconvnet.engine.
   (exact when the strides agree, which they do for equal-sized branches of a CNN; with
   different strides the union is an under-estimate away from unit ``(0, 0)``). A
   concatenation therefore reports one field for all its channels, the largest.
+* A product by a factor broadcast over H×W (a squeeze-excitation gate computed from pooled
+  features, a per-channel scale) keeps the field of the tensor it scales: the deconvnet
+  takes such a gate as a constant, so the projection stays in that field.
 """
 
 from __future__ import annotations
@@ -215,9 +218,11 @@ class _FieldTracer(CallMode):
         sources: list[tuple[torch.Tensor, ReceptiveField]],
         output: torch.Tensor,
     ) -> ReceptiveField:
+        op = OPS.get(raw.func)
+        if op is not None and output.dim() == _IMAGE_RANK:
+            sources = _without_broadcast_factors(op.factors(op.parse(raw)), sources, output)
         if output.dim() != _IMAGE_RANK or any(f.is_global for _, f in sources):
             return self.whole_image()
-        op = OPS.get(raw.func)
         if op is not None:
             source = raw.input
             field = self.field_of(source)
@@ -236,6 +241,26 @@ class _FieldTracer(CallMode):
         if isinstance(geometry, Shifted):
             return _shift(field, geometry)
         return self.whole_image()
+
+
+def _without_broadcast_factors(
+    factors: tuple[Any, ...],
+    sources: list[tuple[torch.Tensor, ReceptiveField]],
+    output: torch.Tensor,
+) -> list[tuple[torch.Tensor, ReceptiveField]]:
+    """``sources`` less the factors broadcast over the output's H×W (a squeeze-excitation
+    gate): the output's field is that of the tensor they scale."""
+    if tuple(output.shape[-_SPATIAL:]) == (1, 1):
+        return sources
+    kept = [
+        (t, f)
+        for t, f in sources
+        if not (
+            any(t is factor for factor in factors)
+            and (t.dim() < _IMAGE_RANK or tuple(t.shape[-_SPATIAL:]) == (1, 1))
+        )
+    ]
+    return kept or sources
 
 
 def _trace(

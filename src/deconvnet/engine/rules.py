@@ -13,21 +13,25 @@ questions: is the signal itself rectified, and is it multiplied by the forward m
 - ``none`` — no rectification at all, as the old caffe-deconvnet demo did.
 
 A :class:`ReversePolicy` is the whole reverse-pass semantics of one call: a rule, what LRN
-does on the way down (:data:`LRN_MODES`) and how overlapping max-pool windows unpool
-(:data:`COLLISION_MODES`). :func:`apply_rule` wires a :class:`ReverseRule` into autograd,
-so convolutions, pooling, concatenation and addition keep their exact transposes while the
-nonlinearities follow the rule.
+does on the way down (:data:`LRN_MODES`), how overlapping max-pool windows unpool
+(:data:`COLLISION_MODES`) and whether the layers the paper never met (SiLU, GELU, gates,
+LayerNorm) get their ReLU-like analogue or are refused (:data:`ACTIVATION_MODES`).
+:func:`apply_rule` wires a :class:`ReverseRule` into autograd, so convolutions, pooling,
+concatenation and addition keep their exact transposes while the nonlinearities follow the
+rule.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, cast
 
 import torch
 from torch import Tensor
+
+from deconvnet.errors import UnsupportedLayerError
 
 Rectifier = Callable[[Tensor], Tensor]
 
@@ -60,6 +64,13 @@ class Rule:
     def is_gradient(self) -> bool:
         """The plain gradient: autograd's own backward at every rectifier, nothing rewired."""
         return self.masks and not self.rectifies
+
+    def local(self, derivative: Tensor) -> Tensor:
+        """The mask this rule multiplies by at a rectifier ``f`` with local derivative
+        ``f'(x)``: ``f'(x)`` itself (the gradient), clamped at 0 when the signal is
+        rectified (guided: ``relu(signal)·max(f'(x), 0)``, which is ``relu(signal)·[x > 0]``
+        at a ReLU)."""
+        return derivative.clamp(min=0) if self.rectifies else derivative
 
     def rectify(
         self, signal: Tensor, mask: Tensor | None = None, rectifier: Rectifier = torch.relu
@@ -151,6 +162,44 @@ overwrite earlier ones (the old Caffe InvPooling layer)."""
 
 
 @dataclass(frozen=True)
+class ActivationMode:
+    """What the rectifying rules do at the layers the paper never met.
+
+    ``analogues``: smooth and piecewise rectifiers (SiLU, GELU, Hardswish, ELU, …) pass
+    ``relu(signal)`` (zeiler) or ``relu(signal)·max(f'(x), 0)`` (guided); a sigmoid,
+    hard-sigmoid or softmax whose output multiplies another tensor is a constant factor (a
+    gate); normalisations with per-sample statistics (LayerNorm, GroupNorm, InstanceNorm,
+    RMSNorm) scale the signal by ``γ/σ`` with their statistics frozen. Without it they are
+    refused under the rectifying rules. The gradient rule is exact either way.
+    """
+
+    name: str
+    description: str
+    analogues: bool = False
+
+    @property
+    def caption(self) -> str:
+        """What a figure's caption says of it: nothing for the paper's own semantics."""
+        return f"{self.name} activations" if self.analogues else ""
+
+
+ACTIVATION_MODES: dict[str, ActivationMode] = {
+    mode.name: mode
+    for mode in (
+        ActivationMode("strict", "only ReLU-family rectifiers; anything else is refused"),
+        ActivationMode(
+            "relu-like",
+            "smooth rectifiers as ReLU, gates and per-sample norms as constant factors",
+            analogues=True,
+        ),
+    )
+}
+DEFAULT_ACTIVATIONS = "strict"
+ANALOGUES = next(name for name, mode in ACTIVATION_MODES.items() if mode.analogues)
+"""The activation mode that gives SiLU, GELU, gates and LayerNorm their analogues."""
+
+
+@dataclass(frozen=True)
 class ReversePolicy:
     """The reverse-pass semantics, validated once.
 
@@ -159,24 +208,31 @@ class ReversePolicy:
     rule : a name in :data:`RULES` (``"zeiler"``, ``"guided"``, ``"gradient"``, ``"none"``).
     lrn : a name in :data:`LRN_MODES` (``"skip"``, ``"gradient"``, ``"reapply"``).
     collisions : a name in :data:`COLLISION_MODES` (``"sum"``, ``"overwrite"``).
+    activations : a name in :data:`ACTIVATION_MODES` (``"strict"``, ``"relu-like"``).
     """
 
     rule: str = DEFAULT_RULE
     lrn: str = RULES[DEFAULT_RULE].lrn
     collisions: str = COLLISION_MODES[0]
+    activations: str = DEFAULT_ACTIVATIONS
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
             ("rule", self.rule, tuple(RULES)),
             ("lrn", self.lrn, tuple(LRN_MODES)),
             ("collisions", self.collisions, COLLISION_MODES),
+            ("activations", self.activations, tuple(ACTIVATION_MODES)),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
 
     @classmethod
     def of(
-        cls, rule: str | None = None, lrn: str | None = None, collisions: str | None = None
+        cls,
+        rule: str | None = None,
+        lrn: str | None = None,
+        collisions: str | None = None,
+        activations: str | None = None,
     ) -> ReversePolicy:
         """The policy for what was given; the rest by default (the LRN mode is the rule's
         own: its exact gradient for the gradient rule, so that it equals
@@ -187,7 +243,12 @@ class ReversePolicy:
             rule=name,
             lrn=lrn or (found.lrn if found else RULES[DEFAULT_RULE].lrn),
             collisions=collisions or COLLISION_MODES[0],
+            activations=activations or DEFAULT_ACTIVATIONS,
         )
+
+    def record(self) -> dict[str, str]:
+        """Every field by name, as manifests record the reverse pass."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
 
     @property
     def reverse_rule(self) -> Rule:
@@ -197,6 +258,16 @@ class ReversePolicy:
     @property
     def lrn_mode(self) -> LrnMode:
         return LRN_MODES[self.lrn]
+
+    @property
+    def activation_mode(self) -> ActivationMode:
+        return ACTIVATION_MODES[self.activations]
+
+    @property
+    def analogues(self) -> bool:
+        """A rectifying rule that gives SiLU, GELU, gates and per-sample norms their
+        ReLU-like analogues (never true for the gradient rule, which rewires nothing)."""
+        return self.activation_mode.analogues and not self.reverse_rule.is_gradient
 
     @property
     def overwrites(self) -> bool:
@@ -243,6 +314,11 @@ class _Rewired(torch.autograd.Function):
         return ctx.rule.backward(signal, *ctx.saved_tensors), None
 
 
+def is_engine_function(function: type) -> bool:
+    """The engine's own ``autograd.Function`` (the one every rule is wired through)."""
+    return function is _Rewired
+
+
 def apply_rule(x: Tensor, rule: ReverseRule) -> Tensor:
     """``rule.forward(x)`` in the forward pass; ``rule.backward`` in the reverse pass."""
     return cast(Tensor, _Rewired.apply(x, rule))  # type: ignore[no-untyped-call]
@@ -268,6 +344,44 @@ class Rectify(ReverseRule):
 
     def backward(self, signal: Tensor, *saved: Tensor) -> Tensor:
         return self.rule.rectify(signal, saved[0] if saved else None)
+
+
+class Refused(ReverseRule):
+    """Forward with ``function``; refuse when the reverse signal reaches it.
+
+    The refusal waits for the signal: an op that the projection never passes through (a
+    gate's branch, a weight standardisation, anything above the layer) is not an error,
+    and one that it passes through is, with ``message`` naming the op and its module.
+    """
+
+    def __init__(self, function: Rectifier, message: str) -> None:
+        self.function = function
+        self.message = message
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.function(x)
+
+    def backward(self, signal: Tensor, *saved: Tensor) -> Tensor:
+        raise UnsupportedLayerError(self.message)
+
+
+class Frozen(ReverseRule):
+    """A normalisation with its statistics frozen: the per-sample affine map
+    ``x ↦ (x − μ)/σ·γ + β`` with μ and σ constants, so the signal is scaled by
+    ``scale_of(x)`` (``γ/σ``, broadcast to ``x``)."""
+
+    def __init__(self, function: Rectifier, scale_of: Callable[[Tensor], Tensor]) -> None:
+        self.function = function
+        self.scale_of = scale_of
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.function(x)
+
+    def saved(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+        return (self.scale_of(x),)
+
+    def backward(self, signal: Tensor, *saved: Tensor) -> Tensor:
+        return signal * saved[0].to(signal.dtype)
 
 
 class PassThrough(ReverseRule):

@@ -53,6 +53,26 @@ def reverse_batch(
     -------
     Tensor (N, C_in, H, W), equal to the general path's projections.
     """
+    image = reverse_windows(graph, image_index, channels, positions, values, policy, stop=0)
+    shape = graph.shapes[0]
+    if image is None:
+        return values.new_zeros((channels.shape[0], *shape[1:]))
+    return paste(image, shape[-2:])
+
+
+def reverse_windows(
+    graph: Graph,
+    image_index: Tensor,
+    channels: Tensor,
+    positions: Tensor,
+    values: Tensor,
+    policy: ReversePolicy,
+    *,
+    stop: int,
+) -> Window | None:
+    """The reverse signal of N single-unit seeds (as :func:`reverse_batch`) where it reaches
+    the graph's value ``stop`` (0: the input image; an upstream layer's output), on its
+    window; the ops below ``stop`` are not run. None when no signal reaches it."""
     count = channels.shape[0]
     layer_shape = graph.shapes[graph.layer]
     seed = values.new_zeros((count, layer_shape[1], 1, 1))
@@ -62,6 +82,8 @@ def reverse_batch(
         graph.layer: Window(seed, positions[:, 0].cpu().clone(), positions[:, 1].cpu().clone())
     }
     for node in reversed(graph.nodes):
+        if node.outputs and max(node.outputs) <= stop:
+            break  # values are numbered in forward order: nothing above stop is left
         arriving = [signals.pop(value, None) for value in node.outputs]
         if all(window is None for window in arriving):
             continue
@@ -69,11 +91,7 @@ def reverse_batch(
             if source is not None and window is not None:
                 window = cut_to_map(window, graph.shapes[source][-2:])
                 signals[source] = sum_windows(signals.get(source), window)
-    image = signals.get(0)
-    shape = graph.shapes[0]
-    if image is None:
-        return values.new_zeros((count, *shape[1:]))
-    return paste(image, shape[-2:])
+    return signals.get(stop)
 
 
 def seeds_per_call(graph: Graph, element_size: int) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from deconvnet.engine.receptive import Box
-from deconvnet.engine.rules import RULES
+from deconvnet.engine.rules import ACTIVATION_MODES, RULES
 from deconvnet.figures.projection import CONTRASTS, Contrast
 from deconvnet.figures.render import Display, DisplayRange, display_range, frame, scaled, show
 from deconvnet.figures.style import (
@@ -92,8 +92,11 @@ def comparison_figure(
         else None
     )
     columns = len(rules) + (image is not None)
+    caption = ACTIVATION_MODES[comparison.activations].caption
     headers = (["input patch\n(the unit's receptive field)"] if image is not None else []) + [
-        f"{rule}\n{RULES[rule].description.removeprefix(f'{rule}: ')}" for rule in rules
+        f"{rule}\n{RULES[rule].description.removeprefix(f'{rule}: ')}"
+        + ("" if not caption or RULES[rule].is_gradient else f"\n({caption})")  # exact anyway
+        for rule in rules
     ]
     headers = [wrap_text(text, TILE, HEADER_FONT_SIZE) for text in headers]
     header_h = max(text_size(text, HEADER_FONT_SIZE)[1] for text in headers) + GAP
@@ -184,4 +187,3 @@ def _footer(display: Display, full_frame: bool) -> str:
         "overlay": "magnitude over the greyed patch",
     }
     return f"Tiles show {where}; {views[display]}. Under each tile: its largest magnitude."
-

@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 from torch import Tensor
 
+from deconvnet.engine.rules import ACTIVATION_MODES
 from deconvnet.figures import panels
 from deconvnet.figures.render import to_display
 from deconvnet.figures.style import NO_DATA, OCCLUDER_COLOUR
@@ -63,8 +64,7 @@ def figure_panels(
         ),
         "activation": panels.titled(
             panels.resize_panel(panels.colormap(activation)),
-            f"(b) {layer} {unit}: total\n"
-            f"activation (unoccluded {result.baseline_activation:.3g})",
+            f"(b) {layer} {unit}: total\nactivation (unoccluded {result.baseline_activation:.3g})",
             panels.colour_bar(float(result.activation.min()), float(result.activation.max()), side),
         ),
         "projection": panels.titled(
@@ -118,6 +118,9 @@ def figure(
             else ""
         )
     )
+    policy = ACTIVATION_MODES[result.activations].caption
+    if policy:
+        caption += f"; projection with {policy}"
     return panels.row(
         [drawn[k] for k in ("input", "activation", "projection", "probability")] + [label_column],
         caption,

@@ -262,6 +262,7 @@ def manifest(
         "rule": projection.policy.rule,
         "lrn": projection.policy.lrn,
         "collisions": projection.policy.collisions,
+        "activations": projection.policy.activations,
         "display": options.display,
         "contrast": options.contrast,
         "full_frame": options.full_frame,
@@ -513,7 +514,9 @@ def _sheet(
         f"{projection.policy.reverse_rule.title} ({rule})", tile, HEADER_FONT_SIZE
     )
     header_h = text_size(header_projection, HEADER_FONT_SIZE)[1] + PADDING
-    title = f"{layer}: {projection.selection.describe()}, {rule} rule, {_contrast_note(options)}"
+    caption = projection.policy.activation_mode.caption if projection.policy.analogues else ""
+    rule_note = f"{rule} rule, {caption}" if caption else f"{rule} rule"
+    title = f"{layer}: {projection.selection.describe()}, {rule_note}, {_contrast_note(options)}"
     grid_w = columns * pair_w + (columns - 1) * CELL_GAP
     width = max(grid_w, overview.shape[1]) + 2 * PADDING
     title_text = wrap_text(title, width - 2 * PADDING, TITLE_FONT_SIZE)

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from deconvnet.engine.receptive import Box
+from deconvnet.engine.rules import ACTIVATION_MODES, DEFAULT_ACTIVATIONS
 from deconvnet.errors import InputError
 from deconvnet.figures.files import page_names, save_png, write_json
 from deconvnet.figures.render import Display, display_range, frame, scaled, show
@@ -107,6 +108,7 @@ def render(
     save_tiles: bool = True,
     metadata: Mapping[str, Any] | None = None,
     display_names: Mapping[str, str] | None = None,
+    activations: str = DEFAULT_ACTIVATIONS,
     class_names: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> RenderResult:
@@ -116,7 +118,8 @@ def render(
     ``display_names`` (e.g. ``{"features.4": "conv2"}``) name the sheets, tile folders and
     titles; ``class_names`` (one per class of ``index.labels``, e.g. the model's category
     for each WordNet id) name the classes. ``save_tiles=False`` writes only the sheets and
-    the index.
+    the index. ``activations`` is the policy the projections ran under; the sheet titles say
+    so when it is not the paper's.
     """
     if tile < 1:
         raise InputError(f"tile must be >= 1 pixel, got {tile}")
@@ -128,6 +131,8 @@ def render(
     pages: dict[str, list[Path]] = {}
     map_files: dict[tuple[str, int], Path] = {}
     layers = index.layers
+    caption = ACTIVATION_MODES[activations].caption
+    policy = f" ({caption})" if caption else ""
     for done, (layer, top) in enumerate(index.state.layers.items(), start=1):
         shown_name = (display_names or {}).get(layer, layer)
         folder = Path(TILES_DIR) / _safe(shown_name)
@@ -146,7 +151,7 @@ def render(
         pages[layer] = []
         boxes: dict[tuple[int, int], tuple[str, tuple[Box, Box]]] = {}
         for number, (part, name) in enumerate(zip(parts, names, strict=True), start=1):
-            title = f"{shown_name}: the top {k} activations of each map"
+            title = f"{shown_name}: the top {k} activations of each map{policy}"
             if len(parts) > 1:
                 title += f" (page {number} of {len(parts)}, maps {_span(cells, part)})"
             sheet, placed = layout.draw(title, cells[part.start : part.stop])

@@ -41,7 +41,7 @@ def selectivity_chart(selectivity: ClassSelectivity, *, top: int = TOP_CLASSES) 
     axes.set_yticks(rows, [_short(selectivity.names[number]) for number in shown])
     index = "undefined" if selectivity.index is None else f"{selectivity.index:.2f}"
     axes.set_title(
-        f"class selectivity {index}  (μ_top {selectivity.mu_top:.3g}, μ_rest "
+        f"selectivity {index} (μ_top {selectivity.mu_top:.3g}, μ_rest "
         f"{selectivity.mu_rest:.3g})",
         fontsize=FONT_SIZE,
         family=FONT_FAMILY,

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from deconvnet.engine.engine import Deconvnet
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import Box
-from deconvnet.engine.rules import COMPARED_RULES
+from deconvnet.engine.rules import COMPARED_RULES, DEFAULT_ACTIVATIONS
 from deconvnet.engine.selection import Selection
 
 RULES: tuple[str, ...] = COMPARED_RULES
@@ -41,6 +41,7 @@ class Comparison:
     boxes : per seed, the input box it looks at: its receptive field (it may reach past
         the image's border), or for a joint selection the seeded units' fields together,
         clipped; None where unknown (fc layers).
+    activations : the activation policy every rule ran with (``"strict"``, ``"relu-like"``).
     """
 
     rules: tuple[str, ...]
@@ -51,6 +52,7 @@ class Comparison:
     layer: str
     selection: Selection
     boxes: tuple[Box | None, ...] = ()
+    activations: str = DEFAULT_ACTIVATIONS
 
 
 class _EngineOptions(TypedDict, total=False):
@@ -68,20 +70,23 @@ def compare_rules(
     rules: Sequence[str] = RULES,
     lrn: str | None = None,
     collisions: str | None = None,
+    activations: str | None = None,
     batch_size: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> Comparison:
     """Project ``select`` of ``layer`` for the first image of ``x`` with each rule.
 
     The forward pass and therefore the selection (channel, position) are the same for
-    every rule; only the reverse pass differs (``lrn`` and ``collisions`` as in
-    :class:`~deconvnet.engine.engine.Deconvnet`, the same for every rule).
+    every rule; only the reverse pass differs (``lrn``, ``collisions`` and ``activations``
+    as in :class:`~deconvnet.engine.engine.Deconvnet`, the same for every rule).
     """
     images = []
     first = None
     options: _EngineOptions = {} if batch_size is None else {"batch_size": batch_size}
     for done, rule in enumerate(rules, start=1):
-        with Deconvnet(model, rule, lrn=lrn, collisions=collisions, **options) as net:
+        with Deconvnet(
+            model, rule, lrn=lrn, collisions=collisions, activations=activations, **options
+        ) as net:
             result = net.project(x[:1], layer, select)
         images.append(result.images[0])
         first = first or result
@@ -97,6 +102,7 @@ def compare_rules(
         layer=first.layer,
         selection=select,
         boxes=_boxes(first),
+        activations=first.policy.activations,
     )
 
 

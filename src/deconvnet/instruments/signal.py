@@ -140,15 +140,25 @@ def explain_blanks(
         for rule in rules:
             if rule != projection.policy.rule:
                 seeds = (channels, positions)
-                report.reaching[rule] = _reaching(model, x, projection.layer, rule, *seeds)
+                activations = projection.policy.activations
+                report.reaching[rule] = _reaching(
+                    model, x, projection.layer, rule, activations, *seeds
+                )
     return report
 
 
 def _reaching(
-    model: nn.Module, x: Tensor, layer: str, rule: str, channels: Tensor, positions: Tensor
+    model: nn.Module,
+    x: Tensor,
+    layer: str,
+    rule: str,
+    activations: str,
+    channels: Tensor,
+    positions: Tensor,
 ) -> int:
-    """How many of the seeds ``rule`` projects to something visible."""
-    with Deconvnet(model, rule) as net:
+    """How many of the seeds ``rule`` projects to something visible, under the projection's
+    own activation policy (a relu-like projection's blanks are explained relu-like)."""
+    with Deconvnet(model, rule, activations=activations) as net:
         result = net.project(x, layer, Units(channels=channels, positions=positions))
     return sum(not is_blank(result.images[0, k]) for k in range(channels.numel()))
 

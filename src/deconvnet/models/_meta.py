@@ -12,13 +12,29 @@ first comma for a short label.
 from __future__ import annotations
 
 CIFAR10_CATEGORIES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 """CIFAR-10 classes in label order (sorted folder names)."""
 
-CIFAR10_MEAN: tuple[float, float, float] = (0.4919327362159134, 0.482255492652801, 0.4463265582246361)
-CIFAR10_STD: tuple[float, float, float] = (0.2457799820808061, 0.2434915554620801, 0.261076648597142)
+CIFAR10_MEAN: tuple[float, float, float] = (
+    0.4919327362159134,
+    0.482255492652801,
+    0.4463265582246361,
+)
+CIFAR10_STD: tuple[float, float, float] = (
+    0.2457799820808061,
+    0.2434915554620801,
+    0.261076648597142,
+)
 """Per-channel RGB mean/std in [0, 1] of the 25,000 training JPEGs (recorded by
 ``deconvnet train-default`` in its manifest)."""
 

@@ -131,9 +131,7 @@ UNAVAILABLE = ["mps", "meta", "xpu", "hpu", "privateuseone", "cpu:1", "cuda:9999
 
 
 @pytest.mark.parametrize("device", [*UNAVAILABLE, "nonsense", ""])
-def test_devices_this_build_cannot_run_on(
-    device: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_devices_this_build_cannot_run_on(device: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["layers", "--device", device]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith("deconvnet: error:")

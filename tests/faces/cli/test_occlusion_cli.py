@@ -47,18 +47,48 @@ def test_occlude_writes_figure_panels_and_manifest(tmp_path):
 def test_compare_and_sanity_write_pngs_and_manifests(tmp_path):
     photo = _photo(tmp_path / "in.png")
     out = tmp_path / "cmp"
-    assert main(["compare", str(photo), *RANDOM, "--layer", "conv2", "--select", "map:3",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(photo),
+                *RANDOM,
+                "--layer",
+                "conv2",
+                "--select",
+                "map:3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["selection"] == "map:3" and sorted(manifest["rules"]) == [
-        "gradient", "guided", "zeiler"
+        "gradient",
+        "guided",
+        "zeiler",
     ]
     assert manifest["seeds"][0]["channel"] == 3
     assert manifest["files"] == [manifest["figure"]]
     _decodes(out, manifest["figure"])
     out = tmp_path / "san"
-    assert main(["sanity", str(photo), *RANDOM, "--layer", "conv2", "--select", "map:3",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sanity",
+                str(photo),
+                *RANDOM,
+                "--layer",
+                "conv2",
+                "--select",
+                "map:3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rows"][0]["spearman"] == 1.0 and len(manifest["rows"]) == 3  # conv1, conv2
     assert manifest["seeds"][0].startswith("neuron:3,")

@@ -42,7 +42,43 @@ def test_efficientnet_under_the_default_rule_is_refused_naming_the_module(
     assert main(["project", str(photo), "--model", EFFICIENTNET, "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "SiLU" in err and "bn1.act" in err  # the first SiLU on the way down
+    # the first op with no strict rule that the signal meets on its way down from conv_head
+    assert "sigmoid in module blocks.6.0.se.gate (Sigmoid)" in err
+    assert "--activations relu-like" in err  # the way out
+
+
+@pytest.mark.parametrize("weights", ["random", "file"])
+def test_efficientnet_projects_relu_like_as_the_issue_asks(
+    photo: Path, tmp_path: Path, weights: str
+) -> None:
+    """``deconvnet project photo.jpg --model timm:efficientnet_b0 --activations relu-like
+    --out out/``, offline: random weights and a weights file; the manifest records the
+    policy, and the seeds and values are the library's on the same model."""
+    pytest.importorskip("timm")
+    argv = ["project", str(photo), "--model", EFFICIENTNET, "--activations", "relu-like"]
+    model = zoo.load(EFFICIENTNET)
+    if weights == "file":
+        path = tmp_path / "efficientnet_b0.pth"
+        torch.save(zoo.load(EFFICIENTNET, seed=5).state_dict(), path)
+        argv += ["--weights", str(path)]
+        model = zoo.load(EFFICIENTNET, path)
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["activations"] == "relu-like" and manifest["rule"] == "zeiler"
+    assert manifest["layer"] == "conv_head"
+    assert (out / "00_photo_sheet.png").is_file()
+    x = preprocess(load_image(photo), card_of(model).preprocessing)
+    with dn.Deconvnet(model, activations="relu-like") as net:
+        expected = net.project(
+            x, "conv_head", dn.TopMaps(len(manifest["images"][0]["projections"]))
+        )
+    projections = manifest["images"][0]["projections"]
+    if weights == "file":  # random weights differ between the two loads; a file does not
+        assert [p["channel"] for p in projections] == expected.channels[0].tolist()
+        values = torch.tensor([p["value"] for p in projections])
+        torch.testing.assert_close(values, expected.values[0], rtol=1e-5, atol=0)
+    assert bool(expected.images.any())
 
 
 def test_efficientnet_projects_with_random_weights(

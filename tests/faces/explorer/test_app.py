@@ -26,6 +26,7 @@ from deconvnet.faces.explorer.files import file_inside
 from deconvnet.faces.explorer.security import JsonErrorsH11Protocol
 from deconvnet.figures.render import show
 from deconvnet.inputs.prepared import prepare
+from deconvnet.instruments.circuits import image_circuit
 from tests.faces.conftest import SCAN_LAYER, SCAN_SHOWN
 from tests.faces.explorer.conftest import LOCAL, make_explorer
 
@@ -279,3 +280,39 @@ def test_grid_contrast_and_the_enlarged_field(client: TestClient) -> None:
     np.testing.assert_array_equal(
         enlarged[::factor, ::factor][: crop.shape[0], : crop.shape[1]], crop
     )
+
+
+def test_a_scanned_unit_carries_its_page_sections_read_back_validated(client: TestClient) -> None:
+    image = client.post("/api/open", json={"name": "photo_2.png"}).json()
+    unit = client.get(f"/api/images/{image['id']}/layers/{SCAN_LAYER}/units/7").json()
+    keys = [section["key"] for section in unit["sections"]]
+    assert keys == ["selectivity", "distribution"]  # the site's scan sections
+    distribution = unit["sections"][1]
+    assert distribution["available"] and distribution["picture_url"].endswith("7_distribution.png")
+    assert client.get(distribution["picture_url"]).status_code == 200
+    assert unit["circuit"] is None  # one scanned layer: nothing below it to link
+
+
+def test_a_click_lists_the_scanned_maps_below_that_feed_the_unit_on_this_image(
+    default_model, labelled_photos: Path, labelled_scan_dir: Path, labelled_site_dir: Path
+) -> None:
+    explorer = make_explorer(default_model, labelled_photos / "blobs")
+    app = create_app(explorer, scan_dir=labelled_scan_dir, site_dir=labelled_site_dir)
+    with TestClient(app, base_url=LOCAL) as client:
+        image = client.post("/api/open", json={"name": "photo_1.png"}).json()
+        unit = client.get(f"/api/images/{image['id']}/layers/conv2/units/7").json()
+        assert [s["key"] for s in unit["sections"]] == [
+            "selectivity", "distribution", "tuning", "circuits",
+        ]  # fmt: skip
+        circuit = unit["circuit"]
+        assert circuit["upstream_layer"] == "conv1" and len(circuit["upstream"]) == 5
+        x = prepare(labelled_photos / "blobs" / "photo_1.png", default_model.preprocessing,
+                    torch.device("cpu")).tensor  # fmt: skip
+        expected = image_circuit(
+            default_model, x, "conv2", "conv1", 7, tuple(unit["position"]), rule="gradient"
+        )
+        assert [link["map"] for link in circuit["upstream"]] == [up.map for up in expected.upstream]
+        for link, want in zip(circuit["upstream"], expected.upstream, strict=True):
+            assert link["share"] == pytest.approx(want.share, rel=1e-9)
+            assert link["unit_page"] == f"/site/layers/conv1/units/{want.map}.html"
+            assert client.get(link["unit_page"]).status_code == 200

@@ -117,9 +117,7 @@ def test_squeezenet_menu_groups_fire_blocks_and_the_scan_link_opens_a_fire2_unit
     natural = page.evaluate("document.getElementById('grid').naturalWidth")
     cell = (55 + 1) * box["width"] / natural
     grid.click(position={"x": 0.5 * cell, "y": 0.5 * cell})  # map 0: scanned (--maps 3)
-    page.wait_for_function(
-        "!document.getElementById('unit-page').hidden", timeout=WAIT_MS
-    )
+    page.wait_for_function("!document.getElementById('unit-page').hidden", timeout=WAIT_MS)
     page.wait_for_function("document.querySelectorAll('#topk li img').length > 0")
     page.screenshot(path=str(tmp_path / "squeezenet_fire2_unit.png"), full_page=True)
     page.click("#unit-page")

@@ -11,13 +11,19 @@ from tests.faces.conftest import SCAN_K, SCAN_SHOWN
 ALL_PICTURES_LOADED = "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
 
 
-def test_every_page_loads_its_pictures_and_links_from_file_urls(
-    browser, site_dir: Path, tmp_path: Path
-) -> None:
+def watched_page(browser):
+    """A new page and the list its failed requests and script errors are added to."""
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     failed: list[str] = []
     page.on("requestfailed", lambda request: failed.append(request.url))
     page.on("pageerror", lambda error: failed.append(str(error)))
+    return page, failed
+
+
+def test_every_page_loads_its_pictures_and_links_from_file_urls(
+    browser, site_dir: Path, tmp_path: Path
+) -> None:
+    page, failed = watched_page(browser)
     pages = {p.resolve().as_uri() for p in site_dir.rglob("*.html")}
     linked: set[str] = set()
     for url in sorted(pages):
@@ -29,7 +35,7 @@ def test_every_page_loads_its_pictures_and_links_from_file_urls(
     linked_pages = {href for href in linked if href.endswith(".html")}
     assert linked_pages == pages  # every page is reachable, none is missing
     pictures = linked - linked_pages  # each map's own picture, linked from its unit page
-    assert pictures and all(href.endswith(".png") for href in pictures)
+    assert pictures and all(href.endswith((".png", ".json")) for href in pictures)
     assert all(Path(href.removeprefix("file://")).is_file() for href in pictures)
     unit = (site_dir / "layers" / SCAN_SHOWN / "units" / "5.html").as_uri()
     page.goto(unit)

@@ -10,9 +10,13 @@ so adding a layer type is one entry in one of these files, plus its tests:
 
 - :mod:`~deconvnet.engine.ops.convolution`: 2-D convolution;
 - :mod:`~deconvnet.engine.ops.pooling`: max, average, adaptive and power-average pooling;
-- :mod:`~deconvnet.engine.ops.rectifiers`: ReLU, ReLU6, leaky rectifiers, the activations
-  with no deconvnet rule;
-- :mod:`~deconvnet.engine.ops.normalisation`: BatchNorm, LRN, dropout;
+- :mod:`~deconvnet.engine.ops.rectifiers`: ReLU (every spelling, clamps, maximum and where
+  included), ReLU6, leaky rectifiers, the activations with no deconvnet rule;
+- :mod:`~deconvnet.engine.ops.smooth`: SiLU, GELU, Mish, Hardswish, ELU/CELU/SELU, Softplus;
+- :mod:`~deconvnet.engine.ops.gates`: sigmoid, hard-sigmoid and softmax gates, products
+  (swish written by hand, constant factors);
+- :mod:`~deconvnet.engine.ops.normalisation`: BatchNorm, LRN, dropout, and the
+  normalisations with per-sample statistics (LayerNorm, GroupNorm, InstanceNorm, RMSNorm);
 - :mod:`~deconvnet.engine.ops.structure`: addition, concatenation, splits, reshapes,
   padding and slicing.
 
@@ -30,9 +34,11 @@ from torch import nn
 from deconvnet.engine.ops import (
     averaging,
     convolution,
+    gates,
     normalisation,
     pooling,
     rectifiers,
+    smooth,
     structure,
 )
 from deconvnet.engine.ops.op import Op, TorchFunction
@@ -42,6 +48,8 @@ FAMILIES: tuple[Op[Any], ...] = (
     *pooling.FAMILIES,
     *averaging.FAMILIES,
     *rectifiers.FAMILIES,
+    *smooth.FAMILIES,
+    *gates.FAMILIES,
     *normalisation.FAMILIES,
     *structure.FAMILIES,
 )

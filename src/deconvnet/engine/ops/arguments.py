@@ -69,6 +69,33 @@ def spellings(*names: str) -> frozenset[TorchFunction]:
     )
 
 
+def aten(*names: str) -> frozenset[TorchFunction]:
+    """The ``default`` overloads of ATen ops, as they appear in ``.pt2`` graphs."""
+    return frozenset(getattr(ATEN, name).default for name in names)
+
+
+def methods(*names: str) -> frozenset[TorchFunction]:
+    """``Tensor`` methods by name (``x.sigmoid()``, ``x.clamp_(…)``)."""
+    return frozenset(getattr(Tensor, name) for name in names)
+
+
+def is_in_place(func: TorchFunction) -> bool:
+    """A spelling that writes its result into its input (``relu_``, ``aten.silu_.default``)."""
+    return str(getattr(func, "__name__", "")).split(".")[0].endswith("_")
+
+
+def constant(value: Any) -> bool:
+    """A number, or a tensor that does not depend on the input (nor on any parameter)."""
+    return not isinstance(value, Tensor) or not value.requires_grad
+
+
+def is_zero(value: Any) -> bool:
+    """A constant 0 (a number, or a tensor of zeros that depends on nothing)."""
+    if isinstance(value, Tensor):
+        return constant(value) and value.numel() > 0 and not bool(value.detach().any())
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == 0
+
+
 def spatial(x: Any) -> bool:
     """A (B, C, H, W) tensor."""
     return isinstance(x, Tensor) and x.dim() == IMAGE_RANK

@@ -1,10 +1,19 @@
-"""BatchNorm in eval mode, local response normalisation, dropout.
+"""Normalisations: BatchNorm, local response normalisation, dropout, and the normalisations
+with per-sample statistics (LayerNorm, GroupNorm, InstanceNorm, RMSNorm).
 
 Eval-mode BatchNorm is a fixed per-channel affine map: its reverse scales the signal by
 ``γ/σ`` (and folds into a neighbouring convolution's filters where it can). The paper does
 not say what the deconvnet does at an LRN layer: the policy's LRN mode decides (skip it,
 its exact gradient, or re-apply it to the signal as the old Caffe demo did). Eval-mode
 dropout is the identity.
+
+A normalisation whose statistics come from the sample itself (LayerNorm, timm's
+LayerNorm2d, GroupNorm, InstanceNorm, RMSNorm, BatchNorm given no running statistics) is
+not a fixed map: its gradient mixes the sample's units through μ and σ. Under
+``activations="relu-like"`` the rectifying rules freeze the statistics: the layer is the
+per-sample affine map ``x ↦ (x − μ)/σ·γ + β`` with μ and σ constants, so the signal is
+scaled by ``γ/σ``, as at an eval-mode BatchNorm. Under ``"strict"`` they are refused; the
+gradient rule takes autograd's exact gradient.
 """
 
 from __future__ import annotations
@@ -20,8 +29,9 @@ from torch import Tensor, nn
 
 from deconvnet.caffe.layers import WithinChannelLRN
 from deconvnet.engine.ops import op
-from deconvnet.engine.ops.arguments import spatial
-from deconvnet.engine.rules import PassThrough, Reapply, ReversePolicy, apply_rule
+from deconvnet.engine.ops.arguments import aten, spatial, spellings
+from deconvnet.engine.ops.refusal import refuse, with_input
+from deconvnet.engine.rules import Frozen, PassThrough, Reapply, ReversePolicy, apply_rule
 from deconvnet.engine.window import Window, crop
 
 BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
@@ -31,12 +41,31 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class BatchNorm(op.Op[dict[str, Any]]):
-    """``F.batch_norm`` in eval mode: a per-channel scale ``γ/σ`` on the way down."""
+    """``F.batch_norm`` in eval mode: a per-channel scale ``γ/σ`` on the way down. Given no
+    running statistics (or ``training=True``) it normalises by the batch's own: a
+    normalisation with per-sample statistics (frozen under ``activations="relu-like"``)."""
 
     functions = frozenset({F.batch_norm})
 
     def parse(self, raw: op.TorchCall) -> dict[str, Any]:
         return raw.bind(BN_ARGS)
+
+    def rewires(self, policy: ReversePolicy, switches: bool) -> bool:
+        return not policy.reverse_rule.is_gradient
+
+    def rewire(self, call: dict[str, Any], raw: op.TorchCall, mode: op.Rewiring) -> Any:
+        x = call.get("input")
+        if not isinstance(x, Tensor) or not (
+            call.get("training", False) or call.get("running_var") is None
+        ):
+            return raw.run()
+        dims = tuple(d for d in range(x.dim()) if d != 1)
+        weight = call.get("weight")
+
+        def scale_of(tensor: Tensor) -> Tensor:
+            return _rstd(tensor, dims, call.get("eps", BN_EPS)) * _per_channel(weight, tensor)
+
+        return frozen_statistics(raw, mode, scale_of)
 
     def node(self, call: dict[str, Any], recording: op.Recording, before: Any) -> op.Node:
         source = recording.source(call.get("input"))
@@ -209,4 +238,158 @@ class Dropout(op.Op[tuple[Any, bool]]):
         return op.IdentityNode((source,))
 
 
-FAMILIES: tuple[op.Op[Any], ...] = (BatchNorm(), LocalResponseNorm(), Dropout())
+# -- normalisations with per-sample statistics ------------------------------------------------
+
+NORM_ANALOGUE = "frozen statistics (the signal scaled by γ/σ)"
+Scale = Callable[[Tensor], Tensor]
+
+
+def frozen_statistics(raw: op.TorchCall, mode: op.Rewiring, scale_of: Scale) -> Any:
+    """``raw`` with its statistics frozen on the way down (refused under ``strict``)."""
+    if not mode.policy.analogues:
+        return refuse(raw, mode, analogue=NORM_ANALOGUE)
+
+    def forward(tensor: Tensor) -> Tensor:
+        args, kwargs = with_input(raw, tensor)
+        result: Tensor = raw.func(*args, **kwargs)
+        return result
+
+    return apply_rule(raw.input, Frozen(forward, scale_of))
+
+
+def _rstd(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
+    """``1/σ`` over ``dims`` (kept), as the normalisation computes it."""
+    return torch.rsqrt(torch.var(x, dim=dims, correction=0, keepdim=True) + eps)
+
+
+def _per_channel(weight: Tensor | None, x: Tensor) -> Tensor | float:
+    """A (C,) affine weight shaped to broadcast over ``x`` (N, C, ...); 1 without one."""
+    if weight is None:
+        return 1.0
+    return weight.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+
+class _PerSample(op.Op[Any]):
+    """A normalisation with per-sample statistics; :meth:`scale_of` is its ``γ/σ`` for an
+    input (None when the call uses fixed statistics: InstanceNorm with running ones)."""
+
+    arguments: ClassVar[tuple[str, ...]] = ()
+
+    def parse(self, raw: op.TorchCall) -> dict[str, Any]:
+        return raw.bind(self.arguments)
+
+    def scale_of(self, call: dict[str, Any]) -> Scale | None:
+        raise NotImplementedError
+
+    def rewires(self, policy: ReversePolicy, switches: bool) -> bool:
+        return not policy.reverse_rule.is_gradient
+
+    def rewire(self, call: dict[str, Any], raw: op.TorchCall, mode: op.Rewiring) -> Any:
+        scale_of = self.scale_of(call)
+        if scale_of is None or not isinstance(raw.input, Tensor):
+            return raw.run()
+        return frozen_statistics(raw, mode, scale_of)
+
+    def before(self, call: dict[str, Any], policy: ReversePolicy) -> Tensor | None:
+        scale_of = self.scale_of(call)
+        x = call.get("input")
+        if scale_of is None or not isinstance(x, Tensor):
+            return None
+        if not policy.analogues:
+            raise op.Opaque  # refused, or its exact gradient (not a scale)
+        return scale_of(x.detach())
+
+    def node(self, call: dict[str, Any], recording: op.Recording, before: Any) -> op.Node:
+        x = call.get("input")
+        source = recording.source(x)
+        if before is None or not isinstance(x, Tensor) or not spatial(x):  # fixed statistics
+            raise op.Opaque
+        return op.factor_node(source, before, tuple(x.shape))
+
+
+def _trailing(shape: Any, x: Tensor) -> tuple[int, ...]:
+    count = 1 if isinstance(shape, int) else len(shape)
+    return tuple(range(x.dim() - count, x.dim()))
+
+
+class LayerNorm(_PerSample):
+    """``F.layer_norm`` (``nn.LayerNorm``; timm's LayerNorm2d on channels-last maps)."""
+
+    functions = spellings("layer_norm") | aten("layer_norm")
+    arguments = ("input", "normalized_shape", "weight", "bias", "eps")
+
+    def scale_of(self, call: dict[str, Any]) -> Scale | None:
+        shape, weight, eps = call["normalized_shape"], call.get("weight"), call.get("eps", 1e-5)
+
+        def scale(x: Tensor) -> Tensor:
+            rstd = _rstd(x, _trailing(shape, x), eps)
+            return rstd if weight is None else rstd * weight
+
+        return scale
+
+
+class RMSNorm(_PerSample):
+    """``F.rms_norm`` (``nn.RMSNorm``, timm's RmsNorm): σ is the root mean square."""
+
+    functions = spellings("rms_norm") | aten("rms_norm")
+    arguments = ("input", "normalized_shape", "weight", "eps")
+
+    def scale_of(self, call: dict[str, Any]) -> Scale | None:
+        shape, weight, eps = call["normalized_shape"], call.get("weight"), call.get("eps")
+
+        def scale(x: Tensor) -> Tensor:
+            floor = torch.finfo(x.dtype).eps if eps is None else eps
+            rstd = torch.rsqrt(x.pow(2).mean(dim=_trailing(shape, x), keepdim=True) + floor)
+            return rstd if weight is None else rstd * weight
+
+        return scale
+
+
+class GroupNorm(_PerSample):
+    """``F.group_norm`` (``nn.GroupNorm``): statistics per sample and group of channels."""
+
+    functions = spellings("group_norm") | aten("group_norm")
+    arguments = ("input", "num_groups", "weight", "bias", "eps")
+
+    def scale_of(self, call: dict[str, Any]) -> Scale | None:
+        groups, weight, eps = int(call["num_groups"]), call.get("weight"), call.get("eps", 1e-5)
+
+        def scale(x: Tensor) -> Tensor:
+            batch, channels = x.shape[:2]
+            rstd = _rstd(x.reshape(batch, groups, -1), (2,), eps)
+            rstd = rstd.repeat_interleave(channels // groups, dim=1)
+            return rstd.reshape(batch, channels, *([1] * (x.dim() - 2))) * _per_channel(weight, x)
+
+        return scale
+
+
+class InstanceNorm(_PerSample):
+    """``F.instance_norm`` (``nn.InstanceNorm2d``): statistics per sample and channel (with
+    ``use_input_stats=False``, running statistics: a fixed map, nothing to freeze)."""
+
+    functions = spellings("instance_norm") | aten("instance_norm")
+    arguments = (
+        "input", "running_mean", "running_var", "weight", "bias", "use_input_stats",
+        "momentum", "eps",
+    )  # fmt: skip
+
+    def scale_of(self, call: dict[str, Any]) -> Scale | None:
+        if not call.get("use_input_stats", True):
+            return None
+        weight, eps = call.get("weight"), call.get("eps", 1e-5)
+
+        def scale(x: Tensor) -> Tensor:
+            return _rstd(x, tuple(range(2, x.dim())), eps) * _per_channel(weight, x)
+
+        return scale
+
+
+FAMILIES: tuple[op.Op[Any], ...] = (
+    BatchNorm(),
+    LocalResponseNorm(),
+    Dropout(),
+    LayerNorm(),
+    RMSNorm(),
+    GroupNorm(),
+    InstanceNorm(),
+)

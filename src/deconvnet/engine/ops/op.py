@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from deconvnet.engine.rules import ReversePolicy
-from deconvnet.engine.window import Window, inside
+from deconvnet.engine.window import Window, crop, inside
 
 TorchFunction = Callable[..., Any]
 IMAGE_RANK = 4
@@ -133,6 +133,15 @@ class Rewiring(Protocol):
         """Argmax indices given for the module running now (another framework's), if any."""
         ...
 
+    def remember(self, tensor: Tensor, fact: Any) -> None:
+        """Note what ``tensor`` is (a gate, a scaled copy of another tensor) for the ops
+        that will read it later in this forward pass."""
+        ...
+
+    def recall(self, tensor: Any) -> Any:
+        """What was noted of ``tensor`` (None if nothing, or if it changed since)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Recording:
@@ -142,6 +151,8 @@ class Recording:
     lookup: Callable[[Tensor], int | None]
     outputs: list[Tensor]
     policy: ReversePolicy
+    recall: Callable[[Any], Any] = lambda tensor: None
+    """What the rule mode noted of a tensor (:meth:`Rewiring.recall`)."""
 
     def source(self, tensor: Any) -> int:
         """The value id of a recorded tensor argument; :class:`Opaque` for anything else."""
@@ -249,6 +260,39 @@ class IdentityNode(Node):
         return signal
 
 
+@dataclass(eq=False)
+class FactorNode(Node):
+    """The signal times a constant ``factor`` broadcast over the map (B or 1, C or 1, H or
+    1, W or 1): a gate, a per-sample normalisation's ``γ/σ``, a LayerScale, a number."""
+
+    kind: ClassVar[str] = "factor"
+
+    factor: Tensor
+
+    def reverse(self, signal: Window, step: ReverseStep) -> Window:
+        factor = self.factor
+        index = step.index if factor.shape[0] > 1 else step.index.new_zeros(step.index.shape)
+        if factor.shape[-2:] == (1, 1):
+            part = factor[index.to(factor.device)]
+        else:
+            part = crop(factor, index, signal.tops, signal.lefts, signal.size)
+        return signal.with_data(signal.data * part.to(signal.data.dtype))
+
+
+def factor_node(source: int, factor: Tensor, shape: tuple[int, ...]) -> FactorNode:
+    """A :class:`FactorNode` for a factor that broadcasts to the 4-D ``shape``; a factor
+    that varies along only one of H and W is expanded to the map. :class:`Opaque` if it
+    does not broadcast as (B or 1, C or 1, H or 1, W or 1)."""
+    if factor.dim() > IMAGE_RANK or len(shape) != IMAGE_RANK:
+        raise Opaque
+    factor = factor.detach().reshape((1,) * (IMAGE_RANK - factor.dim()) + tuple(factor.shape))
+    if any(f not in (1, s) for f, s in zip(factor.shape, shape, strict=True)):
+        raise Opaque
+    if (factor.shape[-2] == 1) != (factor.shape[-1] == 1):
+        factor = factor.expand(*factor.shape[:2], *shape[-2:]).contiguous()
+    return FactorNode((source,), factor=factor)
+
+
 # -- the entry -------------------------------------------------------------------------------
 
 
@@ -287,6 +331,12 @@ class Op(Generic[CallT]):
     def geometry(self, call: CallT, x: Tensor, out: Tensor) -> Geometry | None:
         """How the output's units look at the input ``x`` (None: on the same grid)."""
         return None
+
+    def factors(self, call: CallT) -> tuple[Any, ...]:
+        """Arguments that scale the others elementwise: one broadcast over H×W (a gate from
+        pooled features) does not widen the output's field; the projection stays in the
+        field of the tensor it scales."""
+        return ()
 
     # -- the graph
 

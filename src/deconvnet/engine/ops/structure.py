@@ -295,5 +295,11 @@ class GetItem(op.Op[Any]):
 
 
 FAMILIES: tuple[op.Op[Any], ...] = (
-    Add(), Cat(), Split(), Reshape(), Pad(), ConstantPad(), GetItem()
+    Add(),
+    Cat(),
+    Split(),
+    Reshape(),
+    Pad(),
+    ConstantPad(),
+    GetItem(),
 )

@@ -1,13 +1,16 @@
-"""``--rule``, ``--lrn``, ``--collisions``: the reverse pass, with choices and defaults from
-the engine's rule table (:mod:`deconvnet.engine.rules`), shared by every command that
-projects."""
+"""``--rule``, ``--lrn``, ``--collisions``, ``--activations``: the reverse pass, with choices
+and defaults from the engine's rule table (:mod:`deconvnet.engine.rules`), shared by every
+command that projects."""
 
 from __future__ import annotations
 
 import argparse
 
 from deconvnet.engine.rules import (
+    ACTIVATION_MODES,
+    ANALOGUES,
     COLLISION_MODES,
+    DEFAULT_ACTIVATIONS,
     DEFAULT_RULE,
     GRADIENT_RULE,
     LRN_MODES,
@@ -17,8 +20,8 @@ from deconvnet.engine.rules import (
 
 
 def add_rule_arguments(parser: argparse.ArgumentParser, *, lrn_and_collisions: bool = True) -> None:
-    """``--rule`` and, unless told not to, ``--lrn`` and ``--collisions`` (each default
-    ``None``: :func:`reverse_policy` fills in the rule's own)."""
+    """``--rule``, ``--activations`` and, unless told not to, ``--lrn`` and ``--collisions``
+    (each default ``None``: :func:`reverse_policy` fills in the rule's own)."""
     parser.add_argument(
         "--rule",
         choices=tuple(RULES),
@@ -26,6 +29,7 @@ def add_rule_arguments(parser: argparse.ArgumentParser, *, lrn_and_collisions: b
         help=f"reverse rule (default: {DEFAULT_RULE}); "
         + "; ".join(rule.description for rule in RULES.values()),
     )
+    add_activations_argument(parser)
     if not lrn_and_collisions:
         return
     exact = RULES[GRADIENT_RULE]
@@ -44,8 +48,26 @@ def add_rule_arguments(parser: argparse.ArgumentParser, *, lrn_and_collisions: b
     )
 
 
+def add_activations_argument(parser: argparse.ArgumentParser) -> None:
+    """``--activations strict|relu-like``: what zeiler and guided do at SiLU, GELU, gates and
+    LayerNorm (the compare and serve commands take it without ``--rule``)."""
+    parser.add_argument(
+        "--activations",
+        choices=tuple(ACTIVATION_MODES),
+        default=None,
+        help=f"layers the paper never met, under zeiler and guided (default: "
+        f"{DEFAULT_ACTIVATIONS}); "
+        + "; ".join(f"{mode.name}: {mode.description}" for mode in ACTIVATION_MODES.values())
+        + f" (SiLU, GELU, Hardswish, sigmoid gates, LayerNorm …: use {ANALOGUES} for "
+        "EfficientNet, MobileNetV3, RegNetY, ConvNeXt)",
+    )
+
+
 def reverse_policy(args: argparse.Namespace) -> ReversePolicy:
     """The reverse pass the options ask for, each default resolved (for the manifest)."""
     return ReversePolicy.of(
-        args.rule, getattr(args, "lrn", None), getattr(args, "collisions", None)
+        getattr(args, "rule", None),
+        getattr(args, "lrn", None),
+        getattr(args, "collisions", None),
+        getattr(args, "activations", None),
     )

@@ -31,8 +31,11 @@ from deconvnet.faces.explorer.files import file_inside
 from deconvnet.faces.explorer.security import Guard, allowed_hosts
 from deconvnet.faces.explorer.session import RULES, Explorer, NotFound
 from deconvnet.faces.site.build import display_names, read_scan, unit_url, units_by_layer
+from deconvnet.faces.site.measured import CIRCUIT_RULE
+from deconvnet.faces.site.sections import read_unit
 from deconvnet.figures.topk import image_label
 from deconvnet.inputs.budget import ImageTooLargeError
+from deconvnet.instruments.circuits import previous_layer
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 """Upload cap in bytes (20 MB)."""
@@ -81,6 +84,7 @@ class ModelInfo(BaseModel):
     default_layer: str
     layers: list[LayerInfo]
     rules: list[str]
+    activations: str
     images: list[str]
     site: bool
     scanned: list[str]
@@ -117,6 +121,35 @@ class TopEntry(BaseModel):
     patch_url: str
 
 
+class SectionInfo(BaseModel):
+    """One section of the unit's page (as ``units/<map>.json`` holds it), its chart's URL."""
+
+    key: str
+    title: str
+    available: bool
+    note: str
+    facts: list[list[str]]
+    links: list[list[str]]
+    picture_url: str | None
+
+
+class CircuitLink(BaseModel):
+    map: int
+    share: float
+    contribution: float
+    unit_page: str | None
+
+
+class CircuitInfo(BaseModel):
+    """The maps of the scanned layer below feeding the clicked unit on this image."""
+
+    upstream_layer: str
+    rule: str
+    value: float | None
+    rest: float | None
+    upstream: list[CircuitLink]
+
+
 class UnitInfo(BaseModel):
     layer: str
     channel: int
@@ -129,6 +162,8 @@ class UnitInfo(BaseModel):
     projection_url: str
     unit_page: str | None
     topk: list[TopEntry]
+    sections: list[SectionInfo] = []
+    circuit: CircuitInfo | None = None
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -209,6 +244,7 @@ def create_app(
             default_layer=explorer.default_layer,
             layers=[LayerInfo(**vars(layer)) for layer in explorer.layers.values()],
             rules=list(RULES),
+            activations=explorer.activations,
             images=explorer.library(),
             site=site_dir is not None,
             scanned=[scan_names.get(module, module) for module in scan_units],
@@ -289,6 +325,37 @@ def create_app(
             projection_url=f"/api/images/{image_id}/layers/{found.layer}/units/{channel}/projection.png?{query}",
             unit_page=f"/site/{page}" if in_scan and site_dir else None,
             topk=_topk(scan_units, module, channel) if site_dir else [],
+            sections=_sections(site_dir, page) if in_scan and site_dir else [],
+            circuit=_circuit(address, found.position, module) if in_scan else None,
+        )
+
+    def _circuit(
+        address: UnitAddress, position: tuple[int, int], module: str
+    ) -> CircuitInfo | None:
+        """The clicked unit's upstream links on this image, from the scanned layer below."""
+        upstream = previous_layer(explorer.model, list(scan_units), module)
+        if upstream is None:
+            return None
+        image_id, layer, channel, _, _ = address
+        found = explorer.circuit(image_id, layer, channel, CIRCUIT_RULE, position, upstream)
+        tracked = {u.channel for u in scan_units.get(upstream, [])}
+        shown = scan_names.get(upstream, upstream)
+        return CircuitInfo(
+            upstream_layer=shown,
+            rule=found.rule,
+            value=found.activation,
+            rest=found.rest,
+            upstream=[
+                CircuitLink(
+                    map=link.map,
+                    share=link.share,
+                    contribution=link.contribution,
+                    unit_page=f"/site/{unit_url(shown, link.map)}"
+                    if site_dir and link.map in tracked
+                    else None,
+                )
+                for link in found.upstream
+            ],
         )
 
     @app.get(
@@ -348,6 +415,26 @@ def _library_path(explorer: Explorer, name: str) -> Path:
     if found is None:
         raise HTTPException(404, "no such library image")
     return found
+
+
+def _sections(site_dir: Path, page: str) -> list[SectionInfo]:
+    """The unit's sections as the site wrote them beside its page (read back validated);
+    none when the site has no record for it."""
+    found = file_inside(site_dir, page.removesuffix(".html") + ".json")
+    if found is None:
+        return []
+    return [
+        SectionInfo(
+            key=section["key"],
+            title=section["title"],
+            available=section["available"],
+            note=section["note"],
+            facts=section["facts"],
+            links=[[text, f"/site/{url}"] for text, url in section["links"]],
+            picture_url=f"/site/{section['picture']}" if section["picture"] else None,
+        )
+        for section in read_unit(found)["sections"]
+    ]
 
 
 def _topk(scan_units: dict[str, Any], layer: str, channel: int) -> list[TopEntry]:

@@ -26,7 +26,7 @@ from torch import nn
 from deconvnet.engine.engine import Deconvnet
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import LayerRow, ReceptiveField, layer_table, receptive_fields
-from deconvnet.engine.rules import COMPARED_RULES
+from deconvnet.engine.rules import COMPARED_RULES, ReversePolicy
 from deconvnet.engine.selection import Neuron
 from deconvnet.errors import InputError
 from deconvnet.figures.files import png_bytes
@@ -35,6 +35,7 @@ from deconvnet.inputs import images
 from deconvnet.inputs.budget import decode_within
 from deconvnet.inputs.images import is_image_file, read_image_file
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.instruments.circuits import UnitCircuit, image_circuit
 from deconvnet.instruments.signal import explain_blanks
 from deconvnet.models import naming
 from deconvnet.models.card import default_layer
@@ -119,9 +120,11 @@ class Explorer:
         aliases: Mapping[str, str] | None = None,
         images_dir: Path | None = None,
         decode_budget: int = DEFAULT_DECODE_BUDGET,
+        activations: str | None = None,
     ) -> None:
         self.model = model
         self.decode_budget = decode_budget
+        self.activations = ReversePolicy.of(activations=activations).activations
         self.preprocessing = preprocessing
         self.name = name
         self.images_dir = images_dir
@@ -286,7 +289,7 @@ class Explorer:
             if key in self._projections:
                 self._projections.move_to_end(key)
                 return self._projections[key]
-            with Deconvnet(self.model, rule) as net:
+            with Deconvnet(self.model, rule, activations=self.activations) as net:
                 result = net.project(found.tensor, layer, Neuron(channel, y, x))
             shape = tuple(found.tensor.shape)
             if shape not in self._fields:
@@ -317,6 +320,29 @@ class Explorer:
             while len(self._projections) > CACHED_PROJECTIONS:
                 self._projections.popitem(last=False)
         return unit
+
+    def circuit(
+        self,
+        image_id: str,
+        layer: str,
+        channel: int,
+        rule: str,
+        position: tuple[int, int],
+        upstream: str,
+    ) -> UnitCircuit:
+        """The maps of ``upstream`` feeding one unit on this image, as a unit page lists
+        them over the scan's top-k (:func:`~deconvnet.instruments.circuits.image_circuit`)."""
+        found = self._image(image_id)
+        with self._lock:
+            return image_circuit(
+                self.model,
+                found.tensor,
+                self.layer(layer).module,
+                upstream,
+                channel,
+                position,
+                rule=rule,
+            )
 
     def _note(self, value: float, result: Projection) -> str | None:
         """What to say when a click shows nothing: a unit at zero did not fire (there is

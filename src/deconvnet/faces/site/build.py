@@ -12,6 +12,7 @@ other instruments the caller adds), each section's chart as ``<map>_<section>.pn
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from PIL import Image
 
 from deconvnet.engine.receptive import LayerRow
 from deconvnet.errors import InputError
@@ -37,6 +39,7 @@ from deconvnet.faces.site.sections import (
 from deconvnet.figures.files import save_png, write_bytes, write_json
 from deconvnet.figures.topk import INDEX_FILE, image_label
 from deconvnet.figures.topk_index import read_index
+from deconvnet.inputs.images import decode_image
 from deconvnet.inputs.reading import read_regular_file
 from deconvnet.models.naming import display_name
 from deconvnet.storage.paths import file_inside, inside, separate_folders
@@ -44,6 +47,9 @@ from deconvnet.storage.paths import file_inside, inside, separate_folders
 MAX_TILE_BYTES = 64 << 20
 """Largest tile copied into a site (a scan's tiles are a few kB)."""
 STATIC_FILES = ("site.css", "site.js")
+PAGE_JPEG_QUALITY = 90
+"""Tiles on unit pages: a JPEG at this quality is about a fifth of the PNG, and the map's own
+(lossless) picture stays linked from the page."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -166,6 +172,9 @@ def build_site(
             if isinstance(name, str) and name not in copied:  # a map's file serves k entries
                 written.append(_copy_inside(scan, name, out))
                 copied.add(name)
+        for key in ("tile_file", "patch_file"):  # the unit page shows light JPEG copies
+            written.append(_light_copy(out, entry[key]))
+            entry[f"page_{key}"] = written[-1].relative_to(out).as_posix()
     for name in STATIC_FILES:
         source = resources.files("deconvnet.faces.site").joinpath("static", name)
         target = out / "static" / name
@@ -328,6 +337,16 @@ def _copy_inside(scan: Path, name: str, out: Path) -> Path:
     return write_bytes(data, inside(out, name, what="the tile's name in the site"))
 
 
+def _light_copy(out: Path, name: str) -> Path:
+    """A JPEG copy (quality :data:`PAGE_JPEG_QUALITY`) of the site's tile ``out/name`` beside
+    it, for the unit page: 18 photo tiles as PNG would weigh about 450 kB, as JPEG about 100."""
+    source = inside(out, name, what="the tile's name in the site")
+    pixels = decode_image(read_regular_file(source, MAX_TILE_BYTES, what="tile"), source)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=PAGE_JPEG_QUALITY)
+    return write_bytes(buffer.getvalue(), source.with_suffix(".jpg"))
+
+
 def _provenance(
     document: dict[str, Any], manifest: dict[str, Any], input_size: tuple[int, int] | None
 ) -> dict[str, Any]:
@@ -344,6 +363,7 @@ def _provenance(
         "images_read": document.get("images_read"),
         "skipped": len(document.get("skipped", [])),
         "rule": metadata.get("rule"),
+        "activations": metadata.get("activations"),
         "input_size": "x".join(map(str, input_size)) if input_size else None,
     }
 

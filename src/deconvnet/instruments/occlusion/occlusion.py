@@ -31,7 +31,7 @@ from deconvnet.engine.capture import forward_through, output_tensor
 from deconvnet.engine.engine import Deconvnet
 from deconvnet.engine.hooks import holding_model_lock
 from deconvnet.engine.layers import resolve_layer
-from deconvnet.engine.rules import DEFAULT_RULE
+from deconvnet.engine.rules import DEFAULT_ACTIVATIONS, DEFAULT_RULE, ReversePolicy
 from deconvnet.engine.selection import MapMax
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
@@ -141,6 +141,7 @@ class OcclusionResult:
         activation) in the unoccluded image.
     baseline_* : the same quantities for the unoccluded image.
     method : ``"spliced"`` or ``"naive"``; ``splice_layer`` where the splice happened.
+    activations : the activation policy of the projection (``"strict"``, ``"relu-like"``).
     """
 
     layer: str
@@ -161,6 +162,7 @@ class OcclusionResult:
     fill: tuple[float, ...]
     method: str
     splice_layer: str | None
+    activations: str = DEFAULT_ACTIVATIONS
 
 
 @holding_model_lock  # its hooks would be seen by other threads using the model
@@ -172,6 +174,7 @@ def occlude(
     *,
     label: int | None = None,
     method: Method = "auto",
+    activations: str | None = None,
     progress: Progress | None = None,
     max_work: int | None = DEFAULT_MAX_WORK,
 ) -> OcclusionResult:
@@ -189,6 +192,8 @@ def occlude(
     label : the true class; None maps the top predicted class of the unoccluded image.
     method : ``"auto"`` splices when it is cheaper and verified equal, else runs plainly;
         ``"naive"`` always runs the full network on each occluded image.
+    activations : the policy of panel (c)'s deconvnet projection (``"strict"`` by default;
+        ``"relu-like"`` for SiLU, GELU, gates, LayerNorm), run before the occluder slides.
     progress : ``(positions_done, total)`` callback.
     max_work : most occluder positions this call may evaluate
         (:func:`~deconvnet.instruments.work.check_work`); ``None`` for no ceiling.
@@ -205,10 +210,11 @@ def occlude(
     param = next(model.parameters(), None)
     x = x.detach().to(param.device if param is not None else x.device).clone()
     name, module = resolve_layer(model, layer)
+    policy = ReversePolicy.of(DEFAULT_RULE, activations=activations)
     guard.require_eval(model)
     with guard.preserved(model):
         guard.require_single_call(model, x, module, name)
-        return _occlude(model, x, name, module, occluder, label, method, progress, max_work)
+        return _occlude(model, x, name, module, occluder, label, method, policy, progress, max_work)
 
 
 def _occlude(
@@ -219,6 +225,7 @@ def _occlude(
     occluder: Occluder | None,
     label: int | None,
     method: Method,
+    policy: ReversePolicy,
     progress: Progress | None,
     max_work: int | None,
 ) -> OcclusionResult:
@@ -239,6 +246,8 @@ def _occlude(
     if label is not None and not 0 <= label < probs.numel():
         raise InputError(f"label {label} out of range: the model has {probs.numel()} classes")
     target = int(probs.argmax()) if label is None else int(label)
+    with torch.no_grad(), Deconvnet(model, policy.rule, activations=policy.activations) as net:
+        projection = net.project(x, name, MapMax(channel)).images[0, 0]  # refusals before work
 
     spots = [(top, left) for top in rows for left in cols]
 
@@ -261,8 +270,6 @@ def _occlude(
     totals, outputs = _run_all(evaluate, spots, batches, progress)
     probabilities = as_probs(outputs)
     shape = (len(rows), len(cols))
-    with torch.no_grad(), Deconvnet(model, DEFAULT_RULE) as net:
-        projection = net.project(x, name, MapMax(channel)).images[0, 0]
     top_probability, top_class = probabilities.max(dim=1)
     return OcclusionResult(
         layer=name,
@@ -283,6 +290,7 @@ def _occlude(
         fill=tuple(float(v) for v in fill.flatten()),
         method="spliced" if splice_plan is not None else "naive",
         splice_layer=splice_plan.layer if splice_plan is not None else None,
+        activations=policy.activations,
     )
 
 

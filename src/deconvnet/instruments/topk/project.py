@@ -108,6 +108,7 @@ def project(
     rule: str | None = None,
     lrn: str | None = None,
     collisions: str | None = None,
+    activations: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     layers: Sequence[str] | None = None,
     image_ids: Collection[int] | None = None,
@@ -171,7 +172,9 @@ def project(
             if progress is not None:
                 progress(done, total)
 
-    with Deconvnet(model, rule, lrn=lrn, collisions=collisions, batch_size=batch_size) as net:
+    with Deconvnet(
+        model, rule, lrn=lrn, collisions=collisions, activations=activations, batch_size=batch_size
+    ) as net:
         for ids in runs:
             groups: dict[tuple[int, ...], list[_Image]] = defaultdict(list)
             for image_id in (i for i in ids if i in by_image):

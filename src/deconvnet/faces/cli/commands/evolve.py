@@ -84,6 +84,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             rule=policy.rule,
             lrn=policy.lrn,
             collisions=policy.collisions,
+            activations=policy.activations,
             batch_size=args.batch_size,
             workers=args.workers,
             progress=bar,
@@ -111,6 +112,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             "rule": policy.rule,
             "lrn": policy.lrn,
             "collisions": policy.collisions,
+            "activations": policy.activations,
             "sheets": sheets,
             "results": RESULTS,
         }

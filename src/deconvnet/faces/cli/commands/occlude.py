@@ -15,6 +15,7 @@ from deconvnet.faces.cli._inputs import add_image_argument, image_path
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import MAX_BATCH, MAX_SIDE, int_in, real_number
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
+from deconvnet.faces.cli._rules import add_activations_argument
 from deconvnet.faces.cli._work import add_max_work_argument
 from deconvnet.figures.files import save_png
 from deconvnet.figures.occlusion import figure, figure_panels
@@ -81,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="occlude at the photo's own size for models that do not resize (see below)",
     )
+    add_activations_argument(parser)
     add_max_work_argument(parser, "occluder positions")
     add_output_arguments(parser)
 
@@ -113,6 +115,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             layer,
             occluder,
             label=label,
+            activations=args.activations,
             progress=bar,
             max_work=args.max_work,
         )
@@ -166,6 +169,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "positions": {"rows": result.rows, "cols": result.cols},
         "min_probability_of_target": float(result.probability.min()),
         "method": result.method,
+        "activations": result.activations,
         "splice_layer": result.splice_layer,
         "figure": FIGURE,
         "panels": panels,

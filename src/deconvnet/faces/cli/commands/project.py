@@ -122,6 +122,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         rule=args.rule,
         lrn=args.lrn,
         collisions=args.collisions,
+        activations=args.activations,
         batch_size=args.batch_size,
         compat=args.compat,
     )

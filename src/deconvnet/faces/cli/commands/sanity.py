@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 @writes_output()
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
-    rule = reverse_policy(args).rule
+    policy = reverse_policy(args)
+    rule = policy.rule
     loaded, layer, selection, image = image_target(args, DEFAULT_SELECT)
     with ProgressBar(f"{image.path.name}: randomising", unit="layer") as bar:
         result = sanity.cascading_randomisation(
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             layer,
             selection,
             rule=rule,
+            activations=policy.activations,
             seed=args.seed,
             progress=bar,
         )
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "selection": selection.describe(),
         "seeds": list(result.seeds),
         "rule": rule,
+        "activations": policy.activations,
         "seed": args.seed,
         "metrics": "spearman and ssim of |projection| summed over channels, divided by max; "
         "spearman_signed of the channel sum; inside each seed's receptive-field box; "

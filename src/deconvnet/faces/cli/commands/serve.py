@@ -23,8 +23,10 @@ from deconvnet.errors import InputError
 from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import int_in, real_in
-from deconvnet.faces.cli.commands.site import check_weights
+from deconvnet.faces.cli._rules import add_activations_argument
+from deconvnet.faces.cli.commands.site import check_weights, measure
 from deconvnet.faces.site.build import build_site, scan_manifest
+from deconvnet.faces.site.sections import SCAN_SECTIONS
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -66,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=None,
         help="a folder of images to offer (default: none, uploads only)",
     )
+    add_activations_argument(parser)
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind")
     parser.add_argument(
         "--port", type=int_in(1, MAX_PORT), default=DEFAULT_PORT, help="port to bind"
@@ -139,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         name=loaded.name,
         aliases=loaded.layer_aliases,
         images_dir=args.images,
+        activations=args.activations,
     )
     if not is_loopback(args.host):
         print(
@@ -153,7 +157,12 @@ def run(args: argparse.Namespace) -> int:
             size = loaded.preprocessing.input_size
             rows = layer_table(loaded.model, (1, 3, *size), device=loaded.device)
             site = build_site(
-                args.scan, folder, layer_rows=rows, input_size=size, aliases=loaded.layer_aliases
+                args.scan,
+                folder,
+                layer_rows=rows,
+                input_size=size,
+                aliases=loaded.layer_aliases,
+                sections=[*SCAN_SECTIONS, *measure(args, loaded)],
             )
             site_dir = site.index.parent
         app = create_app(

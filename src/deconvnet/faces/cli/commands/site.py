@@ -3,7 +3,10 @@
 SCAN_DIR is what 'deconvnet topk' wrote (topk_index.json and its tiles). The model card
 lists every layer with its output shape and receptive field; the model is the scan's own
 zoo model unless --model/--caffe names it (a Caffe scan needs --caffe for that table).
-Its weights must be the ones the scan recorded.
+Its weights must be the ones the scan recorded. Each unit page shows the map's class
+selectivity (a labelled scan), the distribution of its per-image maximum, its tuning curves
+(generated stimuli, when the model is known) and, with --data (the scanned images), its
+circuit between the scanned layers.
 """
 
 from __future__ import annotations
@@ -34,11 +37,21 @@ from deconvnet.faces.cli._units import (
     tracked_maps,
 )
 from deconvnet.faces.cli._work import add_max_work_argument
-from deconvnet.faces.site.build import build_site, scan_manifest
+from deconvnet.faces.site.build import build_site, display_names, read_scan, scan_manifest
 from deconvnet.faces.site.lenses import dream_section, faithfulness_section
+from deconvnet.faces.site.measured import (
+    CIRCUIT_RULE,
+    circuits_section,
+    previous_scanned,
+    scan_index,
+    tuning_section,
+)
 from deconvnet.faces.site.sections import SCAN_SECTIONS, SectionMaker
+from deconvnet.inputs import datasets
 from deconvnet.instruments import dream
 from deconvnet.instruments import faithfulness as faith
+from deconvnet.instruments.circuits import LayerCircuits, layer_circuits
+from deconvnet.instruments.tuning import tuning
 from deconvnet.instruments.work import check_work
 
 DESCRIPTION = """deconvnet site: a static site of a top-k scan, browsable from file://.
@@ -46,12 +59,16 @@ DESCRIPTION = """deconvnet site: a static site of a top-k scan, browsable from f
 SCAN_DIR is what 'deconvnet topk' wrote (topk_index.json and its tiles). The model card
 lists every layer with its output shape and receptive field; the model is the scan's own
 zoo model unless --model/--caffe names it (a Caffe scan needs --caffe for that table).
-Its weights must be the ones the scan recorded.
+Its weights must be the ones the scan recorded. Each unit page shows the map's class
+selectivity (a labelled scan), the distribution of its per-image maximum, its tuning curves
+(generated stimuli, when the model is known) and, with --data (the scanned images), its
+circuit between the scanned layers.
 """
 EXAMPLES = """examples:
   deconvnet topk photos/ --layers conv2 --out scan/ && deconvnet site scan/ --out site/
   deconvnet site scan/ --data photos/ --sanity --optimise 0,5,9 --out site/
   deconvnet site scan/ --caffe deploy.prototxt net.caffemodel --out site/
+  deconvnet site scan/ --data photos/ --out site/      # circuits between scanned layers
 """
 SUMMARY = "a static site of a top-k scan: model card, layer pages, unit pages"
 CARD_IMAGES = 3
@@ -61,15 +78,18 @@ CARD_IMAGES = 3
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = command_parser(sub, "site", SUMMARY, DESCRIPTION, run, EXAMPLES)
     parser.add_argument("scan", metavar="SCAN_DIR", type=Path, help="a 'deconvnet topk' --out")
-    add_model_arguments(parser)
-    lenses = parser.add_argument_group("which lens to trust, and the unit's optimised image")
-    lenses.add_argument(
+    parser.add_argument(
         "--data",
         type=Path,
-        default=None,
-        help="the images the scan read (checked against its fingerprint): every unit page "
-        "gets its faithfulness card over its top --k images (default: no cards)",
+        help="the scanned images (the folder or .npz given to topk, checked against the "
+        "scan's fingerprint): circuits between the scanned layers on each map's top-k "
+        "images, and every unit page's faithfulness card over its top --k images",
     )
+    parser.add_argument(
+        "--no-tuning", action="store_true", help="leave out the tuning curves (no model runs)"
+    )
+    add_model_arguments(parser)
+    lenses = parser.add_argument_group("which lens to trust, and the unit's optimised image")
     lenses.add_argument(
         "--k",
         type=int_in(1, MAX_K),
@@ -112,13 +132,18 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     rows: list[LayerRow] = []
     size = None
     aliases: Mapping[str, str] = {}
+    sections: list[SectionMaker] = list(SCAN_SECTIONS)
     if loaded is None:
         print("note: a Caffe scan: give --caffe for the full layer table", file=sys.stderr)
+        if args.data is not None:
+            raise InputError("--data needs the scan's model (--model or --caffe) for circuits")
     else:
         size = loaded.preprocessing.input_size
         rows = layer_table(loaded.model, (1, 3, *size), device=loaded.device)
         aliases = loaded.layer_aliases
-    sections, work = _lens_sections(args, loaded)
+        sections += measure(args, loaded)
+    lenses, work = _lens_sections(args, loaded)
+    sections += lenses
     with ProgressBar("unit pages", unit="unit") as bar:
         result = build_site(
             args.scan,
@@ -142,12 +167,53 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     return 0
 
 
+def measure(args: argparse.Namespace, loaded: LoadedModel) -> list[SectionMaker]:
+    """Tuning curves of every scanned layer and, with ``--data``, the circuits between
+    scanned layers: each measured once for all tracked maps, with a progress bar (``serve``,
+    which has neither option, gets the tuning curves)."""
+    document = read_scan(args.scan)
+    shown = display_names(document)
+    tracked = {
+        layer: [int(r["map"]) for r in records] for layer, records in document["stats"].items()
+    }
+    made: list[SectionMaker] = []
+    data_dir = getattr(args, "data", None)
+    data = None if data_dir is None else datasets.open_dataset(data_dir, loaded.preprocessing)
+    index = None if data is None else scan_index(document, data)  # refused before any work
+    if not getattr(args, "no_tuning", False):
+        tunings = {}
+        for layer, maps in tracked.items():
+            with ProgressBar(f"tuning {shown[layer]}", unit="stimulus") as bar:
+                tunings[layer] = tuning(
+                    loaded.model, layer, maps=maps, device=loaded.device, progress=bar
+                )
+        made.append(tuning_section(tunings))
+    if data is not None and index is not None:
+        below: dict[str, LayerCircuits] = {}
+        above: dict[str, LayerCircuits] = {}
+        for layer, under in previous_scanned(loaded.model, list(tracked)).items():
+            with ProgressBar(f"circuits {shown[layer]} ← {shown[under]}", unit="pass") as bar:
+                measured = layer_circuits(
+                    index,
+                    loaded.model,
+                    data,
+                    layer,
+                    under,
+                    rule=CIRCUIT_RULE,
+                    device=loaded.device,
+                    progress=bar,
+                )
+            below[layer], above[under] = measured, measured
+        made.append(circuits_section(below, above, shown))
+    return made
+
+
 def _lens_sections(
     args: argparse.Namespace, loaded: LoadedModel | None
 ) -> tuple[list[SectionMaker], int]:
-    """The scan's sections, then the faithfulness card (with --data) and the optimised image
-    (with --optimise), and the work those two will run (refused over --max-work first)."""
-    sections: list[SectionMaker] = list(SCAN_SECTIONS)
+    """The faithfulness card (with --data) and the optimised image (with --optimise), and
+    the work those two will run (refused over --max-work first)."""
+    sections: list[SectionMaker] = []
     if args.sanity and args.data is None:
         raise InputError("--sanity needs --data (the card it is shown on)")
     if args.data is None and args.optimise is None:
@@ -226,7 +292,7 @@ def _named_weights(model: str, weights: object) -> str | None:
     a manifest is never opened (the scan's files are untrusted): the user gives it."""
     if weights in (None, "default"):
         return None
-    known = {w.name for w in models.info(model).weights} | {models._api.RANDOM_INIT}
+    known = {w.name for w in models.info(model).weights} | {models.RANDOM_INIT}
     if weights not in known:
         raise InputError(
             f"the scan was made with weights from a file ({ascii(weights)[:120]}); give that "

@@ -267,13 +267,7 @@ def _scan_options(
 
 def _projection_options(args: argparse.Namespace) -> dict[str, Any]:
     """The reverse pass, each default resolved (as the manifest records it)."""
-    policy = reverse_policy(args)
-    return {
-        "rule": policy.rule,
-        "lrn": policy.lrn,
-        "collisions": policy.collisions,
-        "max_work": args.max_work,
-    }
+    return {**reverse_policy(args).record(), "max_work": args.max_work}
 
 
 def _finish(
@@ -301,6 +295,7 @@ def _finish(
         save_tiles=not args.no_tiles,
         metadata=metadata,
         display_names={layer: loaded.display_name(layer) for layer in layers},
+        activations=reverse_policy(args).activations,
         class_names=None if index.labels is None else loaded.class_names(index.labels.classes),
     )
     print(f"scanned {index.num_images} images ({len(index.skipped)} skipped)")

@@ -17,7 +17,9 @@ function showError(error) {
 async function start() {
   const model = await api("/api/model");
   state.model = model;
-  $("model-name").textContent = model.name;
+  // the activation policy every projection uses (serve --activations), when not the paper's
+  $("model-name").textContent =
+    model.activations === "strict" ? model.name : `${model.name} · ${model.activations} activations`;
   if (model.site) {
     $("site-link").innerHTML = '› <a href="/site/index.html">scan site</a>';
   }
@@ -135,6 +137,77 @@ async function projectUnit() {
     item.children[2].textContent = `#${entry.rank + 1} ${entry.value.toPrecision(3)} ${entry.image}`;
     return item;
   }));
+  $("sections").replaceChildren(...unit.sections.map(sectionPanel));
+  $("circuit").replaceChildren(...(unit.circuit ? circuitPanel(unit) : []));
+}
+
+// The maps of the scanned layer below that feed the clicked unit on this image.
+function circuitPanel(unit) {
+  const { circuit } = unit;
+  const title = document.createElement("h3");
+  title.textContent = `Circuit on this image: ${circuit.upstream_layer} maps feeding it`;
+  const list = document.createElement("ol");
+  for (const link of circuit.upstream) {
+    const item = document.createElement("li");
+    const text = `${circuit.upstream_layer} map ${link.map}: share ${(100 * link.share).toFixed(1)}%`;
+    if (link.unit_page) {
+      const anchor = document.createElement("a");
+      anchor.href = link.unit_page;
+      anchor.textContent = text;
+      item.append(anchor);
+    } else {
+      item.textContent = `${text} (not scanned)`;
+    }
+    list.append(item);
+  }
+  const note = document.createElement("p");
+  note.className = "note";
+  note.textContent = `${circuit.rule} rule; unit value ${circuit.value.toPrecision(4)}, ` +
+    `bias and rest ${circuit.rest.toPrecision(4)}`;
+  return [title, list, note];
+}
+
+// One section of the unit's page (class selectivity, distribution, ...): its chart, facts and links.
+function sectionPanel(section) {
+  const panel = document.createElement("section");
+  panel.className = "unit-section";
+  panel.dataset.section = section.key;
+  const title = document.createElement("h3");
+  title.textContent = section.title;
+  panel.append(title);
+  if (section.available && section.picture_url) {
+    const chart = document.createElement("img");
+    chart.className = "chart";
+    chart.alt = section.title;
+    chart.src = section.picture_url;
+    panel.append(chart);
+  }
+  if (section.available) {
+    const facts = document.createElement("dl");
+    for (const [name, value] of section.facts) {
+      const term = document.createElement("dt");
+      term.textContent = name;
+      const text = document.createElement("dd");
+      text.textContent = value;
+      facts.append(term, text);
+    }
+    panel.append(facts);
+    const links = document.createElement("ol");
+    for (const [text, url] of section.links) {
+      const item = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = url;
+      link.textContent = text;
+      item.append(link);
+      links.append(item);
+    }
+    if (section.links.length) { panel.append(links); }
+  }
+  const note = document.createElement("p");
+  note.className = "note";
+  note.textContent = section.note;
+  panel.append(note);
+  return panel;
 }
 
 function scanNote(unit) {
