@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=Path,
         help="the scanned images (the folder or .npz given to topk, checked against the "
         "scan's fingerprint): circuits between the scanned layers on each map's top-k "
-        "images, and every unit page's faithfulness card over its top --k images",
+        "images, and every unit page's faithfulness card over its top --k images (default: none)",
     )
     parser.add_argument(
         "--no-tuning", action="store_true", help="leave out the tuning curves (no model runs)"
