@@ -85,3 +85,15 @@ def test_png_and_json_files_get_the_umask_mode(
     png = save_png(np.zeros((2, 3), np.uint8), tmp_path / "a.png")
     document = write_json({"a": 1}, tmp_path / "a.json")
     assert [stat.S_IMODE(p.stat().st_mode) for p in (png, document)] == [expected, expected]
+
+
+def test_a_palette_png_keeps_a_charts_colours(tmp_path: Path) -> None:
+    from PIL import Image
+
+    chart = np.full((40, 60, 3), 255, dtype=np.uint8)
+    chart[10:12, :] = (31, 119, 180)  # a line in a rule's colour
+    chart[20:30, 5:25] = (255, 127, 14)
+    path = save_png(chart, tmp_path / "chart.png", palette=True)
+    with Image.open(path) as image:
+        assert image.mode == "P"
+        assert np.array_equal(np.asarray(image.convert("RGB")), chart)

@@ -279,7 +279,7 @@ def _sections(
         picture = None
         if section.pixels is not None:
             path = folder / "units" / f"{context.channel}_{slug(section.key)}.png"
-            save_png(section.pixels, path)
+            save_png(section.pixels, path, palette=True)  # page weight
             picture = path.relative_to(out).as_posix()
         made.append((replace(section, pixels=None), picture))
     return made
