@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=Path,
         help="the scanned images (the folder or .npz given to topk, checked against the "
         "scan's fingerprint): circuits between the scanned layers on each map's top-k "
-        "images, and the faithfulness cards of --cards",
+        "images, and the faithfulness cards of --cards (default: none)",
     )
     parser.add_argument(
         "--no-tuning", action="store_true", help="leave out the tuning curves (no model runs)"
