@@ -49,7 +49,13 @@ def _photo() -> Image.Image:
 
 
 def _last_conv(model: nn.Module) -> str:
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)][-1]
+    """The last convolution, or the ReLU-family module that follows it in module order
+    (torchvision's SqueezeNet: ``classifier.1`` then ``classifier.2``)."""
+    modules = list(model.named_modules())
+    last = max(i for i, (_, m) in enumerate(modules) if isinstance(m, nn.Conv2d))
+    after = modules[last + 1] if last + 1 < len(modules) else None
+    rectifiers = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU)
+    return after[0] if after is not None and isinstance(after[1], rectifiers) else modules[last][0]
 
 
 def _same_parameters(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
