@@ -41,6 +41,7 @@ from deconvnet.instruments.topk.scan import TopKIndex, verified_image
 from deconvnet.instruments.topk.state import Entry
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
 from deconvnet.models import naming
+from deconvnet.models.card import model_device
 
 Progress = Callable[[int, int | None], None]
 TOP = 5
@@ -274,8 +275,7 @@ def layer_circuits(
     if progress is not None:
         progress(0, total)
     if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+        device = model_device(model)
     rows = {int(c): row for row, c in enumerate(tracked.tolist())}
     sums: Tensor | None = None
     activations = torch.zeros(len(rows), dtype=torch.float64)

@@ -43,7 +43,7 @@ from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
-from deconvnet.models.card import require_any_batch
+from deconvnet.models.card import model_device, require_any_batch
 
 RANDOM = "random"
 """The control's name in :attr:`CorrespondenceResult.scores`."""
@@ -323,8 +323,7 @@ def _features(
     model: nn.Module, batch: Tensor, named: Sequence[tuple[str, nn.Module]]
 ) -> dict[str, Tensor]:
     """Each layer's output for ``batch``, flattened (B, D), on the CPU."""
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else batch.device
+    device = model_device(model, batch.device)
     captured, _ = flat_outputs(model, batch.to(device), named)
     return {name: flat.cpu() for name, flat in captured.items()}
 

@@ -68,7 +68,7 @@ from deconvnet.instruments.occlusion.occlusion import mean_fill
 from deconvnet.instruments.occlusion.splice import UnitCrop, matches, unit_crop
 from deconvnet.instruments.topk.scan import TopKIndex
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
-from deconvnet.models.card import batch_size_for, card_of
+from deconvnet.models.card import batch_size_for, card_of, model_device
 
 Progress = Callable[[int, int | None], None]
 
@@ -335,8 +335,7 @@ def faithfulness_card(
     guard.require_eval(model)
     batch = batch_size_for(model, settings.batch_size, "the faithfulness card")
     settings = dataclasses.replace(settings, batch_size=batch)
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = model_device(model)
     done = 0
     if progress is not None:
         progress(0, total)

@@ -51,7 +51,7 @@ from deconvnet.inputs.images import deprocess
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.occlusion.occlusion import mean_fill
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
-from deconvnet.models.card import require_any_batch
+from deconvnet.models.card import model_device, require_any_batch
 
 Transform = Literal["translate", "scale", "rotate"]
 Canvas = Literal["fill", "wrap"]
@@ -185,8 +185,7 @@ def invariance(
     if len({name for name, _ in named}) != len(named):
         raise InputError(f"layers must be distinct, got {[name for name, _ in named]}")
     fill_values = (0.0,) if fill is None else tuple(np.atleast_1d(np.asarray(fill, float)))
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = model_device(model)
     total, done = len(images) * len(amounts), 0
     distance = {name: torch.zeros(len(images), len(amounts)) for name, _ in named}
     raw = {name: torch.zeros(len(images), len(amounts)) for name, _ in named}

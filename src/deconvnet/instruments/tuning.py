@@ -37,7 +37,7 @@ from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.images import preprocess
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.models import naming
-from deconvnet.models.card import batch_size_for, card_of
+from deconvnet.models.card import batch_size_for, card_of, model_device
 
 Progress = Callable[[int, int | None], None]
 
@@ -346,8 +346,7 @@ def tuning(
         raise InputError("the model does not say its input size; give preprocessing=")
     name, _ = resolve_layer(model, layer)
     if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+        device = model_device(model)
     size = card.fixed_size or spec.input_size
     fields = receptive_fields(model, (1, spec.channels, *size), device)
     field = fields.get(name)

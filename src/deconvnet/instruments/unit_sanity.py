@@ -35,6 +35,7 @@ from deconvnet.instruments.cache import (
 )
 from deconvnet.instruments.sanity import DEFAULT_SEED, cascading_randomisation, split_layers
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
+from deconvnet.models.card import model_device
 
 Progress = Callable[[int, int | None], None]
 CACHE_KIND = "sanity"
@@ -132,8 +133,7 @@ def unit_sanity(
     if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[0] != 1 or not x.is_floating_point():
         raise InputError("the sanity check needs one float image (1, C, H, W)")
     name, module = resolve_layer(model, layer)
-    param = next(model.parameters(), None)
-    x = x.detach().to(param.device if param is not None else x.device)
+    x = x.detach().to(model_device(model, x.device))
     position = _position(model, x, name, module, channel, position)
     key = unit_key(
         model,

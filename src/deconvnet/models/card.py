@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import torch
 from torch import nn
 
 from deconvnet.errors import InputError
@@ -168,6 +169,15 @@ def default_layer(model: nn.Module, among: Collection[str] | None = None) -> str
             if among is None or name in among:
                 return str(name)
     return None
+
+
+def model_device(model: nn.Module, fallback: torch.device | None = None) -> torch.device:
+    """Where ``model``'s parameters live, so its inputs go there too; ``fallback`` (default
+    the CPU) for a model without parameters."""
+    param = next(model.parameters(), None)
+    if param is not None:
+        return param.device
+    return fallback if fallback is not None else torch.device("cpu")
 
 
 RE_EXPORT = (

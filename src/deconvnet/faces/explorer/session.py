@@ -38,7 +38,7 @@ from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.circuits import UnitCircuit, image_circuit
 from deconvnet.instruments.signal import explain_blanks
 from deconvnet.models import naming
-from deconvnet.models.card import default_layer
+from deconvnet.models.card import default_layer, model_device
 
 RULES = COMPARED_RULES
 """The reverse rules the explorer offers (its toggle): the rule table's, side by side."""
@@ -132,8 +132,7 @@ class Explorer:
         self._images: OrderedDict[str, _Image] = OrderedDict()
         self._projections: OrderedDict[tuple[Any, ...], UnitProjection] = OrderedDict()
         self._fields: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
-        param = next(model.parameters(), None)
-        self.device = param.device if param is not None else torch.device("cpu")
+        self.device = model_device(model)
         self.aliases = dict(aliases if aliases is not None else naming.aliases_of(model))
         self.categories = naming.categories_of(model)
         rows = layer_table(model, (1, 3, *preprocessing.input_size), device=self.device)

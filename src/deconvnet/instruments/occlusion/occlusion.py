@@ -38,7 +38,7 @@ from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.occlusion import splice
 from deconvnet.instruments.occlusion.splice import Evaluator
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
-from deconvnet.models.card import batch_size_for
+from deconvnet.models.card import batch_size_for, model_device
 
 DEFAULT_SIZE = 48
 """Occluder side in pixels for a 224-pixel input (the paper's grey squares are similar)."""
@@ -207,8 +207,7 @@ def occlude(
     if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[0] != 1 or not x.is_floating_point():
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise InputError(f"occlusion needs one float image (1, C, H, W), got {shape}")
-    param = next(model.parameters(), None)
-    x = x.detach().to(param.device if param is not None else x.device).clone()
+    x = x.detach().to(model_device(model, x.device)).clone()
     name, module = resolve_layer(model, layer)
     policy = ReversePolicy.of(DEFAULT_RULE, activations=activations)
     guard.require_eval(model)

@@ -32,7 +32,7 @@ from deconvnet.inputs.images import preprocess, resized_rgb
 from deconvnet.instruments.topk.scan import TopKIndex, verified_image
 from deconvnet.instruments.topk.state import Entry
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
-from deconvnet.models.card import batch_size_for
+from deconvnet.models.card import batch_size_for, model_device
 
 Progress = Callable[[int, int | None], None]
 _MAP_RANK = 4
@@ -151,8 +151,7 @@ def project(
         progress(0, total)
     runs = projection_runs(index, sorted(wanted))
     if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+        device = model_device(model)
     per_call = batch_size_for(model, IMAGES_PER_CALL, "top-k projection")
     fields: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
     results: dict[tuple[str, int, int], ProjectedEntry] = {}

@@ -48,7 +48,7 @@ from deconvnet.instruments.topk.state import (
     content_term,
     ranked_digests,
 )
-from deconvnet.models.card import batch_size_for
+from deconvnet.models.card import batch_size_for, model_device
 from deconvnet.storage.atomic import remove_stale_temporaries
 
 Progress = Callable[[int, int | None], None]
@@ -238,8 +238,7 @@ def scan(
     if labels is not None and len(labels.of_image) != len(dataset):
         raise InputError(f"labels cover {len(labels.of_image)} images, the dataset {len(dataset)}")
     if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+        device = model_device(model)
     header = {
         "format": CHECKPOINT_FORMAT,
         "fingerprint": dataset.fingerprint(),
