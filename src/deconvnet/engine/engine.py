@@ -27,8 +27,15 @@ from deconvnet.engine.graph import Graph, Recorder
 from deconvnet.engine.hooks import model_lock
 from deconvnet.engine.layers import resolve_call
 from deconvnet.engine.policies import RuleMode
+from deconvnet.engine.precision import (
+    dtype_name,
+    expected_display_exact,
+    is_reduced,
+    reverse_dtype,
+)
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
+from deconvnet.engine.rounding import Rounding
 from deconvnet.engine.rules import ReversePolicy
 from deconvnet.engine.selection import Seeds, Selection
 from deconvnet.errors import InputError, LayerNotFoundError
@@ -66,6 +73,16 @@ class Deconvnet:
         everywhere), or ``"reapply"`` (the old Caffe demo).
     collisions : ``"sum"`` (default: exact transpose of overlapping max pooling) or
         ``"overwrite"`` (the old Caffe InvPooling layer).
+    precision : the reverse pass's number type (:mod:`deconvnet.engine.precision`):
+        ``"float32"`` (default: full precision, the forward's own dtype; exact),
+        ``"bfloat16"``, ``"float16"``, or ``"auto"`` (bfloat16 where the device computes it
+        natively). The forward pass — seeded units, values, masks, switches — is always
+        the model's own. Reduced types run on the windowed path (single-unit seeds);
+        joint selections, given ``switches`` and graphs with an op that has no windowed
+        rule run in full precision, and :attr:`Projection.precision` says which ran. A
+        reduced-precision projection that comes out non-finite, or zero from a non-zero
+        seed (a range the type cannot hold), is computed again in full precision
+        (:attr:`Projection.full_precision`).
     batch_size : how many reverse passes (of the ``K × B``) run together; bounds memory.
     compat : ``"caffe-deconvnet"`` reproduces the old Caffe demo exactly (sets rule
         ``none``, lrn ``reapply``, collisions ``overwrite``; see :mod:`deconvnet.engine.compat`).
@@ -94,6 +111,7 @@ class Deconvnet:
         *,
         lrn: str | None = None,
         collisions: str | None = None,
+        precision: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         compat: str | None = None,
     ) -> None:
@@ -107,7 +125,7 @@ class Deconvnet:
             if (rule, lrn, collisions) != (None, None, None):
                 raise ValueError(f"compat={compat!r} fixes rule, lrn and collisions; give neither")
             rule, lrn, collisions = self.compat.rule, self.compat.lrn, self.compat.collisions
-        self.policy = ReversePolicy.of(rule, lrn, collisions)
+        self.policy = ReversePolicy.of(rule, lrn, collisions, precision)
         self.batch_size = batch_size
 
     def __enter__(self) -> Deconvnet:
@@ -215,9 +233,11 @@ class Deconvnet:
             self._check_finite(y, x, name, module)
             seeds = select.resolve(y)
             graph = recorder.graph() if recorder is not None else None
+            dtype, redone = y.dtype, None
             if graph is not None and seeds.positions is not None and seeds.positions.shape[-1] == 2:
                 del pullback  # frees the forward's saved tensors before the reverse passes
-                images = self._reverse_windowed(graph, seeds, progress)
+                dtype = reverse_dtype(self.policy.precision, y.dtype, y.device)
+                images, redone = self._reverse_windowed(graph, seeds, progress, dtype)
             else:
                 images = self._reverse(pullback, y, seeds, progress)
             layer_shape = tuple(y.shape[1:])
@@ -235,6 +255,8 @@ class Deconvnet:
             layer=name if call is None else f"{name}{guard.CALL_INDEX_SEPARATOR}{call}",
             selection=select,
             policy=self.policy,
+            precision=dtype_name(dtype),
+            full_precision=redone,
             extents=seeds.extents(),
             layer_shape=layer_shape,
             inputs=x.detach(),
@@ -268,8 +290,11 @@ class Deconvnet:
         graph: Graph,
         seeds: Seeds,
         progress: Callable[[int, int | None], None] | None,
-    ) -> Tensor:
-        """Single-unit seeds: reverse passes on receptive-field windows of the graph."""
+        dtype: torch.dtype,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Single-unit seeds: reverse passes on receptive-field windows of the graph, in
+        ``dtype``; with the seeds that a reduced type could not hold, redone in full
+        precision (None when the pass ran in full precision)."""
         assert seeds.positions is not None  # checked by the caller
         batch, count = seeds.channels.shape
         image_index = torch.arange(batch, device=seeds.channels.device).repeat_interleave(count)
@@ -277,24 +302,68 @@ class Deconvnet:
         positions = seeds.positions.reshape(batch * count, -1)
         values = seeds.values.reshape(-1)
         total = batch * count
-        step = min(self.batch_size, windowed.seeds_per_call(graph, values.element_size()))
-        parts = []
+        reduced = is_reduced(dtype, values.dtype)
+        run = graph.cast(dtype) if reduced else graph
+        # Every reverse step but a re-applied LRN is positively homogeneous in the seed:
+        # in a reduced type the seeds run at magnitude 1 (no underflow of a small
+        # activation in float16) and the result is scaled back in full precision.
+        scaled = reduced and not self.policy.lrn_mode.reapplies
+        run_values = (values.sign() if scaled else values).to(dtype)
+        step = min(self.batch_size, windowed.seeds_per_call(graph, dtype.itemsize))
+        parts, variances = [], []
         for start in range(0, total, step):
             stop = min(start + step, total)
+            rounding = Rounding(dtype) if reduced else None
             with torch.no_grad():
                 part = windowed.reverse_batch(
-                    graph,
+                    run,
                     image_index[start:stop],
                     channels[start:stop],
                     positions[start:stop],
-                    values[start:stop],
+                    run_values[start:stop],
                     self.policy,
-                )
+                    rounding,
+                ).to(values.dtype)
+            if scaled:
+                part *= values[start:stop].abs().view(-1, *[1] * (part.dim() - 1))
             parts.append(part)
+            if rounding is not None:
+                variance = rounding.result(0)
+                variances.append(variance if variance is not None else part.new_zeros(len(part)))
             if progress is not None:
                 progress(stop, total)
         images = torch.cat(parts)
-        return images.view(batch, count, *images.shape[1:])
+        redone = None
+        if reduced:
+            unheld = _unheld(images, values, torch.cat(variances))
+            self._redo(graph, images, unheld, image_index, channels, positions, values)
+            redone = unheld.view(batch, count)
+        return images.view(batch, count, *images.shape[1:]), redone
+
+    def _redo(
+        self,
+        graph: Graph,
+        images: Tensor,
+        unheld: Tensor,
+        image_index: Tensor,
+        channels: Tensor,
+        positions: Tensor,
+        values: Tensor,
+    ) -> None:
+        """Redo the ``unheld`` projections in full precision, in place."""
+        chosen = unheld.nonzero().view(-1)
+        step = windowed.seeds_per_call(graph, values.element_size())
+        for start in range(0, int(chosen.numel()), min(self.batch_size, step)):
+            index = chosen[start : start + min(self.batch_size, step)]
+            with torch.no_grad():
+                images[index] = windowed.reverse_batch(
+                    graph,
+                    image_index[index],
+                    channels[index],
+                    positions[index],
+                    values[index],
+                    self.policy,
+                )
 
     def _check_input(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
@@ -348,6 +417,17 @@ class Deconvnet:
                 f"of {x.shape[0]}: give a batched input (B, C, H, W), got {tuple(x.shape)}"
             )
         return output
+
+
+def _unheld(images: Tensor, values: Tensor, variance: Tensor) -> Tensor:
+    """Reduced-precision projections to redo in full precision: non-finite (an overflow),
+    all zero from a non-zero seed (an underflow), or expected to fail the display check
+    from their estimated rounding error (a cancellation the reduced type cannot carry)."""
+    flat = images.flatten(1)
+    finite = torch.isfinite(flat).all(dim=1)
+    vanished = (flat == 0).all(dim=1) & (values != 0)
+    clean = torch.where(finite.view(-1, 1), flat, 0).view_as(images)
+    return ~finite | vanished | ~expected_display_exact(clean, variance)
 
 
 def _non_finite_count(values: Tensor) -> str:

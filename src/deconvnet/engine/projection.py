@@ -57,6 +57,12 @@ class Projection:
     values : Tensor (B, K) — the seeded activation (for joint selections, the largest).
     layer : dotted name of the projected layer.
     selection, policy : what was asked.
+    precision : the number type the reverse pass ran in (``"float32"``, ``"bfloat16"``…):
+        the policy's precision resolved for the device, or the forward's own dtype where a
+        reduced type does not apply (see :class:`~deconvnet.engine.engine.Deconvnet`).
+    full_precision : BoolTensor (B, K) or None — after a reduced-precision pass, True
+        where that projection was computed again in full precision (a value the reduced
+        type could not hold, or a failed display check); None for a full-precision pass.
     extents : LongTensor (B, K, 4) or None — ``(top, left, bottom, right)`` of the seeded
         positions in the layer's map (inclusive; ``-1`` when nothing was seeded), for every
         selection kind; None for layers without 2-D maps. Figures zoom to their fields.
@@ -75,6 +81,8 @@ class Projection:
     layer: str
     selection: Selection
     policy: ReversePolicy
+    precision: str = "float32"
+    full_precision: Tensor | None = None
     extents: Tensor | None = None
     layer_shape: tuple[int, ...] | None = None
     inputs: Tensor | None = None

@@ -29,6 +29,8 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from deconvnet.engine.precision import FULL_PRECISION, PRECISIONS
+
 Rectifier = Callable[[Tensor], Tensor]
 
 
@@ -159,24 +161,32 @@ class ReversePolicy:
     rule : a name in :data:`RULES` (``"zeiler"``, ``"guided"``, ``"gradient"``, ``"none"``).
     lrn : a name in :data:`LRN_MODES` (``"skip"``, ``"gradient"``, ``"reapply"``).
     collisions : a name in :data:`COLLISION_MODES` (``"sum"``, ``"overwrite"``).
+    precision : a name in :data:`~deconvnet.engine.precision.PRECISIONS`: the reverse
+        pass's number type (``"float32"``, full precision, by default).
     """
 
     rule: str = DEFAULT_RULE
     lrn: str = RULES[DEFAULT_RULE].lrn
     collisions: str = COLLISION_MODES[0]
+    precision: str = FULL_PRECISION
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
             ("rule", self.rule, tuple(RULES)),
             ("lrn", self.lrn, tuple(LRN_MODES)),
             ("collisions", self.collisions, COLLISION_MODES),
+            ("precision", self.precision, PRECISIONS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
 
     @classmethod
     def of(
-        cls, rule: str | None = None, lrn: str | None = None, collisions: str | None = None
+        cls,
+        rule: str | None = None,
+        lrn: str | None = None,
+        collisions: str | None = None,
+        precision: str | None = None,
     ) -> ReversePolicy:
         """The policy for what was given; the rest by default (the LRN mode is the rule's
         own: its exact gradient for the gradient rule, so that it equals
@@ -187,6 +197,7 @@ class ReversePolicy:
             rule=name,
             lrn=lrn or (found.lrn if found else RULES[DEFAULT_RULE].lrn),
             collisions=collisions or COLLISION_MODES[0],
+            precision=precision or FULL_PRECISION,
         )
 
     @property

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from deconvnet.engine.ops.op import IMAGE_RANK, ReverseStep
+from deconvnet.engine.rounding import Rounding
 from deconvnet.engine.rules import ReversePolicy
 from deconvnet.engine.window import Window, cut_to_map, paste, sum_windows
 
@@ -40,6 +41,7 @@ def reverse_batch(
     positions: Tensor,
     values: Tensor,
     policy: ReversePolicy,
+    rounding: Rounding | None = None,
 ) -> Tensor:
     """Windowed reverse passes for N single-unit seeds.
 
@@ -48,6 +50,8 @@ def reverse_batch(
     image_index, channels : LongTensor (N,) — batch image and map of each seed.
     positions : LongTensor (N, 2) — the seeded unit.
     values : Tensor (N,) — the seed values; the reverse pass runs in their dtype.
+    rounding : given, it follows the pass and holds the estimated rounding error of each
+        projection (:mod:`~deconvnet.engine.rounding`) at value 0 when the call returns.
 
     Returns
     -------
@@ -61,14 +65,22 @@ def reverse_batch(
     signals: dict[int, Window] = {
         graph.layer: Window(seed, positions[:, 0].cpu().clone(), positions[:, 1].cpu().clone())
     }
+    if rounding is not None:
+        rounding.start(graph.layer, seed)
     for node in reversed(graph.nodes):
         arriving = [signals.pop(value, None) for value in node.outputs]
         if all(window is None for window in arriving):
             continue
+        error = rounding.take(node.outputs) if rounding is not None else None
+        signal = next(window for window in arriving if window is not None)
         for source, window in node.step_back(arriving, step):
             if source is not None and window is not None:
                 window = cut_to_map(window, graph.shapes[source][-2:])
-                signals[source] = sum_windows(signals.get(source), window)
+                before = signals.get(source)
+                signals[source] = sum_windows(before, window)
+                if rounding is not None and error is not None:
+                    departing = rounding.through(node, signal, window, error)
+                    rounding.merge(source, before, window, departing, signals[source])
     image = signals.get(0)
     shape = graph.shapes[0]
     if image is None:

@@ -139,8 +139,11 @@ def _product_and_shifts(data: Tensor, weight: Tensor, stride: op.Pair, dilation:
         return products
     taps = products.reshape(count, outputs, rows, cols, height, width)
     span_h, span_w = (height - 1) * stride[0] + 1, (width - 1) * stride[1] + 1
+    # the taps' planes are summed in float32 (as the library's kernels accumulate) and the
+    # sum rounded once to a reduced type
     grown = data.new_zeros(
-        (count, outputs, span_h + dilation[0] * (rows - 1), span_w + dilation[1] * (cols - 1))
+        (count, outputs, span_h + dilation[0] * (rows - 1), span_w + dilation[1] * (cols - 1)),
+        dtype=torch.promote_types(data.dtype, torch.float32),
     )
     for i in range(rows):
         for j in range(cols):
@@ -148,7 +151,7 @@ def _product_and_shifts(data: Tensor, weight: Tensor, stride: op.Pair, dilation:
             grown[:, :, top : top + span_h : stride[0], left : left + span_w : stride[1]] += taps[
                 :, :, i, j
             ]
-    return grown
+    return grown.to(data.dtype)
 
 
 FAMILIES: tuple[op.Op[Any], ...] = (Convolution(),)
