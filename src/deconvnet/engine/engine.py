@@ -54,6 +54,7 @@ DEFAULT_BATCH_SIZE = 16
 Small chunks stay in a CPU's caches (256 CaffeNet conv5 projections: 1.36 s in chunks of 16
 against 1.48 s in chunks of 64 on the 2-core development machine); on a GPU, raise it."""
 
+
 class Deconvnet:
     """Project activations of any layer of ``model`` back to its input.
 

@@ -96,24 +96,22 @@ precision's."""
 
 
 def expected_display_exact(images: Tensor, variance: Tensor) -> Tensor:
-    """Whether each reduced-precision projection is expected to pass the display check,
-    from its estimated relative error variance (:mod:`deconvnet.engine.rounding`), without
-    its full-precision twin.
+    """Whether each reduced-precision projection (N, C, H, W) is expected to pass the
+    display check, from its estimated relative error variance (N,)
+    (:mod:`deconvnet.engine.rounding`), without its full-precision twin.
 
     The error is taken as Gaussian over the projection's non-zero values with the
-    estimated RMS; in display levels (the largest value at 127), its mean square over the
-    whole picture gives the PSNR, and its tail beyond 2 levels, on any of a pixel's
-    channels, the share of pixels off by more. An all-zero projection is grey in both."""
+    estimated RMS, in display levels (the largest ``|value|`` at 127); over those values
+    (the unit's field, as a tile zoomed to it shows them: zeros outside stay grey in both)
+    its mean square gives the PSNR, and its tail beyond 2 levels on any of a pixel's
+    channels the share of pixels off by more. An all-zero projection is grey in both."""
     flat = images.detach().float().flatten(1)
     peak = flat.abs().amax(dim=1)
     nonzero = (flat != 0).sum(dim=1).clamp_min(1)
-    channels = images.shape[1]
     rms = torch.sqrt(variance.to(flat.device) * flat.square().sum(dim=1) / nonzero)
     sigma = DISPLAY_HALF_RANGE * rms / peak.clamp_min(torch.finfo(torch.float32).tiny)
-    mean_square = sigma.square() * nonzero / flat.shape[1]
-    psnr = 10 * torch.log10(255.0**2 / mean_square.clamp_min(1e-12))
-    pixels = images.detach().ne(0).any(dim=1).flatten(1).float().mean(dim=1)
+    psnr = 10 * torch.log10(255.0**2 / sigma.square().clamp_min(1e-12))
     beyond = torch.special.erfc(DISPLAY_LEVELS / (sigma * math.sqrt(2)).clamp_min(1e-12))
-    off = (channels * beyond).clamp(max=1.0) * pixels
+    off = (images.shape[1] * beyond).clamp(max=1.0)
     passes: Tensor = (peak == 0) | ((psnr >= DISPLAY_PSNR) & (off <= 1 - DISPLAY_SHARE))
     return passes
