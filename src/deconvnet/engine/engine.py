@@ -129,6 +129,15 @@ class Deconvnet:
         self.policy = ReversePolicy.of(rule, lrn, collisions, precision)
         self.batch_size = batch_size
 
+    @classmethod
+    def of(
+        cls, model: nn.Module, policy: ReversePolicy, *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> Deconvnet:
+        """The deconvnet of ``model`` with a policy already resolved (every field of it)."""
+        net = cls(model, batch_size=batch_size)
+        net.policy = policy
+        return net
+
     def __enter__(self) -> Deconvnet:
         return self
 

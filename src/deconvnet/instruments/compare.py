@@ -40,6 +40,7 @@ class Comparison:
     layer, selection : what was projected.
     zoom : the input box the selected units look at together (the union of their
         receptive fields, clipped to the image), or None when unknown (fc layers).
+    precisions : per rule, the number type each projection's reverse pass ran in.
     """
 
     rules: tuple[str, ...]
@@ -50,6 +51,7 @@ class Comparison:
     layer: str
     selection: Selection
     zoom: Box | None = None
+    precisions: tuple[tuple[str, ...], ...] = ()
 
 
 class _EngineOptions(TypedDict, total=False):
@@ -67,22 +69,26 @@ def compare_rules(
     rules: Sequence[str] = RULES,
     lrn: str | None = None,
     collisions: str | None = None,
+    precision: str | None = None,
     batch_size: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> Comparison:
     """Project ``select`` of ``layer`` for the first image of ``x`` with each rule.
 
     The forward pass and therefore the selection (channel, position) are the same for
-    every rule; only the reverse pass differs (``lrn`` and ``collisions`` as in
-    :class:`~deconvnet.engine.engine.Deconvnet`, the same for every rule).
+    every rule; only the reverse pass differs (``lrn``, ``collisions`` and ``precision`` as
+    in :class:`~deconvnet.engine.engine.Deconvnet`, the same for every rule).
     """
-    images = []
+    images, precisions = [], []
     first = None
     options: _EngineOptions = {} if batch_size is None else {"batch_size": batch_size}
     for done, rule in enumerate(rules, start=1):
-        with Deconvnet(model, rule, lrn=lrn, collisions=collisions, **options) as net:
+        with Deconvnet(
+            model, rule, lrn=lrn, collisions=collisions, precision=precision, **options
+        ) as net:
             result = net.project(x[:1], layer, select)
         images.append(result.images[0])
+        precisions.append(tuple(result.precision_at(0, k) for k in range(result.images.shape[1])))
         first = first or result
         if progress is not None:
             progress(done, len(rules))
@@ -96,6 +102,7 @@ def compare_rules(
         layer=first.layer,
         selection=select,
         zoom=_zoom(first),
+        precisions=tuple(precisions),
     )
 
 

@@ -84,6 +84,7 @@ def evolve(
     rule: str | None = None,
     lrn: str | None = None,
     collisions: str | None = None,
+    precision: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int = 0,
     progress: Progress | None = None,
@@ -99,7 +100,8 @@ def evolve(
     layers : dotted names (or modules) of layers with feature maps (B, C, H, W).
     maps : which maps to follow (see :class:`~deconvnet.instruments.topk.scan.MapChoice`).
     labels : column names; default: the file stems, or ``checkpoint N``.
-    rule, lrn, collisions : the reverse pass (see :class:`~deconvnet.engine.engine.Deconvnet`).
+    rule, lrn, collisions, precision : the reverse pass (see
+        :class:`~deconvnet.engine.engine.Deconvnet`).
     progress : ``(images scanned over all checkpoints, total)``.
 
     Raises
@@ -139,7 +141,15 @@ def evolve(
             workers=workers,
             progress=scanned,
         )
-        projected = project(index, snapshot, dataset, rule=rule, lrn=lrn, collisions=collisions)
+        projected = project(
+            index,
+            snapshot,
+            dataset,
+            rule=rule,
+            lrn=lrn,
+            collisions=collisions,
+            precision=precision,
+        )
         for (layer, channel, _rank), item in projected.items():
             cells[(layer, channel, column)] = item
         for layer, top in index.state.layers.items():

@@ -249,6 +249,7 @@ def cascading_randomisation(
     rule: str | None = None,
     lrn: str | None = None,
     collisions: str | None = None,
+    precision: str | None = None,
     seed: int = DEFAULT_SEED,
     reinitialise: Reinitialise = reinitialise_gaussian,
     progress: Callable[[int, int | None], None] | None = None,
@@ -258,13 +259,14 @@ def cascading_randomisation(
     The layers are those of :func:`split_layers`, the last to run first; ``reinitialise``
     gives each its new weights (default :func:`reinitialise_gaussian`, seeded by ``seed``).
     Metrics are averaged over the ``K`` seeds that still fire and taken inside each seed's
-    receptive-field box (where the projection can be non-zero). ``rule``, ``lrn`` and
-    ``collisions`` are the reverse pass (see :class:`~deconvnet.engine.engine.Deconvnet`).
+    receptive-field box (where the projection can be non-zero). ``rule``, ``lrn``,
+    ``collisions`` and ``precision`` are the reverse pass (see
+    :class:`~deconvnet.engine.engine.Deconvnet`).
     """
-    policy = ReversePolicy.of(rule, lrn, collisions)
+    policy = ReversePolicy.of(rule, lrn, collisions, precision)
     name, _ = resolve_layer(model, layer)
     x = x[:1]
-    with Deconvnet(model, policy.rule, lrn=policy.lrn, collisions=policy.collisions) as net:
+    with Deconvnet.of(model, policy) as net:
         original = net.project(x, name, select)
     fixed = _fixed_selections(original, net, x, name)
     boxes = _boxes(model, x, name, original)
@@ -281,7 +283,7 @@ def cascading_randomisation(
     rows = [_first_row(reference_active)]
     for step, layer_name in enumerate(order, start=1):
         reinitialise(work.get_submodule(layer_name), generator)
-        with Deconvnet(work, policy.rule, lrn=policy.lrn, collisions=policy.collisions) as net:
+        with Deconvnet.of(work, policy) as net:
             results = [net.project(x, name, s) for s in fixed]
         images = torch.stack([r.images[0, 0] for r in results]).cpu()
         values = torch.stack([r.values[0, 0] for r in results]).cpu()

@@ -1,11 +1,12 @@
-"""``--rule``, ``--lrn``, ``--collisions``: the reverse pass, with choices and defaults from
-the engine's rule table (:mod:`deconvnet.engine.rules`), shared by every command that
-projects."""
+"""``--rule``, ``--lrn``, ``--collisions``, ``--precision``: the reverse pass, with choices
+and defaults from the engine's rule table (:mod:`deconvnet.engine.rules`) and precisions
+(:mod:`deconvnet.engine.precision`), shared by every command that projects."""
 
 from __future__ import annotations
 
 import argparse
 
+from deconvnet.engine.precision import FACES_PRECISION, PRECISIONS
 from deconvnet.engine.rules import (
     COLLISION_MODES,
     DEFAULT_RULE,
@@ -26,6 +27,7 @@ def add_rule_arguments(parser: argparse.ArgumentParser, *, lrn_and_collisions: b
         help=f"reverse rule (default: {DEFAULT_RULE}); "
         + "; ".join(rule.description for rule in RULES.values()),
     )
+    add_precision_argument(parser)
     if not lrn_and_collisions:
         return
     exact = RULES[GRADIENT_RULE]
@@ -44,8 +46,29 @@ def add_rule_arguments(parser: argparse.ArgumentParser, *, lrn_and_collisions: b
     )
 
 
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` (default ``None``: :func:`faces_precision` fills in the faces' own)."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help=f"number type of the reverse pass (default: {FACES_PRECISION}: bfloat16 where "
+        "the device computes it natively, else float32); the forward pass stays the model's; "
+        "a projection whose rounding would show in its 8-bit picture is redone in float32 "
+        "and the manifest says so",
+    )
+
+
+def faces_precision(args: argparse.Namespace) -> str:
+    """The precision asked for, or the faces' default: pictures at the device's speed."""
+    return getattr(args, "precision", None) or FACES_PRECISION
+
+
 def reverse_policy(args: argparse.Namespace) -> ReversePolicy:
     """The reverse pass the options ask for, each default resolved (for the manifest)."""
     return ReversePolicy.of(
-        args.rule, getattr(args, "lrn", None), getattr(args, "collisions", None)
+        args.rule,
+        getattr(args, "lrn", None),
+        getattr(args, "collisions", None),
+        faces_precision(args),
     )

@@ -110,6 +110,7 @@ class UnitInfo(BaseModel):
     value: float
     box: tuple[int, int, int, int]
     rule: str
+    precision: str
     projection_url: str
     unit_page: str | None
     topk: list[TopEntry]
@@ -269,6 +270,7 @@ def create_app(
             value=found.value,
             box=found.box,
             rule=rule,
+            precision=found.precision,
             projection_url=f"/api/images/{image_id}/layers/{layer}/units/{channel}/projection.png?{query}",
             unit_page=f"/site/{unit_url(layer, channel)}" if in_scan and site_dir else None,
             topk=_topk(scan_units, layer, channel) if site_dir else [],

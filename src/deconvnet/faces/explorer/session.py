@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from deconvnet.engine.engine import Deconvnet
+from deconvnet.engine.precision import FACES_PRECISION
 from deconvnet.engine.receptive import LayerRow, ReceptiveField, layer_table, receptive_fields
 from deconvnet.engine.rules import COMPARED_RULES
 from deconvnet.engine.selection import Neuron
@@ -87,6 +88,7 @@ class UnitProjection:
     rule: str
     png: bytes
     field_png: bytes
+    precision: str = "float32"
 
 
 class Explorer:
@@ -100,8 +102,10 @@ class Explorer:
         name: str,
         aliases: Mapping[str, str] | None = None,
         images_dir: Path | None = None,
+        precision: str = FACES_PRECISION,
     ) -> None:
         self.model = model
+        self.precision = precision
         self.preprocessing = preprocessing
         self.name = name
         self.images_dir = images_dir
@@ -234,7 +238,7 @@ class Explorer:
             if key in self._projections:
                 self._projections.move_to_end(key)
                 return self._projections[key]
-            with Deconvnet(self.model, rule) as net:
+            with Deconvnet(self.model, rule, precision=self.precision) as net:
                 result = net.project(found.tensor, layer, Neuron(channel, y, x))
             shape = tuple(found.tensor.shape)
             if shape not in self._fields:
@@ -255,6 +259,7 @@ class Explorer:
             rule,
             png_bytes(picture),
             png_bytes(enlarged),
+            result.precision_at(0, 0),
         )
         with self._lock:
             self._projections[key] = unit

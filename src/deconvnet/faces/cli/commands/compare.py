@@ -9,6 +9,7 @@ from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._inputs import add_full_frame_argument
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
+from deconvnet.faces.cli._rules import add_precision_argument, faces_precision
 from deconvnet.faces.cli._select import add_image_target_arguments, image_target
 from deconvnet.figures import render
 from deconvnet.figures.compare import comparison_figure, shown_projections
@@ -29,6 +30,7 @@ the plain gradient, on one shared colour scale and a signed view."""
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = command_parser(sub, "compare", SUMMARY, DESCRIPTION, run, EXAMPLES)
     add_image_target_arguments(parser, DEFAULT_SELECT)
+    add_precision_argument(parser)
     add_full_frame_argument(parser)
     add_output_arguments(parser)
 
@@ -37,7 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     loaded, layer, selection, image = image_target(args, DEFAULT_SELECT)
     with ProgressBar(f"{image.path.name}: rules", unit="rule") as bar:
-        result = compare.compare_rules(loaded.model, image.tensor, layer, selection, progress=bar)
+        result = compare.compare_rules(
+            loaded.model,
+            image.tensor,
+            layer,
+            selection,
+            precision=faces_precision(args),
+            progress=bar,
+        )
     sheet = comparison_figure(
         result,
         image.rgb,
@@ -58,6 +67,8 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "selection": selection.describe(),
         "zoom_box": None if args.full_frame else result.zoom,
         "rules": {rule: RULES[rule].description for rule in result.rules},
+        "precision": faces_precision(args),
+        "precisions": dict(zip(result.rules, map(list, result.precisions), strict=True)),
         "shared_range": {"minmax": minmax, "signed": signed},
         "seeds": [
             {

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             rule=policy.rule,
             lrn=policy.lrn,
             collisions=policy.collisions,
+            precision=policy.precision,
             batch_size=args.batch_size,
             workers=args.workers,
             progress=bar,
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             "rule": policy.rule,
             "lrn": policy.lrn,
             "collisions": policy.collisions,
+            "precision": policy.precision,
             "sheets": sheets,
             "results": RESULTS,
         }
@@ -145,6 +147,7 @@ def _results(
                 "position": list(item.entry.position),
                 "crop_box": list(item.crop_box),
                 "field_box": list(item.field_box),
+                "precision": item.precision,
             }
         )
     return {

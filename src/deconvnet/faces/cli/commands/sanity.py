@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 @writes_output()
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
-    rule = reverse_policy(args).rule
+    policy = reverse_policy(args)
     loaded, layer, selection, image = image_target(args, DEFAULT_SELECT)
     with ProgressBar(f"{image.path.name}: randomising", unit="layer") as bar:
         result = sanity.cascading_randomisation(
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             image.tensor,
             layer,
             selection,
-            rule=rule,
+            rule=policy.rule,
+            precision=policy.precision,
             seed=args.seed,
             progress=bar,
         )
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "layer_alias": loaded.display_name(layer),
         "selection": selection.describe(),
         "seeds": list(result.seeds),
-        "rule": rule,
+        "rule": policy.rule,
+        "precision": policy.precision,
         "seed": args.seed,
         "metrics": "spearman and ssim of |projection| summed over channels, divided by max; "
         "spearman_signed of the channel sum; inside each seed's receptive-field box; "

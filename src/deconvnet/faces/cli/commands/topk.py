@@ -215,7 +215,12 @@ def _scan_options(args: argparse.Namespace, maps: MapChoice) -> dict[str, Any]:
 def _projection_options(args: argparse.Namespace) -> dict[str, Any]:
     """The reverse pass, each default resolved (as the manifest records it)."""
     policy = reverse_policy(args)
-    return {"rule": policy.rule, "lrn": policy.lrn, "collisions": policy.collisions}
+    return {
+        "rule": policy.rule,
+        "lrn": policy.lrn,
+        "collisions": policy.collisions,
+        "precision": policy.precision,
+    }
 
 
 def _finish(
