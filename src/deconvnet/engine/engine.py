@@ -338,7 +338,7 @@ class Deconvnet:
                 part *= values[start:stop].abs().view(-1, *[1] * (part.dim() - 1))
             parts.append(part)
             if rounding is not None:
-                variance = rounding.result(0)
+                variance = rounding.projected
                 variances.append(variance if variance is not None else part.new_zeros(len(part)))
             if progress is not None:
                 progress(stop, total)

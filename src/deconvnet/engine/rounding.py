@@ -13,8 +13,7 @@ value, ``u`` the type's unit roundoff):
   channel's filters), the rounding of the filters and products adds ``u²/3`` of the same,
   and the output rounds once more. Where the output is much smaller than its terms
   (cancellation) the relative error grows, as it does in the pass itself;
-- two signals summed carry their errors, weighted by their energies, relative to the
-  sum's (cancellation again), and round once;
+- where two signals meet, the larger relative error goes on, rounded once more;
 - every other step (rectification, masks, unpooling, scales, reshapes) keeps the relative
   error and may round once.
 
@@ -46,63 +45,136 @@ def unit_roundoff(dtype: torch.dtype) -> float:
 
 
 def energy(data: Tensor) -> Tensor:
-    """``‖data[n]‖²`` per seed, accumulated in float32."""
-    flat = data.reshape(data.shape[0], -1)
-    norm: Tensor = torch.linalg.vector_norm(flat, dim=1, dtype=torch.float32)
-    return norm.square()
+    """``‖data[n]‖²`` per seed (float32)."""
+    return _norm(data, tuple(range(1, data.dim()))).square()
+
+
+def _norm(data: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Norms over ``dims``, read in place (a channel slice is not copied) and in the data's
+    own type (CPU reductions accumulate bfloat16 in float32, at a seventh of the cost of
+    converting first); float16, whose range a norm may leave, is converted."""
+    dtype = torch.float32 if data.dtype == torch.float16 else None
+    norm: Tensor = torch.linalg.vector_norm(data, dim=dims, dtype=dtype)
+    return norm.float()
 
 
 class Rounding:
     """The running estimate for one batch of seeds: the relative error variance ``ρ²``
-    (per seed) of the signal at each value the driver holds."""
+    (per seed) of the signal at each value the driver holds.
+
+    It reads the signal's energy only where the estimate needs it — a convolution's input
+    per channel and output, and the parts of a value that several signals reach — so a
+    chain of rectifiers, scales and unpooling costs nothing."""
 
     def __init__(self, dtype: torch.dtype) -> None:
         self.variance = unit_roundoff(dtype) ** 2 / 3
         self._errors: dict[int, Tensor] = {}
+        self._parts: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        self._energies: dict[int, Tensor | None] = {}  # of a value's only part, if known
         self._filters: dict[int, Tensor] = {}
+        self._channels: tuple[Tensor, Tensor] | None = None  # (data, its per-channel energy)
+        self.projected: Tensor | None = None
+        """The projections' ``ρ²`` (N,), once :meth:`finish` was called."""
 
     def start(self, value: int, seed: Tensor) -> None:
         """The seed: ±1, held exactly."""
         self._errors[value] = seed.new_zeros(seed.shape[0], dtype=torch.float32)
 
-    def take(self, values: tuple[int, ...]) -> Tensor:
-        """The error arriving at a node (the largest, for a node with several outputs)."""
-        arriving = [self._errors.pop(value) for value in values if value in self._errors]
-        return torch.stack(arriving).amax(dim=0)
-
-    def through(self, node: Node, signal: Window, departing: Window, error: Tensor) -> Tensor:
-        """The error of ``departing``, the reverse of ``node`` applied to ``signal``."""
-        if not isinstance(node, ConvNode):
-            return error + self.variance
-        data = signal.data
-        per_channel = torch.linalg.vector_norm(
-            data.reshape(*data.shape[:2], -1), dim=2, dtype=torch.float32
-        ).square()
-        terms = per_channel @ self._filter_energy(node)
-        out = energy(departing.data).clamp_min(TINY)
-        grown: Tensor = (error + self.variance) * terms / out + self.variance
-        return grown
-
     def merge(
-        self, value: int, before: Window | None, part: Window, error: Tensor, total: Window
+        self,
+        value: int,
+        before: Window | None,
+        part: Window,
+        error: Tensor,
+        known: Tensor | None = None,
     ) -> None:
-        """``part`` (with ``error``) summed into what ``value`` held before."""
+        """``part``, with ``error`` (and its energy when ``known``), arrives at ``value``,
+        which held ``before``."""
         if before is None:
             self._errors[value] = error
+            self._energies[value] = known
             return
-        held = self._errors[value]
-        weighted = held * energy(before.data) + error * energy(part.data)
-        self._errors[value] = weighted / energy(total.data).clamp_min(TINY) + self.variance
+        parts = self._parts.setdefault(value, [])
+        if not parts:  # the first part's energy, now that it has company
+            first = self._energies.pop(value, None)
+            parts.append((self._errors.pop(value), energy(before.data) if first is None else first))
+        parts.append((error, energy(part.data) if known is None else known))
 
-    def result(self, value: int) -> Tensor | None:
-        """``ρ²`` per seed at ``value`` (None where no signal arrived)."""
-        return self._errors.get(value)
+    def take(self, values: tuple[int, ...], arriving: list[Window | None]) -> Tensor:
+        """The error of the signal arriving at a node (the largest, for several outputs):
+        where several parts were summed, their errors weighted by their energies, relative
+        to the sum's (where the parts cancel, the relative error grows), rounded once."""
+        errors = []
+        for value, window in zip(values, arriving, strict=True):
+            if window is None:
+                continue
+            parts = self._parts.pop(value, None)
+            self._energies.pop(value, None)
+            if parts is None:
+                errors.append(self._errors.pop(value))
+                continue
+            total = self._per_channel(window.data).sum(dim=1).clamp_min(TINY)
+            weighted = torch.stack([error * part for error, part in parts]).sum(dim=0)
+            errors.append(weighted / total + self.variance)
+        return torch.stack(errors).amax(dim=0)
+
+    def through(
+        self, node: Node, signal: Window, departing: Window, error: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """The error of ``departing``, the reverse of ``node`` applied to ``signal``, and
+        its energy where that came free (None otherwise)."""
+        if not isinstance(node, ConvNode):
+            start = _channel_slice(departing.data, signal.data)
+            if start is None:
+                return error + self.variance, None
+            width = departing.data.shape[1]  # a concatenation's part: no new rounding
+            return error, self._per_channel(signal.data)[:, start : start + width].sum(dim=1)
+        terms = self._per_channel(signal.data) @ self._filter_energy(node)
+        out = energy(departing.data)
+        grown: Tensor = (error + self.variance) * terms / out.clamp_min(TINY) + self.variance
+        return grown, out
+
+    def _per_channel(self, data: Tensor) -> Tensor:
+        """``data``'s energy per seed and channel, read once per signal."""
+        cached = self._channels
+        if cached is not None and cached[0] is data:
+            return cached[1]
+        per_channel = _channel_energy(data)
+        self._channels = (data, per_channel)
+        return per_channel
+
+    def finish(self, value: int, window: Window | None) -> None:
+        """The pass has ended with ``window`` at ``value`` (the image): keep its ``ρ²`` per
+        seed in :attr:`projected` (None where no signal arrived)."""
+        if window is not None and (value in self._errors or value in self._parts):
+            self.projected = self.take((value,), [window])
 
     def _filter_energy(self, node: ConvNode) -> Tensor:
         """``‖W_c‖²`` for each channel the reverse reads (the forward's output channel)."""
         key = id(node)
         if key not in self._filters:
-            weight = node.weight
-            flat = weight.reshape(weight.shape[0], -1)
+            flat = node.weight.reshape(node.weight.shape[0], -1)
             self._filters[key] = torch.linalg.vector_norm(flat, dim=1, dtype=torch.float32).square()
         return self._filters[key]
+
+
+def _channel_slice(part: Tensor, whole: Tensor) -> int | None:
+    """The first channel of ``whole`` that ``part`` views, when it is a channel slice."""
+    if (
+        part.dim() != whole.dim()
+        or part.shape[0] != whole.shape[0]
+        or part.shape[2:] != whole.shape[2:]
+        or part.stride() != whole.stride()
+        or part.untyped_storage().data_ptr() != whole.untyped_storage().data_ptr()
+    ):
+        return None
+    offset, step = part.storage_offset() - whole.storage_offset(), whole.stride(1)
+    if step <= 0 or offset % step:
+        return None
+    start = offset // step
+    return start if start >= 0 and start + part.shape[1] <= whole.shape[1] else None
+
+
+def _channel_energy(data: Tensor) -> Tensor:
+    """``‖data[n, c]‖²`` (N, C), float32."""
+    return _norm(data, tuple(range(2, data.dim()))).square()

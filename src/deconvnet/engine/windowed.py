@@ -50,8 +50,8 @@ def reverse_batch(
     image_index, channels : LongTensor (N,) — batch image and map of each seed.
     positions : LongTensor (N, 2) — the seeded unit.
     values : Tensor (N,) — the seed values; the reverse pass runs in their dtype.
-    rounding : given, it follows the pass and holds the estimated rounding error of each
-        projection (:mod:`~deconvnet.engine.rounding`) at value 0 when the call returns.
+    rounding : given, it follows the pass and ends holding each projection's estimated
+        rounding error (:mod:`~deconvnet.engine.rounding`, ``rounding.projected``).
 
     Returns
     -------
@@ -71,7 +71,7 @@ def reverse_batch(
         arriving = [signals.pop(value, None) for value in node.outputs]
         if all(window is None for window in arriving):
             continue
-        error = rounding.take(node.outputs) if rounding is not None else None
+        error = rounding.take(node.outputs, arriving) if rounding is not None else None
         signal = next(window for window in arriving if window is not None)
         for source, window in node.step_back(arriving, step):
             if source is not None and window is not None:
@@ -79,9 +79,11 @@ def reverse_batch(
                 before = signals.get(source)
                 signals[source] = sum_windows(before, window)
                 if rounding is not None and error is not None:
-                    departing = rounding.through(node, signal, window, error)
-                    rounding.merge(source, before, window, departing, signals[source])
+                    departing, known = rounding.through(node, signal, window, error)
+                    rounding.merge(source, before, window, departing, known)
     image = signals.get(0)
+    if rounding is not None:
+        rounding.finish(0, image)
     shape = graph.shapes[0]
     if image is None:
         return values.new_zeros((count, *shape[1:]))
