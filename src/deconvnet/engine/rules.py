@@ -255,7 +255,10 @@ class _Rewired(torch.autograd.Function):
 
 
 def apply_rule(x: Tensor, rule: ReverseRule) -> Tensor:
-    """``rule.forward(x)`` in the forward pass; ``rule.backward`` in the reverse pass."""
+    """``rule.forward(x)`` in the forward pass; ``rule.backward`` in the reverse pass (none
+    without autograd: the forward value alone)."""
+    if not torch.is_grad_enabled():
+        return rule.forward(x)
     return cast(Tensor, _Rewired.apply(x, rule))  # type: ignore[no-untyped-call]
 
 
