@@ -105,10 +105,11 @@ def expected_display_exact(images: Tensor, variance: Tensor) -> Tensor:
     (the unit's field, as a tile zoomed to it shows them: zeros outside stay grey in both)
     its mean square gives the PSNR, and its tail beyond 2 levels on any of a pixel's
     channels the share of pixels off by more. An all-zero projection is grey in both."""
-    flat = images.detach().float().flatten(1)
-    peak = flat.abs().amax(dim=1)
-    nonzero = (flat != 0).sum(dim=1).clamp_min(1)
-    rms = torch.sqrt(variance.to(flat.device) * flat.square().sum(dim=1) / nonzero)
+    flat = images.detach().flatten(1)
+    peak = torch.maximum(flat.amax(dim=1), -flat.amin(dim=1)).float()
+    nonzero = torch.count_nonzero(flat, dim=1).clamp_min(1)
+    energy = torch.linalg.vector_norm(flat, dim=1).float().square()
+    rms = torch.sqrt(variance.to(flat.device) * energy / nonzero)
     sigma = DISPLAY_HALF_RANGE * rms / peak.clamp_min(torch.finfo(torch.float32).tiny)
     psnr = 10 * torch.log10(255.0**2 / sigma.square().clamp_min(1e-12))
     beyond = torch.special.erfc(DISPLAY_LEVELS / (sigma * math.sqrt(2)).clamp_min(1e-12))
