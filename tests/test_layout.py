@@ -1,8 +1,8 @@
 """The package's rooms and the one direction its imports run, read from the source's AST.
 
-inputs -> models -> caffe -> engine -> instruments -> figures -> faces: a module may import
-its own room and the rooms before it, never one after. ``errors`` is below everything, then
-``storage`` (the one atomic file writer, used by every room that writes);
+storage -> inputs -> models -> caffe -> engine -> instruments -> figures -> faces: a module may
+import its own room and the rooms before it, never one after. ``errors`` is below everything,
+then ``storage`` (the one atomic file writer and the one containment check);
 the facade (``deconvnet/__init__.py``, ``__main__.py``, ``topk.py``) may import every room
 and no room imports the facade. Every ``import`` counts, including those inside functions,
 so a lazy import cannot hide an arrow that runs back up.
@@ -118,6 +118,7 @@ def test_every_module_lives_in_a_room():
         ("deconvnet.caffe.network", "from deconvnet.engine.rules import pool_switches"),
         ("deconvnet.inputs.images", "from deconvnet import Deconvnet"),
         ("deconvnet.figures.render", "from ..faces import cli"),
+        ("deconvnet.storage.paths", "from deconvnet.inputs.reading import read_regular_file"),
     ],
 )
 def test_the_checker_sees_arrows_that_run_back_up(module, source):
@@ -130,6 +131,7 @@ def test_the_checker_sees_arrows_that_run_back_up(module, source):
         ("deconvnet.engine.engine", "from deconvnet.inputs.preprocessing import Preprocessing"),
         ("deconvnet.figures.topk", "from deconvnet.instruments.topk.scan import TopKIndex"),
         ("deconvnet.faces.cli", "from deconvnet import caffe, models"),
+        ("deconvnet.inputs.documents", "from deconvnet.storage.paths import inside"),
         ("deconvnet.figures.render", "from . import style"),
         ("deconvnet", "from deconvnet.faces.cli import main"),
     ],

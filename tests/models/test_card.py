@@ -13,6 +13,7 @@ from torch import nn
 import deconvnet as dn
 import deconvnet.models as zoo
 from deconvnet import caffe
+from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION
 from deconvnet.models.card import ModelCard, Provenance, attach, card_of, default_layer
 from deconvnet.models.own import load_own
@@ -49,10 +50,16 @@ def test_a_model_without_a_card_gets_one_derived_from_it() -> None:
     assert card_of(model) == ModelCard()  # nothing said: nothing assumed
     model.layer_aliases = {"conv2": "3"}  # type: ignore[assignment]
     model.categories = ["a", "b"]  # type: ignore[assignment]
-    model.preprocessing = "not a Preprocessing"  # type: ignore[assignment]
     card = card_of(model)
     assert card.aliases == {"conv2": "3"} and card.categories == ("a", "b")
     assert card.preprocessing is None and card.provenance is None
+
+
+def test_a_card_attribute_of_the_wrong_kind_is_refused_not_ignored() -> None:
+    model = _nets.vgg_like()
+    model.preprocessing = "not a Preprocessing"  # type: ignore[assignment]
+    with pytest.raises(InputError, match=r"model\.preprocessing is a str; it must be"):
+        card_of(model)
 
 
 def test_an_attached_card_is_what_the_engine_reads() -> None:
@@ -66,10 +73,14 @@ def test_an_attached_card_is_what_the_engine_reads() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_the_default_layer_is_the_cards_else_the_last_convolution() -> None:
+def test_the_default_layer_is_the_cards_else_the_last_convolution_after_its_rectifier() -> None:
     model = _nets.vgg_like()
+    names = [n for n, _ in model.named_modules()]
     convolutions = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    assert default_layer(model) == convolutions[-1]
+    rectifier = names[names.index(convolutions[-1]) + 1]
+    assert isinstance(model.get_submodule(rectifier), nn.ReLU)
+    assert default_layer(model) == rectifier
+    assert default_layer(model, among=convolutions) == convolutions[-1]
     assert default_layer(model, among=convolutions[:2]) == convolutions[1]
     assert default_layer(nn.Sequential(nn.ReLU())) is None
     attach(model, ModelCard(default_layer="3"))

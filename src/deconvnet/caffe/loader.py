@@ -26,6 +26,7 @@ from deconvnet.caffe.parse import (
 from deconvnet.errors import CaffeFormatError
 from deconvnet.inputs.preprocessing import IMAGENET_MEAN_BGR, Preprocessing
 from deconvnet.models.card import ModelCard, Provenance, attach
+from deconvnet.storage.paths import UnsafePathError, file_inside
 
 LENET_CAFFE_SCALE = 0.00390625
 """LeNet's ``scale: 0.00390625`` (1/256) on 0..255 pixels."""
@@ -300,12 +301,13 @@ def _prototxt_preprocessing(
 ) -> Preprocessing:
     transform = transform_param(raw)
     if mean_file is None and transform is not None and transform.mean_file:
-        mean_file = prototxt.parent / Path(transform.mean_file).name
-        if not mean_file.is_file():
+        try:  # a name read from a file: only its last part, resolved beside the prototxt
+            mean_file = file_inside(prototxt.parent, Path(transform.mean_file).name)
+        except UnsafePathError as error:
             raise CaffeFormatError(
-                f"the prototxt's transform_param names mean_file {transform.mean_file!r}, "
-                f"not found beside it ({mean_file}); give the file (--mean-file)"
-            )
+                f"the prototxt's transform_param names mean_file {transform.mean_file!a}, "
+                f"not a file beside it in {prototxt.parent}; give the file (--mean-file)"
+            ) from error
     mean = read_mean_file(mean_file) if mean_file is not None else None
     source = Path(mean_file).name if mean_file is not None else None
     return default_preprocessing(input_shape, transform, mean, source)

@@ -37,6 +37,14 @@ def save_png(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
     return atomic_write(Path(path), lambda handle: image.save(handle, format="PNG"))
 
 
+def page_names(stem: str, count: int) -> list[str]:
+    """File names of a picture in ``count`` pages: ``stem.png`` alone, else
+    ``stem_page1.png`` … ``stem_pageN.png``."""
+    if count == 1:
+        return [f"{stem}.png"]
+    return [f"{stem}_page{number}.png" for number in range(1, count + 1)]
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     """A uint8 ``(H, W, 3)`` array encoded as PNG in memory (Jupyter, HTML data URLs)."""
     buffer = io.BytesIO()
@@ -73,3 +81,8 @@ def _jsonable(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         return _jsonable(asdict(obj))
     return obj
+
+
+def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` to ``path`` atomically (a copied tile, say); parent folders created."""
+    return atomic_write(Path(path), lambda handle: handle.write(data))

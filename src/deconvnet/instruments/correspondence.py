@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +42,8 @@ from deconvnet.engine.layers import resolve_layer
 from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
+from deconvnet.models.card import require_any_batch
 
 RANDOM = "random"
 """The control's name in :attr:`CorrespondenceResult.scores`."""
@@ -50,6 +53,17 @@ DEFAULT_SIZE_FRACTION = 1 / 8
 """Default mask side as a share of the input's shorter side (28 px at 224): about an eye
 of a dog face that fills the frame. The paper gives no size in its text."""
 PART_KEYS_RESERVED = ("object",)
+PARTS_DIR = Path(__file__).resolve().parent / "parts"
+"""Part boxes shipped with the package (see its README.md)."""
+BUNDLED_PARTS: dict[str, str] = {"imagenet-dogs": "imagenet_dogs.json"}
+"""Names of the bundled part files: ``imagenet-dogs`` marks the eyes and nose of five dogs
+of the 200-photo ImageNet sample (the paper's Table 1 setting)."""
+
+
+def bundled_parts(name: str) -> Path | None:
+    """The file of a bundled part set, or ``None`` for a name that is not one."""
+    file = BUNDLED_PARTS.get(name)
+    return PARTS_DIR / file if file is not None else None
 """Box names in a parts mapping that are not parts (``object`` bounds the random control)."""
 
 Progress = Callable[[int, int | None], None]
@@ -159,6 +173,7 @@ def correspondence(
     trials: int = DEFAULT_TRIALS,
     seed: int = 0,
     progress: Progress | None = None,
+    max_work: int | None = DEFAULT_MAX_WORK,
 ) -> CorrespondenceResult:
     """Mask each part in every image and score how consistently the features change.
 
@@ -176,6 +191,8 @@ def correspondence(
     trials, seed : the random control: ``trials`` draws of one square per image from a
         ``torch.Generator`` seeded with ``seed`` (reproducible).
     progress : ``(masked images evaluated, total)``.
+    max_work : most images this call may evaluate, ``images x (1 + parts + trials)``
+        (:func:`~deconvnet.instruments.work.check_work`); ``None`` for no ceiling.
 
     Raises
     ------
@@ -193,6 +210,9 @@ def correspondence(
         raise InputError("no parts to mask: give at least one part box per image")
     if trials < 1:
         raise InputError(f"trials must be >= 1, got {trials}")
+    total = len(xs) * (1 + len(names) + trials)
+    check_work(total, max_work, what="correspondence", unit="masked images")
+    require_any_batch(model, "correspondence")
     named = [resolve_layer(model, layer) for layer in layers]
     if not named or len({name for name, _ in named}) != len(named):
         raise InputError(f"layers must name distinct layers, got {[n for n, _ in named]}")
@@ -209,7 +229,6 @@ def correspondence(
         tuple(_random_box(m.get("object"), side, height, width, generator) for m in parts)
         for _ in range(trials)
     )
-    total = len(xs) * (1 + len(names) + trials)
     counter = _Counter(progress, total)
     originals = _features(model, xs, named)
     counter.add(len(xs))

@@ -50,6 +50,8 @@ from deconvnet.errors import InputError
 from deconvnet.inputs.images import deprocess
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.occlusion.occlusion import mean_fill
+from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
+from deconvnet.models.card import require_any_batch
 
 Transform = Literal["translate", "scale", "rotate"]
 Canvas = Literal["fill", "wrap"]
@@ -147,6 +149,7 @@ def invariance(
     canvas: Canvas = "fill",
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
+    max_work: int | None = DEFAULT_MAX_WORK,
 ) -> InvarianceResult:
     """Distances at ``layers`` and class probabilities of every image at every amount.
 
@@ -161,12 +164,15 @@ def invariance(
     fill : canvas value in the network's input space, one or one per channel; default 0
         (the mean pixel of a mean-subtracted input; use :func:`mean_fill` otherwise).
     progress : ``(transformed images done, total)``.
+    max_work : most transformed images (``len(images) * len(amounts)``) this call may run
+        (:func:`~deconvnet.instruments.work.check_work`); ``None`` for no ceiling.
 
     Raises
     ------
     InputError, LayerNotFoundError
     """
     _check_transform(transform)
+    check_work(len(images) * len(amounts), max_work, what="invariance", unit="transformed images")
     if not images or not amounts or not layers:
         raise InputError("invariance needs at least one image, one amount and one layer")
     if batch_size < 1:
@@ -174,6 +180,7 @@ def invariance(
     targets_given = list(labels) if labels is not None else [None] * len(images)
     if len(targets_given) != len(images):
         raise InputError(f"{len(targets_given)} labels for {len(images)} images")
+    require_any_batch(model, "invariance")
     named = [resolve_layer(model, layer) for layer in layers]
     if len({name for name, _ in named}) != len(named):
         raise InputError(f"layers must be distinct, got {[name for name, _ in named]}")

@@ -26,6 +26,8 @@ from deconvnet.errors import ModelNotFoundError, WeightsError, one_line
 from deconvnet.models._api import apply_state_dict, read_state_dict
 from deconvnet.models._download import sha256_of
 from deconvnet.models.card import Provenance, attach, card_of
+from deconvnet.models.exported import load_exported
+from deconvnet.models.libraries import is_library_model
 
 EXPORT_SUFFIX = ".pt2"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl")
@@ -38,7 +40,10 @@ ERROR_CHARS = 300
 
 
 def is_own_model(spec: str) -> bool:
-    """True for the forms :func:`load_own` reads (anything but a zoo name)."""
+    """True for the forms :func:`load_own` reads (anything but a zoo name or a library's
+    ``timm:NAME``/``torchvision:NAME``)."""
+    if is_library_model(spec):
+        return False
     return (
         FACTORY_SEPARATOR in spec or spec.endswith(EXPORT_SUFFIX) or spec.endswith(PICKLE_SUFFIXES)
     )
@@ -87,7 +92,7 @@ def load_own(
 
 def _build(spec: str, unsafe_pickle: bool) -> nn.Module:
     if spec.endswith(EXPORT_SUFFIX):
-        return _exported(Path(spec))
+        return load_exported(Path(spec))
     if spec.endswith(PICKLE_SUFFIXES):
         return _pickled(Path(spec), unsafe_pickle)
     source, separator, name = spec.rpartition(FACTORY_SEPARATOR)
@@ -98,10 +103,16 @@ def _build(spec: str, unsafe_pickle: bool) -> nn.Module:
             "pickled model"
         )
     factory = getattr(_module(source), name, None)
+    if isinstance(factory, nn.Module):  # calling it would run its forward with no input
+        raise ModelNotFoundError(
+            f"{source}: {name!r} is a module instance; name the function or class that builds it"
+        )
     if not callable(factory):
         raise ModelNotFoundError(f"{source} has no callable {name!r}")
     try:
         model = factory()
+    except SystemExit as exc:  # sys.exit() in the user's code is a failure, not our exit
+        raise ModelNotFoundError(f"{spec}: {name}() called exit({exc.code!r})") from exc
     except Exception as exc:  # the user's code may raise anything
         raise ModelNotFoundError(
             f"{spec}: {name}() failed: {one_line(exc, ERROR_CHARS)}"
@@ -122,6 +133,9 @@ def _module(source: str) -> Any:
         sys.modules[module_name] = module  # dataclasses and pickling look modules up here
         try:
             spec.loader.exec_module(module)
+        except SystemExit as exc:  # sys.exit() at import time is a failure, not our exit
+            del sys.modules[module_name]
+            raise ModelNotFoundError(f"importing {path} called exit({exc.code!r})") from exc
         except Exception as exc:  # the user's code may raise anything
             del sys.modules[module_name]
             raise ModelNotFoundError(
@@ -130,26 +144,12 @@ def _module(source: str) -> Any:
         return module
     try:
         return importlib.import_module(source)
-    except ImportError as exc:
+    except SystemExit as exc:
+        raise ModelNotFoundError(f"importing {source!r} called exit({exc.code!r})") from exc
+    except Exception as exc:  # ImportError, or anything the module's own code raises
         raise ModelNotFoundError(
             f"cannot import module {source!r}: {one_line(exc, ERROR_CHARS)}"
         ) from exc
-
-
-def _exported(path: Path) -> nn.Module:
-    """The archive's program as a module tree (``torch.export.unflatten``), so its layers
-    keep their names and hooks fire on them."""
-    if not path.is_file():
-        raise ModelNotFoundError(f"exported model {path} does not exist")
-    try:
-        with warnings.catch_warnings():  # torch's own deprecation notices, not the user's
-            warnings.simplefilter("ignore", FutureWarning)
-            program = torch.export.load(path)
-    except Exception as exc:  # zip, version and schema errors have no common base
-        raise WeightsError(
-            f"cannot read {path} as a torch.export archive: {one_line(exc, ERROR_CHARS)}"
-        ) from exc
-    return torch.export.unflatten(program)
 
 
 def _pickled(path: Path, unsafe_pickle: bool) -> nn.Module:
@@ -173,6 +173,9 @@ def _pickled(path: Path, unsafe_pickle: bool) -> nn.Module:
 
 
 def _checked(model: object, what: str) -> nn.Module:
+    """``model`` when it is a module whose card attributes, where it sets them, have the right
+    types (:func:`~deconvnet.models.card.card_of` refuses the others)."""
     if not isinstance(model, nn.Module):
         raise ModelNotFoundError(f"{what} gave a {type(model).__name__}, not a torch.nn.Module")
+    card_of(model, what)
     return model

@@ -159,8 +159,9 @@ def test_a_failed_run_leaves_no_files_behind(tmp_path: Path) -> None:
 def test_every_writing_command_refuses_a_non_empty_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
-    photo = _photo(tmp_path / "in.png")
-    argv = [str(photo) if a == "IMG" else str(tmp_path) if a == "DATA" else a for a in command]
+    (tmp_path / "data").mkdir()
+    photo = _photo(tmp_path / "data" / "in.png")
+    argv = [str(photo) if a == "IMG" else str(photo.parent) if a == "DATA" else a for a in command]
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.png").write_bytes(b"old")
@@ -234,9 +235,18 @@ def test_topk_resume_works_in_its_own_folder_and_replaces_its_files(
     assert not (out / "tiles").exists()  # the earlier run's tiles (and their folders) are gone
     assert "topk_checkpoint.pt" in files
     (out / "notes.txt").write_text("mine")
-    assert _topk(images, out, "--resume") == 1  # resuming is no licence to write beside it
+    capsys.readouterr()
+    # --resume treats a file no manifest lists as --overwrite does (issue 23, item 8):
+    # it stays, with a note, and the scan goes on
+    assert _topk(images, out, "--resume") == 0
+    assert "kept 1 file" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"
     assert _topk(images, out, "--resume", "--overwrite") == 0
     assert (out / "notes.txt").read_text() == "mine"
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("theirs")
+    assert _topk(images, stranger, "--resume") == 1  # no checkpoint, no manifest: not a scan
 
 
 def test_an_interrupted_topk_keeps_only_its_checkpoint_and_resumes(
@@ -305,9 +315,10 @@ def test_a_manifest_naming_anything_outside_is_refused_before_any_deletion(
     ("text", "match"),
     [
         ("{not json", "cannot read"),
-        ('{"files": {"figure": "a.png"}}', "no 'files' list"),
-        ('["a.png"]', "no 'files' list"),
-        ('{"files": ["a.png", 3]}', "no 'files' list"),
+        ('{"command": "maps"}', "no 'files' list"),
+        ('{"files": {"figure": "a.png"}}', r"field files: Input should be a valid array; refusing"),
+        ('["a.png"]', r"field \(top level\): Input should be an object; refusing"),
+        ('{"files": ["a.png", 3]}', r"field files\[1\]: Input should be a valid string; refusing"),
     ],
 )
 def test_an_unreadable_manifest_is_refused(tmp_path: Path, text: str, match: str) -> None:

@@ -24,15 +24,16 @@ from deconvnet.engine.precision import FACES_PRECISION, dtype_name, reverse_dtyp
 from deconvnet.faces.cli import main
 from deconvnet.faces.explorer.app import create_app
 from deconvnet.faces.explorer.files import file_inside
+from deconvnet.faces.explorer.security import JsonErrorsH11Protocol
 from deconvnet.figures.render import show
 from deconvnet.inputs.prepared import prepare
-from tests.faces.conftest import SCAN_LAYER
-from tests.faces.explorer.conftest import make_explorer
+from tests.faces.conftest import SCAN_LAYER, SCAN_SHOWN
+from tests.faces.explorer.conftest import LOCAL, make_explorer
 
 
 @pytest.fixture(scope="module")
 def client(app) -> TestClient:
-    return TestClient(app)
+    return TestClient(app, base_url=LOCAL)
 
 
 def png_file(width: int = 40, height: int = 40, seed: int = 0) -> bytes:
@@ -55,8 +56,10 @@ def assert_error(response, status: int, needle: str = "") -> None:
 def test_model_info_lists_leaf_layers_with_maps(client: TestClient) -> None:
     info = client.get("/api/model").json()
     names = [layer["name"] for layer in info["layers"]]
-    assert "features.4" in names and "features" not in names and "classifier.1" not in names
-    assert info["default_layer"] == "features.10" and info["site"] is True
+    modules = [layer["module"] for layer in info["layers"]]
+    assert SCAN_SHOWN in names and SCAN_LAYER in modules and SCAN_LAYER not in names
+    assert "features" not in modules and "classifier.1" not in modules
+    assert info["default_layer"] == "relu4" and info["site"] is True
     assert info["images"] == [f"photo_{i}.png" for i in range(6)]
 
 
@@ -80,7 +83,8 @@ def test_click_projects_the_strongest_unit_with_the_models_own_value(
     centre_y, centre_x = 1 + 2 * y, 1 + 2 * x_pos
     box = [centre_y - 7, centre_x - 7, centre_y + 8, centre_x + 8]
     assert unit["box"] == [max(0, box[0]), max(0, box[1]), min(48, box[2]), min(48, box[3])]
-    assert unit["unit_page"] == "/site/layers/features.4/units/7.html"
+    assert unit["layer"] == SCAN_SHOWN and grid["layer"] == SCAN_SHOWN
+    assert unit["unit_page"] == f"/site/layers/{SCAN_SHOWN}/units/7.html"
     assert len(unit["topk"]) == 3
     png = client.get(unit["projection_url"]).content
     ran = dtype_name(reverse_dtype(FACES_PRECISION, torch.float32, torch.device("cpu")))
@@ -102,11 +106,12 @@ def test_clicked_pixel_is_that_unit(client: TestClient) -> None:
 def test_bad_input_is_a_one_line_json_4xx(client: TestClient) -> None:
     image = upload(client, png_file(seed=1)).json()
     base = f"/api/images/{image['id']}/layers"
-    assert_error(client.get(f"{base}/nope"), 404, "no layer 'nope'")
+    assert_error(client.get(f"{base}/nope"), 404, "no such layer")
+    assert_error(client.get(f"{base}/conv22"), 404, "did you mean conv2")
     assert_error(client.get(f"{base}/{SCAN_LAYER}/units/96"), 404, "maps 0..95")
     assert_error(client.get(f"{base}/{SCAN_LAYER}/units/1?y=40&x=0"), 404, "outside")
     assert_error(client.get(f"{base}/{SCAN_LAYER}/units/1?rule=magic"), 422)
-    assert_error(client.get("/api/images/0123456789abcdef/layers/features.4"), 404, "no image")
+    assert_error(client.get("/api/images/0123456789abcdef/layers/features.4"), 404, "no such image")
     assert_error(client.get("/api/images/not-an-id"), 422)
     assert_error(upload(client, b"GIF89a not really"), 415, "cannot decode")
     assert_error(upload(client, b""), 415, "empty")
@@ -116,7 +121,9 @@ def test_bad_input_is_a_one_line_json_4xx(client: TestClient) -> None:
 def test_uploads_are_capped_and_bombs_refused(
     default_model, photos: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    small = TestClient(create_app(make_explorer(default_model, photos), max_upload=2000))
+    small = TestClient(
+        create_app(make_explorer(default_model, photos), max_upload=2000), base_url=LOCAL
+    )
     assert_error(upload(small, png_file(200, 200)), 413, "larger than")  # declared length
     assert len(png_file(30, 30)) > 2000
     assert_error(upload(small, png_file(30, 30)), 413, "larger than 2000")  # the file itself
@@ -124,7 +131,9 @@ def test_uploads_are_capped_and_bombs_refused(
     Image.new("RGB", (40, 40)).save(flat, format="PNG")
     assert len(flat.getvalue()) < 2000
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 30 * 30)
-    assert_error(upload(small, flat.getvalue(), "big.png"), 415, "'big.png'")
+    refused = upload(small, flat.getvalue(), "big.png")
+    assert_error(refused, 415, "refusing to decode upload")
+    assert "big.png" not in refused.text  # errors never repeat what the request sent
     assert "decompression bomb" in upload(small, flat.getvalue()).json()["error"]
 
 
@@ -181,7 +190,7 @@ def test_file_inside_accepts_only_plain_names_inside(tmp_path: Path) -> None:
 
 
 def test_site_pages_are_served(client: TestClient) -> None:
-    page = client.get("/site/layers/features.4/units/7.html")
+    page = client.get(f"/site/layers/{SCAN_SHOWN}/units/7.html")
     assert page.status_code == 200 and "map 7" in page.text
     assert client.get("/").status_code == 200
     assert client.get("/static/explorer.js").headers["content-type"].startswith("text/javascript")
@@ -210,7 +219,9 @@ def test_serve_warns_off_loopback_and_names_the_extra(
     calls: list[dict] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(options))
     assert main(["serve", "--host", "0.0.0.0", "--port", "8123"]) == 0
-    assert calls == [{"host": "0.0.0.0", "port": 8123, "log_level": "warning"}]
+    assert calls == [
+        {"host": "0.0.0.0", "port": 8123, "log_level": "warning", "http": JsonErrorsH11Protocol}
+    ]
     assert "warning: binding 0.0.0.0, not loopback" in capsys.readouterr().err
     assert main(["serve"]) == 0
     assert "warning" not in capsys.readouterr().err and calls[-1]["host"] == "127.0.0.1"
@@ -241,7 +252,9 @@ def test_layer_names_with_a_slash_route(tmp_path: Path, photos: Path) -> None:
 
     model = Fire().eval()
     spec = Preprocessing(input_size=(16, 16))
-    client = TestClient(create_app(Explorer(model, spec, name="fire", images_dir=photos)))
+    client = TestClient(
+        create_app(Explorer(model, spec, name="fire", images_dir=photos)), base_url=LOCAL
+    )
     image = client.post("/api/open", json={"name": "photo_0.png"}).json()
     grid = client.get(f"/api/images/{image['id']}/layers/fire2%2Fconv").json()
     assert grid["channels"] == 4 and client.get(grid["grid_url"]).status_code == 200

@@ -4,7 +4,10 @@ Exit codes: 0 success, 1 bad input (one line on stderr, no traceback unless ``--
 2 bad usage (argparse), 130 interrupted, 141 stdout closed early (``deconvnet models | head``:
 no message, the shell's code for a reader that stopped, 128 + SIGPIPE). :func:`main` is the
 one error boundary: our own errors, every ``OSError`` (the path and the reason) and running
-out of memory become one line on stderr and exit 1. Each sub-command lives in its own module with
+out of memory become one line on stderr and exit 1, and so does a ``SystemExit`` that a
+model's own code raises (a factory calling ``sys.exit(0)`` is not a success). What a
+command prints passes through :func:`~._terminal.terminal_safe`: names from files cannot
+send escape sequences to the terminal. Each sub-command lives in its own module with
 ``register(subparsers)``, which sets ``func(args) -> int`` on its parser. ``--debug`` is
 accepted before and after the sub-command; ``--version`` prints the installed version.
 """
@@ -22,6 +25,7 @@ import torch
 
 from deconvnet.errors import DeconvnetError, one_line
 from deconvnet.faces.cli._help import HelpFormatter
+from deconvnet.faces.cli._terminal import terminal_safe
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1
@@ -35,6 +39,8 @@ UNKNOWN_VERSION = "0+unknown"
 DEBUG_HELP = "show tracebacks on errors"
 MEMORY_DETAIL_CHARS = 200
 """How much of an out-of-memory error's own text (CUDA's is long) the one line quotes."""
+MAX_EXIT_CODE_CHARS = 80
+"""How much of a foreign ``sys.exit(value)``'s value the error line shows."""
 
 EXAMPLES = """examples:
   deconvnet project --out out/                      # embedded default model, bundled photo
@@ -83,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # argparse: --help (0) or bad usage (2)
         return int(stop.code) if isinstance(stop.code, int) else EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
+    with terminal_safe():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The sub-command inside the error boundary (see the module)."""
     try:
         return int(args.func(args))
     except BrokenPipeError:
@@ -92,6 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"deconvnet: error: {_message(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SystemExit as stop:  # our commands return codes; only foreign code exits
+        if args.debug:
+            raise
+        code = " ".join(repr(stop.code).split())[:MAX_EXIT_CODE_CHARS]
+        print(f"deconvnet: error: the model's own code called exit({code})", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("deconvnet: interrupted", file=sys.stderr)

@@ -12,8 +12,9 @@ Rules, the same for every such sub-command:
   deleted, as is a manifest that cannot be read or has no ``files`` list.
 * ``--resume`` (``topk``): the folder is the scan's own. Its checkpoints (one, or one per
   rank of a distributed scan: the files the ``resumable`` glob pattern matches) are kept and
-  continued, the files its manifest lists are replaced without ``--overwrite``; anything
-  else in it is refused as above.
+  continued, the files its manifest lists are replaced without ``--overwrite``; other
+  files are kept with the same note as ``--overwrite`` gives. A folder holding neither a
+  checkpoint nor a manifest is no scan's and is refused as above.
 * A run that fails or is interrupted removes the files it wrote (the checkpoint stays, to be
   resumed), so a later run never finds files of ours without their manifest.
 * Temporary files that an earlier run killed mid-write left behind (named by
@@ -30,20 +31,21 @@ import argparse
 import contextlib
 import fnmatch
 import functools
-import json
 import os
 import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from deconvnet.errors import InputError, one_line
+from deconvnet.errors import InputError
+from deconvnet.faces.manifest import MANIFEST_FILE, read_manifest
 from deconvnet.figures.files import write_json
 from deconvnet.storage.atomic import remove_stale_temporaries, short_name
+from deconvnet.storage.paths import UnsafePathError, component, inside, separate_folders
 
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_FILE
 """Every sub-command's manifest: what it did, and in ``files`` what it wrote."""
 
 STEM_BYTES = 160
@@ -55,8 +57,10 @@ _Identity = tuple[int, int, int, int]
 
 
 def output_stem(text: str) -> str:
-    """``text`` as the stem of output file names, shortened with a hash past :data:`STEM_BYTES`."""
-    return short_name(text, STEM_BYTES)
+    """``text`` as the stem of output file names: one path component (no separator or
+    control character from a layer or image name), shortened with a hash past
+    :data:`STEM_BYTES`."""
+    return short_name(component(text), STEM_BYTES)
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,16 +127,24 @@ class OutputFolder:
         return [name for name, identity in now.items() if self.before.get(name) != identity]
 
 
-def writes_output(resumable: str | None = None) -> Callable[[CommandWithOutput], Command]:
+def writes_output(
+    resumable: str | None = None, *, apart_from: tuple[str, str] | None = None
+) -> Callable[[CommandWithOutput], Command]:
     """Decorate ``run(args, folder)``: prepare ``args.out`` first, undo a failed run's files.
 
     ``resumable`` names (a glob pattern of) the files the command continues from with
-    ``--resume`` (the command defines ``--resume`` itself).
+    ``--resume`` (the command defines ``--resume`` itself). ``apart_from`` is ``(attribute,
+    shown name)`` of an input folder in ``args`` that ``--out`` must neither be, lie in nor
+    hold; checked before anything is touched.
     """
 
     def decorate(run: CommandWithOutput) -> Command:
         @functools.wraps(run)
         def run_in_folder(args: argparse.Namespace) -> int:
+            if apart_from is not None:
+                source = getattr(args, apart_from[0], None)
+                if source is not None and Path(source).is_dir():
+                    separate_folders(args.out, source, source_flag=apart_from[1])
             resume = resumable is not None and bool(args.resume)
             output = prepare_output(
                 args.out, overwrite=args.overwrite, resumable=resumable, resume=resume
@@ -171,7 +183,7 @@ def prepare_output(
     listed = _listed_files(folder) if MANIFEST in entries else []
     keep = {name for name in entries if _resumable(name, resumable)} if resume else set()
     unknown = [name for name in entries if name not in {*listed, MANIFEST, *keep}]
-    if unknown and not overwrite:
+    if unknown and not overwrite and not listed and not keep:  # nothing of ours to resume
         raise _not_empty(folder, entries, None)
     _delete(folder, [*(name for name in listed if name not in keep), MANIFEST])
     if unknown:
@@ -209,48 +221,39 @@ def _listed_files(folder: Path) -> list[str]:
     if not _is_regular(manifest):
         raise InputError(f"{manifest} is not a regular file; refusing to overwrite {folder}")
     try:
-        document = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(
-            f"cannot read {manifest} ({one_line(error)}); refusing to overwrite"
-        ) from error
-    files = document.get("files") if isinstance(document, dict) else None
-    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        files = read_manifest(manifest).get("files")
+    except InputError as error:
+        raise InputError(f"cannot read {error}; refusing to overwrite") from error
+    if files is None:
         raise InputError(
             f"{manifest} has no 'files' list (an older deconvnet?); delete its folder's "
             "files yourself or choose another --out"
         )
     for name in files:
         _check_inside(folder, name)
-    return files
+    return list(files)
 
 
 def _check_inside(folder: Path, name: str) -> None:
-    """Refuse a manifest entry that could name anything but a file inside ``folder``."""
-    parts = name.split("/")
-    escapes = (
-        PurePosixPath(name).is_absolute()
-        or bool(Path(name).anchor)
-        or "\\" in name
-        or any(part in {"", ".", ".."} for part in parts)
-        or name == MANIFEST
+    """Refuse a manifest entry that could name anything but a file inside ``folder``: the
+    containment check of :mod:`deconvnet.storage.paths`, with no symlink on the way."""
+    refusal = (
+        f"{folder / MANIFEST} lists a name that is not a file inside {folder}; "
+        "refusing to delete anything"
     )
-    if not escapes:
-        for depth in range(1, len(parts) + 1):
-            path = folder.joinpath(*parts[:depth])
-            try:
-                mode = path.lstat().st_mode
-            except FileNotFoundError:
-                return  # gone already: nothing to delete
-            last = depth == len(parts)
-            if stat.S_ISLNK(mode) or (not stat.S_ISREG(mode) if last else not stat.S_ISDIR(mode)):
-                escapes = True
-                break
-    if escapes:
-        raise InputError(
-            f"{folder / MANIFEST} lists {name!r}, which is not a file inside {folder}; "
-            "refusing to delete anything"
-        )
+    if name == MANIFEST:
+        raise InputError(refusal)
+    try:
+        target = inside(folder, name, what="a listed file", no_symlinks=True)
+        mode = target.lstat().st_mode
+    except UnsafePathError as error:
+        raise InputError(f"{refusal} ({error})") from error
+    except FileNotFoundError:
+        return  # gone already: nothing to delete
+    except OSError as error:  # a part of the name is a file, not a folder
+        raise InputError(refusal) from error
+    if not stat.S_ISREG(mode):
+        raise InputError(refusal)
 
 
 def _delete(folder: Path, names: list[str]) -> None:

@@ -1,11 +1,15 @@
 """The explorer's HTTP face: JSON and PNG routes over :class:`~.session.Explorer`.
 
-Every error is a 4xx with a one-line JSON body ``{"error": ...}``; the model is fixed when
-the app is made (no model or file path ever comes from the browser: library images are
-chosen by name among the files of ``--images``, and every file route goes through
-:func:`~.files.file_inside`). Uploads are capped (``max_upload`` bytes, checked on the
-declared length before the body is read and on the file itself) and decoded behind
-Pillow's decompression-bomb guard.
+Every error is a 4xx (a 500 if the explorer itself fails) with a one-line JSON body
+``{"error": ...}`` that never repeats what the request sent; the model is fixed when the
+app is made (no model or file path ever comes from the browser: library images are chosen
+by name among the files of ``--images``, and every file route goes through
+:func:`~.files.file_inside`). :class:`~.security.Guard` answers only requests for the
+explorer's own address and bounds every body while it streams (uploads at ``max_upload``
+bytes, other bodies far less); uploads are decoded behind Pillow's decompression-bomb guard
+and within a memory budget (:func:`~deconvnet.inputs.budget.decode_within`). No page loads
+anything from elsewhere: the API's interactive docs (which pull scripts from a CDN) are
+not served, only ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -20,19 +24,25 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deconvnet.engine.rules import DEFAULT_RULE
 from deconvnet.errors import DeconvnetError, one_line
 from deconvnet.faces.explorer.files import file_inside
+from deconvnet.faces.explorer.security import Guard, allowed_hosts
 from deconvnet.faces.explorer.session import RULES, Explorer, NotFound
-from deconvnet.faces.site.build import read_scan, unit_url, units_by_layer
+from deconvnet.faces.site.build import display_names, read_scan, unit_url, units_by_layer
+from deconvnet.figures.topk import image_label
+from deconvnet.inputs.budget import ImageTooLargeError
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 """Upload cap in bytes (20 MB)."""
 MULTIPART_OVERHEAD = 64 * 1024
-"""Room for the multipart envelope around the file in the declared request length."""
+"""Room for the multipart envelope around the file in the request's length."""
+MAX_ERROR_CHARS = 300
+"""Longest error message sent (messages never carry request input; this bounds the rest)."""
 READ_CHUNK = 1 << 20
+RAW_ENCODINGS = frozenset({"binary", "8bit", "7bit"})
+"""Content-Transfer-Encoding values that mean the part holds the file's bytes as they are."""
 PNG = "image/png"
 IMAGE_ID = r"^[0-9a-f]{16}$"
 
@@ -56,11 +66,13 @@ class ErrorBody(BaseModel):
 
 class LayerInfo(BaseModel):
     name: str
-    label: str
+    module: str
+    group: str | None
     channels: int
     height: int
     width: int
     field: str
+    classes: bool
 
 
 class ModelInfo(BaseModel):
@@ -71,6 +83,7 @@ class ModelInfo(BaseModel):
     rules: list[str]
     images: list[str]
     site: bool
+    scanned: list[str]
 
 
 class ImageInfo(BaseModel):
@@ -92,6 +105,7 @@ class GridInfo(BaseModel):
     columns: int
     padding: int
     maxima: list[float]
+    classes: list[str] | None
     grid_url: str
 
 
@@ -111,6 +125,8 @@ class UnitInfo(BaseModel):
     box: tuple[int, int, int, int]
     rule: str
     precision: str
+    class_name: str | None
+    note: str | None
     projection_url: str
     unit_page: str | None
     topk: list[TopEntry]
@@ -121,43 +137,36 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class UploadLimit:
-    """ASGI middleware: refuse a request whose declared length exceeds the cap (413)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            declared = dict(scope.get("headers", [])).get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.limit:
-                response = JSONResponse(
-                    {"error": f"upload larger than {self.limit} bytes"}, status_code=413
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def create_app(
     explorer: Explorer,
     *,
     scan_dir: Path | None = None,
     site_dir: Path | None = None,
     max_upload: int = DEFAULT_MAX_UPLOAD,
+    host: str | None = None,
 ) -> FastAPI:
     """The explorer app. ``site_dir`` is a built static site (of ``scan_dir``), served at
-    ``/site/`` and linked from each unit."""
-    app = FastAPI(title="deconvnet explorer", version="1")
-    app.add_middleware(UploadLimit, limit=max_upload + MULTIPART_OVERHEAD)
+    ``/site/`` and linked from each unit. ``host`` is the address the server binds: requests
+    must name it or a loopback name (:func:`~.security.allowed_hosts`)."""
+    app = FastAPI(title="deconvnet explorer", version="1", docs_url=None, redoc_url=None)
+    app.add_middleware(
+        Guard, hosts=allowed_hosts(host), upload_limit=max_upload + MULTIPART_OVERHEAD
+    )
     static = Path(str(resources.files("deconvnet.faces.explorer").joinpath("static")))
     site_static = Path(str(resources.files("deconvnet.faces.site").joinpath("static")))
-    scan_units = units_by_layer(read_scan(scan_dir)) if scan_dir is not None else {}
+    scan = read_scan(scan_dir) if scan_dir is not None else None
+    scan_units = units_by_layer(scan) if scan is not None else {}
+    scan_names = display_names(scan) if scan is not None else {}
 
     @app.exception_handler(StarletteHTTPException)  # routing's 404/405 too, not only ours
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+        return JSONResponse(
+            {"error": one_line(error.detail, MAX_ERROR_CHARS)}, status_code=error.status_code
+        )
+
+    @app.exception_handler(Exception)  # the explorer's own failure: still one line of JSON
+    async def failure(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": "internal error (see the server's log)"}, 500)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -167,11 +176,11 @@ def create_app(
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, error: NotFound) -> JSONResponse:
-        return JSONResponse({"error": one_line(error)}, status_code=404)
+        return JSONResponse({"error": one_line(error, MAX_ERROR_CHARS)}, status_code=404)
 
     @app.exception_handler(DeconvnetError)
     async def bad_input(request: Request, error: DeconvnetError) -> JSONResponse:
-        return JSONResponse({"error": one_line(error)}, status_code=400)
+        return JSONResponse({"error": one_line(error, MAX_ERROR_CHARS)}, status_code=400)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -181,7 +190,7 @@ def create_app(
     def static_file(name: str) -> FileResponse:
         found = file_inside(static, name) or file_inside(site_static, name)
         if found is None:
-            raise HTTPException(404, f"no static file {name!r}")
+            raise HTTPException(404, "no such static file")
         return FileResponse(found)
 
     @app.get("/site/{name:path}", responses=ERRORS, response_class=FileResponse)
@@ -189,7 +198,7 @@ def create_app(
         """A file of the static site built from the scan."""
         found = file_inside(site_dir, name) if site_dir is not None else None
         if found is None:
-            raise HTTPException(404, f"no site file {name!r}")
+            raise HTTPException(404, "no such site file")
         return FileResponse(found)
 
     @app.get("/api/model", response_model=ModelInfo)
@@ -203,6 +212,7 @@ def create_app(
             rules=list(RULES),
             images=explorer.library(),
             site=site_dir is not None,
+            scanned=[scan_names.get(module, module) for module in scan_units],
         )
 
     @app.get("/api/library/{name}", responses=ERRORS, response_class=FileResponse)
@@ -219,6 +229,9 @@ def create_app(
     @app.post("/api/upload", response_model=ImageInfo, responses=ERRORS)
     def upload(file: Annotated[UploadFile, File()]) -> ImageInfo:
         """Upload an image (at most the cap); decoded with the bomb guard."""
+        encoding = file.headers.get("content-transfer-encoding", "binary").strip().lower()
+        if encoding not in RAW_ENCODINGS:
+            raise HTTPException(415, "send the file's raw bytes (no transfer encoding)")
         data = bytearray()
         while chunk := file.file.read(READ_CHUNK):
             data += chunk
@@ -228,8 +241,10 @@ def create_app(
             raise HTTPException(415, "the upload is empty, not an image")
         try:
             image_id = explorer.add_bytes(bytes(data), Path(file.filename or "upload").name)
+        except ImageTooLargeError as error:
+            raise HTTPException(413, one_line(error, MAX_ERROR_CHARS)) from error
         except DeconvnetError as error:
-            raise HTTPException(415, one_line(error)) from error
+            raise HTTPException(415, one_line(error, MAX_ERROR_CHARS)) from error
         return ImageInfo(**explorer.image(image_id))
 
     @app.get("/api/images/{image_id}", response_model=ImageInfo, responses=ERRORS)
@@ -262,18 +277,22 @@ def create_app(
         image_id, layer, channel, rule, _ = address
         found = explorer.project(*address)
         query = f"rule={rule}&y={found.position[0]}&x={found.position[1]}"
-        in_scan = any(u.channel == channel for u in scan_units.get(layer, []))
+        module = explorer.layer(layer).module
+        in_scan = any(u.channel == channel for u in scan_units.get(module, []))
+        page = unit_url(scan_names.get(module, found.layer), channel)
         return UnitInfo(
-            layer=layer,
+            layer=found.layer,
             channel=channel,
             position=found.position,
             value=found.value,
             box=found.box,
             rule=rule,
             precision=found.precision,
-            projection_url=f"/api/images/{image_id}/layers/{layer}/units/{channel}/projection.png?{query}",
-            unit_page=f"/site/{unit_url(layer, channel)}" if in_scan and site_dir else None,
-            topk=_topk(scan_units, layer, channel) if site_dir else [],
+            class_name=found.class_name,
+            note=found.note,
+            projection_url=f"/api/images/{image_id}/layers/{found.layer}/units/{channel}/projection.png?{query}",
+            unit_page=f"/site/{page}" if in_scan and site_dir else None,
+            topk=_topk(scan_units, module, channel) if site_dir else [],
         )
 
     @app.get(
@@ -293,7 +312,7 @@ def create_app(
     def grid_info(image_id: ImageId, layer: str) -> GridInfo:
         """The layer's maps for the image: geometry of the grid and each map's maximum."""
         info, _ = explorer.grid(image_id, layer)
-        url = f"/api/images/{image_id}/layers/{layer}/grid.png"
+        url = f"/api/images/{image_id}/layers/{info['layer']}/grid.png"
         return GridInfo(**info, grid_url=url)
 
     return app
@@ -331,7 +350,7 @@ def _library_path(explorer: Explorer, name: str) -> Path:
     listed = name in explorer.library()
     found = file_inside(explorer.images_dir, name) if explorer.images_dir and listed else None
     if found is None:
-        raise HTTPException(404, f"no library image {name!r}")
+        raise HTTPException(404, "no such library image")
     return found
 
 
@@ -342,7 +361,7 @@ def _topk(scan_units: dict[str, Any], layer: str, channel: int) -> list[TopEntry
                 TopEntry(
                     rank=int(e["rank"]),
                     value=float(e["value"]),
-                    image=Path(str(e["image"])).name,
+                    image=image_label(str(e["image"])),
                     projection_url=f"/site/{e['tile_file']}",
                     patch_url=f"/site/{e['patch_file']}",
                 )

@@ -2,19 +2,18 @@
 
 Reads ``topk_index.json`` (entries, activation statistics, provenance), the scan's
 ``manifest.json`` when present, and the per-tile PNGs; writes ``index.html``,
-``layers/<layer>/index.html`` and ``layers/<layer>/units/<map>.html`` (stable URLs), the
+``layers/<layer>/index.html`` and ``layers/<layer>/units/<map>.html`` (stable URLs, the
+layer named as the scan's sheets and tiles name it: its alias, else its dotted name), the
 copied tiles and the stylesheet and script. Pages are rendered with Jinja2 (autoescaped).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import shutil
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,10 +22,17 @@ from typing import Any
 import jinja2
 
 from deconvnet.engine.receptive import LayerRow
-from deconvnet.errors import InputError, one_line
-from deconvnet.figures.topk import INDEX_FILE, INDEX_FORMAT
+from deconvnet.errors import InputError
+from deconvnet.faces.manifest import MANIFEST_FILE, read_manifest
+from deconvnet.figures.files import write_bytes
+from deconvnet.figures.topk import INDEX_FILE, image_label
+from deconvnet.figures.topk_index import read_index
+from deconvnet.inputs.reading import read_regular_file
+from deconvnet.models.naming import display_name
+from deconvnet.storage.paths import file_inside, inside, separate_folders
 
-MANIFEST_FILE = "manifest.json"
+MAX_TILE_BYTES = 64 << 20
+"""Largest tile copied into a site (a scan's tiles are a few kB)."""
 STATIC_FILES = ("site.css", "site.js")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -46,39 +52,36 @@ def slug(layer: str) -> str:
 
 
 def unit_url(layer: str, channel: int) -> str:
-    """The stable relative URL of a unit page, from the site's root."""
+    """The stable relative URL of a unit page, from the site's root; ``layer`` is the
+    layer's shown name (:func:`display_names`)."""
     return f"layers/{slug(layer)}/units/{channel}.html"
 
 
+def display_names(document: dict[str, Any]) -> dict[str, str]:
+    """Each scanned layer's shown name (its alias, else its dotted name), as the scan
+    recorded it for its sheets and tiles; keyed by the dotted name the index uses."""
+    recorded = dict(document.get("metadata", {})).get("layers", {})
+    recorded = recorded if isinstance(recorded, dict) else {}
+    return {layer: str(recorded.get(layer, layer)) for layer in document["stats"]}
+
+
 def read_scan(scan_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The scan's index document, checked enough that pages can be built from it."""
-    path = Path(scan_dir) / INDEX_FILE
-    if not path.is_file():
-        raise InputError(f"{scan_dir} has no {INDEX_FILE}; run 'deconvnet topk' into it first")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read {path}: {one_line(error)}") from error
-    if not isinstance(document, dict) or document.get("format") != INDEX_FORMAT:
-        raise InputError(f"{path} is not a top-k index ({INDEX_FORMAT})")
-    if "stats" not in document:
-        raise InputError(f"{path} has no activation statistics (an older deconvnet); rescan")
-    entries = document.get("entries", [])
+    """The scan's index document, validated (:func:`~deconvnet.figures.topk_index.read_index`)
+    and with the tiles the pages show."""
+    document = read_index(scan_dir)
+    entries = document["entries"]
     if entries and "tile_file" not in entries[0]:
+        path = Path(scan_dir) / INDEX_FILE
         raise InputError(f"{path} was written with --no-tiles; the site needs the tiles")
     return document
 
 
 def scan_manifest(scan_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The scan's ``manifest.json`` (empty when the scan was made by the library)."""
+    """The scan's ``manifest.json``, validated (empty when the scan was made by the library)."""
     path = Path(scan_dir) / MANIFEST_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read {path}: {one_line(error)}") from error
-    return document if isinstance(document, dict) else {}
+    return read_manifest(path)
 
 
 @dataclass(frozen=True)
@@ -125,24 +128,31 @@ def build_site(
     *,
     layer_rows: Sequence[LayerRow] = (),
     input_size: tuple[int, int] | None = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> SiteResult:
     """Write the site of ``scan_dir`` into ``out_dir`` (created; existing files replaced).
 
     ``layer_rows`` (from :func:`deconvnet.engine.receptive.layer_table` at ``input_size``)
-    fill the model card's layer table; without them it lists only the scanned layers.
+    fill the model card's layer table, each layer named by its alias in ``aliases`` (the
+    model's) if it has one; without rows it lists only the scanned layers.
     """
     scan = Path(scan_dir)
     out = Path(out_dir)
+    separate_folders(out, scan, out_flag="the site folder", source_flag="the scan folder")
     document = read_scan(scan)
     manifest = scan_manifest(scan)
     layers = units_by_layer(document)
     metadata = dict(document.get("metadata", {}))
-    display = {layer: str(metadata.get("layers", {}).get(layer, layer)) for layer in layers}
+    display = display_names(document)
     environment = _environment()
     written: list[Path] = []
+    copied: set[str] = set()
     for entry in document["entries"]:
-        for key in ("tile_file", "patch_file"):
-            written.append(_copy_inside(scan, entry[key], out))
+        for key in ("tile_file", "patch_file", "map_file"):
+            name = entry.get(key)
+            if isinstance(name, str) and name not in copied:  # a map's file serves k entries
+                written.append(_copy_inside(scan, name, out))
+                copied.add(name)
     for name in STATIC_FILES:
         source = resources.files("deconvnet.faces.site").joinpath("static", name)
         target = out / "static" / name
@@ -155,10 +165,10 @@ def build_site(
         "slug": slug,
         "fmt": _number,
         "percent": _percent,
-        # the folder names the class in most datasets (cifar10/test/cat/0015.jpg)
-        "image_label": lambda name: "/".join(Path(str(name)).parts[-2:]),
+        "image_label": image_label,
     }
-    rows = [_row(row, display, layers) for row in layer_rows] or [
+    shown = {row.name: display_name(aliases or {}, row.name) for row in layer_rows}
+    rows = [_row(row, {**shown, **display}, layers) for row in layer_rows] or [
         {"name": layer, "alias": display[layer], "type": "", "shape": "", "field": "",
          "scanned": True}
         for layer in layers
@@ -169,7 +179,7 @@ def build_site(
     written.append(index)
     units: dict[str, list[Path]] = {}
     for layer, layer_units in layers.items():
-        folder = out / "layers" / slug(layer)
+        folder = out / "layers" / slug(display[layer])
         _render(environment, "layer.html", folder / "index.html", root="../../", layer=layer,
                 units=layer_units, k=document["k"], **common)
         written.append(folder / "index.html")
@@ -203,16 +213,11 @@ def _render(environment: jinja2.Environment, template: str, path: Path, **contex
 
 
 def _copy_inside(scan: Path, name: str, out: Path) -> Path:
-    """Copy ``scan/name`` to ``out/name``, refusing names that leave the scan folder."""
-    source = (scan / name).resolve()
-    if Path(name).is_absolute() or not source.is_relative_to(scan.resolve()):
-        raise InputError(f"the top-k index names a file outside {scan}: {name}")
-    if not source.is_file():
-        raise InputError(f"the top-k index names {name}, which is missing from {scan}")
-    target = out / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    return target
+    """Copy ``scan/name`` to ``out/name``: both resolved inside their folders (no ``..``,
+    no absolute name, no symlink leaving either), the source a regular file."""
+    source = file_inside(scan, name, what=f"the top-k index's file name (in {scan})")
+    data = read_regular_file(source, MAX_TILE_BYTES, what="tile")
+    return write_bytes(data, inside(out, name, what="the tile's name in the site"))
 
 
 def _provenance(
@@ -243,7 +248,7 @@ def _row(row: LayerRow, display: dict[str, str], layers: dict[str, Any]) -> dict
             field += f", stride {row.rf.stride[0]}"
     return {
         "name": row.name,
-        "alias": display.get(row.name, ""),
+        "alias": display.get(row.name, row.name),
         "type": row.type,
         "shape": "x".join(map(str, row.output_shape[1:])) if row.output_shape else "",
         "field": field,

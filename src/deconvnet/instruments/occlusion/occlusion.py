@@ -19,7 +19,7 @@ The figure lives in :mod:`deconvnet.figures.occlusion`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,6 +37,8 @@ from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.occlusion import splice
 from deconvnet.instruments.occlusion.splice import Evaluator
+from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
+from deconvnet.models.card import batch_size_for
 
 DEFAULT_SIZE = 48
 """Occluder side in pixels for a 224-pixel input (the paper's grey squares are similar)."""
@@ -115,6 +117,16 @@ def grey_fill(spec: Preprocessing, grey: float) -> tuple[float, float, float]:
     return tuple((value - m) / s for m, s in zip(spec.mean, spec.std, strict=True))  # type: ignore[return-value]
 
 
+def fill_pixels(fill: Sequence[float], spec: Preprocessing) -> tuple[float, ...]:
+    """An occluder fill given in the network's input space, back in 8-bit pixel units in
+    RGB order (one value for a grey-input net): what the occluder looks like."""
+    values = [f * s + m for f, s, m in zip(fill, spec.std, spec.mean, strict=True)]
+    pixels = [v / spec.scale * 255.0 for v in values]
+    if spec.channel_order == "BGR":
+        pixels.reverse()
+    return tuple(pixels)
+
+
 @dataclass(frozen=True, eq=False)
 class OcclusionResult:
     """The four panels of Fig. 7 as arrays, one entry per occluder position.
@@ -161,6 +173,7 @@ def occlude(
     label: int | None = None,
     method: Method = "auto",
     progress: Progress | None = None,
+    max_work: int | None = DEFAULT_MAX_WORK,
 ) -> OcclusionResult:
     """Slide ``occluder`` over ``x`` (1, C, H, W) and record Fig. 7's four panels.
 
@@ -177,6 +190,8 @@ def occlude(
     method : ``"auto"`` splices when it is cheaper and verified equal, else runs plainly;
         ``"naive"`` always runs the full network on each occluded image.
     progress : ``(positions_done, total)`` callback.
+    max_work : most occluder positions this call may evaluate
+        (:func:`~deconvnet.instruments.work.check_work`); ``None`` for no ceiling.
 
     Raises
     ------
@@ -193,7 +208,7 @@ def occlude(
     guard.require_eval(model)
     with guard.preserved(model):
         guard.require_single_call(model, x, module, name)
-        return _occlude(model, x, name, module, occluder, label, method, progress)
+        return _occlude(model, x, name, module, occluder, label, method, progress, max_work)
 
 
 def _occlude(
@@ -205,9 +220,13 @@ def _occlude(
     label: int | None,
     method: Method,
     progress: Progress | None,
+    max_work: int | None,
 ) -> OcclusionResult:
     occluder = occluder or Occluder.for_input(*x.shape[-2:])
     rows, cols = occluder.grid(*x.shape[-2:])
+    check_work(len(rows) * len(cols), max_work, what="occlusion", unit="occluder positions")
+    if progress is not None:
+        progress(0, len(rows) * len(cols))
     fill = _fill_tensor(occluder, x)
 
     with torch.no_grad():
@@ -237,7 +256,8 @@ def _occlude(
         if splice_plan is None and method == "spliced":
             raise InputError(f"the model cannot be spliced for occlusion at layer {name!r}")
 
-    batches = splice.batches(splice_plan, spots, occluder.batch_size)
+    batch_size = batch_size_for(model, occluder.batch_size, "occlusion")
+    batches = splice.batches(splice_plan, spots, batch_size)
     totals, outputs = _run_all(evaluate, spots, batches, progress)
     probabilities = as_probs(outputs)
     shape = (len(rows), len(cols))

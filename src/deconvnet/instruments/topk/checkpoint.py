@@ -21,9 +21,10 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from torch import Tensor
 
 from deconvnet.errors import CheckpointError, InputError, one_line
@@ -76,12 +77,8 @@ def read_payload(path: Path) -> object:
     except InputError as error:
         raise CheckpointError(str(error)) from error
     first_line, newline, payload = data.partition(b"\n")
-    fields = first_line.split(b" ")
-    if not newline or len(fields) != _SPATIAL or fields[0] != CHECKPOINT_FORMAT.encode():
-        raise CheckpointError(
-            f"{path} is not a top-k scan checkpoint of this version ({CHECKPOINT_FORMAT})"
-        )
-    if hashlib.sha256(payload).hexdigest().encode() != fields[1]:
+    header = _header(first_line if newline else b"", path)
+    if hashlib.sha256(payload).hexdigest() != header.sha256:
         raise CheckpointError(
             f"checkpoint {path} is corrupt: its checksum does not match its contents"
         )
@@ -89,6 +86,36 @@ def read_payload(path: Path) -> object:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds on a malformed payload
         raise CheckpointError(f"cannot read checkpoint {path}: {one_line(error, 200)}") from error
+
+
+class CheckpointHeader(BaseModel):
+    """The first line of a checkpoint, ``<format> <sha256 of the payload, hex>``."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+    format: Literal["deconvnet-topk-checkpoint/2"]
+    sha256: Annotated[str, StringConstraints(pattern=f"^[0-9a-f]{{{_HEX_DIGITS}}}$")]
+
+
+def _header(line: bytes, path: Path) -> CheckpointHeader:
+    """The first line validated by :class:`CheckpointHeader`, else one line saying why."""
+    fields = line.split(b" ")
+    reason: Exception
+    try:
+        if len(fields) != len(CheckpointHeader.model_fields):
+            raise ValueError("not two fields")
+        format_name, digest = (field.decode("ascii") for field in fields)
+        return CheckpointHeader(format=format_name, sha256=digest)  # type: ignore[arg-type]
+    except ValidationError as error:
+        if error.errors()[0]["loc"] == ("sha256",):
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt: its checksum is not {_HEX_DIGITS} hex digits"
+            ) from error
+        reason = error
+    except ValueError as error:  # also UnicodeDecodeError
+        reason = error
+    raise CheckpointError(
+        f"{path} is not a top-k scan checkpoint of this version ({CHECKPOINT_FORMAT})"
+    ) from reason
 
 
 def validate(payload: object, header: Mapping[str, Any], path: Path) -> tuple[TopKState, int]:

@@ -7,9 +7,10 @@ merged in rank order on every rank; the merge is a pure function of the union of
 (:meth:`~deconvnet.instruments.topk.state.TopKState.merge`), so the result equals the
 single-process scan bit for bit whatever the world size.
 
-**Projections** are divided by image, round robin over the ranked images in id order: each
-image is read and run forward once in the whole job, and its reverse pass batches the same
-seeds as in one process, so the pixels are the single-process pixels. Rank 0 gathers the
+**Projections** are divided by runs of images (:func:`rank_share`), round robin over the
+projection stage's own batches in id order: each image is read and run forward once in the
+whole job, in the batch one process would use, so every value and pixel is the
+single-process one, bit for bit. Rank 0 gathers the
 crops, because each layer's sheet needs all of its maps.
 
 **Failures.** Every collective runs under the process group's timeout. Before each exchange
@@ -25,6 +26,8 @@ import contextlib
 import dataclasses
 import io
 import os
+import socket
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,7 +41,7 @@ from torch.distributed.distributed_c10d import PrefixStore
 
 from deconvnet.errors import InputError, one_line
 from deconvnet.inputs.datasets import ImageDataset
-from deconvnet.instruments.topk.project import ProjectedEntry, project
+from deconvnet.instruments.topk.project import ProjectedEntry, project, projection_runs
 from deconvnet.instruments.topk.scan import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHECKPOINT_EVERY,
@@ -55,6 +58,8 @@ DEFAULT_TIMEOUT = timedelta(minutes=30)
 enough for rank 0 to draw the sheets while the others wait, short enough not to hang."""
 LEADER = 0
 _JOINED_KEY = "deconvnet-topk/joined"
+_PROBE_S = 0.1
+"""Seconds between tries to reach the job's store, and the bound on each try."""
 _T = TypeVar("_T")
 
 
@@ -174,12 +179,16 @@ def process_group(
     backend = "nccl" if target.type == "cuda" else "gloo"
     if target.type == "cuda":
         torch.cuda.set_device(target)
+    address, port = _store_address(group)
+    hosts_store = group.is_leader and not _agent_hosts_store()
+    if not hosts_store:
+        _wait_for_store(group, address, port, timeout)
     try:
         store = dist.TCPStore(  # type: ignore[attr-defined]  # public, re-exported from torch._C
-            os.environ["MASTER_ADDR"],
-            int(os.environ["MASTER_PORT"]),
+            address,
+            port,
             group.world_size,
-            is_master=group.is_leader and not _agent_hosts_store(),
+            is_master=hosts_store,
             timeout=timeout,
         )
         counted = (store.add(_JOINED_KEY, 1) - 1) // group.world_size
@@ -200,6 +209,38 @@ def process_group(
         yield Joined(device=target, attempt=attempt)
     finally:
         dist.destroy_process_group()
+
+
+def _store_address(group: Group) -> tuple[str, int]:
+    """``MASTER_ADDR`` and ``MASTER_PORT``, as torchrun sets them; one line if unset."""
+    address, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
+    if not address or not port.isascii() or not port.isdigit() or not 0 < int(port) < 1 << 16:
+        raise InputError(
+            f"{group.describe()}: MASTER_ADDR and MASTER_PORT must name the job's store "
+            "(launch with torchrun)"
+        )
+    return address, int(port)
+
+
+def _wait_for_store(group: Group, address: str, port: int, timeout: timedelta) -> None:
+    """Wait until the store accepts connections, within ``timeout``; else one line.
+
+    torch's own client logs every failed try (dozens of lines of C++ frames) before it
+    gives up; a plain probe first keeps a rank started without its job to one line."""
+    deadline = time.monotonic() + timeout.total_seconds()
+    while True:
+        try:
+            with socket.create_connection((address, port), timeout=_PROBE_S):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                reason = error.strerror or type(error).__name__
+                raise InputError(
+                    f"{group.describe()}: no store at {address}:{port} after "
+                    f"{timeout.total_seconds():g} s ({reason}); is the job's rank 0 running? "
+                    "(launch with torchrun)"
+                ) from error
+        time.sleep(_PROBE_S)
 
 
 def _agent_hosts_store() -> bool:
@@ -322,8 +363,7 @@ def project_shares(
 ) -> dict[tuple[str, int, int], ProjectedEntry] | None:
     """Project this rank's share of the ranked images; rank 0 returns every projection,
     the others None. ``options`` go to :func:`~deconvnet.instruments.topk.project.project`."""
-    ranked = sorted({entry.image_id for entry in index.state.entries()})
-    share = ranked[group.rank :: group.world_size]
+    share = rank_share(index, group.rank, group.world_size)
 
     def project_mine() -> dict[tuple[str, int, int], ProjectedEntry]:
         return project(
@@ -340,6 +380,14 @@ def project_shares(
             item = _unpacked(row)
             found[(item.entry.layer, item.entry.channel, item.entry.rank)] = item
     return found
+
+
+def rank_share(index: TopKIndex, rank: int, world_size: int) -> list[int]:
+    """The ranked images ``rank`` projects: whole runs of
+    :func:`~deconvnet.instruments.topk.project.projection_runs`, dealt round robin, so each
+    image is projected in the batch one process would use (the same bits, any world size)."""
+    runs = projection_runs(index)
+    return [image_id for run in runs[rank::world_size] for image_id in run]
 
 
 def barrier(group: Group, device: torch.device) -> None:

@@ -1,10 +1,14 @@
 """Project every top-k activation of a scan back to pixel space, many images at a time.
 
-Entries are grouped by image id and images of one input shape are taken
-:data:`IMAGES_PER_CALL` at a time: each image is read and preprocessed once, and for each
+Entries are grouped by image id; the ranked images, in id order, are cut into runs of
+:data:`IMAGES_PER_CALL` (:func:`projection_runs`) and the images of one run and one input
+shape are projected together: each image is read and preprocessed once, and for each
 layer the engine runs one forward pass over the group and one batched reverse pass that
 seeds every (map, position) of every image separately (:class:`Units`), on receptive-field
-windows. Each projection is cut to the receptive-field box of its unit
+windows. Float results depend on the batch a value was computed in, so the runs depend
+only on the index: whatever share of whole runs a process projects (one rank of a
+torchrun job), every value and pixel is the one a single process computes, bit for bit.
+Each projection is cut to the receptive-field box of its unit
 (:mod:`deconvnet.engine.receptive`), together with the same box of the resized image the
 network saw.
 """
@@ -27,6 +31,8 @@ from deconvnet.inputs.datasets import ImageDataset
 from deconvnet.inputs.images import preprocess, resized_rgb
 from deconvnet.instruments.topk.scan import TopKIndex, verified_image
 from deconvnet.instruments.topk.state import Entry
+from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
+from deconvnet.models.card import batch_size_for
 
 Progress = Callable[[int, int | None], None]
 _MAP_RANK = 4
@@ -111,6 +117,7 @@ def project(
     image_ids: Collection[int] | None = None,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
+    max_work: int | None = DEFAULT_MAX_WORK,
 ) -> dict[tuple[str, int, int], ProjectedEntry]:
     """Project every entry of ``index`` separately; keys are ``(layer, map, rank)``.
 
@@ -118,7 +125,9 @@ def project(
     distributed run: every image's seeds stay together, batched as in one process).
 
     Memory: the cropped projections of all entries (maps x k x receptive field area x 3
-    floats per layer); choose fewer maps for large layers.
+    floats per layer); choose fewer maps for large layers. ``max_work`` bounds how many
+    entries one call projects (:func:`~deconvnet.instruments.work.check_work`; ``None`` for
+    no ceiling).
 
     Raises
     ------
@@ -135,14 +144,22 @@ def project(
     for entry in index.state.entries():
         if entry.layer in wanted and (images is None or entry.image_id in images):
             by_image[entry.image_id].append(entry)
-    total = sum(len(entries) for entries in by_image.values())
+    total = check_work(
+        sum(len(entries) for entries in by_image.values()),
+        max_work,
+        what="the projection stage",
+        unit="projections",
+    )
+    if progress is not None:
+        progress(0, total)
+    runs = projection_runs(index, sorted(wanted))
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
+    per_call = batch_size_for(model, IMAGES_PER_CALL, "top-k projection")
     fields: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
     results: dict[tuple[str, int, int], ProjectedEntry] = {}
     done = 0
-    waiting: dict[tuple[int, ...], list[_Image]] = defaultdict(list)
 
     def run(group: list[_Image]) -> None:
         nonlocal done
@@ -166,25 +183,34 @@ def project(
         precision=precision,
         batch_size=batch_size,
     ) as net:
-        for image_id in sorted(by_image):
-            if image_id not in index.state.digests:
-                raise CheckpointError(
-                    f"the top-k index has no content digest of {dataset.name(image_id)}"
+        for ids in runs:
+            groups: dict[tuple[int, ...], list[_Image]] = defaultdict(list)
+            for image_id in (i for i in ids if i in by_image):
+                if image_id not in index.state.digests:
+                    raise CheckpointError(
+                        f"the top-k index has no content digest of {dataset.name(image_id)}"
+                    )
+                raw = verified_image(
+                    dataset, image_id, index.state.digests[image_id], "before projecting"
                 )
-            raw = verified_image(
-                dataset, image_id, index.state.digests[image_id], "before projecting"
-            )
-            x = preprocess(raw, dataset.preprocessing, device)
-            image = _Image(x, resized_rgb(raw, dataset.preprocessing), by_image[image_id])
-            group = waiting[tuple(x.shape)]
-            group.append(image)
-            if len(group) == IMAGES_PER_CALL:
-                run(group)
-                group.clear()
-        for group in waiting.values():
-            if group:
-                run(group)
+                x = preprocess(raw, dataset.preprocessing, device)
+                image = _Image(x, resized_rgb(raw, dataset.preprocessing), by_image[image_id])
+                groups[tuple(x.shape)].append(image)
+            for group in groups.values():
+                for start in range(0, len(group), per_call):
+                    run(group[start : start + per_call])
     return results
+
+
+def projection_runs(index: TopKIndex, layers: Sequence[str] | None = None) -> list[list[int]]:
+    """The ids of the images ranked at ``layers`` (default all), ascending, in runs of
+    :data:`IMAGES_PER_CALL`: the batches of :func:`project`. A share of whole runs (one per
+    rank, say) gets the same batches, hence the same bits, as one process projecting all."""
+    wanted = set(index.layers if layers is None else layers)
+    ranked = sorted({entry.image_id for entry in index.state.entries() if entry.layer in wanted})
+    return [
+        ranked[start : start + IMAGES_PER_CALL] for start in range(0, len(ranked), IMAGES_PER_CALL)
+    ]
 
 
 @dataclass(frozen=True)

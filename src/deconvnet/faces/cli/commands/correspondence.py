@@ -7,37 +7,39 @@ import argparse
 import csv
 import dataclasses
 import io
-import json
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from deconvnet.engine.receptive import Box
-from deconvnet.errors import InputError, one_line
+from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import MAX_SEED, MAX_SIDE, int_in
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
+from deconvnet.faces.cli._parts import read_parts
+from deconvnet.faces.cli._work import add_max_work_argument
 from deconvnet.figures.correspondence import correspondence_figure, table_rows
 from deconvnet.figures.files import save_png, write_json
 from deconvnet.inputs.images import deprocess, load_image
 from deconvnet.inputs.prepared import PreparedImage, prepare
 from deconvnet.instruments.correspondence import (
+    BUNDLED_PARTS,
     DEFAULT_TRIALS,
     PART_KEYS_RESERVED,
     CorrespondenceResult,
     box_in_input,
+    bundled_parts,
     correspondence,
 )
 from deconvnet.instruments.occlusion.occlusion import mean_fill
+from deconvnet.instruments.work import check_work
 from deconvnet.storage.atomic import atomic_write
 
 FIGURE = "correspondence.png"
 TABLE = "correspondence.csv"
 RESULTS = "correspondence.json"
-BOX_LENGTH = 4
 MAX_TRIALS = 10_000
 """Random-square trials of the control: more than enough for a stable mean."""
 EXAMPLES = """examples:
@@ -52,7 +54,12 @@ bounds the random control's squares:
                 "object": [40, 20, 300, 260]}, ...}
 
 Each part is masked with a square of --size pixels of the network input (default 1/8 of
-its shorter side) centred on the box, filled with the model's mean pixel.
+its shorter side) centred on the box, filled with the model's mean pixel. --parts
+imagenet-dogs is the bundled set for five dogs of the ImageNet sample (the paper's
+setting; the photos are not shipped):
+
+  deconvnet correspondence ../shared/data/imagenet-sample/n02085936_Maltese_dog.JPEG ... \
+      --parts imagenet-dogs --model squeezenet1_0 --weights deep-compression --out out/
 """
 SUMMARY = "do masked parts change features consistently across images (§4.3, Table 1)"
 DESCRIPTION = """Mask the same part in every image and score how consistently the sign of
@@ -63,7 +70,13 @@ the feature change agrees between images, against random squares of the same siz
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = command_parser(sub, "correspondence", SUMMARY, DESCRIPTION, run, EXAMPLES)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="at least two image files")
-    parser.add_argument("--parts", type=Path, required=True, help="part boxes per image (JSON)")
+    parser.add_argument(
+        "--parts",
+        required=True,
+        metavar="FILE|NAME",
+        help="part boxes per image (JSON), or a bundled set: "
+        + ", ".join(sorted(BUNDLED_PARTS)),
+    )
     add_model_arguments(parser)
     parser.add_argument(
         "--layers", default=None, help="comma-separated layers (default: the last convolution)"
@@ -88,11 +101,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="draw the masks on a blank canvas (for photos that may not be redistributed)",
     )
+    add_max_work_argument(parser, "masked images (images x (1 + parts + trials))")
     add_output_arguments(parser)
 
 
 @writes_output()
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
+    # its work is counted before the model loads
+    given = read_parts(bundled_parts(args.parts) or Path(args.parts))
+    names = {Path(p).name for p in args.images}
+    parts = [set(boxes) - set(PART_KEYS_RESERVED) for name, boxes in given.items() if name in names]
+    check_work(
+        len(args.images) * (1 + max(map(len, parts), default=0) + args.trials),
+        args.max_work,
+        what="correspondence",
+        unit="masked images",
+    )
     loaded = load_model(args)
     layers = (
         [loaded.layer(name.strip()) for name in args.layers.split(",") if name.strip()]
@@ -101,7 +125,6 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     )
     spec = loaded.one_size_preprocessing()
     paths = [Path(p) for p in args.images]
-    given = read_parts(args.parts)
     prepared: list[PreparedImage] = []
     boxes: list[dict[str, Box]] = []
     for path in paths:
@@ -127,6 +150,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             trials=args.trials,
             seed=args.seed,
             progress=bar,
+            max_work=args.max_work,
         )
     shown = {layer: loaded.display_name(layer) for layer in layers}
     fill_rgb = deprocess(torch.tensor(fill, dtype=torch.float32).view(3, 1, 1), spec)[0, 0]
@@ -163,32 +187,6 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     _print_table(table_rows(result, shown))
     print(args.out / FIGURE)
     return 0
-
-
-def read_parts(path: Path) -> dict[str, dict[str, Box]]:
-    """``parts.json``: file name -> part -> ``[top, left, bottom, right]`` (photo pixels)."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read --parts {path}: {one_line(error)}") from error
-    if not isinstance(document, Mapping):
-        raise InputError(f"--parts {path} must map file names to part boxes")
-    parts: dict[str, dict[str, Box]] = {}
-    for image, boxes in document.items():
-        if not isinstance(boxes, Mapping) or not all(
-            isinstance(box, list)
-            and len(box) == BOX_LENGTH
-            and all(isinstance(v, int) for v in box)
-            and box[0] < box[2]
-            and box[1] < box[3]
-            for box in boxes.values()
-        ):
-            raise InputError(
-                f"--parts {path}: {image!r} needs part -> [top, left, bottom, right] integers "
-                "with top < bottom and left < right"
-            )
-        parts[image] = {name: (box[0], box[1], box[2], box[3]) for name, box in boxes.items()}
-    return parts
 
 
 def _print_table(rows: list[list[str]]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._inputs import image_paths
 from deconvnet.faces.cli._model import LoadedModel, add_model_arguments, load_model
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
+from deconvnet.faces.cli._work import add_max_work_argument
 from deconvnet.figures.files import save_png, write_json
 from deconvnet.figures.invariance import invariance_figure
 from deconvnet.inputs.prepared import prepare
@@ -29,6 +31,8 @@ from deconvnet.instruments.invariance import (
     previews,
 )
 from deconvnet.instruments.occlusion.occlusion import mean_fill
+from deconvnet.instruments.work import check_work
+from deconvnet.models.naming import wnid_in, wnids_for
 from deconvnet.storage.atomic import atomic_write
 
 EXAMPLES = """examples:
@@ -71,10 +75,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument(
         "--labels",
         default=None,
-        help="true class per image, comma-separated indices or names, 'top' for the top "
-        "predicted class (default: the top class of each original image)",
+        help="true class per image, comma-separated indices, names or WordNet ids, 'top' for "
+        "the top predicted class (default: the WordNet id in an ImageNet file name such as "
+        "n02123045_1.JPEG, else the top class of each original image)",
     )
     add_categories_argument(parser)
+    add_max_work_argument(parser, "transformed images (images x amounts)")
     parser.add_argument(
         "--canvas",
         default="fill",
@@ -91,18 +97,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 @writes_output()
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
+    given = _amounts(args.range, max(1, len(args.images)), args.max_work) if args.range else None
     loaded = load_model(args)
     layers = _layers(loaded, args.layers)
     spec = loaded.one_size_preprocessing()
     paths = image_paths(args.images)
     prepared = [prepare(path, spec, loaded.device) for path in paths]
     height, width = prepared[0].tensor.shape[-2:]
-    amounts = (
-        _amounts(args.range) if args.range else default_amounts(args.transform, min(height, width))
-    )
+    amounts = given or default_amounts(args.transform, min(height, width))
     outputs = _outputs(loaded.model, prepared[0].tensor)
     names, source = categories_for(args.categories, loaded.categories, outputs)
-    labels = _labels(args.labels, len(paths), names, outputs)
+    labels = _labels(args.labels, [path.name for path in paths], names, outputs)
     fill = mean_fill(spec)
     with ProgressBar(f"{args.transform}", unit="img") as bar:
         result = invariance(
@@ -115,6 +120,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             fill=fill,
             canvas=args.canvas,
             progress=bar,
+            max_work=args.max_work,
         )
     shown = {layer: loaded.display_name(layer) for layer in layers}
     image_names = [path.name for path in paths]
@@ -165,33 +171,43 @@ def _layers(loaded: LoadedModel, text: str | None) -> list[str]:
     return loaded.layer_list(text)
 
 
-def _amounts(text: str) -> list[float]:
-    """``START:STOP:STEP`` (STOP included when the steps reach it) or ``a,b,c``."""
+def _amounts(text: str, images: int, max_work: int) -> list[float]:
+    """``START:STOP:STEP`` (STOP included when the steps reach it) or ``a,b,c``; counted
+    against ``max_work`` (``images`` x amounts) before the list is made."""
     try:
         if ":" in text:
             start, stop, step = (float(part) for part in text.split(":"))
+            if not all(map(math.isfinite, (start, stop, step))):
+                raise ValueError
             if step == 0 or (stop - start) / step < 0:
                 raise ValueError
             count = int(round((stop - start) / step, 9)) + 1
-            return [round(start + i * step, 9) for i in range(count)]
-        values = [float(part) for part in text.split(",") if part.strip()]
+        else:
+            values = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise InputError(
             f"--range must be START:STOP:STEP or a list of numbers, got {text!r}"
         ) from None
-    if not values:
-        raise InputError("--range names no amounts")
+    if ":" in text:
+        check_work(count * images, max_work, what="invariance", unit="transformed images")
+        return [round(start + i * step, 9) for i in range(count)]
+    if not values or not all(map(math.isfinite, values)):
+        raise InputError("--range names no amounts, or one that is not a finite number")
     return values
 
 
 def _labels(
-    text: str | None, count: int, names: tuple[str, ...] | None, outputs: int
+    text: str | None, files: list[str], names: tuple[str, ...] | None, outputs: int
 ) -> list[int | None]:
+    """``--labels`` as given; without it, each image's WordNet id when its file name holds
+    one and the classes are ImageNet's (``n02123045_1234.JPEG``), else its top class."""
     if text is None:
-        return [None] * count
+        wnids = wnids_for(names)
+        found = [wnid_in(name) if wnids is not None else None for name in files]
+        return [wnids.index(w) if wnids is not None and w in wnids else None for w in found]
     given = [part.strip() for part in text.split(",")]
-    if len(given) != count:
-        raise InputError(f"--labels names {len(given)} classes for {count} images")
+    if len(given) != len(files):
+        raise InputError(f"--labels names {len(given)} classes for {len(files)} images")
     return [None if part == "top" else parse_label(part, names, outputs) for part in given]
 
 

@@ -4,7 +4,8 @@ Choose or upload an image, see a layer's maps as a grid, click one to see its pr
 and receptive field; with --scan, the unit's top-k from that scan beside it, linked to
 the scan's static site (built at start-up). The model is fixed at start-up. Binds
 127.0.0.1 unless --host says otherwise (anything not loopback is reachable from the
-network: a warning is printed). Needs the explorer extra: pip install 'deconvnet[explorer]'.
+network: a warning is printed); it answers only requests addressed to localhost, the
+loopback address or --host itself. Needs the explorer extra: pip install 'deconvnet[explorer]'.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import ipaddress
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -39,7 +41,8 @@ Choose or upload an image, see a layer's maps as a grid, click one to see its pr
 and receptive field; with --scan, the unit's top-k from that scan beside it, linked to
 the scan's static site (built at start-up). The model is fixed at start-up. Binds
 127.0.0.1 unless --host says otherwise (anything not loopback is reachable from the
-network: a warning is printed). Needs the explorer extra: pip install 'deconvnet[explorer]'.
+network: a warning is printed); it answers only requests addressed to localhost, the
+loopback address or --host itself. Needs the explorer extra: pip install 'deconvnet[explorer]'.
 """
 EXAMPLES = """examples:
   deconvnet serve                                   # default model, upload photos
@@ -93,13 +96,37 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_address(host: str, port: int) -> None:
+    """Refuse, in one line, a ``--host`` that does not resolve or cannot be bound here
+    (before the model loads; uvicorn would otherwise exit with its own log lines)."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:  # socket.gaierror, an IDNA-invalid name
+        raise InputError(f"--host {host!r} does not resolve: {_reason(error)}") from error
+    family, kind, protocol, _, address = found[0]
+    try:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        raise InputError(f"cannot listen on {host}:{port}: {_reason(error)}") from error
+
+
+def _reason(error: BaseException) -> str:
+    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return " ".join(text.split()) or type(error).__name__
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the model, build the scan's site, serve until interrupted."""
     require_extra()
     import uvicorn
 
     from deconvnet.faces.explorer.app import create_app
+    from deconvnet.faces.explorer.security import JsonErrorsH11Protocol
     from deconvnet.faces.explorer.session import Explorer
+
+    check_address(args.host, args.port)
 
     if args.images is not None and not args.images.is_dir():
         raise InputError(f"--images {args.images} is not a folder")
@@ -128,13 +155,23 @@ def run(args: argparse.Namespace) -> int:
             check_weights(loaded, scan_manifest(args.scan))
             size = loaded.preprocessing.input_size
             rows = layer_table(loaded.model, (1, 3, *size), device=loaded.device)
-            site_dir = build_site(args.scan, folder, layer_rows=rows, input_size=size).index.parent
+            site = build_site(
+                args.scan, folder, layer_rows=rows, input_size=size, aliases=loaded.layer_aliases
+            )
+            site_dir = site.index.parent
         app = create_app(
             explorer,
             scan_dir=args.scan,
             site_dir=site_dir,
             max_upload=int(args.max_upload_mb * 1024 * 1024),
+            host=args.host,
         )
         print(f"explorer: http://{args.host}:{args.port}/  (Ctrl-C stops)", flush=True)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            http=JsonErrorsH11Protocol,
+        )
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from deconvnet import models
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_output_arguments(parser)
 
 
-@writes_output()
+@writes_output(apart_from=("scan", "SCAN_DIR"))
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     """Build the site; print where its index page is."""
     if not args.scan.is_dir():
@@ -49,12 +50,14 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     loaded = scan_model(args, scan_manifest(args.scan))
     rows: list[LayerRow] = []
     size = None
+    aliases: Mapping[str, str] = {}
     if loaded is None:
         print("note: a Caffe scan: give --caffe for the full layer table", file=sys.stderr)
     else:
         size = loaded.preprocessing.input_size
         rows = layer_table(loaded.model, (1, 3, *size), device=loaded.device)
-    result = build_site(args.scan, args.out, layer_rows=rows, input_size=size)
+        aliases = loaded.layer_aliases
+    result = build_site(args.scan, args.out, layer_rows=rows, input_size=size, aliases=aliases)
     folder.write_manifest({"command": "site", "scan": str(args.scan)})
     print(result.index)
     return 0
@@ -69,11 +72,24 @@ def scan_model(args: argparse.Namespace, manifest: dict[str, object]) -> LoadedM
             return None
         args.model = name
         if args.weights is None:
-            weights = manifest.get("weights")
-            args.weights = None if weights in (None, "default") else str(weights)
+            args.weights = _named_weights(name, manifest.get("weights"))
     loaded = load_model(args)
     check_weights(loaded, manifest)
     return loaded
+
+
+def _named_weights(model: str, weights: object) -> str | None:
+    """The manifest's weights when they name one of ``model``'s sets; a file path read from
+    a manifest is never opened (the scan's files are untrusted): the user gives it."""
+    if weights in (None, "default"):
+        return None
+    known = {w.name for w in models.info(model).weights} | {models._api.RANDOM_INIT}
+    if weights not in known:
+        raise InputError(
+            f"the scan was made with weights from a file ({ascii(weights)[:120]}); give that "
+            "file with --weights to build the model card"
+        )
+    return str(weights)
 
 
 def check_weights(loaded: LoadedModel, manifest: dict[str, object]) -> None:

@@ -1,11 +1,13 @@
 """deconvnet topk: the paper's Fig. 2 — top-k activations per map over a dataset.
 
 Scans DATA (a folder of images or an .npz file), keeps the K strongest images of each
-chosen map, projects each one, and writes topk_<layer>.png sheets and topk_index.json
-to OUT, with manifest.json listing every file written. The scan checkpoints to
-OUT/topk_checkpoint.pt; --resume continues an interrupted scan in its own folder (the
-files its manifest lists are replaced, no --overwrite needed); with --overwrite instead,
-a new scan starts over.
+chosen map, projects each one, and writes to OUT: tiles/<layer>/<map>.png per map (its
+projections beside their patches, captioned), topk_<layer>.png contact sheets (paged as
+topk_<layer>_page1.png ... when a layer's maps do not fit one), the per-tile PNGs the
+static site shows, and topk_index.json, with manifest.json listing every file written.
+The scan checkpoints to OUT/topk_checkpoint.pt; --resume continues an interrupted scan
+in its own folder (the files its manifest lists are replaced, no --overwrite needed);
+with --overwrite instead, a new scan starts over.
 
 Under torchrun (WORLD_SIZE > 1) each rank scans its own whole batches of DATA and
 checkpoints to OUT/topk_checkpoint.rankR-of-W.pt; the ranks merge their top-k, each
@@ -21,6 +23,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from deconvnet.engine.receptive import layer_table
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._inputs import add_loader_arguments
@@ -30,7 +33,6 @@ from deconvnet.faces.cli._numbers import (
     MAX_K,
     MAX_SEED,
     MAX_TILE,
-    MIN_TILE,
     int_in,
     real_in,
 )
@@ -41,6 +43,8 @@ from deconvnet.faces.cli._output import (
     writes_output,
 )
 from deconvnet.faces.cli._rules import add_rule_arguments, reverse_policy
+from deconvnet.faces.cli._work import add_max_work_argument
+from deconvnet.figures.render import DISPLAYS
 from deconvnet.figures.topk import DEFAULT_TILE, render
 from deconvnet.inputs import datasets
 from deconvnet.instruments.topk import distributed
@@ -52,6 +56,7 @@ from deconvnet.instruments.topk.scan import (
     TopKIndex,
     scan,
 )
+from deconvnet.instruments.work import check_work
 
 CHECKPOINT_FILE = "topk_checkpoint.pt"
 CHECKPOINTS = "topk_checkpoint*.pt"
@@ -85,14 +90,23 @@ def register(subparsers: Any) -> None:
     add_rule_arguments(parser)
     parser.add_argument(
         "--display",
-        default="minmax",
-        choices=["minmax", "signed"],
-        help="minmax: min to max as black to white; signed: zero as grey",
+        default="rgb",
+        choices=DISPLAYS,
+        help="as for project: rgb: colours scaled by the largest |value|, zero mid-grey; "
+        "signed: channel sum, blue < 0 < red; heat: magnitude on inferno; overlay: "
+        "magnitude over the greyed patch (each map's k tiles share one range)",
     )
     parser.add_argument(
-        "--tile", type=int_in(MIN_TILE, MAX_TILE), default=DEFAULT_TILE, help="tile size in pixels"
+        "--tile",
+        type=int_in(DEFAULT_TILE, MAX_TILE),
+        default=DEFAULT_TILE,
+        help="tile size in pixels",
     )
-    parser.add_argument("--no-tiles", action="store_true", help="write only the sheets")
+    parser.add_argument(
+        "--no-tiles",
+        action="store_true",
+        help="write only the sheets and the index (no per-map or per-tile PNGs)",
+    )
     parser.add_argument(
         "--dist-timeout",
         type=real_in(1, MAX_DIST_TIMEOUT_S),
@@ -100,6 +114,7 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="under torchrun: how long a rank waits for the others before it gives up",
     )
+    add_max_work_argument(parser, "projections (k x maps x layers)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     return _run_rank(args, group)
 
 
-@writes_output(resumable=CHECKPOINTS)
+@writes_output(resumable=CHECKPOINTS, apart_from=("data", "DATA"))
 def _run_alone(args: argparse.Namespace, folder: OutputFolder) -> int:
     """Scan, project, render; print where the files went."""
     maps, loaded, layers, data = _open(args)
@@ -197,7 +212,32 @@ def _open(
     maps = MapChoice.parse(args.maps)
     loaded = load_model(args)
     layers = loaded.layer_list(args.layers)
-    return maps, loaded, layers, datasets.open_dataset(args.data, loaded.preprocessing)
+    data = datasets.open_dataset(args.data, loaded.preprocessing)
+    check_work(
+        projection_estimate(loaded, layers, maps, args.seed, min(args.k, len(data))),
+        args.max_work,
+        what="the projection stage",
+        unit="projections",
+    )
+    return maps, loaded, layers, data
+
+
+def projection_estimate(
+    loaded: LoadedModel, layers: list[str], maps: MapChoice, seed: int, per_map: int
+) -> int:
+    """Projections the scan will ask for, known before it starts: ``per_map`` (k, or fewer
+    images) for every tracked map of every layer (map counts from one forward pass)."""
+    size = loaded.preprocessing.input_size
+    shapes = {
+        row.name: row.output_shape
+        for row in layer_table(loaded.model, (1, 3, *size), device=loaded.device)
+    }
+    tracked = 0
+    for layer in layers:
+        shape = shapes.get(layer)
+        if shape is not None and len(shape) > 1:
+            tracked += len(maps.resolve(shape[1], layer, seed))
+    return per_map * tracked
 
 
 def _scan_options(args: argparse.Namespace, maps: MapChoice) -> dict[str, Any]:
@@ -220,6 +260,7 @@ def _projection_options(args: argparse.Namespace) -> dict[str, Any]:
         "lrn": policy.lrn,
         "collisions": policy.collisions,
         "precision": policy.precision,
+        "max_work": args.max_work,
     }
 
 
@@ -244,7 +285,7 @@ def _finish(
         projections,
         args.out,
         tile=args.tile,
-        mode=args.display,
+        display=args.display,
         save_tiles=not args.no_tiles,
         metadata=metadata,
         display_names={layer: loaded.display_name(layer) for layer in layers},
@@ -252,8 +293,10 @@ def _finish(
     print(f"scanned {index.num_images} images ({len(index.skipped)} skipped)")
     for name, why in index.skipped:
         print(f"  skipped {name}: {why}", file=sys.stderr)
-    for layer, path in result.sheets.items():
-        print(f"{loaded.display_name(layer)}: {path}")
+    for layer, paths in result.pages.items():
+        shown = loaded.display_name(layer)
+        more = f" (and {len(paths) - 1} more pages)" if len(paths) > 1 else ""
+        print(f"{shown}: {paths[0]}{more}; one picture per map in {args.out}/tiles/{shown}/")
     print(f"index: {result.index_file}")
     folder.write_manifest(
         {
@@ -263,6 +306,8 @@ def _finish(
             "maps": index.maps,
             "seed": args.seed,
             "index": result.index_file.name,
+            "display": args.display,
+            "sheets": {layer: [p.name for p in paths] for layer, paths in result.pages.items()},
             **checkpoints,
             "skipped": [{"image": name, "error": why} for name, why in index.skipped],
         }
