@@ -3,11 +3,15 @@ the projections it cannot hold, redone.
 
 Oracles: the same call in full precision (float32), compared value by value (the forward:
 seeded units, values, switches) and as 8-bit pictures (:func:`display_match`, the
-display-exact check: PSNR ≥ 40 dB, ≥ 99 % of pixels within ±2 levels).
+display-exact check: PSNR ≥ 40 dB, ≥ 99 % of pixels within ±2 levels); and the paper's
+reverse pass written out in float32 (``literal_reverse``), drawn by a renderer written here.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,10 +19,12 @@ from torch import nn
 import deconvnet as dn
 from deconvnet.engine import engine, precision, windowed
 from deconvnet.engine.graph import Graph
+from deconvnet.engine.ops import normalisation
 from deconvnet.engine.ops.convolution import ConvNode
-from deconvnet.figures.display import display_matches
+from deconvnet.figures.display import display_match, display_matches
 from tests import _nets
 from tests import _torchvision as tv
+from tests.engine.test_engine import literal_reverse, one_hot_seed
 
 CPU = torch.device("cpu")
 
@@ -64,6 +70,25 @@ def test_auto_on_cuda_needs_capability_8(monkeypatch, capability, expected):
     assert precision.native_bfloat16(cuda) is expected
     dtype = precision.reverse_dtype("auto", torch.float32, cuda)
     assert dtype == (torch.bfloat16 if expected else torch.float32)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_engine_s_auto_runs_what_the_device_answers(monkeypatch, native):
+    """End to end on this CPU, with the device's answer given both ways: ``auto`` runs
+    bfloat16 where it is native and is exactly the float32 call where it is not."""
+    monkeypatch.setattr(precision, "native_bfloat16", lambda device: native)
+    model = _nets.caffenet(width=8)
+    auto, full = _both(model, _x((1, 3, 131, 131)), "9", dn.TopMaps(3), "auto")
+    assert auto.precision == ("bfloat16" if native else "float32")
+    assert torch.equal(auto.images, full.images) is not native
+
+
+def test_lrn_is_upcast_only_where_the_device_lacks_the_kernel():
+    """CPU has no bfloat16/float16 3-D average pooling; CUDA has (a meta tensor stands in
+    for a device other than the CPU)."""
+    for dtype, upcast in ((torch.bfloat16, True), (torch.float16, True), (torch.float32, False)):
+        assert normalisation._needs_upcast(torch.zeros(1, dtype=dtype)) is upcast
+        assert normalisation._needs_upcast(torch.zeros(1, dtype=dtype, device="meta")) is False
 
 
 def test_other_devices_are_not_native():
@@ -248,3 +273,49 @@ def test_casting_a_graph_leaves_full_precision_intact():
 def test_seeds_per_call_grow_as_the_type_shrinks():
     graph = Graph([], [(1, 3, 512, 512)], 0)
     assert windowed.seeds_per_call(graph, 2) >= 2 * windowed.seeds_per_call(graph, 4) > 0
+
+
+# -- the display check against an independent float32 rendering -------------------------------
+
+
+def _rendered(values: torch.Tensor) -> np.ndarray:
+    """The ``rgb`` view written out here: zero at grey 128, the largest |value| 127 levels
+    away, rounded and clipped to 8 bits; (H, W, 3) integers."""
+    array = values.double().numpy()
+    peak = np.abs(array).max()
+    levels = np.floor(128 + array / peak * 127 + 0.5) if peak > 0 else np.full_like(array, 128)
+    return np.clip(levels, 0, 255).astype(int).transpose(1, 2, 0)
+
+
+def test_bfloat16_is_display_exact_against_the_literal_float32_deconvnet():
+    """The oracle is the paper's reverse pass written out in float32 (``literal_reverse``)
+    and drawn by the renderer above; the bfloat16 projections are drawn the same way and
+    compared on the box of their non-zero values: PSNR ≥ 40 dB, ≥ 99 % of pixels within ±2
+    levels — and :func:`display_match` gives the same numbers."""
+    model = _nets.caffenet(width=4)
+    x = _x((1, 3, 227, 227), seed=7)
+    with dn.Deconvnet(model, precision="bfloat16") as net:
+        low = net.project(x, "13", dn.TopMaps(4))
+    assert not bool(low.full_precision.any())
+    differs = 0
+    for k in range(4):
+        position = tuple(int(p) for p in low.positions[0, k])
+        seed = one_hot_seed(int(low.channels[0, k]), position)
+        with torch.no_grad():
+            full = literal_reverse(model, x, 13, seed)[0]
+        reached = (low.images[0, k].abs() + full.abs()).sum(0) > 0
+        rows, cols = torch.nonzero(reached.any(1))[:, 0], torch.nonzero(reached.any(0))[:, 0]
+        box = (slice(None), slice(int(rows[0]), int(rows[-1]) + 1))
+        box += (slice(int(cols[0]), int(cols[-1]) + 1),)
+        a, b = _rendered(low.images[0, k][box]), _rendered(full[box])
+        psnr = 10 * math.log10(255**2 / max(float(np.mean((a - b) ** 2.0)), 1e-12))
+        within = float(np.mean(np.abs(a - b).max(axis=2) <= 2))
+        relative = float((low.images[0, k] - full).abs().max() / full.abs().max())
+        assert psnr >= 40 and within >= 0.99, (k, psnr, within)
+        assert 0 < relative < 0.05
+        match = display_match(low.images[0, k], full)
+        assert match.psnr == pytest.approx(psnr, abs=0.05) and match.passed
+        assert match.within == pytest.approx(within, abs=1e-3)
+        assert match.max_relative_error == pytest.approx(relative, rel=1e-3)
+        differs += int((a != b).any())
+    assert differs > 0  # the pictures are not bit-identical: the check had work to do

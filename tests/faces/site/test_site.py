@@ -8,6 +8,7 @@ significant digits on the pages, so they are compared at that precision.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlparse
@@ -100,6 +101,12 @@ def test_index_is_a_model_card_with_receptive_fields_and_provenance(
     assert index_document(scan_dir)["dataset_fingerprint"] in text
     # the default model's conv2: 96x16x16, receptive field 15x15 at stride 2 (see `layers`)
     assert "96x16x16" in text and "15x15, stride 2" in text
+    # the precision asked for and what each tile ran in, counted from the index's entries
+    ran = Counter(e["precision"] for e in index_document(scan_dir)["entries"])
+    summary = f"{manifest['precision']}: " + ", ".join(f"{n} × {c}" for n, c in ran.items())
+    assert manifest["precision"] == "auto" and len(ran) == 1
+    assert summary in text
+    assert json.loads((site_dir / "manifest.json").read_text())["precision"] == summary
 
 
 def test_dead_maps_are_the_ones_that_never_fired() -> None:

@@ -138,7 +138,8 @@ class OcclusionResult:
     probability : Tensor (rows, cols) — probability of class ``target``.
     top_class : LongTensor (rows, cols) — most probable class.
     projection : Tensor (C, H, W) — deconv projection of map ``channel`` (its strongest
-        activation) in the unoccluded image.
+        activation) in the unoccluded image; ``precision`` the number type its reverse
+        pass ran in (full precision: one reverse pass beside the positions' forwards).
     baseline_* : the same quantities for the unoccluded image.
     method : ``"spliced"`` or ``"naive"``; ``splice_layer`` where the splice happened.
     """
@@ -161,6 +162,7 @@ class OcclusionResult:
     fill: tuple[float, ...]
     method: str
     splice_layer: str | None
+    precision: str = "float32"
 
 
 @holding_model_lock  # its hooks would be seen by other threads using the model
@@ -262,7 +264,7 @@ def _occlude(
     probabilities = as_probs(outputs)
     shape = (len(rows), len(cols))
     with torch.no_grad(), Deconvnet(model, DEFAULT_RULE) as net:
-        projection = net.project(x, name, MapMax(channel)).images[0, 0]
+        projected = net.project(x, name, MapMax(channel))
     top_probability, top_class = probabilities.max(dim=1)
     return OcclusionResult(
         layer=name,
@@ -275,7 +277,7 @@ def _occlude(
         probability=probabilities[:, target].reshape(shape).cpu(),
         top_class=top_class.reshape(shape).cpu(),
         top_probability=top_probability.reshape(shape).cpu(),
-        projection=projection.cpu(),
+        projection=projected.images[0, 0].cpu(),
         baseline_activation=float(maps[0, channel].sum()),
         baseline_probability=float(probs[target]),
         baseline_class=int(probs.argmax()),
@@ -283,6 +285,7 @@ def _occlude(
         fill=tuple(float(v) for v in fill.flatten()),
         method="spliced" if splice_plan is not None else "naive",
         splice_layer=splice_plan.layer if splice_plan is not None else None,
+        precision=projected.precision_at(0, 0),
     )
 
 

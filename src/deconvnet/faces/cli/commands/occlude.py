@@ -169,6 +169,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "min_probability_of_target": float(result.probability.min()),
         "method": result.method,
         "splice_layer": result.splice_layer,
+        "precision": result.precision,
         "figure": FIGURE,
         "panels": panels,
     }
