@@ -103,7 +103,8 @@ def test_index_is_a_model_card_with_receptive_fields_and_provenance(
     assert "96x16x16" in text and "15x15, stride 2" in text
     # the precision asked for and what each tile ran in, counted from the index's entries
     ran = Counter(e["precision"] for e in index_document(scan_dir)["entries"])
-    summary = f"{manifest['precision']}: " + ", ".join(f"{n} × {c}" for n, c in ran.items())
+    summary = f"{manifest['precision']} (ran: " + ", ".join(f"{n} × {c}" for n, c in ran.items())
+    summary += ")"
     assert manifest["precision"] == "auto" and len(ran) == 1
     assert summary in text
     assert json.loads((site_dir / "manifest.json").read_text())["precision"] == summary

@@ -247,13 +247,15 @@ def _provenance(
 
 def precision_summary(document: dict[str, Any]) -> str | None:
     """The reverse pass's precision as asked, and how many tiles ran in each type
-    (``auto: bfloat16 × 1150, float32 × 2``); None for a scan that recorded none."""
+    (``auto (ran: bfloat16 × 1150, float32 × 2)``); None for a scan that recorded none."""
     asked = dict(document.get("metadata", {})).get("precision")
     counts = Counter(e["precision"] for e in document["entries"] if "precision" in e)
     if asked is None and not counts:
         return None
-    ran = ", ".join(f"{name} × {count}" for name, count in counts.most_common())
-    return ": ".join(part for part in (asked, ran) if part)
+    ran = "ran: " + ", ".join(f"{name} × {count}" for name, count in counts.most_common())
+    if asked is None:
+        return ran
+    return f"{asked} ({ran})" if counts else asked
 
 
 def _row(row: LayerRow, display: dict[str, str], layers: dict[str, Any]) -> dict[str, Any]:
