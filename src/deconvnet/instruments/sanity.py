@@ -145,6 +145,7 @@ class SanityResult:
     does not depend on them (above it, or a branch that does not feed it). ``boxes`` is,
     per seed, the input box its projection can reach (the metrics are taken inside it;
     figures zoom to it); None where the layer has no receptive field (fc layers).
+    ``precisions``, per step and seed, is the number type its reverse pass ran in.
     """
 
     rows: tuple[SanityRow, ...]
@@ -153,6 +154,7 @@ class SanityResult:
     seeds: tuple[str, ...]
     skipped: tuple[str, ...]
     boxes: tuple[Box | None, ...]
+    precisions: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,7 @@ def cascading_randomisation(
     before = original.values[0].cpu()
     reference_active = _active(before, reference)
     projections = [reference]
+    precisions = [tuple(original.precision_at(0, k) for k in range(reference.shape[0]))]
     rows = [_first_row(reference_active)]
     for step, layer_name in enumerate(order, start=1):
         reinitialise(work.get_submodule(layer_name), generator)
@@ -292,6 +295,7 @@ def cascading_randomisation(
             _row(step, order[:step], reference, images, boxes, reference_active, values, same)
         )
         projections.append(images)
+        precisions.append(tuple(r.precision_at(0, 0) for r in results))
         before = values
         if progress is not None:
             progress(step, len(order))
@@ -302,6 +306,7 @@ def cascading_randomisation(
         seeds=tuple(s.describe() for s in fixed),
         skipped=split.skipped,
         boxes=tuple(boxes),
+        precisions=tuple(precisions),
     )
 
 

@@ -116,3 +116,6 @@ def test_compare_and_sanity_record_the_precision(tmp_path, command):
     assert manifest["precision"] == "float16"
     if command == "compare":
         assert manifest["precisions"] == {rule: ["float16"] for rule in manifest["rules"]}
+    else:  # per step of the cascade (the trained model first), per seed
+        steps = len(manifest["rows"])
+        assert steps > 1 and manifest["precisions"] == [["float16"]] * steps

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "seeds": list(result.seeds),
         "rule": policy.rule,
         "precision": policy.precision,
+        "precisions": [list(step) for step in result.precisions],
         "seed": args.seed,
         "metrics": "spearman and ssim of |projection| summed over channels, divided by max; "
         "spearman_signed of the channel sum; inside each seed's receptive-field box; "
