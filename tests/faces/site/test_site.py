@@ -8,6 +8,7 @@ significant digits on the pages, so they are compared at that precision.
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,7 +17,7 @@ from urllib.parse import urlparse
 import pytest
 
 from deconvnet.faces.cli import main
-from deconvnet.faces.site.build import Unit, slug, unit_url, units_by_layer
+from deconvnet.faces.site.build import Unit, build_site, slug, unit_url, units_by_layer
 from tests.faces.conftest import SCAN_K, SCAN_LAYER, SCAN_SHOWN
 
 
@@ -139,3 +140,17 @@ def test_site_refuses_a_folder_without_a_scan_and_other_weights(
     assert main(argv) == 1
     error = capsys.readouterr().err
     assert "weights differ" in error and len(error.strip().splitlines()) == 1
+
+
+def test_an_index_without_map_pictures_builds(scan_dir: Path, tmp_path: Path) -> None:
+    """``map_file`` is optional in the index's schema: unit pages then omit the link (it
+    was a template error, found by the hostile index variants)."""
+    scan = tmp_path / "scan"
+    shutil.copytree(scan_dir, scan)
+    document = index_document(scan)
+    for entry in document["entries"]:
+        entry.pop("map_file", None)
+    (scan / "topk_index.json").write_text(json.dumps(document))
+    result = build_site(scan, tmp_path / "site")
+    page = next(iter(result.units.values()))[0].read_text()
+    assert "this map's picture" not in page and 'class="projection"' in page
