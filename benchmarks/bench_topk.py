@@ -11,6 +11,9 @@ Run: ``.venv/bin/python benchmarks/bench_topk.py [--rounds 3] [--workers 1]``.
 3. **Projection time** per projection: ``topk.project`` (one read and forward per image and
    layer, all its seeds in one batched reverse pass) against the engine called once per
    projection (read, preprocess, forward, reverse each time).
+
+``--device cuda`` runs the models of parts 1 and 3 on the GPU (part 2 measures host
+memory, on the CPU).
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _device import add_device_argument, device_of, synchronize
 
 from deconvnet import Deconvnet, Neuron, caffe, models, topk
 from deconvnet.inputs import datasets
@@ -77,20 +84,27 @@ def plain_forward(model: torch.nn.Module, data: datasets.ImageDataset, workers: 
     loader = torch.utils.data.DataLoader(
         data, batch_size=BATCH_SIZE, num_workers=workers, collate_fn=collate_by_size
     )
+    device = _device(model)
     start = time.perf_counter()
     count = 0
     with torch.no_grad():
         for batch in loader:
             for _, inputs in batch.groups:
-                model(inputs)
+                model(inputs.to(device))
             count += batch.size
+    synchronize(device)
     return count / (time.perf_counter() - start)
 
 
 def scan_rate(model: torch.nn.Module, data: datasets.ImageDataset, workers: int) -> float:
     start = time.perf_counter()
     index = topk.scan(model, data, FIRE_LAYERS, k=K, batch_size=BATCH_SIZE, workers=workers)
+    synchronize(_device(model))
     return index.num_images / (time.perf_counter() - start)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def memory(count: int) -> dict[str, float]:
@@ -117,15 +131,19 @@ def projection_times(
     )
     entries = list(index.state.entries())
     groups = len({(e.image_id, e.layer) for e in entries})
+    device = _device(model)
     topk.project(index, model, data)  # warm-up for both: each layer's one-time checks
     start = time.perf_counter()
     topk.project(index, model, data)
+    synchronize(device)
     batched = (time.perf_counter() - start) / len(entries)
     start = time.perf_counter()
     with Deconvnet(model) as net:
         for entry in entries:
-            x = preprocess(load_image(index.names[entry.image_id]), data.preprocessing)
+            raw = load_image(index.names[entry.image_id])
+            x = preprocess(raw, data.preprocessing, device)
             net.project(x, entry.layer, Neuron(entry.channel, *entry.position))
+    synchronize(device)
     single = (time.perf_counter() - start) / len(entries)
     return batched, single, len(entries), groups
 
@@ -136,8 +154,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--projection-only", action="store_true", help="only part 3")
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = device_of(args)
     model, preprocessing = caffe.load(PROTOTXT, CAFFEMODEL)
+    model.to(device)
     data = datasets.open_dataset(PHOTOS, preprocessing)
     if args.projection_only:
         projection_table(model, data)
@@ -170,7 +191,7 @@ def main() -> None:
 
 
 def projection_table(model: torch.nn.Module, data: datasets.ImageDataset) -> None:
-    default = models.load("default")
+    default = models.load("default").to(_device(model))
     cifar = datasets.open_dataset(CIFAR_TEST, default.preprocessing)
     cases = [
         ("SqueezeNet, 200 photos", model, data, FIRE_LAYERS, PROJECTION_MAPS, None),

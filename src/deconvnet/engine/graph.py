@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from deconvnet.engine.ops import OPS
@@ -50,6 +51,10 @@ class Graph:
     nodes: list[Node]
     shapes: list[tuple[int, ...]]
     layer: int
+
+    def cast(self, dtype: torch.dtype) -> Graph:
+        """The same graph with every node's constants in ``dtype`` (see :meth:`Node.cast`)."""
+        return Graph([node.cast(dtype) for node in self.nodes], self.shapes, self.layer)
 
 
 class Recorder(CallMode):

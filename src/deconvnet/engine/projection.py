@@ -17,6 +17,7 @@ from typing import Protocol
 
 from torch import Tensor
 
+from deconvnet.engine.precision import dtype_name
 from deconvnet.engine.receptive import ReceptiveField
 from deconvnet.engine.rules import ReversePolicy
 from deconvnet.engine.selection import Selection
@@ -57,6 +58,13 @@ class Projection:
     values : Tensor (B, K) — the seeded activation (for joint selections, the largest).
     layer : dotted name of the projected layer.
     selection, policy : what was asked.
+    precision : the number type the reverse pass ran in (``"float32"``, ``"bfloat16"``…):
+        the policy's precision resolved for the device, or the forward's own dtype where a
+        reduced type does not apply (see :class:`~deconvnet.engine.engine.Deconvnet`).
+    full_precision : BoolTensor (B, K) or None — after a reduced-precision pass, True
+        where that projection was computed again in full precision (a value the reduced
+        type could not hold, or a rounding error estimated to show in its 8-bit picture);
+        None for a full-precision pass.
     extents : LongTensor (B, K, 4) or None — ``(top, left, bottom, right)`` of the seeded
         positions in the layer's map (inclusive; ``-1`` when nothing was seeded), for every
         selection kind; None for layers without 2-D maps. Figures zoom to their fields.
@@ -75,6 +83,8 @@ class Projection:
     layer: str
     selection: Selection
     policy: ReversePolicy
+    precision: str = "float32"
+    full_precision: Tensor | None = None
     extents: Tensor | None = None
     layer_shape: tuple[int, ...] | None = None
     inputs: Tensor | None = None
@@ -88,6 +98,13 @@ class Projection:
     def receptive_field(self) -> ReceptiveField | None:
         """The projected layer's receptive field for this input size (None if unknown)."""
         return self.trace_field() if self.trace_field is not None else None
+
+    def precision_at(self, image: int, k: int) -> str:
+        """The number type projection ``k`` of image ``image`` was computed in: the
+        forward's own where a reduced-precision projection was redone in full precision."""
+        if self.full_precision is not None and bool(self.full_precision[image, k]):
+            return dtype_name(self.values.dtype)
+        return self.precision
 
     def __repr__(self) -> str:
         """One line: layer, selection, rule and shape; never tensor dumps."""

@@ -208,6 +208,7 @@ def _record(
         "rank": entry.rank,
         "value": entry.value,
         "projected_value": item.value,
+        "precision": item.precision,
         "image": index.names.get(entry.image_id, str(entry.image_id)),
         "image_id": entry.image_id,
         "position": list(entry.position),

@@ -42,6 +42,7 @@ class Entry(BaseModel):
     rank: Annotated[int, Field(ge=0, lt=MAX_K)]
     value: float
     projected_value: float | None = None
+    precision: Text | None = None
     image: Text
     image_id: Count | None = None
     position: tuple[Count, Count]
@@ -81,6 +82,7 @@ class Metadata(BaseModel):
     weights_sha256: Text | None = None
     data: Text | None = None
     rule: Text | None = None
+    precision: Text | None = None
     layers: dict[Text, Text] = Field(default_factory=dict)
 
 

@@ -409,6 +409,7 @@ def _packed(item: ProjectedEntry) -> dict[str, Any]:
         "crop_box": list(item.crop_box),
         "field_box": list(item.field_box),
         "projected_value": item.value,
+        "precision": item.precision,
     }
 
 
@@ -425,6 +426,7 @@ def _unpacked(row: Mapping[str, Any]) -> ProjectedEntry:
         crop_box=(top, left, bottom, right),
         field_box=(f_top, f_left, f_bottom, f_right),
         value=row["projected_value"],
+        precision=str(row["precision"]),
     )
 
 

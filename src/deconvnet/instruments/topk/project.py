@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -90,6 +90,8 @@ class ProjectedEntry:
     crop_box : ``(top, left, bottom, right)`` of the unit's receptive field, clipped to the
         input; ``field_box`` is the unclipped box (it may reach into the padding).
     value : the activation as recomputed by the engine's forward pass.
+    precision : the number type its reverse pass ran in (``"float32"`` also when a
+        reduced-precision projection was redone in full precision).
     """
 
     entry: Entry
@@ -98,6 +100,7 @@ class ProjectedEntry:
     crop_box: Box
     field_box: Box
     value: float
+    precision: str = "float32"
 
 
 def project(
@@ -109,6 +112,7 @@ def project(
     lrn: str | None = None,
     collisions: str | None = None,
     activations: str | None = None,
+    precision: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     layers: Sequence[str] | None = None,
     image_ids: Collection[int] | None = None,
@@ -173,7 +177,13 @@ def project(
                 progress(done, total)
 
     with Deconvnet(
-        model, rule, lrn=lrn, collisions=collisions, activations=activations, batch_size=batch_size
+        model,
+        rule,
+        lrn=lrn,
+        collisions=collisions,
+        activations=activations,
+        precision=precision,
+        batch_size=batch_size,
     ) as net:
         for ids in runs:
             groups: dict[tuple[int, ...], list[_Image]] = defaultdict(list)
@@ -250,17 +260,11 @@ def _project_group(
                 crop_box=crop,
                 field_box=field.box(y, x_pos),
                 value=float(result.values[row, slot]),
+                precision=result.precision_at(row, slot),
             )
     return out
 
 
 def _to_rgb(item: ProjectedEntry) -> ProjectedEntry:
     """Flip a BGR network's projection to RGB, like the patch beside it."""
-    return ProjectedEntry(
-        entry=item.entry,
-        projection=item.projection.flip(0),
-        patch=item.patch,
-        crop_box=item.crop_box,
-        field_box=item.field_box,
-        value=item.value,
-    )
+    return replace(item, projection=item.projection.flip(0))

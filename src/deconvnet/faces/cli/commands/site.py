@@ -58,7 +58,9 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         rows = layer_table(loaded.model, (1, 3, *size), device=loaded.device)
         aliases = loaded.layer_aliases
     result = build_site(args.scan, args.out, layer_rows=rows, input_size=size, aliases=aliases)
-    folder.write_manifest({"command": "site", "scan": str(args.scan)})
+    folder.write_manifest(
+        {"command": "site", "scan": str(args.scan), "precision": result.precision}
+    )
     print(result.index)
     return 0
 
