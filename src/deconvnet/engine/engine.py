@@ -23,14 +23,15 @@ from torch import Tensor, nn
 from deconvnet.engine import guard, windowed
 from deconvnet.engine.capture import ForwardFailed, forward_until, output_tensor
 from deconvnet.engine.compat import preset
-from deconvnet.engine.graph import Graph, Recorder
+from deconvnet.engine.graph import Graph, Mark, Recorder
 from deconvnet.engine.hooks import model_lock
 from deconvnet.engine.layers import resolve_call
 from deconvnet.engine.policies import RuleMode
-from deconvnet.engine.projection import Projection
+from deconvnet.engine.projection import Projection, UnitProjections
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
 from deconvnet.engine.rules import ReversePolicy
-from deconvnet.engine.selection import Seeds, Selection
+from deconvnet.engine.selection import Seeds, Selection, UnitList, Units
+from deconvnet.engine.window import Window, paste
 from deconvnet.errors import InputError, LayerNotFoundError
 from deconvnet.models.card import card_of
 
@@ -46,6 +47,7 @@ DEFAULT_BATCH_SIZE = 16
 
 Small chunks stay in a CPU's caches (256 CaffeNet conv5 projections: 1.36 s in chunks of 16
 against 1.48 s in chunks of 64 on the 2-core development machine); on a GPU, raise it."""
+
 
 class Deconvnet:
     """Project activations of any layer of ``model`` back to its input.
@@ -215,6 +217,8 @@ class Deconvnet:
             self._check_finite(y, x, name, module)
             seeds = select.resolve(y)
             graph = recorder.graph() if recorder is not None else None
+            if recorder is not None:
+                recorder.release()
             if graph is not None and seeds.positions is not None and seeds.positions.shape[-1] == 2:
                 del pullback  # frees the forward's saved tensors before the reverse passes
                 images = self._reverse_windowed(graph, seeds, progress)
@@ -263,6 +267,120 @@ class Deconvnet:
                 progress(stop * batch, count * batch)
         return torch.cat(parts, dim=0).transpose(0, 1)
 
+    def project_units(
+        self,
+        x: Tensor,
+        units: Mapping[str, UnitList],
+        *,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> dict[str, UnitProjections]:
+        """Project single activations of several layers of one batch, each on its own.
+
+        One forward pass serves every layer (it runs to the deepest one and records the
+        graph once), and each unit gets exactly one reverse pass, on its receptive-field
+        window, however many units each image has: nothing is padded to the image with
+        the most. Equal to :meth:`project` with one
+        :class:`~deconvnet.engine.selection.Neuron` per unit, up to float rounding (the
+        batches differ). A layer the windowed reverse pass cannot follow (an op with no
+        windowed rule, a ``#call`` index) takes :meth:`project`'s general path, one image
+        at a time.
+
+        Parameters
+        ----------
+        x : Tensor (B, C_in, H, W) — preprocessed input batch.
+        units : layer (named as :meth:`project` takes it) -> its units.
+        progress : optional ``(done, total)`` callback over the reverse passes.
+
+        Returns
+        -------
+        One :class:`~deconvnet.engine.projection.UnitProjections` per layer of ``units``.
+
+        Raises
+        ------
+        As :meth:`project`.
+        """
+        resolved = {layer: resolve_call(self.model, layer) for layer in units}
+        guard.require_eval(self.model)
+        x = self._check_input(x)
+        total, done = sum(len(chosen) for chosen in units.values()), 0
+
+        def report(count: int, _: int | None) -> None:
+            if progress is not None:
+                progress(done + count, total)
+
+        results = {}
+        with model_lock(self.model), guard.preserved(self.model):
+            with torch.no_grad():
+                for name, module, call in resolved.values():
+                    self._require_call(x, module, name, call)
+            plain = {name: module for name, module, call in resolved.values() if (call or 1) == 1}
+            recorder = Recorder(self.model, self.policy)
+            reached = self._forward_marked(x, plain, recorder) if plain else {}
+            graphs = {name: recorder.graph(mark) for name, (mark, _) in reached.items()}
+            recorder.release()
+            for layer, chosen in units.items():
+                name, module, call = resolved[layer]
+                graph = graphs.get(name)
+                if graph is None:
+                    results[layer] = self._units_by_image(x, layer, chosen, report)
+                else:
+                    y = reached[name][1]
+                    self._check_finite(y, x, name, module)
+                    values = chosen.values(y)
+                    windows = self._reverse_units(
+                        graph, chosen.images, chosen.channels, chosen.positions, values, report
+                    )
+                    results[layer] = UnitProjections(layer, values, tuple(windows), len(chosen))
+                done += len(chosen)
+        return results
+
+    def _forward_marked(
+        self, x: Tensor, layers: dict[str, nn.Module], recorder: Recorder
+    ) -> dict[str, tuple[Mark, Tensor]]:
+        """One recorded forward pass under the rule mode, up to the last of ``layers``:
+        each layer's mark and a copy of its output (:meth:`Recorder.mark`)."""
+
+        def keep(name: str, output: Any) -> tuple[Mark, Tensor]:
+            return recorder.mark(output_tensor(name, output))
+
+        # Derived tensors require grad, as under project's vjp: the recorder tells a tensor
+        # derived in a way it does not see from a constant by that.
+        leaf = x.detach().requires_grad_()
+        start = leaf.clone()  # an in-place first op may not edit a leaf
+        with torch.enable_grad(), RuleMode(self.policy, self.model, None), recorder:
+            recorder.start(start)
+            reached = forward_until(self.model, start, layers, keep=keep)
+        for name, (_, output) in reached.items():
+            _require_batch(output, x, name)
+        return reached
+
+    def _units_by_image(
+        self,
+        x: Tensor,
+        layer: str,
+        chosen: UnitList,
+        progress: Callable[[int, int | None], None],
+    ) -> UnitProjections:
+        """The general path for :meth:`project_units`: one :meth:`project` call per run of
+        units of the same image (no padding either), each projection on the whole input."""
+        name, module, call = resolve_call(self.model, layer)
+        images = chosen.images.tolist()
+        windows, values, start = [], [], 0
+        while start < len(images):
+            stop = start + 1
+            while stop < len(images) and images[stop] == images[start]:
+                stop += 1
+            image = int(images[start])
+            select = Units(chosen.channels[start:stop], chosen.positions[start:stop])
+            found = self._project(x[image : image + 1], name, module, call, select, None, None)
+            nowhere = torch.zeros(stop - start, dtype=torch.long)
+            windows.append(Window(found.images[0], nowhere, nowhere))
+            values.append(found.values[0])
+            start = stop
+            progress(stop, len(images))
+        empty = x.new_zeros(0)
+        return UnitProjections(layer, torch.cat(values) if values else empty, tuple(windows), start)
+
     def _reverse_windowed(
         self,
         graph: Graph,
@@ -273,28 +391,47 @@ class Deconvnet:
         assert seeds.positions is not None  # checked by the caller
         batch, count = seeds.channels.shape
         image_index = torch.arange(batch, device=seeds.channels.device).repeat_interleave(count)
-        channels = seeds.channels.reshape(-1)
-        positions = seeds.positions.reshape(batch * count, -1)
-        values = seeds.values.reshape(-1)
-        total = batch * count
+        windows = self._reverse_units(
+            graph,
+            image_index,
+            seeds.channels.reshape(-1),
+            seeds.positions.reshape(batch * count, -1),
+            seeds.values.reshape(-1),
+            progress,
+        )
+        images = torch.cat([paste(window, graph.shapes[0][-2:]) for window in windows])
+        return images.view(batch, count, *images.shape[1:])
+
+    def _reverse_units(
+        self,
+        graph: Graph,
+        image_index: Tensor,
+        channels: Tensor,
+        positions: Tensor,
+        values: Tensor,
+        progress: Callable[[int, int | None], None] | None,
+    ) -> list[Window]:
+        """One windowed reverse pass per seed (image, map, position, value), in runs of as
+        many as keep each run's tensors small (:func:`windowed.seeds_per_call`)."""
+        total = int(values.shape[0])
         step = min(self.batch_size, windowed.seeds_per_call(graph, values.element_size()))
-        parts = []
+        windows = []
         for start in range(0, total, step):
             stop = min(start + step, total)
             with torch.no_grad():
-                part = windowed.reverse_batch(
-                    graph,
-                    image_index[start:stop],
-                    channels[start:stop],
-                    positions[start:stop],
-                    values[start:stop],
-                    self.policy,
+                windows.append(
+                    windowed.reverse_windows(
+                        graph,
+                        image_index[start:stop],
+                        channels[start:stop],
+                        positions[start:stop],
+                        values[start:stop],
+                        self.policy,
+                    )
                 )
-            parts.append(part)
             if progress is not None:
                 progress(stop, total)
-        images = torch.cat(parts)
-        return images.view(batch, count, *images.shape[1:])
+        return windows
 
     def _check_input(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
@@ -342,12 +479,16 @@ class Deconvnet:
             )[name]
         if recorder is not None:
             recorder.finish(output)
-        if output.dim() < 2 or output.shape[0] != x.shape[0]:
-            raise InputError(
-                f"layer {name!r} output {tuple(output.shape)} does not keep the input's batch "
-                f"of {x.shape[0]}: give a batched input (B, C, H, W), got {tuple(x.shape)}"
-            )
+        _require_batch(output, x, name)
         return output
+
+
+def _require_batch(output: Tensor, x: Tensor, name: str) -> None:
+    if output.dim() < 2 or output.shape[0] != x.shape[0]:
+        raise InputError(
+            f"layer {name!r} output {tuple(output.shape)} does not keep the input's batch "
+            f"of {x.shape[0]}: give a batched input (B, C, H, W), got {tuple(x.shape)}"
+        )
 
 
 def _non_finite_count(values: Tensor) -> str:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from deconvnet.engine.ops.op import IMAGE_RANK, ReverseStep
 from deconvnet.engine.rules import ReversePolicy
-from deconvnet.engine.window import Window, cut_to_map, paste, sum_windows
+from deconvnet.engine.window import Window, cut_to_map, sum_windows
 
 if TYPE_CHECKING:
     from deconvnet.engine.graph import Graph
@@ -33,14 +33,14 @@ the OS on every allocation and pays a page fault per 4 KiB on first touch (here 
 100 MB tensor costs 45 ms more than a reused one), so each call's tensors stay below it."""
 
 
-def reverse_batch(
+def reverse_windows(
     graph: Graph,
     image_index: Tensor,
     channels: Tensor,
     positions: Tensor,
     values: Tensor,
     policy: ReversePolicy,
-) -> Tensor:
+) -> Window:
     """Windowed reverse passes for N single-unit seeds.
 
     Parameters
@@ -51,7 +51,8 @@ def reverse_batch(
 
     Returns
     -------
-    Tensor (N, C_in, H, W), equal to the general path's projections.
+    Each seed's projection on its window of the input (zero outside it):
+    :func:`~deconvnet.engine.window.paste` gives the general path's projections.
     """
     count = channels.shape[0]
     layer_shape = graph.shapes[graph.layer]
@@ -70,14 +71,14 @@ def reverse_batch(
                 window = cut_to_map(window, graph.shapes[source][-2:])
                 signals[source] = sum_windows(signals.get(source), window)
     image = signals.get(0)
-    shape = graph.shapes[0]
-    if image is None:
-        return values.new_zeros((count, *shape[1:]))
-    return paste(image, shape[-2:])
+    if image is None:  # the layer does not depend on the input's values
+        nowhere = torch.zeros(count, dtype=torch.long)
+        return Window(values.new_zeros((count, *graph.shapes[0][1:-2], 1, 1)), nowhere, nowhere)
+    return image
 
 
 def seeds_per_call(graph: Graph, element_size: int) -> int:
-    """How many seeds one :func:`reverse_batch` call takes so that its largest tensor (a
+    """How many seeds one :func:`reverse_windows` call takes so that its largest tensor (a
     whole map at most, or a node's own temporaries, such as the per-tap products of a
     transposed convolution) stays a reused block: batching more seeds makes each op larger,
     not faster, once the pages are fresh."""

@@ -47,7 +47,7 @@ from deconvnet.figures.topk import DEFAULT_TILE, render
 from deconvnet.inputs import datasets
 from deconvnet.instruments.topk import distributed
 from deconvnet.instruments.topk.distributed import Group, together
-from deconvnet.instruments.topk.project import ProjectedEntry, project
+from deconvnet.instruments.topk.project import Projections, project
 from deconvnet.instruments.topk.scan import (
     DEFAULT_CHECKPOINT_EVERY,
     MapChoice,
@@ -258,7 +258,7 @@ def _finish(
     loaded: LoadedModel,
     layers: list[str],
     index: TopKIndex,
-    projections: dict[tuple[str, int, int], ProjectedEntry],
+    projections: Projections,
     checkpoints: dict[str, Any],
 ) -> int:
     """Render the sheets and index, print where they went, write the manifest."""
@@ -279,6 +279,10 @@ def _finish(
         display_names={layer: loaded.display_name(layer) for layer in layers},
     )
     print(f"scanned {index.num_images} images ({len(index.skipped)} skipped)")
+    print(
+        f"projected {len(projections)} activations: {projections.reverse_passes} reverse "
+        f"passes, {projections.forward_images} images through a forward pass"
+    )
     for name, why in index.skipped:
         print(f"  skipped {name}: {why}", file=sys.stderr)
     for layer, path in result.sheets.items():
@@ -292,6 +296,9 @@ def _finish(
             "maps": index.maps,
             "seed": args.seed,
             "index": result.index_file.name,
+            "projections": len(projections),
+            "reverse_passes": projections.reverse_passes,
+            "forward_images": projections.forward_images,
             **checkpoints,
             "skipped": [{"image": name, "error": why} for name, why in index.skipped],
         }
