@@ -8,15 +8,17 @@ Run: ``.venv/bin/python benchmarks/bench_topk.py [--rounds 3] [--workers 1]``.
    process for ``--rounds`` rounds so that machine noise hits both; the ratio is per round.
 2. **Peak memory** of a scan over 200 and 5,000 CIFAR-10 test images (default model, all
    maps of conv1-conv4), each in a fresh subprocess (``ru_maxrss``): it must not grow with N.
-3. **Projection time** per projection: ``topk.project`` (one read and forward per image and
-   layer, all its seeds in one batched reverse pass) against the engine called once per
-   projection (read, preprocess, forward, reverse each time).
+3. **Projection time** per projection: ``topk.project`` (one read and one forward pass per
+   image for all its layers, one reverse pass per projection, batched) against the engine
+   called once per projection (read, preprocess, forward, reverse each time); the stage's
+   reverse passes and forward images are counted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -109,17 +111,18 @@ def projection_times(
     layers: list[str],
     maps: str,
     image_ids: range | None = None,
-) -> tuple[float, float, int, int]:
-    """Seconds per projection: batched ``topk.project`` and the engine one at a time, the
-    number of projections and of (image, layer) groups."""
+) -> tuple[float, float, int, int, int, int]:
+    """Seconds per projection: batched ``topk.project`` and the engine one at a time; the
+    number of projections, of ranked images, of the stage's reverse passes and of its
+    images through a forward pass."""
     index = topk.scan(
         model, data, layers, k=K, maps=maps, batch_size=BATCH_SIZE, image_ids=image_ids
     )
     entries = list(index.state.entries())
-    groups = len({(e.image_id, e.layer) for e in entries})
+    images = len({e.image_id for e in entries})
     topk.project(index, model, data)  # warm-up for both: each layer's one-time checks
     start = time.perf_counter()
-    topk.project(index, model, data)
+    found = topk.project(index, model, data)
     batched = (time.perf_counter() - start) / len(entries)
     start = time.perf_counter()
     with Deconvnet(model) as net:
@@ -127,7 +130,7 @@ def projection_times(
             x = preprocess(load_image(index.names[entry.image_id]), data.preprocessing)
             net.project(x, entry.layer, Neuron(entry.channel, *entry.position))
     single = (time.perf_counter() - start) / len(entries)
-    return batched, single, len(entries), groups
+    return batched, single, len(entries), images, found.reverse_passes, found.forward_images
 
 
 def main() -> None:
@@ -176,14 +179,23 @@ def projection_table(model: torch.nn.Module, data: datasets.ImageDataset) -> Non
         ("SqueezeNet, 200 photos", model, data, FIRE_LAYERS, PROJECTION_MAPS, None),
         ("default, 1000 CIFAR", default, cifar, CIFAR_LAYERS, "random:16", range(1000)),
     ]
-    print(f"\nprojection stage, k={K}: ms per projection")
-    print(f"{'case':<24} {'maps':>9} {'proj':>5} {'groups':>6} {'topk':>6} {'single':>7} {'x':>5}")
+    print(f"\nprojection stage, k={K}: ms per projection (load {os.getloadavg()[0]:.2f})")
+    print(
+        f"{'case':<24} {'maps':>9} {'proj':>5} {'images':>6} {'reverse':>7} {'forward':>7} "
+        f"{'topk':>6} {'single':>7} {'x':>5}"
+    )
     for label, net, dataset, layers, maps, ids in cases:
-        batched, single, count, groups = projection_times(net, dataset, layers, maps, ids)
-        print(
-            f"{label:<24} {maps:>9} {count:>5} {groups:>6} {batched * 1000:>6.1f} "
-            f"{single * 1000:>7.1f} {single / batched:>5.2f}"
+        batched, single, count, images, reverse, forward = projection_times(
+            net, dataset, layers, maps, ids
         )
+        print(
+            f"{label:<24} {maps:>9} {count:>5} {images:>6} {reverse:>7} {forward:>7} "
+            f"{batched * 1000:>6.1f} {single * 1000:>7.1f} {single / batched:>5.2f}"
+        )
+    print(
+        "reverse: the stage's reverse passes (one per projection); forward: images through "
+        "its forward passes (each ranked image once, for all its layers)"
+    )
 
 
 if __name__ == "__main__":
