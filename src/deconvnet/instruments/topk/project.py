@@ -1,14 +1,14 @@
 """Project every top-k activation of a scan back to pixel space, many images at a time.
 
 Entries are grouped by image id; the ranked images, in id order, are cut into runs of
-:data:`IMAGES_PER_CALL` (:func:`projection_runs`) and the images of one run and one input
-shape are projected together: each image is read and preprocessed once, one forward pass
-over the group serves every layer and every map that ranked its images, and each entry
-gets exactly one reverse pass, on its receptive-field window
+:data:`IMAGES_PER_CALL` (:func:`projection_runs`), and the images of one run with the same
+input shape and ranked at the same layers are projected together: each image is read and
+preprocessed once, one forward pass over them serves every layer and every map that
+ranked them, and each entry gets exactly one reverse pass, on its receptive-field window
 (:meth:`~deconvnet.engine.engine.Deconvnet.project_units`): an image with three entries
 costs three reverse passes, whatever the others in its run have. Float results depend on
-the batch a value was computed in, so the runs depend only on the index: whatever share of
-whole runs a process projects (one rank of a torchrun job), every value and pixel is the
+the batch a value was computed in, so the batches depend only on the index: whatever share
+of whole runs a process projects (one rank of a torchrun job), every value and pixel is the
 one a single process computes, bit for bit. Each projection is cut to the receptive-field
 box of its unit (:mod:`deconvnet.engine.receptive`), together with the same box of the
 resized image the network saw.
@@ -175,7 +175,8 @@ def project(
                 image = _Image(x, resized_rgb(raw, dataset.preprocessing), by_image[image_id])
                 groups[tuple(x.shape)].append(image)
             for group in groups.values():
-                run(group)
+                for part in _by_layers(group):
+                    run(part)
     return Projections(results, reverse_passes=passes[0], forward_images=passes[1])
 
 
@@ -197,6 +198,16 @@ class _Image:
     x: Tensor
     shown: np.ndarray
     entries: list[Entry]
+
+
+def _by_layers(group: list[_Image]) -> list[list[_Image]]:
+    """The images of ``group`` split by the set of layers that ranked them: a forward pass
+    runs to the deepest layer of its batch, so an image ranked only at an early layer is
+    not carried to a later one (with every map of every layer, it is one batch)."""
+    parts: dict[frozenset[str], list[_Image]] = {}
+    for image in group:
+        parts.setdefault(frozenset(entry.layer for entry in image.entries), []).append(image)
+    return list(parts.values())
 
 
 def _project_group(
