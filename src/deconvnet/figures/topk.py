@@ -28,7 +28,7 @@ import numpy as np
 
 from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError
-from deconvnet.figures.files import save_png, write_json
+from deconvnet.figures.files import PngWriter, write_json
 from deconvnet.figures.render import DisplayMode, frame, scaled, shared_range, to_display
 from deconvnet.figures.style import (
     BACKGROUND,
@@ -96,32 +96,33 @@ def render(
     records: list[dict[str, Any]] = []
     sheets: dict[str, Path] = {}
     layers = index.layers
-    for done, (layer, top) in enumerate(index.state.layers.items(), start=1):
-        channels = top.channels.tolist()
-        cells = []
-        for channel in channels:
-            items = [projections.get((layer, channel, rank)) for rank in range(k)]
-            cells.append((channel, _map_tiles(items, tile, mode)))
-        shown_name = (display_names or {}).get(layer, layer)
-        sheet, boxes = _layer_sheet(shown_name, cells, tile, columns)
-        name = f"topk_{_safe(shown_name)}.png"
-        sheets[layer] = save_png(sheet, out / name)
-        for channel, (tiles, _) in cells:
-            for rank, item in enumerate(projections.get((layer, channel, r)) for r in range(k)):
-                if item is None:
-                    continue
-                record = _record(index, item, name, boxes[(channel, rank)])
-                if save_tiles:
-                    folder = Path(TILES_DIR) / _safe(shown_name)
-                    stem = f"map{channel:04d}_rank{rank}"
-                    projection_tile, patch_tile = tiles[rank]
-                    save_png(projection_tile, out / folder / f"{stem}_projection.png")
-                    save_png(patch_tile, out / folder / f"{stem}_patch.png")
-                    record["tile_file"] = (folder / f"{stem}_projection.png").as_posix()
-                    record["patch_file"] = (folder / f"{stem}_patch.png").as_posix()
-                records.append(record)
-        if progress is not None:
-            progress(done, len(layers))
+    with PngWriter() as writer:
+        for done, (layer, top) in enumerate(index.state.layers.items(), start=1):
+            channels = top.channels.tolist()
+            cells = []
+            for channel in channels:
+                items = [projections.get((layer, channel, rank)) for rank in range(k)]
+                cells.append((channel, _map_tiles(items, tile, mode)))
+            shown_name = (display_names or {}).get(layer, layer)
+            sheet, boxes = _layer_sheet(shown_name, cells, tile, columns)
+            name = f"topk_{_safe(shown_name)}.png"
+            sheets[layer] = writer.save(sheet, out / name)
+            for channel, (tiles, _) in cells:
+                for rank, item in enumerate(projections.get((layer, channel, r)) for r in range(k)):
+                    if item is None:
+                        continue
+                    record = _record(index, item, name, boxes[(channel, rank)])
+                    if save_tiles:
+                        folder = Path(TILES_DIR) / _safe(shown_name)
+                        stem = f"map{channel:04d}_rank{rank}"
+                        projection_tile, patch_tile = tiles[rank]
+                        writer.save(projection_tile, out / folder / f"{stem}_projection.png")
+                        writer.save(patch_tile, out / folder / f"{stem}_patch.png")
+                        record["tile_file"] = (folder / f"{stem}_projection.png").as_posix()
+                        record["patch_file"] = (folder / f"{stem}_patch.png").as_posix()
+                    records.append(record)
+            if progress is not None:
+                progress(done, len(layers))
     document = {
         "format": INDEX_FORMAT,
         "k": k,
