@@ -114,18 +114,12 @@ def _pad(array: np.ndarray, width: int) -> np.ndarray:
 
 
 def squeezenet_instruments() -> None:
-    """Fig. 7 occlusion and the rule comparison on the real ImageNet SqueezeNet v1.0."""
-    folder = SHARED / "caffe" / "squeezenet"
-    caffe_args = [
-        "--caffe",
-        str(folder / "squeezenet_v1.0_deploy.prototxt"),
-        str(folder / "squeezenet_v1.0.caffemodel"),
-    ]
-    photo = str(SHARED / "images" / "skimage_chelsea.png")
+    """Fig. 7 occlusion and the rule comparison on the embedded ImageNet SqueezeNet v1.0."""
+    model = ["--model", "squeezenet1_0", "--weights", "deep-compression"]
     tmp = ROOT / "out" / "readme_squeezenet"
     runs = {
-        "occlusion": ["occlude", photo, *caffe_args, "--layer", "relu_conv_final"],
-        "compare": ["compare", photo, *caffe_args, "--layer", "fire9/concat", "--select", "top:1"],
+        "occlusion": ["occlude", *model, "--layer", "relu10"],
+        "compare": ["compare", *model, "--layer", "fire9", "--select", "top:3"],
     }
     for name, argv in runs.items():
         if main([*argv, "--out", str(tmp / name), "--overwrite"]) != 0:

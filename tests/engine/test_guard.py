@@ -191,7 +191,7 @@ def test_aliases_are_accepted_and_listed() -> None:
     assert by_alias.layer == "3" and by_alias.layer_alias == "conv2"
     assert torch.equal(by_alias.images, by_name.images)
     assert torch.equal(net.layer_output(x, "conv2"), net.layer_output(x, "3"))
-    with pytest.raises(dn.LayerNotFoundError, match="aliases: conv2 = 3"):
+    with pytest.raises(dn.LayerNotFoundError, match="did you mean conv2"):
         net.project(x, "conv9", dn.TopMaps(2))
 
 

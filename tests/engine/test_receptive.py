@@ -355,3 +355,25 @@ def test_bad_input_shape() -> None:
         receptive_fields(nn.Conv2d(3, 3, 3), (3, 32, 32))
     with pytest.raises(InputError, match="input_shape"):
         receptive_fields(nn.Conv2d(3, 3, 3), (1, 3, 0, 32))
+
+
+class _UnusedBranch(nn.Module):
+    """A block holding a module its forward never calls (timm's ``drop_path`` beside a
+    missing shortcut)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.drop_path = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_modules_the_forward_pass_never_calls_are_left_out() -> None:
+    """The survey of every module must not require each one to run (before: every timm
+    EfficientNet failed with "layers [...drop_path] were not reached")."""
+    model = nn.Sequential(_UnusedBranch(), nn.ReLU())
+    rows = layer_table(model, (1, 3, 16, 16))
+    assert [row.name for row in rows] == ["0", "0.conv", "1"]
+    assert receptive_fields(model, (1, 3, 16, 16))["1"].size == (3, 3)

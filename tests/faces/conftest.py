@@ -13,6 +13,8 @@ from deconvnet.faces.cli import main
 
 SCAN_LAYER = "features.4"
 """conv2 of the default model: 96 maps of 16x16, all of them scanned."""
+SCAN_SHOWN = "conv2"
+"""How that layer is shown and addressed: its alias (URLs, file names, menus)."""
 SCAN_K = 3
 PHOTOS = 6
 
@@ -39,7 +41,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def scan_dir(tmp_path_factory: pytest.TempPathFactory, photos: Path) -> Path:
     out = tmp_path_factory.mktemp("scan") / "scan"
     argv = ["topk", str(photos), "--layers", "conv2", "--maps", "all", "--k", str(SCAN_K)]
-    code = main([*argv, "--workers", "0", "--tile", "32", "--out", str(out)])
+    code = main([*argv, "--workers", "0", "--out", str(out)])
     assert code == 0
     return out
 

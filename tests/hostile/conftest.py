@@ -135,5 +135,5 @@ def tiny_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     photos = make_photos(tmp_path_factory.mktemp("hostile_photos") / "photos", count=4)
     out = tmp_path_factory.mktemp("hostile_scan") / "scan"
     argv = ["topk", str(photos), "--layers", "conv1", "--maps", "2", "--k", "2"]
-    assert main([*argv, "--workers", "0", "--tile", "16", "--out", str(out)]) == 0
+    assert main([*argv, "--workers", "0", "--tile", "128", "--out", str(out)]) == 0
     return out

@@ -502,3 +502,33 @@ def test_image_suffixes_are_pillows_and_shared_by_folders_and_the_explorer(tmp_p
     folder = ImageFolder(tmp_path, Preprocessing((8, 8)))
     explorer = Explorer(_nets.small_conv(), Preprocessing((8, 8)), name="net", images_dir=tmp_path)
     assert list(folder.paths) == explorer.library() == ["a.png", "b.PPM", "d.tiff"]
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "nearest", "lanczos"])
+def test_resizing_uses_the_specs_filter(interpolation: str) -> None:
+    """Oracle: Pillow's own resize with that filter, then torchvision's centre crop."""
+    pixels = np.random.default_rng(3).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    spec = Preprocessing(
+        (24, 24), "shorter_then_center_crop", resize_to=27, interpolation=interpolation
+    )
+    filter_ = Image.Resampling[interpolation.upper()]
+    resized = np.asarray(Image.fromarray(pixels).resize((37, 27), filter_))  # 70 * 27 / 50
+    top, left = round((27 - 24) / 2), round((37 - 24) / 2)
+    expected = resized[top : top + 24, left : left + 24]
+    np.testing.assert_array_equal(resized_rgb(pixels, spec), expected)
+    bilinear = Preprocessing((24, 24), "shorter_then_center_crop", resize_to=27)
+    assert not np.array_equal(resized_rgb(pixels, bilinear), expected)
+
+
+def test_squash_resizes_both_sides_then_crops() -> None:
+    """timm's crop_mode "squash": both sides to resize_to (aspect ratio lost), centre crop."""
+    pixels = np.random.default_rng(4).integers(0, 256, (50, 90, 3), dtype=np.uint8)
+    spec = Preprocessing(
+        (20, 20), "squash_then_center_crop", resize_to=22, interpolation="bicubic"
+    )
+    squashed = np.asarray(Image.fromarray(pixels).resize((22, 22), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(resized_rgb(pixels, spec), squashed[1:21, 1:21])
+    with pytest.raises(ValueError, match="needs resize_to"):
+        Preprocessing((20, 20), "squash_then_center_crop")
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        Preprocessing((20, 20), interpolation="random")  # type: ignore[arg-type]

@@ -73,10 +73,14 @@ def test_an_attached_card_is_what_the_engine_reads() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_the_default_layer_is_the_cards_else_the_last_convolution() -> None:
+def test_the_default_layer_is_the_cards_else_the_last_convolution_after_its_rectifier() -> None:
     model = _nets.vgg_like()
+    names = [n for n, _ in model.named_modules()]
     convolutions = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    assert default_layer(model) == convolutions[-1]
+    rectifier = names[names.index(convolutions[-1]) + 1]
+    assert isinstance(model.get_submodule(rectifier), nn.ReLU)
+    assert default_layer(model) == rectifier
+    assert default_layer(model, among=convolutions) == convolutions[-1]
     assert default_layer(model, among=convolutions[:2]) == convolutions[1]
     assert default_layer(nn.Sequential(nn.ReLU())) is None
     attach(model, ModelCard(default_layer="3"))

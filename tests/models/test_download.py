@@ -23,17 +23,6 @@ PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # > 1 MiB: several chunks, several
 TRICKLE_PAUSE_S = 0.15  # longer than the 0.1 s between progress reports
 
 
-@pytest.fixture
-def hub_dir(tmp_path: Path) -> Iterator[Path]:
-    """Point torch's hub cache at a temporary folder for the test."""
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
-        yield tmp_path / "hub" / "checkpoints"
-    finally:
-        torch.hub.set_dir(previous)
-
-
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,7 +8,12 @@ Layers become torch modules named after the Caffe layers; see :class:`CaffeNet`.
 
 from deconvnet.caffe.loader import default_preprocessing, load
 from deconvnet.caffe.network import CaffeNet
-from deconvnet.caffe.parse import read_caffemodel, read_mean_file, read_prototxt
+from deconvnet.caffe.parse import (
+    mean_file_bytes,
+    read_caffemodel,
+    read_mean_file,
+    read_prototxt,
+)
 from deconvnet.inputs.preprocessing import IMAGENET_MEAN_BGR
 
 __all__ = [
@@ -16,6 +21,7 @@ __all__ = [
     "CaffeNet",
     "default_preprocessing",
     "load",
+    "mean_file_bytes",
     "read_caffemodel",
     "read_mean_file",
     "read_prototxt",

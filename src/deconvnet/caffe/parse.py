@@ -284,6 +284,17 @@ def read_mean_file(path: str | Path) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(shape)
 
 
+def mean_file_bytes(mean: np.ndarray) -> bytes:
+    """A ``(C, H, W)`` mean image (0..255, the network's channel order) serialised as the
+    ``BlobProto`` of a ``mean.binaryproto``, shape ``(1, C, H, W)``, as Caffe writes it."""
+    if mean.ndim != 3 or min(mean.shape) < 1 or not np.isfinite(mean).all():
+        raise InputError(f"a mean image needs finite (C, H, W) values, got {mean.shape}")
+    blob = schema.BlobProto()
+    blob.num, blob.channels, blob.height, blob.width = 1, *mean.shape
+    blob.data.extend(np.asarray(mean, dtype=np.float32).ravel().tolist())
+    return bytes(blob.SerializeToString())
+
+
 @dataclass(frozen=True)
 class Transform:
     """A ``transform_param`` (Caffe's data layer preprocessing), as the prototxt gives it."""

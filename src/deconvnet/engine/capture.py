@@ -27,6 +27,7 @@ from deconvnet.errors import (
     LayerNotReachedError,
     one_line,
 )
+from deconvnet.models.card import RE_EXPORT, card_of
 
 T = TypeVar("T")
 Keep = Callable[[str, Any], T]
@@ -82,12 +83,16 @@ def forward_until(
     call: int = 1,
     until: str | None = None,
     run: Callable[[Tensor], Any] | None = None,
+    shield: bool = False,
 ) -> dict[str, T]:
     """Run ``model`` on ``x`` until each of ``layers`` (name -> module) has given the output
     of its ``call``-th call; ``keep(name, output)`` of each, in the order they were reached.
 
     ``until`` names the one layer to stop at: the others are kept if they ran before it and
     are left out otherwise. ``run`` replaces ``model(x)`` (e.g. a ``functional_call``).
+    ``shield`` passes a copy of each hooked tensor output on to the rest of the model, so
+    a later in-place op (``ReLU(inplace=True)``) edits the copy, never the kept output and
+    its place in the autograd graph.
 
     Raises
     ------
@@ -96,7 +101,7 @@ def forward_until(
     LayerNotReachedError
         A required layer did not run.
     """
-    captured, _ = _capture(model, x, layers, keep, call, True, until, run)
+    captured, _ = _capture(model, x, layers, keep, call, True, until, run, shield)
     return captured
 
 
@@ -107,10 +112,13 @@ def forward_through(
     *,
     keep: Keep[T] = copied,  # type: ignore[assignment]
     call: int | None = None,
+    reached_only: bool = False,
 ) -> tuple[dict[str, T], Any]:
     """The whole forward pass: ``keep(name, output)`` of each layer's ``call``-th call (the
-    last one by default), and the model's own output. Raises as :func:`forward_until`."""
-    return _capture(model, x, layers, keep, call, False, None, None)
+    last one by default), and the model's own output. Raises as :func:`forward_until`;
+    with ``reached_only`` the layers the pass did not run are left out instead (a survey of
+    every module: timm's blocks hold a ``drop_path`` that runs only beside a shortcut)."""
+    return _capture(model, x, layers, keep, call, False, None, None, False, reached_only)
 
 
 def _capture(
@@ -122,22 +130,29 @@ def _capture(
     stop: bool,
     until: str | None,
     run: Callable[[Tensor], Any] | None,
+    shield: bool,
+    reached_only: bool = False,
 ) -> tuple[dict[str, T], Any]:
     named = list(layers.items() if isinstance(layers, Mapping) else layers)
-    required = {until} if until is not None else {name for name, _ in named}
+    if reached_only:
+        required: set[str] = set()
+    else:
+        required = {until} if until is not None else {name for name, _ in named}
     captured: dict[str, T] = {}
     calls: dict[str, int] = {}
 
-    def hook_for(name: str) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+    def hook_for(name: str) -> Callable[[nn.Module, Any, Any], Any]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
             calls[name] = calls.get(name, 0) + 1
             if call is None or calls[name] == call:
                 captured[name] = keep(name, output)
             if stop and required.issubset(captured):
                 raise LayerReached
+            return output + 0 if shield and isinstance(output, Tensor) else None
 
         return hook
 
+    check_batch(model, x)
     result = None
     with HandleList() as handles:
         for name, module in named:
@@ -170,6 +185,16 @@ def flat_outputs(
 
     with torch.no_grad():
         return forward_through(model, batch, named, keep=flat, call=1)
+
+
+def check_batch(model: nn.Module, x: Tensor) -> None:
+    """A model that runs only one batch size (its card says so) refused another in one line,
+    before it runs."""
+    fixed = card_of(model).fixed_batch
+    if fixed is not None and x.dim() > 0 and x.shape[0] != fixed:
+        raise InputError(
+            f"the model runs only batches of {fixed}, got {x.shape[0]} image(s); {RE_EXPORT}"
+        )
 
 
 def _precision_hint(error: BaseException, x: Tensor) -> str:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from deconvnet.engine import guard, windowed
-from deconvnet.engine.capture import ForwardFailed, forward_until, output_tensor
+from deconvnet.engine.capture import ForwardFailed, check_batch, forward_until, output_tensor
 from deconvnet.engine.compat import preset
 from deconvnet.engine.graph import Graph, Mark, Recorder
 from deconvnet.engine.hooks import model_lock
@@ -444,6 +444,7 @@ class Deconvnet:
             )
         if not bool(torch.isfinite(x).all()):
             raise InputError(f"the input holds {_non_finite_count(x)}; give finite values")
+        check_batch(self.model, x)
         param = next(self.model.parameters(), None)
         if param is not None and param.device != x.device:
             x = x.to(param.device)

@@ -9,9 +9,7 @@ from torch import nn
 from deconvnet.engine import guard
 from deconvnet.errors import LayerNotFoundError
 from deconvnet.models.card import card_of
-
-MAX_LISTED_LAYERS = 60
-"""How many valid layer names an unknown-layer error lists."""
+from deconvnet.models.naming import layer_names, unknown_name
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
@@ -24,16 +22,16 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     Raises
     ------
     LayerNotFoundError
-        Unknown name or a module that is not part of ``model``; lists valid names and
-        aliases.
+        Unknown name or a module that is not part of ``model``; suggests close names
+        (:func:`~deconvnet.models.naming.unknown_name`), never the whole list.
     """
     if isinstance(layer, nn.Module):
         for name, module in model.named_modules():
             if module is layer:
                 return name, module
         raise LayerNotFoundError(
-            f"the given {type(layer).__name__} module is not part of the model; "
-            f"valid layers: {_layer_list(model)}"
+            f"the given {type(layer).__name__} module is not part of the model "
+            f"({len(layer_names(model))} layer names)"
         )
     if not isinstance(layer, str):
         raise TypeError(
@@ -50,24 +48,8 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     except AttributeError:
         module = None
     if module is None or module is model:
-        raise LayerNotFoundError(
-            f"no layer {layer!r} in the model; valid layers: {_layer_list(model)}"
-        )
+        raise LayerNotFoundError(unknown_name(layer, layer_names(model)))
     return target, module
-
-
-def _layer_list(model: nn.Module) -> str:
-    names = [name for name, _ in model.named_modules() if name]
-    shown = ", ".join(names[:MAX_LISTED_LAYERS])
-    more = len(names) - MAX_LISTED_LAYERS
-    text = shown + (f", … ({more} more)" if more > 0 else "")
-    aliases = card_of(model).aliases
-    if aliases:
-        pairs = [f"{alias} = {target}" for alias, target in aliases.items()]
-        text += f"; aliases: {', '.join(pairs[:MAX_LISTED_LAYERS])}"
-        if len(pairs) > MAX_LISTED_LAYERS:
-            text += f", … ({len(pairs) - MAX_LISTED_LAYERS} more)"
-    return text
 
 
 def resolve_call(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module, int | None]:

@@ -43,6 +43,7 @@ from deconvnet.engine.ops import OPS
 from deconvnet.engine.ops.arguments import spatial, tensors
 from deconvnet.engine.ops.op import CallMode, Geometry, Shifted, Sliding, TorchCall
 from deconvnet.errors import InputError
+from deconvnet.models.card import card_of
 
 Box = tuple[int, int, int, int]
 _SPATIAL = 2
@@ -159,18 +160,21 @@ def layer_table(
     """Name, type, output shape and receptive field of every module the forward pass calls.
 
     Same tracing as :func:`receptive_fields`; rows in ``model.named_modules()`` order, the
-    root module left out.
+    root module left out; the type is the class the model card names (an export's), else the
+    module's. A model that runs only one batch size is traced at that size.
     """
     if len(input_shape) != _IMAGE_RANK or any(int(v) < 1 for v in input_shape):
         raise InputError(f"input_shape must be (N, C, H, W) >= 1, got {tuple(input_shape)}")
-    shape = tuple(int(v) for v in input_shape)
+    card = card_of(model)
+    batch = card.fixed_batch or int(input_shape[0])  # fields do not depend on the batch
+    shape = (batch, *(int(v) for v in input_shape[1:]))
     with model_lock(model):  # its hooks on a shared model are seen by every thread
         records = _trace(model, shape, device)
     rows = []
     for name, module in model.named_modules():
         if name and name in records:
             output_shape, field = records[name]
-            rows.append(LayerRow(name, type(module).__name__, output_shape, field))
+            rows.append(LayerRow(name, card.layer_type(name, module), output_shape, field))
     return rows
 
 
@@ -257,7 +261,11 @@ def _trace(
     try:
         with torch.random.fork_rng(devices=cuda_devices), torch.no_grad(), tracer:
             records, _ = forward_through(
-                model, images, [(n, m) for n, m in model.named_modules() if n], keep=record
+                model,
+                images,
+                [(n, m) for n, m in model.named_modules() if n],
+                keep=record,
+                reached_only=True,
             )
     finally:
         with torch.no_grad():

@@ -122,9 +122,12 @@ def _require_maps(y: Tensor, what: str) -> None:
 
 
 def _require_units(y: Tensor, what: str, instead: str) -> None:
-    if y.dim() != 2:
+    """Units are an fc layer's (B, F), or maps of one pixel each (B, C, 1, 1): a global
+    pool's or a 1x1 classifier's output."""
+    if y.dim() != 2 and not (y.dim() > 2 and all(size == 1 for size in y.shape[2:])):
         raise SelectionError(
-            f"{what} needs an fc layer output (B, F); got {tuple(y.shape)}: use {instead}"
+            f"{what} needs an fc layer output (B, F) or 1x1 maps (B, C, 1, 1); got "
+            f"{tuple(y.shape)}: use {instead}"
         )
 
 
@@ -246,7 +249,7 @@ class TopMaps(_Ranked):
 
 @dataclass(frozen=True)
 class Unit(Selection):
-    """Unit ``index`` of an fc layer output (B, F)."""
+    """Unit ``index`` of an fc layer output (B, F), or of 1x1 maps (B, C, 1, 1)."""
 
     index: int
 
@@ -260,12 +263,14 @@ class Unit(Selection):
 
 @dataclass(frozen=True)
 class TopUnits(_Ranked):
-    """The ``k`` strongest units of an fc layer, each projected separately."""
+    """The ``k`` strongest units of an fc layer (or of 1x1 maps, e.g. a global pool's
+    output), each projected separately."""
 
     def resolve(self, y: Tensor) -> Seeds:
         _require_units(y, "TopUnits", "TopMaps")
         self._require(y.shape[1], "units")
-        order = torch.sort(y.detach(), dim=1, descending=True, stable=True).indices[:, : self.k]
+        scores = y.detach().flatten(1)  # (B, C, 1, 1) maps hold one unit each
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, : self.k]
         return _unit_seeds(y, order, None)
 
     def describe(self) -> str:

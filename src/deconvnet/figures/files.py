@@ -35,6 +35,14 @@ def save_png(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
     return atomic_write(Path(path), lambda handle: image.save(handle, format="PNG"))
 
 
+def page_names(stem: str, count: int) -> list[str]:
+    """File names of a picture in ``count`` pages: ``stem.png`` alone, else
+    ``stem_page1.png`` … ``stem_pageN.png``."""
+    if count == 1:
+        return [f"{stem}.png"]
+    return [f"{stem}_page{number}.png" for number in range(1, count + 1)]
+
+
 class PngWriter:
     """:func:`save_png` on background threads, for figures that write many files: Pillow
     releases the GIL while it encodes and the OS while it writes, so the tiles of one map

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -12,6 +12,7 @@ from deconvnet.figures import panels
 from deconvnet.figures.render import to_display
 from deconvnet.figures.style import NO_DATA, OCCLUDER_COLOUR
 from deconvnet.instruments.occlusion.occlusion import OcclusionResult
+from deconvnet.models.naming import display_name
 
 OUTSIDE = -1
 """Label of figure pixels that no occluder centre covers (the margins)."""
@@ -23,13 +24,19 @@ def figure_panels(
     categories: Sequence[str] | None = None,
     *,
     channel_order: Literal["RGB", "BGR"] = "RGB",
+    aliases: Mapping[str, str] | None = None,
+    map_name: str | None = None,
 ) -> dict[str, np.ndarray]:
     """The panels of Fig. 7 as uint8 RGB images: ``input``, ``activation``, ``projection``,
     ``probability``, ``label`` (each titled), plus ``legend``.
 
     ``image`` is the ``(H, W, 3)`` uint8 picture the network saw (see
-    :func:`deconvnet.inputs.images.resized_rgb`); ``categories`` name the classes.
+    :func:`deconvnet.inputs.images.resized_rgb`); ``categories`` name the classes;
+    ``aliases`` (the model's) name the layer as everywhere else; ``map_name`` names the
+    map when the layer's maps are classes (SqueezeNet's ``relu10``).
     """
+    layer = display_name(aliases or {}, result.layer)
+    unit = f"map {result.channel}" + (f" ({map_name})" if map_name else "")
     names = _namer(categories)
     top, left = _strongest_spot(result)
     size = result.occluder.size
@@ -56,13 +63,13 @@ def figure_panels(
         ),
         "activation": panels.titled(
             panels.resize_panel(panels.colormap(activation)),
-            f"(b) {result.layer} map {result.channel}: total\n"
+            f"(b) {layer} {unit}: total\n"
             f"activation (unoccluded {result.baseline_activation:.3g})",
             panels.colour_bar(float(result.activation.min()), float(result.activation.max()), side),
         ),
         "projection": panels.titled(
             panels.resize_panel(projection, smooth=False),
-            f"(c) projection of map {result.channel}\n(its max, unoccluded image)",
+            f"(c) projection of {unit}\n(its max, unoccluded image)",
         ),
         "probability": panels.titled(
             panels.resize_panel(panels.colormap(probability, 0.0, 1.0)),
@@ -85,14 +92,31 @@ def figure(
     categories: Sequence[str] | None = None,
     *,
     channel_order: Literal["RGB", "BGR"] = "RGB",
+    aliases: Mapping[str, str] | None = None,
+    fill_label: str | None = None,
+    map_name: str | None = None,
 ) -> np.ndarray:
-    """One ``(H, W, 3)`` uint8 figure: panels (a)–(e) in a row, the class legend under (e)."""
-    drawn = figure_panels(result, image, categories, channel_order=channel_order)
+    """One ``(H, W, 3)`` uint8 figure: panels (a)–(e) in a row, the class legend under (e).
+
+    ``fill_label`` says what the occluder was filled with, in pixels (``"the mean pixel,
+    RGB 124, 116, 104"``); without it the fill is given in the network's input units."""
+    drawn = figure_panels(
+        result, image, categories, channel_order=channel_order, aliases=aliases, map_name=map_name
+    )
     label_column = panels.stack([drawn["label"], drawn["legend"]])
+    filled = fill_label or (
+        "fill " + ", ".join(f"{v:.3g}" for v in result.fill) + " in the network's input units"
+    )
+    size = result.occluder.size
     caption = (
-        f"occlusion: {result.rows.numel()}x{result.cols.numel()} positions, "
-        f"fill {', '.join(f'{v:.3g}' for v in result.fill)}, method {result.method}"
-        + (f" (spliced at {result.splice_layer})" if result.splice_layer else "")
+        f"occlusion: a {size}x{size} px square filled with {filled}, at "
+        f"{result.rows.numel()}x{result.cols.numel()} positions (stride "
+        f"{result.occluder.stride} px); method {result.method}"
+        + (
+            f", spliced at {display_name(aliases or {}, result.splice_layer)}"
+            if result.splice_layer
+            else ""
+        )
     )
     return panels.row(
         [drawn[k] for k in ("input", "activation", "projection", "probability")] + [label_column],

@@ -48,12 +48,14 @@ from deconvnet.figures.style import (
     TEXT,
     TITLE_FONT_SIZE,
     UNIT_COLOURS,
+    WARNING_TEXT,
     draw_text,
     text_image,
     text_size,
     wrap_text,
 )
 from deconvnet.inputs.images import deprocess
+from deconvnet.instruments.signal import BlankReport
 
 Contrast = Literal["tile", "shared"]
 CONTRASTS: tuple[Contrast, ...] = ("tile", "shared")
@@ -130,8 +132,12 @@ def projection_figure(
     channel_order: Literal["RGB", "BGR"] | None = None,
     layer_label: str | None = None,
     categories: Sequence[str] | None = None,
+    blanks: BlankReport | None = None,
 ) -> ProjectionFigure:
     """Draw the projections of image ``image_index`` of ``projection``.
+
+    ``blanks`` (from :func:`deconvnet.instruments.signal.explain_blanks`) marks the blank
+    projections: their captions say so and a line under the title says why.
 
     Everything but ``projection`` defaults to what it carries: the input image (de-
     preprocessed), the layer's receptive field, the channel order, layer alias and class
@@ -169,8 +175,12 @@ def projection_figure(
         patches.append(patch)
         shown.append(picture)
     labels, file_names, records = [], [], []
+    blank = set(blanks.blank) if blanks is not None else set()
     for k in range(count):
         label, record = _describe(projection, image_index, k, names)
+        record["blank"] = k in blank
+        if k in blank:
+            label += "\nblank: " + _blank_reason(blanks, k)
         unit_field = fields[k]
         record["receptive_field_box"] = list(unit_field) if unit_field is not None else None
         record["crop_box"] = list(crops[k])
@@ -183,8 +193,9 @@ def projection_figure(
         for k, picture in enumerate(shown)
     ]
     zoomed = any(crop != (0, 0, height, width) for crop in crops)
+    warning = blanks.sentence(count) if blanks is not None else None
     sheet, overview_box, tile_boxes = _sheet(
-        projection, layer, overview, patches, shown, labels, options, zoomed
+        projection, layer, overview, patches, shown, labels, options, zoomed, warning
     )
     return ProjectionFigure(
         sheet=sheet,
@@ -225,6 +236,18 @@ def manifest_entry(
             {**record, "file": name}
             for record, name in zip(figure.records, files["projections"], strict=True)
         ],
+    }
+
+
+def blank_record(blanks: BlankReport, count: int) -> dict[str, Any]:
+    """A manifest's account of blank projections: which, where the signal died, which rule
+    reaches the pixels, and the sentence the figure and stderr show."""
+    return {
+        "projections": list(blanks.blank),
+        "rule": blanks.rule,
+        "zero_below": {str(k): place for k, place in blanks.reached.items()},
+        "other_rules_reaching": blanks.reaching,
+        "note": blanks.sentence(count),
     }
 
 
@@ -342,12 +365,13 @@ def _describe(
         position = [int(p) for p in projection.positions[index, k]]
     class_name = _class_name(projection, channel, categories)
     joint = projection.positions is None
-    fc = projection.layer_shape is not None and len(projection.layer_shape) == 1
+    shape = projection.layer_shape
+    fc = shape is not None and (len(shape) == 1 or all(size == 1 for size in shape[1:]))
     if joint:
         what = projection.selection.describe()
     else:
         what = f"unit {channel}" if fc else f"map {channel}"
-    where = f" @ ({', '.join(map(str, position))})" if position else ""
+    where = f" @ ({', '.join(map(str, position))})" if position and not fc else ""
     named = f" {class_name}" if class_name else ""
     label = f"#{k + 1} {what}{where}{named}\nvalue {value:.4g}"
     record = {
@@ -359,6 +383,11 @@ def _describe(
         "value": value,
     }
     return label, record
+
+
+def _blank_reason(blanks: BlankReport | None, k: int) -> str:
+    place = blanks.reached.get(k) if blanks is not None else None
+    return f"signal zero below {place}" if place else "nothing reached the pixels"
 
 
 def _class_name(
@@ -430,7 +459,7 @@ def _overview(rgb: np.ndarray, fields: list[Box | None], labels: list[str]) -> n
             picture[spot[0] : spot[2], spot[1] : spot[3]] = number
             taken.append(spot)
     entries = [
-        (UNIT_COLOURS[k % len(UNIT_COLOURS)], label.replace("\nvalue", " ="))
+        (UNIT_COLOURS[k % len(UNIT_COLOURS)], label.split("\nblank")[0].replace("\nvalue", " ="))
         for k, label in enumerate(labels)
         if fields[k] is not None
     ]
@@ -464,9 +493,11 @@ def _sheet(
     labels: list[str],
     options: FigureOptions,
     zoomed: bool,
+    warning: str | None = None,
 ) -> tuple[np.ndarray, Box, list[tuple[Box, Box]]]:
-    """Title, overview, then rows of (patch | projection) pairs with headers and captions;
-    ``zoomed``: some tile shows a receptive field rather than the whole input."""
+    """Title, a warning line if any, overview, then rows of (patch | projection) pairs with
+    headers and captions; ``zoomed``: some tile shows a receptive field rather than the
+    whole input."""
     tile = options.tile
     count = len(shown)
     with_patch = any(p is not None for p in patches)
@@ -487,6 +518,9 @@ def _sheet(
     width = max(grid_w, overview.shape[1]) + 2 * PADDING
     title_text = wrap_text(title, width - 2 * PADDING, TITLE_FONT_SIZE)
     title_h = text_size(title_text, TITLE_FONT_SIZE)[1] + PADDING
+    warning_text = wrap_text(warning, width - 2 * PADDING, HEADER_FONT_SIZE) if warning else ""
+    warning_h = text_size(warning_text, HEADER_FONT_SIZE)[1] + PADDING if warning else 0
+    title_h += warning_h
     note = wrap_text(_footer(zoomed, options, with_patch), width - 2 * PADDING, FONT_SIZE)
     note_h = text_size(note, FONT_SIZE)[1] + PADDING
     grid_top = PADDING + title_h + overview.shape[0] + 2 * PADDING
@@ -494,6 +528,9 @@ def _sheet(
     sheet = np.empty((height, width, 3), dtype=np.uint8)
     sheet[...] = BACKGROUND
     draw_text(sheet, PADDING, PADDING, title_text, TITLE_FONT_SIZE)
+    if warning:
+        warning_top = PADDING + title_h - warning_h
+        draw_text(sheet, PADDING, warning_top, warning_text, HEADER_FONT_SIZE, colour=WARNING_TEXT)
     top = PADDING + title_h
     overview_box = (top, PADDING, top + overview.shape[0], PADDING + overview.shape[1])
     sheet[top : top + overview.shape[0], PADDING : PADDING + overview.shape[1]] = overview

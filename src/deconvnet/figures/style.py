@@ -25,6 +25,8 @@ BACKGROUND: RGB = (255, 255, 255)
 TEXT: RGB = (0, 0, 0)
 MUTED_TEXT: RGB = (90, 90, 90)
 """Secondary text: column headers' notes, units, provenance lines."""
+WARNING_TEXT: RGB = (170, 60, 0)
+"""Notes that change how a picture reads (blank projections and why)."""
 NO_DATA: RGB = (230, 230, 230)
 """Cells with no value: NaN heatmap cells, occlusion margins no occluder centre covers."""
 OUTSIDE_IMAGE: RGB = (200, 200, 200)

@@ -4,8 +4,9 @@ reading it back as untrusted input: a scan folder is something people download a
 :func:`read_index` is the one reader (the static site, the explorer): bounded and
 validated by :func:`~deconvnet.inputs.documents.read_document`, then checked across
 fields (every entry's map has statistics, ranks below ``k``, no entry twice, tiles for all
-entries or none). File names inside (``tile_file``, ``patch_file``) are only checked to be
-strings here; whoever opens them resolves them with :func:`deconvnet.storage.paths.inside`.
+entries or none). File names inside (``tile_file``, ``patch_file``, ``map_file``, the
+sheets) are only checked to be strings here; whoever opens them resolves them with
+:func:`deconvnet.storage.paths.inside`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Entry(BaseModel):
     sheet_patch_box: Box | None = None
     tile_file: Text | None = None
     patch_file: Text | None = None
+    map_file: Text | None = None
 
 
 class MapRecord(BaseModel):
@@ -95,8 +97,10 @@ class TopKIndexDocument(BaseModel):
     dataset_fingerprint: Text | None = None
     dataset_content: Text | None = None
     contrast: Text | None = None
+    display: Text | None = None
     skipped: list[Skipped] = Field(default_factory=list)
     sheets: dict[Text, Text] = Field(default_factory=dict)
+    sheet_pages: dict[Text, list[Text]] = Field(default_factory=dict)
     metadata: Metadata = Field(default_factory=Metadata)
     stats: dict[Text, list[MapRecord]]
     entries: list[Entry]

@@ -29,7 +29,7 @@ import hashlib
 import os
 import stat
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,6 +253,36 @@ def open_dataset(path: str | os.PathLike[str], preprocessing: Preprocessing) -> 
     if not location.exists():
         raise InputError(f"dataset not found: {location}")
     raise InputError(f"dataset must be a folder of images or an .npz file, got {location}")
+
+
+def mean_image(
+    dataset: ImageDataset, progress: Callable[[int, int | None], None] | None = None
+) -> np.ndarray:
+    """The per-pixel mean of every image, ``(H, W, 3)`` float64 in 0..255 RGB: what Caffe's
+    ``compute_image_mean`` makes for a mean file. The images must share one size.
+
+    Raises
+    ------
+    InputError
+        An image cannot be read, or is not the size of the first.
+    """
+    total: np.ndarray | None = None
+    for image_id in range(len(dataset)):
+        pixels = dataset.raw_image(image_id)
+        if total is None:
+            total = np.zeros(pixels.shape, dtype=np.float64)
+        elif pixels.shape != total.shape:
+            raise InputError(
+                f"{dataset.name(image_id)} is {pixels.shape[1]}x{pixels.shape[0]}, not "
+                f"{total.shape[1]}x{total.shape[0]} like the first image: a mean image needs "
+                "one size"
+            )
+        total += pixels
+        if progress is not None:
+            progress(image_id + 1, len(dataset))
+    assert total is not None  # a dataset is never empty
+    mean: np.ndarray = total / len(dataset)
+    return mean
 
 
 def collate_by_size(items: Sequence[Item]) -> Batch:

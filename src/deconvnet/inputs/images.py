@@ -28,9 +28,10 @@ All decoding goes through Pillow. The rules chosen here, once, for every caller:
   :data:`~deconvnet.inputs.reading.MAX_IMAGE_FILE_BYTES` (:mod:`deconvnet.inputs.reading`):
   a FIFO or device is refused at once instead of blocking.
 
-Resizing is Pillow's bilinear filter on the 8-bit image (it anti-aliases when shrinking),
-which is what torchvision's transforms do with PIL images; Caffe's demos resized floats with
-scikit-image instead, so "exact" inputs can differ from Caffe's by a few grey levels.
+Resizing is Pillow's filter on the 8-bit image (bilinear unless the spec's ``interpolation``
+says otherwise; it anti-aliases when shrinking), which is what torchvision's transforms do
+with PIL images; Caffe's demos resized floats with scikit-image instead, so "exact" inputs
+can differ from Caffe's by a few grey levels.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import torch
 from PIL import Image, ImageOps
 
 from deconvnet.errors import ImageError, InputError, one_line
-from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.inputs.preprocessing import Interpolation, Preprocessing
 from deconvnet.inputs.reading import MAX_IMAGE_FILE_BYTES, read_regular_file
 
 MIN_SIDE = 1
@@ -169,16 +170,16 @@ def decode_image(
 
 
 def fit_native_size(image: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, bool]:
-    """``image`` downscaled (bilinear) so no side exceeds :data:`MAX_NATIVE_SIDE` when ``spec``
-    keeps native sizes (``resize_rule="none"``); other rules resize anyway. Also returns
-    whether it was downscaled."""
+    """``image`` downscaled (by the spec's filter) so no side exceeds
+    :data:`MAX_NATIVE_SIDE` when ``spec`` keeps native sizes (``resize_rule="none"``); other
+    rules resize anyway. Also returns whether it was downscaled."""
     longest = max(image.shape[:2])
     if spec.resize_rule != "none" or longest <= MAX_NATIVE_SIDE:
         return image, False
     factor = MAX_NATIVE_SIDE / longest
     height = max(1, round(image.shape[0] * factor))
     width = max(1, round(image.shape[1] * factor))
-    return _resize(image, (height, width)), True
+    return _resize(image, (height, width), spec.interpolation), True
 
 
 def require_min_side(image: np.ndarray, min_side: int, *, what: str = "image") -> None:
@@ -204,10 +205,14 @@ def resized_rgb(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
     if spec.resize_rule == "none":
         return image.copy()
     if spec.resize_rule == "exact":
-        return _resize(image, spec.input_size)
+        return _resize(image, spec.input_size, spec.interpolation)
     if spec.resize_to is None:  # Preprocessing.__post_init__ forbids this; keeps mypy exact
-        raise InputError("resize_rule 'shorter_then_center_crop' needs resize_to")
-    resized = _resize(image, _shorter_side_size(image.shape[:2], spec.resize_to))
+        raise InputError(f"resize_rule {spec.resize_rule!r} needs resize_to")
+    if spec.resize_rule == "squash_then_center_crop":
+        resized = _resize(image, (spec.resize_to, spec.resize_to), spec.interpolation)
+    else:
+        shorter = _shorter_side_size(image.shape[:2], spec.resize_to)
+        resized = _resize(image, shorter, spec.interpolation)
     return _center_crop(resized, spec.input_size)
 
 
@@ -417,11 +422,14 @@ def _stretch_to_8bit(values: np.ndarray) -> np.ndarray:
     return np.round((data - low) / (high - low) * _MAX_8BIT).astype(np.uint8)
 
 
-def _resize(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+def _resize(
+    image: np.ndarray, size_hw: tuple[int, int], interpolation: Interpolation = "bilinear"
+) -> np.ndarray:
     height, width = size_hw
     if image.shape[:2] == (height, width):
         return image.copy()
-    resized = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
+    resample = Image.Resampling[interpolation.upper()]
+    resized = Image.fromarray(image).resize((width, height), resample)
     return np.asarray(resized).copy()
 
 

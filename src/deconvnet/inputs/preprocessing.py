@@ -11,7 +11,18 @@ from typing import Literal
 
 import numpy as np
 
-ResizeRule = Literal["exact", "shorter_then_center_crop", "none"]
+ResizeRule = Literal["exact", "shorter_then_center_crop", "squash_then_center_crop", "none"]
+RESIZE_RULES: tuple[ResizeRule, ...] = (
+    "exact", "shorter_then_center_crop", "squash_then_center_crop", "none"
+)
+CROPPING_RULES: tuple[ResizeRule, ...] = ("shorter_then_center_crop", "squash_then_center_crop")
+"""The rules that resize to ``resize_to`` first, then centre-crop ``input_size``."""
+Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
+INTERPOLATIONS: tuple[Interpolation, ...] = (
+    "nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"
+)
+"""Pillow's resampling filters, by the names torchvision's ``InterpolationMode`` and timm's
+``pretrained_cfg`` give them."""
 
 
 @dataclass(frozen=True)
@@ -30,10 +41,12 @@ class Preprocessing:
     resize_rule
         ``"exact"``: resize straight to ``input_size`` (Caffe demos);
         ``"shorter_then_center_crop"``: shorter side to ``resize_to``, centre crop to
-        ``input_size`` (torchvision); ``"none"``: feed the image as it is (fully
-        convolutional use).
+        ``input_size`` (torchvision; timm's ``crop_mode="center"``);
+        ``"squash_then_center_crop"``: both sides to ``resize_to`` (the aspect ratio is not
+        kept), centre crop to ``input_size`` (timm's ``crop_mode="squash"``); ``"none"``:
+        feed the image as it is (fully convolutional use).
     resize_to
-        Shorter-side length for ``"shorter_then_center_crop"``.
+        The side length the image is resized to before the crop, for the cropping rules.
     channel_order
         ``"RGB"`` or ``"BGR"`` (Caffe).
     scale
@@ -48,6 +61,9 @@ class Preprocessing:
         Caffe does at test time.
     mean_source
         Where ``mean_image`` came from (a file name), for manifests.
+    interpolation
+        The resampling filter of every resize (Pillow's, on the 8-bit image): ``"bilinear"``
+        as torchvision's ImageNet weights; timm's configs mostly say ``"bicubic"``.
     """
 
     input_size: tuple[int, int]
@@ -60,16 +76,22 @@ class Preprocessing:
     channels: int = 3
     mean_image: np.ndarray | None = field(default=None, compare=False, repr=False)
     mean_source: str | None = None
+    interpolation: Interpolation = "bilinear"
 
     def __post_init__(self) -> None:
         if len(self.input_size) != 2 or min(self.input_size) < 1:
             raise ValueError(f"input_size must be (H, W) >= 1, got {self.input_size!r}")
-        if self.resize_rule not in ("exact", "shorter_then_center_crop", "none"):
+        if self.resize_rule not in RESIZE_RULES:
             raise ValueError(f"unknown resize_rule {self.resize_rule!r}")
-        if self.resize_rule == "shorter_then_center_crop" and not self.resize_to:
-            raise ValueError("resize_rule 'shorter_then_center_crop' needs resize_to")
+        if self.resize_rule in CROPPING_RULES and not self.resize_to:
+            raise ValueError(f"resize_rule {self.resize_rule!r} needs resize_to")
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                f"got {self.interpolation!r}"
+            )
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
         for name, neutral in (("mean", 0.0), ("std", 1.0)):  # the defaults fit any count

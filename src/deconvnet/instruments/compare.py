@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from deconvnet.engine.engine import Deconvnet
 from deconvnet.engine.projection import Projection
-from deconvnet.engine.receptive import Box, union_box
+from deconvnet.engine.receptive import Box
 from deconvnet.engine.rules import COMPARED_RULES
 from deconvnet.engine.selection import Selection
 
@@ -38,8 +38,9 @@ class Comparison:
     channels, values : Tensor (K,) — the seeded map and activation (same for every rule).
     positions : LongTensor (K, ndim) or None.
     layer, selection : what was projected.
-    zoom : the input box the selected units look at together (the union of their
-        receptive fields, clipped to the image), or None when unknown (fc layers).
+    boxes : per seed, the input box it looks at: its receptive field (it may reach past
+        the image's border), or for a joint selection the seeded units' fields together,
+        clipped; None where unknown (fc layers).
     """
 
     rules: tuple[str, ...]
@@ -49,7 +50,7 @@ class Comparison:
     positions: Tensor | None
     layer: str
     selection: Selection
-    zoom: Box | None = None
+    boxes: tuple[Box | None, ...] = ()
 
 
 class _EngineOptions(TypedDict, total=False):
@@ -95,14 +96,21 @@ def compare_rules(
         positions=None if first.positions is None else first.positions[0].cpu(),
         layer=first.layer,
         selection=select,
-        zoom=_zoom(first),
+        boxes=_boxes(first),
     )
 
 
-def _zoom(projection: Projection) -> Box | None:
-    """Union of the selected units' receptive fields for the first image."""
+def _boxes(projection: Projection) -> tuple[Box | None, ...]:
+    """Each seed's own receptive field for the first image (see :attr:`Comparison.boxes`)."""
+    count = projection.images.shape[1]
     field = projection.receptive_field
     if field is None or projection.extents is None:
-        return None
+        return (None,) * count
     image_hw = (int(projection.images.shape[-2]), int(projection.images.shape[-1]))
-    return union_box(field.span(extent, image_hw) for extent in projection.extents[0].tolist())
+    if field.is_global:
+        return ((0, 0, *image_hw),) * count
+    joint = projection.positions is None
+    return tuple(
+        field.span(extent, image_hw if joint else None)
+        for extent in projection.extents[0].tolist()
+    )

@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,7 @@ from deconvnet.engine.receptive import Box
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
+from deconvnet.models.card import require_any_batch
 
 RANDOM = "random"
 """The control's name in :attr:`CorrespondenceResult.scores`."""
@@ -51,6 +53,17 @@ DEFAULT_SIZE_FRACTION = 1 / 8
 """Default mask side as a share of the input's shorter side (28 px at 224): about an eye
 of a dog face that fills the frame. The paper gives no size in its text."""
 PART_KEYS_RESERVED = ("object",)
+PARTS_DIR = Path(__file__).resolve().parent / "parts"
+"""Part boxes shipped with the package (see its README.md)."""
+BUNDLED_PARTS: dict[str, str] = {"imagenet-dogs": "imagenet_dogs.json"}
+"""Names of the bundled part files: ``imagenet-dogs`` marks the eyes and nose of five dogs
+of the 200-photo ImageNet sample (the paper's Table 1 setting)."""
+
+
+def bundled_parts(name: str) -> Path | None:
+    """The file of a bundled part set, or ``None`` for a name that is not one."""
+    file = BUNDLED_PARTS.get(name)
+    return PARTS_DIR / file if file is not None else None
 """Box names in a parts mapping that are not parts (``object`` bounds the random control)."""
 
 Progress = Callable[[int, int | None], None]
@@ -199,6 +212,7 @@ def correspondence(
         raise InputError(f"trials must be >= 1, got {trials}")
     total = len(xs) * (1 + len(names) + trials)
     check_work(total, max_work, what="correspondence", unit="masked images")
+    require_any_batch(model, "correspondence")
     named = [resolve_layer(model, layer) for layer in layers]
     if not named or len({name for name, _ in named}) != len(named):
         raise InputError(f"layers must name distinct layers, got {[n for n, _ in named]}")

@@ -51,6 +51,7 @@ from deconvnet.inputs.images import deprocess
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.occlusion.occlusion import mean_fill
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
+from deconvnet.models.card import require_any_batch
 
 Transform = Literal["translate", "scale", "rotate"]
 Canvas = Literal["fill", "wrap"]
@@ -179,6 +180,7 @@ def invariance(
     targets_given = list(labels) if labels is not None else [None] * len(images)
     if len(targets_given) != len(images):
         raise InputError(f"{len(targets_given)} labels for {len(images)} images")
+    require_any_batch(model, "invariance")
     named = [resolve_layer(model, layer) for layer in layers]
     if len({name for name, _ in named}) != len(named):
         raise InputError(f"layers must be distinct, got {[name for name, _ in named]}")

@@ -194,7 +194,9 @@ def load(
     Parameters
     ----------
     name
-        One of :func:`names`.
+        One of :func:`names`, or ``timm:NAME`` / ``torchvision:NAME`` when that library is
+        installed (:mod:`~deconvnet.models.libraries`: its preprocessing and class names
+        on the card; weights ``None``/``"random"``, ``"pretrained"`` or a file).
     weights
         ``None``: the model's default set (the embedded CIFAR-10 weights for
         ``"default"``), otherwise random init; ``"random"``: random init always (e.g. for
@@ -218,11 +220,38 @@ def load(
     Raises
     ------
     ModelNotFoundError
-        ``name`` is not registered.
+        ``name`` is not registered; its library is not installed or has no such model.
     WeightsError
         Unknown weight-set name, missing/corrupt file, failed download, or a state dict
         that does not fit the architecture.
     """
+    from deconvnet.models import libraries  # it builds on this module's weights checks
+
+    if libraries.is_library_model(name):
+        if isinstance(weights, Weights):
+            raise WeightsError(f"{name}: weights must be a file, {libraries.PRETRAINED!r} or None")
+        model, card = libraries.load_library_model(name, weights, progress=progress, seed=seed)
+    else:
+        model, card = _zoo_model(name, weights, progress, seed)
+    _set_attributes(
+        attach(model, card),
+        preprocessing=card.preprocessing,
+        categories=card.categories,
+        layer_aliases=dict(card.aliases),
+    )
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def _zoo_model(
+    name: str,
+    weights: str | os.PathLike[str] | Weights | None,
+    progress: ProgressFn | None,
+    seed: int | None,
+) -> tuple[nn.Module, ModelCard]:
+    """A zoo model with its weights, and its card."""
     spec = info(name)
     chosen = _resolve(spec, weights)
     digest = None
@@ -246,16 +275,7 @@ def load(
         aliases=dict(spec.layer_aliases),
         provenance=Provenance(name, _weights_label(weights), digest),
     )
-    _set_attributes(
-        attach(model, card),
-        preprocessing=card.preprocessing,
-        categories=card.categories,
-        layer_aliases=dict(card.aliases),
-    )
-    model.eval()
-    if device is not None:
-        model.to(device)
-    return model
+    return model, card
 
 
 def _weights_label(weights: str | os.PathLike[str] | Weights | None) -> str:

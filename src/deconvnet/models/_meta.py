@@ -19,8 +19,8 @@ CIFAR10_CATEGORIES: tuple[str, ...] = (
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4919327362159134, 0.482255492652801, 0.4463265582246361)
 CIFAR10_STD: tuple[float, float, float] = (0.2457799820808061, 0.2434915554620801, 0.261076648597142)
-"""Per-channel RGB mean/std in [0, 1] of the 25,000 training JPEGs (printed by
-``scripts/train_default.py``)."""
+"""Per-channel RGB mean/std in [0, 1] of the 25,000 training JPEGs (recorded by
+``deconvnet train-default`` in its manifest)."""
 
 CAFFE_IMAGENET_MEAN_BGR: tuple[float, float, float] = (104.00698793, 116.66876762, 122.67891434)
 """BVLC ``ilsvrc_2012_mean`` averaged per channel, BGR, in [0, 255]."""

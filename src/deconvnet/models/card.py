@@ -23,6 +23,9 @@ from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.models._download import sha256_of
 
+IMAGE_RANK = 4
+RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU)
+"""Modules whose output the default layer prefers to the convolution before them."""
 CARD_ATTRIBUTE = "deconvnet_card"
 """The one attribute a loaded model carries (the model's parameters are not touched)."""
 ModelT = TypeVar("ModelT", bound=nn.Module)
@@ -57,6 +60,12 @@ class ModelCard:
         ``features.12``; Caffe's blob names).
     provenance : where it and its weights come from; None for a model handed to the API.
     default_layer : the layer shown when none is named; None: the last convolution.
+    input_shape : ``(N, C, H, W)`` the model accepts, None for a dimension of any size (a
+        ``torch.export`` archive fixes the dimensions it was not told were dynamic); None
+        when not known (any eager module).
+    layer_types : the class a layer was, where its module's own type does not say (an
+        export's modules are all ``InterpreterModule``; these are the classes it was
+        exported from).
     """
 
     preprocessing: Preprocessing | None = None
@@ -64,6 +73,25 @@ class ModelCard:
     aliases: Mapping[str, str] = field(default_factory=dict)
     provenance: Provenance | None = None
     default_layer: str | None = None
+    input_shape: tuple[int | None, ...] | None = None
+    layer_types: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The one batch size the model runs, or None when any goes."""
+        return self.input_shape[0] if self.input_shape else None
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """The one ``(H, W)`` the model takes, or None when its input size is free."""
+        if not self.input_shape or len(self.input_shape) != IMAGE_RANK:
+            return None
+        height, width = self.input_shape[2], self.input_shape[3]
+        return (height, width) if height is not None and width is not None else None
+
+    def layer_type(self, name: str, module: nn.Module) -> str:
+        """The class name to show for layer ``name``: the exported one, else the module's."""
+        return self.layer_types.get(name, type(module).__name__)
 
     def alias_of(self, layer: str) -> str | None:
         """The readable name (``conv5``) of the module ``layer``, if it has one."""
@@ -122,15 +150,58 @@ _CARD_ATTRIBUTES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
 
 
 def default_layer(model: nn.Module, among: Collection[str] | None = None) -> str | None:
-    """The layer to show when none is named: the card's, else the last convolution — the
-    deepest layer that still has feature maps (of ``among`` only, when given); None if
-    there is none."""
+    """The layer to show when none is named: the card's, else the last convolution after
+    its rectifier — the deepest layer that still has feature maps, read as activations (a
+    Fig. 7 total never adds up negative pre-activation sums; a projection is the same from
+    either, since the rectifier passes the seed unchanged). Of ``among`` only, when given;
+    None if there is none."""
     chosen = card_of(model).default_layer
     if chosen is not None and (among is None or chosen in among):
         return chosen
-    convolutions = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Conv2d) and (among is None or name in among)
-    ]
-    return convolutions[-1] if convolutions else None
+    modules = list(model.named_modules())
+    convolutions = [i for i, (_, module) in enumerate(modules) if isinstance(module, nn.Conv2d)]
+    for index in reversed(convolutions):
+        candidates = [modules[index][0]]
+        if index + 1 < len(modules) and isinstance(modules[index + 1][1], RECTIFIERS):
+            candidates.insert(0, modules[index + 1][0])
+        for name in candidates:
+            if among is None or name in among:
+                return str(name)
+    return None
+
+
+RE_EXPORT = (
+    "re-export it with a dynamic batch: torch.export.export(model, (x,), "
+    "dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))"
+)
+
+
+def batch_size_for(model: nn.Module, wanted: int, what: str) -> int:
+    """How many images ``what`` feeds ``model`` at once where ``wanted`` would do:
+    ``wanted``, or 1 for a model that runs only batches of one (a ``.pt2`` exported with
+    batch 1; every instrument can work one image at a time).
+
+    Raises
+    ------
+    InputError
+        Before any work, for a model that runs only batches of several images: instruments
+        feed one image, or a dataset's last, smaller batch.
+    """
+    fixed = card_of(model).fixed_batch
+    if fixed is None or fixed == 1:
+        return wanted if fixed is None else 1
+    raise InputError(
+        f"{what} feeds batches of varying size (one image, a dataset's last batch), and the "
+        f"model runs only batches of exactly {fixed}; {RE_EXPORT}"
+    )
+
+
+def require_any_batch(model: nn.Module, what: str) -> None:
+    """Refuse, before any work, a model with a fixed batch size for ``what``, which compares
+    images within one batch."""
+    fixed = card_of(model).fixed_batch
+    if fixed is not None:
+        raise InputError(
+            f"{what} runs several images in one batch (an image and its variants), and the "
+            f"model runs only batches of {fixed}; {RE_EXPORT}"
+        )

@@ -97,7 +97,7 @@ DEFAULT_CIFAR10 = Weights(
     preprocessing=CIFAR10_PREPROCESSING,
     categories=CIFAR10_CATEGORIES,
     provenance=(
-        "trained for this project by scripts/train_default.py on the 25,000 CIFAR-10 "
+        "trained for this project by deconvnet train-default on the 25,000 CIFAR-10 "
         "training JPEGs (seed 0); see weights/default_cifar10.md; MIT like the package"
     ),
     licence="MIT",

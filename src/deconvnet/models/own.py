@@ -26,6 +26,8 @@ from deconvnet.errors import ModelNotFoundError, WeightsError, one_line
 from deconvnet.models._api import apply_state_dict, read_state_dict
 from deconvnet.models._download import sha256_of
 from deconvnet.models.card import Provenance, attach, card_of
+from deconvnet.models.exported import load_exported
+from deconvnet.models.libraries import is_library_model
 
 EXPORT_SUFFIX = ".pt2"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl")
@@ -38,7 +40,10 @@ ERROR_CHARS = 300
 
 
 def is_own_model(spec: str) -> bool:
-    """True for the forms :func:`load_own` reads (anything but a zoo name)."""
+    """True for the forms :func:`load_own` reads (anything but a zoo name or a library's
+    ``timm:NAME``/``torchvision:NAME``)."""
+    if is_library_model(spec):
+        return False
     return (
         FACTORY_SEPARATOR in spec or spec.endswith(EXPORT_SUFFIX) or spec.endswith(PICKLE_SUFFIXES)
     )
@@ -87,7 +92,7 @@ def load_own(
 
 def _build(spec: str, unsafe_pickle: bool) -> nn.Module:
     if spec.endswith(EXPORT_SUFFIX):
-        return _exported(Path(spec))
+        return load_exported(Path(spec))
     if spec.endswith(PICKLE_SUFFIXES):
         return _pickled(Path(spec), unsafe_pickle)
     source, separator, name = spec.rpartition(FACTORY_SEPARATOR)
@@ -145,22 +150,6 @@ def _module(source: str) -> Any:
         raise ModelNotFoundError(
             f"cannot import module {source!r}: {one_line(exc, ERROR_CHARS)}"
         ) from exc
-
-
-def _exported(path: Path) -> nn.Module:
-    """The archive's program as a module tree (``torch.export.unflatten``), so its layers
-    keep their names and hooks fire on them."""
-    if not path.is_file():
-        raise ModelNotFoundError(f"exported model {path} does not exist")
-    try:
-        with warnings.catch_warnings():  # torch's own deprecation notices, not the user's
-            warnings.simplefilter("ignore", FutureWarning)
-            program = torch.export.load(path)
-    except Exception as exc:  # zip, version and schema errors have no common base
-        raise WeightsError(
-            f"cannot read {path} as a torch.export archive: {one_line(exc, ERROR_CHARS)}"
-        ) from exc
-    return torch.export.unflatten(program)
 
 
 def _pickled(path: Path, unsafe_pickle: bool) -> nn.Module:

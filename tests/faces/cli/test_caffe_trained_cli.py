@@ -145,3 +145,31 @@ def test_grey_and_cifar_nets_project_from_the_command_line(
         "source": "mean.binaryproto",
     }
     assert manifest["preprocessing_flags"]["bgr"] is False
+
+
+def test_mean_file_command_makes_the_mean_the_cifar_example_needs(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """Issue 23, item 8: ``deconvnet mean-file`` writes the mean.binaryproto the README's
+    cifar10_quick example reads. Oracle: the per-pixel mean computed here with NumPy over
+    the same files (Caffe's compute_image_mean), stored as float32."""
+    from deconvnet.caffe import read_mean_file
+
+    files = cifar_files(shared_data, "train", 10)
+    folder = tmp_path / "train"
+    for path, _ in files:
+        (folder / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (folder / path.parent.name / path.name).symlink_to(path)
+    out = tmp_path / "mean"
+    assert main(["mean-file", str(folder), "--out", str(out)]) == 0
+    written = read_mean_file(out / "mean.binaryproto")
+    expected = read_mean_file(_write_mean(shared_data, tmp_path / "oracle.binaryproto", 10))
+    assert written.shape == (3, 32, 32)
+    np.testing.assert_allclose(written, expected, atol=1e-4)
+    photo = shared_data / "cifar10" / "test" / "horse" / "0000.jpg"
+    argv = [
+        "project",
+        str(photo),
+        *_cifar_net(shared_data, "cifar10_quick", out / "mean.binaryproto"),
+    ]
+    assert main([*argv, "--layer", "conv3", "--out", str(tmp_path / "horse")]) == 0

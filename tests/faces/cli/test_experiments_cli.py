@@ -152,3 +152,52 @@ def test_correspondence_needs_boxes_for_every_image(tmp_path: Path, capsys) -> N
     (tmp_path / "parts.json").write_text(json.dumps({"d0.png": {"eye": [1, 1, 0, 4]}}))
     assert main([*args, "--out", str(tmp_path / "o")]) == 1
     assert "top < bottom" in capsys.readouterr().err
+
+
+def test_invariance_takes_the_true_class_from_an_imagenet_file_name(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """Issue 23, item 7: the orange photo is scored as an orange (its wnid n07747607 is in
+    its name, ImageNet index 950), not as the top class; a name without a wnid keeps the
+    top class. Oracle: Caffe's synset order (``synset_words.txt``)."""
+    orange = shared_data / "imagenet-sample" / "n07747607_orange.JPEG"
+    synsets = (shared_data / "caffe" / "synset_words.txt").read_text().splitlines()
+    wnids = [line.split()[0] for line in synsets if line.strip()]
+    renamed = tmp_path / "fruit.jpg"
+    renamed.write_bytes(orange.read_bytes())
+    out = tmp_path / "inv"
+    argv = ["invariance", str(orange), str(renamed), "--model", "squeezenet1_0"]
+    argv += ["--weights", "deep-compression", "--transform", "rotate", "--range", "0,90"]
+    assert main([*argv, "--layers", "pool10", "--no-photos", "--out", str(out)]) == 0
+    results = json.loads((out / "invariance_rotate.json").read_text())
+    named, plain = results["images"]
+    assert named["target"] == wnids.index("n07747607") == 950
+    assert named["target_is_label"] and named["target_name"].startswith("orange")
+    assert not plain["target_is_label"]
+
+
+DOGS = (
+    "n02085936_Maltese_dog.JPEG",
+    "n02096294_Australian_terrier.JPEG",
+    "n02097474_Tibetan_terrier.JPEG",
+    "n02107908_Appenzeller.JPEG",
+    "n02112137_chow.JPEG",
+)
+
+
+def test_correspondence_runs_on_the_bundled_dog_parts(tmp_path: Path, shared_data: Path) -> None:
+    """Issue 23, item 8: the README's §4.3 example needs no file from the repository: the
+    part boxes of the five ImageNet dogs ship with the package (``--parts imagenet-dogs``)."""
+    from deconvnet.instruments.correspondence import bundled_parts
+
+    shipped = bundled_parts("imagenet-dogs")
+    assert shipped is not None and shipped.is_file()
+    assert sorted(json.loads(shipped.read_text())) == sorted(DOGS)
+    photos = [str(shared_data / "imagenet-sample" / name) for name in DOGS]
+    argv = ["correspondence", *photos, "--parts", "imagenet-dogs", "--model", "squeezenet1_0"]
+    argv += ["--weights", "deep-compression", "--layers", "fire5", "--trials", "2"]
+    out = tmp_path / "corr"
+    assert main([*argv, "--no-photos", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "correspondence.csv").open()))
+    assert [row["part"] for row in rows] == ["left eye", "right eye", "nose", "random"]
+    assert json.loads((out / "manifest.json").read_text())["parts_file"] == "imagenet-dogs"

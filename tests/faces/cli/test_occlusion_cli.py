@@ -34,7 +34,10 @@ def test_occlude_writes_figure_panels_and_manifest(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["size"] == 8 and manifest["stride"] == 4 and manifest["fill"] == [0, 0, 0]
     assert manifest["label"] == 3 and manifest["target_name"] == "class 3"
-    assert manifest["layer"] == "features.10" and manifest["input_size"] == [32, 32]
+    # the default layer is the last convolution after its ReLU: totals of activations
+    assert manifest["layer"] == "features.11" and manifest["layer_alias"] == "relu4"
+    assert manifest["baseline"]["map_total_activation"] >= 0
+    assert manifest["input_size"] == [32, 32]
     assert len(manifest["positions"]["rows"]) == 7
     assert manifest["files"] == sorted([manifest["figure"], *manifest["panels"].values()])
     for name in manifest["files"]:

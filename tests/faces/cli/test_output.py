@@ -235,9 +235,18 @@ def test_topk_resume_works_in_its_own_folder_and_replaces_its_files(
     assert not (out / "tiles").exists()  # the earlier run's tiles (and their folders) are gone
     assert "topk_checkpoint.pt" in files
     (out / "notes.txt").write_text("mine")
-    assert _topk(images, out, "--resume") == 1  # resuming is no licence to write beside it
+    capsys.readouterr()
+    # --resume treats a file no manifest lists as --overwrite does (issue 23, item 8):
+    # it stays, with a note, and the scan goes on
+    assert _topk(images, out, "--resume") == 0
+    assert "kept 1 file" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"
     assert _topk(images, out, "--resume", "--overwrite") == 0
     assert (out / "notes.txt").read_text() == "mine"
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("theirs")
+    assert _topk(images, stranger, "--resume") == 1  # no checkpoint, no manifest: not a scan
 
 
 def test_an_interrupted_topk_keeps_only_its_checkpoint_and_resumes(

@@ -18,6 +18,7 @@ from deconvnet import models, topk
 from deconvnet.faces.cli import main
 from deconvnet.inputs import datasets
 from tests._fuzz import deadline
+from tests._pictures import places
 
 N_IMAGES = 10
 
@@ -147,3 +148,45 @@ def test_resume_after_a_same_size_swap_is_one_line_and_exit_1(
     assert main([*argv, "--resume"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(victim) in err and "changed since the scan" in err
+
+
+def test_fig2_output_scales_pages_per_map_pictures_and_captions(
+    folder: Path, tmp_path: Path
+) -> None:
+    """96 maps of conv2: contact sheets cut into pages within the pixel budget, one picture
+    per map (tiles/<layer>/<map>.png) with each tile and its caption (value; image with its
+    class folder), tiles of 128 px (issue 23, item 3)."""
+    from deconvnet.figures.style import MUTED_TEXT, text_image
+    from deconvnet.figures.topk import CAPTION_FONT_SIZE, SHEET_MAX_HEIGHT, SHEET_MAX_WIDTH
+
+    out = tmp_path / "out"
+    argv = [
+        "topk", str(folder), "--model", "default", "--weights", "random", "--layers", "conv2",
+        "--k", "2", "--maps", "all", "--workers", "0", "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    document = json.loads((out / "topk_index.json").read_text())
+    pages = document["sheet_pages"]["features.4"]
+    assert pages == ["topk_conv2_page1.png", "topk_conv2_page2.png"]
+    for name in pages:
+        width, height = Image.open(out / name).size
+        assert width <= SHEET_MAX_WIDTH and height <= SHEET_MAX_HEIGHT
+    sheets = {name: np.asarray(Image.open(out / name).convert("RGB")) for name in pages}
+    maps = {entry["map"] for entry in document["entries"]}
+    assert maps == set(range(96))
+    for entry in document["entries"]:
+        tile = np.asarray(Image.open(out / entry["tile_file"]).convert("RGB"))
+        assert max(tile.shape[:2]) == 128
+        top, left, bottom, right = entry["sheet_projection_box"]
+        np.testing.assert_array_equal(sheets[entry["sheet"]][top:bottom, left:right], tile)
+        assert entry["map_file"] == f"tiles/conv2/{entry['map']}.png"
+    first = next(e for e in document["entries"] if e["map"] == 0 and e["rank"] == 0)
+    picture = np.asarray(Image.open(out / first["map_file"]).convert("RGB"))
+    assert places(picture, np.asarray(Image.open(out / first["tile_file"]).convert("RGB")))
+    assert places(picture, np.asarray(Image.open(out / first["patch_file"]).convert("RGB")))
+    folder_and_name = "/".join(Path(first["image"]).parts[-2:])  # e.g. odd/03.png
+    assert folder_and_name.split("/")[0] in {"odd", "even"}
+    caption = text_image(folder_and_name, CAPTION_FONT_SIZE, colour=MUTED_TEXT)
+    assert places(picture, caption)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["files"]) >= {*pages, *(f"tiles/conv2/{m}.png" for m in range(96))}

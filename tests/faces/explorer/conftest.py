@@ -15,6 +15,7 @@ import uvicorn
 
 from deconvnet import models
 from deconvnet.engine.receptive import layer_table
+from deconvnet.faces.cli import main
 from deconvnet.faces.explorer.app import create_app
 from deconvnet.faces.explorer.session import Explorer
 from deconvnet.faces.site.build import build_site
@@ -22,6 +23,9 @@ from deconvnet.faces.site.build import build_site
 STARTUP_SECONDS = 30
 LOCAL = "http://127.0.0.1"
 """Base URL of test clients: the explorer answers only requests for its own address."""
+SQUEEZENET = ["--model", "squeezenet1_0", "--weights", "deep-compression"]
+SQUEEZENET_SCAN_K = 2
+SQUEEZENET_SCANNED_MAPS = 3
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +71,49 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def squeezenet():
+    return models.load("squeezenet1_0", "deep-compression")
+
+
+@pytest.fixture(scope="session")
+def squeezenet_scan(tmp_path_factory: pytest.TempPathFactory, photos: Path) -> Path:
+    """A real SqueezeNet scan of fire2 (a Fire container: its concatenated output)."""
+    out = tmp_path_factory.mktemp("squeezenet_scan") / "scan"
+    argv = ["topk", str(photos), *SQUEEZENET, "--layers", "fire2"]
+    options = ["--maps", str(SQUEEZENET_SCANNED_MAPS), "--k", str(SQUEEZENET_SCAN_K)]
+    assert main([*argv, *options, "--workers", "0", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def squeezenet_app(squeezenet, squeezenet_scan: Path, photos: Path, tmp_path_factory):
+    """The explorer over SqueezeNet deep-compression with its scan's site, as ``serve``
+    builds it."""
+    site = build_site(
+        squeezenet_scan,
+        tmp_path_factory.mktemp("squeezenet_site"),
+        layer_rows=layer_table(squeezenet, (1, 3, 227, 227)),
+        input_size=(227, 227),
+        aliases=squeezenet.layer_aliases,
+    ).index.parent
+    explorer = Explorer(
+        squeezenet, squeezenet.preprocessing, name="squeezenet1_0", images_dir=photos
+    )
+    return create_app(explorer, scan_dir=squeezenet_scan, site_dir=site)
+
+
+@pytest.fixture(scope="session")
 def live_server(app) -> Iterator[str]:
     """The app under uvicorn on a free loopback port, in a thread; its base URL."""
+    yield from serve(app)
+
+
+@pytest.fixture(scope="session")
+def squeezenet_server(squeezenet_app) -> Iterator[str]:
+    yield from serve(squeezenet_app)
+
+
+def serve(app) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -26,7 +26,7 @@ from deconvnet.faces.explorer.files import file_inside
 from deconvnet.faces.explorer.security import JsonErrorsH11Protocol
 from deconvnet.figures.render import show
 from deconvnet.inputs.prepared import prepare
-from tests.faces.conftest import SCAN_LAYER
+from tests.faces.conftest import SCAN_LAYER, SCAN_SHOWN
 from tests.faces.explorer.conftest import LOCAL, make_explorer
 
 
@@ -55,8 +55,10 @@ def assert_error(response, status: int, needle: str = "") -> None:
 def test_model_info_lists_leaf_layers_with_maps(client: TestClient) -> None:
     info = client.get("/api/model").json()
     names = [layer["name"] for layer in info["layers"]]
-    assert "features.4" in names and "features" not in names and "classifier.1" not in names
-    assert info["default_layer"] == "features.10" and info["site"] is True
+    modules = [layer["module"] for layer in info["layers"]]
+    assert SCAN_SHOWN in names and SCAN_LAYER in modules and SCAN_LAYER not in names
+    assert "features" not in modules and "classifier.1" not in modules
+    assert info["default_layer"] == "relu4" and info["site"] is True
     assert info["images"] == [f"photo_{i}.png" for i in range(6)]
 
 
@@ -80,7 +82,8 @@ def test_click_projects_the_strongest_unit_with_the_models_own_value(
     centre_y, centre_x = 1 + 2 * y, 1 + 2 * x_pos
     box = [centre_y - 7, centre_x - 7, centre_y + 8, centre_x + 8]
     assert unit["box"] == [max(0, box[0]), max(0, box[1]), min(48, box[2]), min(48, box[3])]
-    assert unit["unit_page"] == "/site/layers/features.4/units/7.html"
+    assert unit["layer"] == SCAN_SHOWN and grid["layer"] == SCAN_SHOWN
+    assert unit["unit_page"] == f"/site/layers/{SCAN_SHOWN}/units/7.html"
     assert len(unit["topk"]) == 3
     png = client.get(unit["projection_url"]).content
     with Deconvnet(default_model, "zeiler") as net:
@@ -101,6 +104,7 @@ def test_bad_input_is_a_one_line_json_4xx(client: TestClient) -> None:
     image = upload(client, png_file(seed=1)).json()
     base = f"/api/images/{image['id']}/layers"
     assert_error(client.get(f"{base}/nope"), 404, "no such layer")
+    assert_error(client.get(f"{base}/conv22"), 404, "did you mean conv2")
     assert_error(client.get(f"{base}/{SCAN_LAYER}/units/96"), 404, "maps 0..95")
     assert_error(client.get(f"{base}/{SCAN_LAYER}/units/1?y=40&x=0"), 404, "outside")
     assert_error(client.get(f"{base}/{SCAN_LAYER}/units/1?rule=magic"), 422)
@@ -183,7 +187,7 @@ def test_file_inside_accepts_only_plain_names_inside(tmp_path: Path) -> None:
 
 
 def test_site_pages_are_served(client: TestClient) -> None:
-    page = client.get("/site/layers/features.4/units/7.html")
+    page = client.get(f"/site/layers/{SCAN_SHOWN}/units/7.html")
     assert page.status_code == 200 and "map 7" in page.text
     assert client.get("/").status_code == 200
     assert client.get("/static/explorer.js").headers["content-type"].startswith("text/javascript")

@@ -16,7 +16,7 @@ import pytest
 
 from deconvnet.faces.cli import main
 from deconvnet.faces.site.build import Unit, slug, unit_url, units_by_layer
-from tests.faces.conftest import SCAN_K, SCAN_LAYER
+from tests.faces.conftest import SCAN_K, SCAN_LAYER, SCAN_SHOWN
 
 
 class Page(HTMLParser):
@@ -64,8 +64,8 @@ def test_unit_page_shows_k_projections_beside_k_patches_with_the_scan_values(
     site_dir: Path, scan_dir: Path
 ) -> None:
     document = index_document(scan_dir)
-    page_file = site_dir / unit_url(SCAN_LAYER, 5)
-    assert page_file == site_dir / "layers" / "features.4" / "units" / "5.html"
+    page_file = site_dir / unit_url(SCAN_SHOWN, 5)
+    assert page_file == site_dir / "layers" / "conv2" / "units" / "5.html"
     page = Page(page_file)
     kinds = [cls for _, cls in page.images]
     assert kinds.count("projection") == SCAN_K and kinds.count("patch") == SCAN_K
@@ -83,7 +83,7 @@ def test_layer_page_lists_every_map_with_its_top_patch_and_sort_keys(
     site_dir: Path, scan_dir: Path
 ) -> None:
     document = index_document(scan_dir)
-    html = (site_dir / "layers" / slug(SCAN_LAYER) / "index.html").read_text()
+    html = (site_dir / "layers" / slug(SCAN_SHOWN) / "index.html").read_text()
     for record in document["stats"][SCAN_LAYER]:
         assert f'data-map="{record["map"]}" data-max="{record["max"]}"' in html
     top_patches = [e["patch_file"] for e in document["entries"] if e["rank"] == 0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.faces.conftest import SCAN_K, SCAN_LAYER
+from tests.faces.conftest import SCAN_K, SCAN_SHOWN
 
 ALL_PICTURES_LOADED = (
     "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
@@ -28,8 +28,12 @@ def test_every_page_loads_its_pictures_and_links_from_file_urls(
         hrefs = page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)")
         linked.update(href.split("#")[0] for href in hrefs)
     assert failed == []
-    assert linked <= pages and len(linked) == len(pages)  # every page is reachable, none is missing
-    unit = (site_dir / "layers" / SCAN_LAYER / "units" / "5.html").as_uri()
+    linked_pages = {href for href in linked if href.endswith(".html")}
+    assert linked_pages == pages  # every page is reachable, none is missing
+    pictures = linked - linked_pages  # each map's own picture, linked from its unit page
+    assert pictures and all(href.endswith(".png") for href in pictures)
+    assert all(Path(href.removeprefix("file://")).is_file() for href in pictures)
+    unit = (site_dir / "layers" / SCAN_SHOWN / "units" / "5.html").as_uri()
     page.goto(unit)
     assert page.locator("img.projection").count() == SCAN_K
     assert page.locator("img.patch").count() == SCAN_K
@@ -41,7 +45,7 @@ def test_every_page_loads_its_pictures_and_links_from_file_urls(
 
 def test_layer_page_sorts_by_max_activation(browser, site_dir: Path, tmp_path: Path) -> None:
     page = browser.new_page(viewport={"width": 1200, "height": 900})
-    page.goto((site_dir / "layers" / SCAN_LAYER / "index.html").as_uri())
+    page.goto((site_dir / "layers" / SCAN_SHOWN / "index.html").as_uri())
     order = "Array.from(document.querySelectorAll('#maps > li')).map(li => li.dataset.{})"
     assert page.evaluate(order.format("map")) == [str(c) for c in range(96)]
     page.click("button[data-sort=max]")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deconvnet.engine.ops import op
-from deconvnet.engine.ops.arguments import pair, pool_stride, spatial, spellings
+from deconvnet.engine.ops.arguments import ATEN, pair, pool_stride, spatial, spellings
 from deconvnet.engine.ops.pooling import adaptive_geometry, adaptive_kernel
 from deconvnet.engine.window import Window, crop
 
@@ -44,7 +44,7 @@ class AvgPoolCall:
 class AvgPool(op.Op[AvgPoolCall]):
     """``F.avg_pool2d``: its transpose spreads each output's share over its window."""
 
-    functions = spellings("avg_pool2d")
+    functions = spellings("avg_pool2d") | {ATEN.avg_pool2d.default}
     arguments: ClassVar[tuple[str, ...]] = AVG_POOL_ARGS
 
     def parse(self, raw: op.TorchCall) -> AvgPoolCall:
@@ -97,7 +97,10 @@ class AdaptiveAvgPool(op.Op[Any]):
     """Adaptive average pooling: an ordinary average pool when the input is a multiple of
     the output (global average pooling included)."""
 
-    functions = spellings("adaptive_avg_pool2d")
+    functions = spellings("adaptive_avg_pool2d") | {
+        ATEN.adaptive_avg_pool2d.default,
+        ATEN._adaptive_avg_pool2d.default,
+    }
 
     def parse(self, raw: op.TorchCall) -> Any:
         return raw.bind(ADAPTIVE_ARGS).get("input")
@@ -114,6 +117,23 @@ class AdaptiveAvgPool(op.Op[Any]):
         scale = torch.full((1, 1, *out.shape[2:]), 1 / (kernel[0] * kernel[1]), dtype=x.dtype)
         window = op.Sliding(kernel, kernel, (0, 0))
         return AvgPoolNode((source,), window=window, scale=scale.to(x.device))
+
+
+class SpatialMean(AdaptiveAvgPool):
+    """``aten.mean.dim`` over H and W, keeping them: how a core-ATen ``.pt2`` program spells
+    global average pooling (``nn.AdaptiveAvgPool2d(1)``); any other mean is no pool."""
+
+    functions = frozenset({ATEN.mean.dim})
+
+    def parse(self, raw: op.TorchCall) -> Any:
+        x, dims = raw.input, raw.argument(1, "dim")
+        keeps = bool(raw.argument(2, "keepdim", False))
+        if spatial(x) and keeps and dims and sorted(int(d) % x.dim() for d in dims) == [2, 3]:
+            return x
+        return None
+
+    def geometry(self, call: Any, x: Tensor, out: Tensor) -> op.Geometry | None:
+        return None if call is None else super().geometry(call, x, out)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -137,4 +157,4 @@ class AvgPoolNode(op.SlidingNode):
         return self.grown(grown.reshape(count, channels, *grown.shape[-2:]), signal, step)
 
 
-FAMILIES: tuple[op.Op[Any], ...] = (AvgPool(), LpPool(), AdaptiveAvgPool())
+FAMILIES: tuple[op.Op[Any], ...] = (AvgPool(), LpPool(), AdaptiveAvgPool(), SpatialMean())

@@ -16,10 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deconvnet.engine.ops import op
-from deconvnet.engine.ops.arguments import conv_padding, pair, spatial
+from deconvnet.engine.ops.arguments import ATEN, conv_padding, pair, spatial
 from deconvnet.engine.window import Window
 
 CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+ATEN_CONVOLUTION_ARGS = (
+    "input", "weight", "bias", "stride", "padding", "dilation", "transposed", "output_padding",
+    "groups",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -41,12 +45,14 @@ class ConvCall:
 
 
 class Convolution(op.Op[ConvCall]):
-    """``F.conv2d`` (= ``torch.conv2d``), which ``nn.Conv2d`` calls."""
+    """``F.conv2d`` (= ``torch.conv2d``), which ``nn.Conv2d`` calls, and its ATen overloads
+    in a ``.pt2`` program."""
 
-    functions = frozenset({torch.conv2d, F.conv2d})
+    functions = frozenset({torch.conv2d, F.conv2d, ATEN.conv2d.default, ATEN.conv2d.padding})
+    arguments: ClassVar[tuple[str, ...]] = CONV_ARGS
 
     def parse(self, raw: op.TorchCall) -> ConvCall:
-        bound = raw.bind(CONV_ARGS)
+        bound = raw.bind(self.arguments)
         weight = bound["weight"]
         kernel = (int(weight.shape[-2]), int(weight.shape[-1]))
         dilation = pair(bound.get("dilation"), 1)
@@ -60,7 +66,7 @@ class Convolution(op.Op[ConvCall]):
             groups=int(bound.get("groups", 1)),
         )
 
-    def geometry(self, call: ConvCall, x: Tensor, out: Tensor) -> op.Sliding:
+    def geometry(self, call: ConvCall, x: Tensor, out: Tensor) -> op.Sliding | None:
         return call.window
 
     def node(self, call: ConvCall, recording: op.Recording, before: Any) -> op.Node:
@@ -71,6 +77,37 @@ class Convolution(op.Op[ConvCall]):
         return ConvNode(
             (source,), window=call.window, weight=call.weight.detach(), groups=call.groups
         )
+
+
+class AtenConvolution(Convolution):
+    """``aten.convolution``, every convolution of a core-ATen ``.pt2`` program: a 2-D one
+    is a convolution as above; a transposed one has no window on its input (its field is
+    found as for any op that resizes the map) and no windowed rule."""
+
+    functions = frozenset({ATEN.convolution.default})
+    arguments = ATEN_CONVOLUTION_ARGS
+
+    def geometry(self, call: ConvCall, x: Tensor, out: Tensor) -> op.Sliding | None:
+        return None if _transposed(call) else call.window
+
+    def node(self, call: ConvCall, recording: op.Recording, before: Any) -> op.Node:
+        if _transposed(call):
+            raise op.Opaque
+        return super().node(call, recording, before)
+
+    def parse(self, raw: op.TorchCall) -> ConvCall:
+        call = super().parse(raw)
+        transposed = bool(raw.bind(self.arguments).get("transposed", False))
+        return TransposedConvCall(**vars(call)) if transposed else call
+
+
+@dataclass(frozen=True)
+class TransposedConvCall(ConvCall):
+    """An ``aten.convolution`` call with ``transposed=True``."""
+
+
+def _transposed(call: ConvCall) -> bool:
+    return isinstance(call, TransposedConvCall)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -151,4 +188,4 @@ def _product_and_shifts(data: Tensor, weight: Tensor, stride: op.Pair, dilation:
     return grown
 
 
-FAMILIES: tuple[op.Op[Any], ...] = (Convolution(),)
+FAMILIES: tuple[op.Op[Any], ...] = (Convolution(), AtenConvolution())

@@ -36,6 +36,7 @@ _WITH_INDICES: dict[op.TorchFunction, op.TorchFunction] = {
     torch.max_pool1d: F.max_pool1d_with_indices,
     torch.max_pool2d: F.max_pool2d_with_indices,
     ATEN.max_pool2d.default: F.max_pool2d_with_indices,
+    ATEN.max_pool2d_with_indices.default: F.max_pool2d_with_indices,
     torch._C._nn.max_pool2d_with_indices: F.max_pool2d_with_indices,
     torch.max_pool3d: F.max_pool3d_with_indices,
 }
@@ -46,6 +47,7 @@ _ADAPTIVE_WITH_INDICES: dict[op.TorchFunction, op.TorchFunction] = {
     F.adaptive_max_pool1d_with_indices: F.adaptive_max_pool1d_with_indices,
     F.adaptive_max_pool2d_with_indices: F.adaptive_max_pool2d_with_indices,
     F.adaptive_max_pool3d_with_indices: F.adaptive_max_pool3d_with_indices,
+    ATEN.adaptive_max_pool2d.default: F.adaptive_max_pool2d_with_indices,
 }
 _ALWAYS_INDICES = frozenset(
     {
@@ -53,6 +55,8 @@ _ALWAYS_INDICES = frozenset(
         F.max_pool2d_with_indices,
         F.max_pool3d_with_indices,
         torch._C._nn.max_pool2d_with_indices,
+        ATEN.max_pool2d_with_indices.default,
+        ATEN.adaptive_max_pool2d.default,
         F.adaptive_max_pool1d_with_indices,
         F.adaptive_max_pool2d_with_indices,
         F.adaptive_max_pool3d_with_indices,
@@ -61,7 +65,8 @@ _ALWAYS_INDICES = frozenset(
 _PLANE = frozenset(
     {F.max_pool2d, F.max_pool2d_with_indices, torch.max_pool2d, ATEN.max_pool2d.default}
     | {torch._C._nn.max_pool2d_with_indices, F.adaptive_max_pool2d}
-    | {F.adaptive_max_pool2d_with_indices}
+    | {F.adaptive_max_pool2d_with_indices, ATEN.max_pool2d_with_indices.default}
+    | {ATEN.adaptive_max_pool2d.default}
 )
 
 

@@ -16,10 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deconvnet.engine.ops import op
-from deconvnet.engine.ops.arguments import spellings
+from deconvnet.engine.ops.arguments import ATEN, spellings
 from deconvnet.engine.window import Window, inside, sum_windows
 
 _PAD_ARGS = ("input", "pad", "mode", "value")
+_CONSTANT_PAD_ARGS = ("input", "pad", "value")
 _GETITEM_ARGS = ("input", "index")
 _PAD_SIDES = (2, 4)
 """``F.pad`` lengths that pad W, or W and H."""
@@ -221,7 +222,7 @@ class Pad(op.Op[dict[str, Any]]):
     In constant mode the signal's window moves back by it on the way down, and what lies in
     the padding (no input pixel) is dropped; a negative amount crops, alike."""
 
-    functions = spellings("pad")
+    functions = spellings("pad") | {ATEN.pad.default}
 
     def parse(self, raw: op.TorchCall) -> dict[str, Any]:
         return raw.bind(_PAD_ARGS)
@@ -236,6 +237,15 @@ class Pad(op.Op[dict[str, Any]]):
         if shift is None or call.get("mode", "constant") != "constant":
             raise op.Opaque  # reflection and replication copy pixels
         return PadNode((source,), before=shift)
+
+
+class ConstantPad(Pad):
+    """``aten.constant_pad_nd``, constant padding in a core-ATen ``.pt2`` program."""
+
+    functions = frozenset({ATEN.constant_pad_nd.default})
+
+    def parse(self, raw: op.TorchCall) -> dict[str, Any]:
+        return {**raw.bind(_CONSTANT_PAD_ARGS), "mode": "constant"}
 
 
 def _padded_before(call: dict[str, Any]) -> op.Pair | None:
@@ -284,4 +294,6 @@ class GetItem(op.Op[Any]):
         return op.Shifted(before=(starts[0], starts[1]), step=(steps[0], steps[1]))
 
 
-FAMILIES: tuple[op.Op[Any], ...] = (Add(), Cat(), Split(), Reshape(), Pad(), GetItem())
+FAMILIES: tuple[op.Op[Any], ...] = (
+    Add(), Cat(), Split(), Reshape(), Pad(), ConstantPad(), GetItem()
+)

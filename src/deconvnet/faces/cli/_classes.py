@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from deconvnet.errors import InputError
-from deconvnet.faces.cli._numbers import whole_number
 from deconvnet.inputs.reading import read_text_file
 from deconvnet.models._meta import IMAGENET_CATEGORIES
+from deconvnet.models.naming import class_index
 
 IMAGENET_CLASSES = len(IMAGENET_CATEGORIES)
 
@@ -58,19 +58,8 @@ def categories_for(
 
 
 def parse_label(text: str | None, names: tuple[str, ...] | None, num_outputs: int) -> int | None:
-    """``--label``: a class index or a class name (whole name or its part before a comma)."""
+    """``--label``: a class index, WordNet id, class name or synonym, or its unique start
+    (:func:`deconvnet.models.naming.class_index`)."""
     if text is None:
         return None
-    try:
-        index = whole_number(text.strip())
-    except ValueError:
-        index = None
-    if index is not None:
-        if index >= num_outputs:
-            raise InputError(f"--label {index} out of range: the model has {num_outputs} classes")
-        return index
-    wanted = text.strip().lower()
-    for index, name in enumerate(names or ()):
-        if wanted in (name.lower(), name.split(",")[0].strip().lower()):
-            return index
-    raise InputError(f"--label {text!r} is neither a class index nor a known class name")
+    return class_index(text, names, num_outputs)

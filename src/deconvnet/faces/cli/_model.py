@@ -18,8 +18,14 @@ from deconvnet.engine.layers import resolve_call
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._numbers import MAX_SIDE, int_in, real_in, real_number
-from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION, PRESETS, Preprocessing
-from deconvnet.models.card import ModelCard, Provenance, card_of, default_layer
+from deconvnet.inputs.preprocessing import (
+    CROPPING_RULES,
+    IMAGENET_TORCHVISION,
+    PRESETS,
+    Preprocessing,
+)
+from deconvnet.models import naming
+from deconvnet.models.card import ModelCard, Provenance, card_of
 from deconvnet.models.own import is_own_model, load_own
 
 PREPROCESSING_FLAGS = (
@@ -70,7 +76,7 @@ class LoadedModel:
 
     def layer(self, name: str | None) -> str:
         """A ``named_modules()`` name for ``name`` (alias or dotted, ``name#k`` for the k-th
-        call of a reused module); default: last conv."""
+        call of a reused module); default: :meth:`default_layer`."""
         if name is None:
             return self.default_layer()
         name = self.layer_aliases.get(name, name)
@@ -93,12 +99,8 @@ class LoadedModel:
         return spec
 
     def default_layer(self) -> str:
-        """The card's default layer: the last convolution, the deepest layer that still has
-        feature maps."""
-        found = default_layer(self.model)
-        if found is None:
-            raise InputError("the model has no Conv2d layer; name one with --layer")
-        return found
+        """The last convolution, after its rectifier (:func:`naming.default_layer`)."""
+        return naming.default_layer(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -118,7 +120,7 @@ class LoadedModel:
 
     def display_name(self, layer: str) -> str:
         """The alias of ``layer`` if it has one (``conv5``), else the dotted name."""
-        return self.card.display_name(layer)
+        return naming.display_name(self.layer_aliases, layer)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,9 +130,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         metavar="MODEL",
-        help=f"a zoo model ({', '.join(models.names())}); your own: FILE.py:FACTORY or "
-        "package.module:FACTORY (imports it and calls FACTORY(): this runs your code), a "
-        "torch.export archive MODEL.pt2, or a pickled model with --unsafe-pickle "
+        help=f"a zoo model ({', '.join(models.names())}); timm:NAME or torchvision:NAME "
+        "when that library is installed (its own preprocessing and class names); your own: "
+        "FILE.py:FACTORY or package.module:FACTORY (imports it and calls FACTORY(): this "
+        "runs your code), a torch.export archive MODEL.pt2 (its input size read from it), "
+        "or a pickled model with --unsafe-pickle "
         f"(default: {DEFAULT_MODEL!r}, the embedded CIFAR-10 network)",
     )
     group.add_argument(
@@ -142,8 +146,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--weights",
         default=None,
-        help="a .pth/.safetensors file or a named set such as 'imagenet' (default: the "
-        "model's own: embedded for 'default', random init otherwise)",
+        help="a .pth/.safetensors file or a named set such as 'imagenet'; 'pretrained' for "
+        "a timm:/torchvision: model fetches the library's published weights once into "
+        "torch's hub cache (default: the model's own: embedded for 'default', random init "
+        "otherwise)",
     )
     group.add_argument(
         "--caffe",
@@ -245,12 +251,46 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
         with ProgressBar(f"downloading {name} weights", unit="B") as bar:
             model = models.load(name, args.weights, progress=bar, device=device)
     card = card_of(model)
+    preprocessing = _override(card.preprocessing or _assumed(card), args)
+    _check_input(card, preprocessing)
     return LoadedModel(
         model=model,
         card=card,
-        preprocessing=_override(card.preprocessing or IMAGENET_TORCHVISION, args),
+        preprocessing=preprocessing,
         preprocessing_flags=_flags(args),
     )
+
+
+def _assumed(card: ModelCard) -> Preprocessing:
+    """torchvision's ImageNet convention for a model that does not say, at the input size
+    and channel count its card fixes (a ``.pt2`` export's); grey inputs get ImageNet's mean
+    and std averaged over the channels."""
+    spec = IMAGENET_TORCHVISION
+    if card.fixed_size is not None:
+        spec = dataclasses.replace(spec, **_sized(spec, list(card.fixed_size)))
+    if card.input_shape is not None and len(card.input_shape) > 1 and card.input_shape[1] == 1:
+        mean, std = sum(spec.mean) / len(spec.mean), sum(spec.std) / len(spec.std)
+        spec = dataclasses.replace(spec, channels=1, mean=(mean,), std=(std,))
+    return spec
+
+
+def _check_input(card: ModelCard, preprocessing: Preprocessing) -> None:
+    """Refuse, before any work, flags that feed a model another input size or channel count
+    than the one its card fixes."""
+    name = card.provenance.model if card.provenance else "the model"
+    fixed = card.fixed_size
+    if fixed is not None and preprocessing.input_size != fixed:
+        height, width = preprocessing.input_size
+        raise InputError(
+            f"{name} takes only {fixed[0]}x{fixed[1]} inputs (fixed when it was exported), "
+            f"not {height}x{width}: leave out --input-size or give {fixed[0]} {fixed[1]}"
+        )
+    channels = card.input_shape[1] if card.input_shape and len(card.input_shape) > 1 else None
+    if channels is not None and preprocessing.channels != channels:
+        raise InputError(
+            f"{name} takes only {channels}-channel inputs (fixed when it was exported), not "
+            f"{preprocessing.channels}: give --channels {channels}"
+        )
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -315,9 +355,11 @@ def _sized(spec: Preprocessing, sizes: list[int]) -> dict[str, Any]:
     changes: dict[str, Any] = {"input_size": (height, width)}
     if spec.resize_rule == "none":
         changes["resize_rule"] = "exact"
-    elif spec.resize_rule == "shorter_then_center_crop" and spec.resize_to:
-        ratio = spec.resize_to / min(spec.input_size)
-        changes["resize_to"] = round(min(height, width) * ratio)
+    elif spec.resize_rule in CROPPING_RULES and spec.resize_to:
+        # a squashed image is a square that must hold the whole crop
+        side = max if spec.resize_rule == "squash_then_center_crop" else min
+        ratio = spec.resize_to / side(spec.input_size)
+        changes["resize_to"] = round(side(height, width) * ratio)
     return changes
 
 

@@ -12,8 +12,9 @@ Rules, the same for every such sub-command:
   deleted, as is a manifest that cannot be read or has no ``files`` list.
 * ``--resume`` (``topk``): the folder is the scan's own. Its checkpoints (one, or one per
   rank of a distributed scan: the files the ``resumable`` glob pattern matches) are kept and
-  continued, the files its manifest lists are replaced without ``--overwrite``; anything
-  else in it is refused as above.
+  continued, the files its manifest lists are replaced without ``--overwrite``; other
+  files are kept with the same note as ``--overwrite`` gives. A folder holding neither a
+  checkpoint nor a manifest is no scan's and is refused as above.
 * A run that fails or is interrupted removes the files it wrote (the checkpoint stays, to be
   resumed), so a later run never finds files of ours without their manifest.
 * Temporary files that an earlier run killed mid-write left behind (named by
@@ -182,7 +183,7 @@ def prepare_output(
     listed = _listed_files(folder) if MANIFEST in entries else []
     keep = {name for name in entries if _resumable(name, resumable)} if resume else set()
     unknown = [name for name in entries if name not in {*listed, MANIFEST, *keep}]
-    if unknown and not overwrite:
+    if unknown and not overwrite and not listed and not keep:  # nothing of ours to resume
         raise _not_empty(folder, entries, None)
     _delete(folder, [*(name for name in listed if name not in keep), MANIFEST])
     if unknown:

@@ -84,7 +84,9 @@ def image_target(args: argparse.Namespace, default_select: str) -> Target:
 def add_target_arguments(parser: argparse.ArgumentParser, default_select: str) -> None:
     """``--layer`` and ``--select``: what to project (shared by project/compare/sanity)."""
     parser.add_argument(
-        "--layer", default=None, help="layer name or alias (default: the model's last conv)"
+        "--layer",
+        default=None,
+        help="layer name or alias (default: the model's last conv, after its ReLU)",
     )
     parser.add_argument(
         "--select",

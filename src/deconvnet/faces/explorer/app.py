@@ -30,7 +30,8 @@ from deconvnet.errors import DeconvnetError, one_line
 from deconvnet.faces.explorer.files import file_inside
 from deconvnet.faces.explorer.security import Guard, allowed_hosts
 from deconvnet.faces.explorer.session import RULES, Explorer, NotFound
-from deconvnet.faces.site.build import read_scan, unit_url, units_by_layer
+from deconvnet.faces.site.build import display_names, read_scan, unit_url, units_by_layer
+from deconvnet.figures.topk import image_label
 from deconvnet.inputs.budget import ImageTooLargeError
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
@@ -65,11 +66,13 @@ class ErrorBody(BaseModel):
 
 class LayerInfo(BaseModel):
     name: str
-    label: str
+    module: str
+    group: str | None
     channels: int
     height: int
     width: int
     field: str
+    classes: bool
 
 
 class ModelInfo(BaseModel):
@@ -80,6 +83,7 @@ class ModelInfo(BaseModel):
     rules: list[str]
     images: list[str]
     site: bool
+    scanned: list[str]
 
 
 class ImageInfo(BaseModel):
@@ -101,6 +105,7 @@ class GridInfo(BaseModel):
     columns: int
     padding: int
     maxima: list[float]
+    classes: list[str] | None
     grid_url: str
 
 
@@ -119,6 +124,8 @@ class UnitInfo(BaseModel):
     value: float
     box: tuple[int, int, int, int]
     rule: str
+    class_name: str | None
+    note: str | None
     projection_url: str
     unit_page: str | None
     topk: list[TopEntry]
@@ -146,7 +153,9 @@ def create_app(
     )
     static = Path(str(resources.files("deconvnet.faces.explorer").joinpath("static")))
     site_static = Path(str(resources.files("deconvnet.faces.site").joinpath("static")))
-    scan_units = units_by_layer(read_scan(scan_dir)) if scan_dir is not None else {}
+    scan = read_scan(scan_dir) if scan_dir is not None else None
+    scan_units = units_by_layer(scan) if scan is not None else {}
+    scan_names = display_names(scan) if scan is not None else {}
 
     @app.exception_handler(StarletteHTTPException)  # routing's 404/405 too, not only ours
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -202,6 +211,7 @@ def create_app(
             rules=list(RULES),
             images=explorer.library(),
             site=site_dir is not None,
+            scanned=[scan_names.get(module, module) for module in scan_units],
         )
 
     @app.get("/api/library/{name}", responses=ERRORS, response_class=FileResponse)
@@ -266,17 +276,21 @@ def create_app(
         image_id, layer, channel, rule, _ = address
         found = explorer.project(*address)
         query = f"rule={rule}&y={found.position[0]}&x={found.position[1]}"
-        in_scan = any(u.channel == channel for u in scan_units.get(layer, []))
+        module = explorer.layer(layer).module
+        in_scan = any(u.channel == channel for u in scan_units.get(module, []))
+        page = unit_url(scan_names.get(module, found.layer), channel)
         return UnitInfo(
-            layer=layer,
+            layer=found.layer,
             channel=channel,
             position=found.position,
             value=found.value,
             box=found.box,
             rule=rule,
-            projection_url=f"/api/images/{image_id}/layers/{layer}/units/{channel}/projection.png?{query}",
-            unit_page=f"/site/{unit_url(layer, channel)}" if in_scan and site_dir else None,
-            topk=_topk(scan_units, layer, channel) if site_dir else [],
+            class_name=found.class_name,
+            note=found.note,
+            projection_url=f"/api/images/{image_id}/layers/{found.layer}/units/{channel}/projection.png?{query}",
+            unit_page=f"/site/{page}" if in_scan and site_dir else None,
+            topk=_topk(scan_units, module, channel) if site_dir else [],
         )
 
     @app.get(
@@ -296,7 +310,7 @@ def create_app(
     def grid_info(image_id: ImageId, layer: str) -> GridInfo:
         """The layer's maps for the image: geometry of the grid and each map's maximum."""
         info, _ = explorer.grid(image_id, layer)
-        url = f"/api/images/{image_id}/layers/{layer}/grid.png"
+        url = f"/api/images/{image_id}/layers/{info['layer']}/grid.png"
         return GridInfo(**info, grid_url=url)
 
     return app
@@ -345,7 +359,7 @@ def _topk(scan_units: dict[str, Any], layer: str, channel: int) -> list[TopEntry
                 TopEntry(
                     rank=int(e["rank"]),
                     value=float(e["value"]),
-                    image=Path(str(e["image"])).name,
+                    image=image_label(str(e["image"])),
                     projection_url=f"/site/{e['tile_file']}",
                     patch_url=f"/site/{e['patch_file']}",
                 )

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from deconvnet.engine.engine import Deconvnet
+from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import LayerRow, ReceptiveField, layer_table, receptive_fields
 from deconvnet.engine.rules import COMPARED_RULES
 from deconvnet.engine.selection import Neuron
@@ -34,6 +35,8 @@ from deconvnet.inputs import images
 from deconvnet.inputs.budget import decode_within
 from deconvnet.inputs.images import is_image_file, read_image_file
 from deconvnet.inputs.preprocessing import Preprocessing
+from deconvnet.instruments.signal import explain_blanks
+from deconvnet.models import naming
 from deconvnet.models.card import default_layer
 
 RULES = COMPARED_RULES
@@ -60,14 +63,21 @@ class NotFound(InputError):
 
 @dataclass(frozen=True)
 class Layer:
-    """A layer the explorer shows: 4-D output at the model's input size."""
+    """A layer the explorer shows: 4-D output at the model's input size.
+
+    ``name`` is how it is shown and addressed (its alias, else its dotted name: see
+    :func:`deconvnet.models.naming.display_name`), ``module`` the dotted module name,
+    ``group`` the block it belongs to (``fire2``) or ``None``; ``classes`` is true when its
+    maps are the model's classes (SqueezeNet's ``conv10``)."""
 
     name: str
-    label: str
+    module: str
+    group: str | None
     channels: int
     height: int
     width: int
     field: str
+    classes: bool = False
 
 
 @dataclass
@@ -81,7 +91,9 @@ class _Image:
 
 @dataclass(frozen=True)
 class UnitProjection:
-    """One clicked unit: where it is, its value, its receptive field and the PNG."""
+    """One clicked unit: where it is, its value, its receptive field and the PNG;
+    ``class_name`` for a class map, ``note`` when there is nothing to see (an inactive unit,
+    a projection that is all zeros)."""
 
     layer: str
     channel: int
@@ -91,6 +103,8 @@ class UnitProjection:
     rule: str
     png: bytes
     field_png: bytes
+    class_name: str | None = None
+    note: str | None = None
 
 
 class Explorer:
@@ -117,26 +131,48 @@ class Explorer:
         self._fields: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
         param = next(model.parameters(), None)
         self.device = param.device if param is not None else torch.device("cpu")
-        names = {target: alias for alias, target in (aliases or {}).items()}
+        self.aliases = dict(aliases if aliases is not None else naming.aliases_of(model))
+        self.categories = naming.categories_of(model)
         rows = layer_table(model, (1, 3, *preprocessing.input_size), device=self.device)
         modules = dict(model.named_modules())
+        aliased = set(self.aliases.values())
         self.layers = {
-            row.name: _layer(row, names.get(row.name, row.name))
-            for row in rows
-            if row.output_shape is not None
-            and len(row.output_shape) == _MAP_RANK
-            and row.rf is not None
-            and not row.rf.is_global
-            and not list(modules[row.name].children())  # containers repeat their last layer
+            layer.name: layer
+            for layer in (
+                self._layer(row)
+                for row in rows
+                if row.output_shape is not None
+                and len(row.output_shape) == _MAP_RANK
+                and row.rf is not None
+                and not row.rf.is_global
+                # a container repeats its last layer, unless it is a named block (fire2)
+                and (not list(modules[row.name].children()) or row.name in aliased)
+            )
         }
         if not self.layers:
             raise InputError("the model has no layer with feature maps (B, C, H, W)")
+        self._modules = {layer.module: layer for layer in self.layers.values()}
 
     @property
     def default_layer(self) -> str:
-        """The model's default layer (its last convolution) among those shown, else the last
-        layer with maps."""
-        return default_layer(self.model, among=self.layers) or list(self.layers)[-1]
+        """The model's default layer (the last convolution, after its rectifier), else
+        the last layer with maps."""
+        name = default_layer(self.model, among=self._modules)
+        return self._modules[name].name if name is not None else list(self.layers)[-1]
+
+    def _layer(self, row: LayerRow) -> Layer:
+        assert row.output_shape is not None and row.rf is not None  # filtered by the caller
+        _, channels, height, width = row.output_shape
+        return Layer(
+            name=naming.display_name(self.aliases, row.name),
+            module=row.name,
+            group=naming.block_of(self.model, row.name),
+            channels=channels,
+            height=height,
+            width=width,
+            field=f"{row.rf.size[0]}x{row.rf.size[1]}, stride {row.rf.stride[0]}",
+            classes=naming.class_layer(self.model, row.name, channels),
+        )
 
     def library(self) -> list[str]:
         """Image files of ``images_dir`` (names only, sorted)."""
@@ -178,9 +214,19 @@ class Explorer:
         return png_bytes(self._image(image_id).rgb)
 
     def layer(self, layer: str) -> Layer:
-        if layer not in self.layers:
-            raise NotFound(f"no such layer; the explorer shows {len(self.layers)} layers")
-        return self.layers[layer]
+        """The layer named ``layer``: its shown name, its dotted name or any alias."""
+        found = self.layers.get(layer) or self._modules.get(self.aliases.get(layer, layer))
+        if found is None:
+            # suggestions come from the explorer's own names: nothing of the request is echoed
+            suggestion = naming.did_you_mean(layer, list(self.layers))
+            raise NotFound(f"no such layer{suggestion} ({len(self.layers)} explorer layers)")
+        return found
+
+    def class_names(self, layer: Layer) -> list[str] | None:
+        """Short class names of the maps of a class layer, else ``None``."""
+        if not layer.classes or self.categories is None:
+            return None
+        return [naming.short_class_name(name) for name in self.categories]
 
     def grid(
         self, image_id: str, layer: str, contrast: str = "layer"
@@ -188,29 +234,31 @@ class Explorer:
         """The layer's maps for the image as one grid PNG, and its geometry for clicks."""
         if contrast not in CONTRASTS:
             raise InputError(f"contrast must be one of {', '.join(CONTRASTS)}")
-        self.layer(layer)
+        info = self.layer(layer)
+        module = info.module
         found = self._image(image_id)
         with self._lock:
-            if layer not in found.maps:
+            if module not in found.maps:
                 with Deconvnet(self.model) as net:
-                    found.maps[layer] = net.layer_output(found.tensor, layer)[0].cpu()
-            maps = found.maps[layer]
-            if (layer, contrast) not in found.grids:
+                    found.maps[module] = net.layer_output(found.tensor, module)[0].cpu()
+            maps = found.maps[module]
+            if (module, contrast) not in found.grids:
                 picture = feature_grid(
                     maps, padding=1, normalise="grid" if contrast == "layer" else "map"
                 )
-                found.grids[(layer, contrast)] = png_bytes(picture)
-            png = found.grids[(layer, contrast)]
+                found.grids[(module, contrast)] = png_bytes(picture)
+            png = found.grids[(module, contrast)]
         channels, height, width = maps.shape
         maxima = maps.flatten(1).max(dim=1).values
         return {
-            "layer": layer,
+            "layer": info.name,
             "channels": channels,
             "height": height,
             "width": width,
             "columns": math.ceil(math.sqrt(channels)),
             "padding": 1,
             "maxima": [round(float(v), 4) for v in maxima],
+            "classes": self.class_names(info),
         }, png
 
     def project(
@@ -220,10 +268,11 @@ class Explorer:
         if rule not in RULES:
             raise InputError(f"rule must be one of {', '.join(RULES)}")
         info = self.layer(layer)
+        layer = info.module
         found = self._image(image_id)
         grid, _ = self.grid(image_id, layer)
         if not 0 <= channel < grid["channels"]:
-            raise NotFound(f"layer {info.label} has maps 0..{grid['channels'] - 1}, not {channel}")
+            raise NotFound(f"layer {info.name} has maps 0..{grid['channels'] - 1}, not {channel}")
         maps = found.maps[layer]
         if position is None:
             flat = int(maps[channel].flatten().argmax())
@@ -249,21 +298,33 @@ class Explorer:
         )
         top, left, bottom, right = box
         enlarged = scaled(np.ascontiguousarray(picture[top:bottom, left:right]), FIELD_SIDE)
+        value = float(result.values[0, 0])
+        classes = self.class_names(info)
         unit = UnitProjection(
-            layer,
+            info.name,
             channel,
             (y, x),
-            float(result.values[0, 0]),
+            value,
             box,
             rule,
             png_bytes(picture),
             png_bytes(enlarged),
+            class_name=classes[channel] if classes else None,
+            note=self._note(value, result),
         )
         with self._lock:
             self._projections[key] = unit
             while len(self._projections) > CACHED_PROJECTIONS:
                 self._projections.popitem(last=False)
         return unit
+
+    def _note(self, value: float, result: Projection) -> str | None:
+        """What to say when a click shows nothing: a unit at zero did not fire (there is
+        nothing to project), and a blank projection says where its signal died."""
+        if value == 0:
+            return "inactive: this unit did not fire (its value is 0): nothing to project"
+        blanks = explain_blanks(self.model, result)
+        return f"blank: {blanks.reason(rule_option='')}" if blanks is not None else None
 
     def _image(self, image_id: str) -> _Image:
         with self._lock:
@@ -273,14 +334,3 @@ class Explorer:
             return self._images[image_id]
 
 
-def _layer(row: LayerRow, label: str) -> Layer:
-    assert row.output_shape is not None and row.rf is not None  # filtered by the caller
-    _, channels, height, width = row.output_shape
-    return Layer(
-        name=row.name,
-        label=label,
-        channels=channels,
-        height=height,
-        width=width,
-        field=f"{row.rf.size[0]}x{row.rf.size[1]}, stride {row.rf.stride[0]}",
-    )

@@ -2,7 +2,8 @@
 
 Reads ``topk_index.json`` (entries, activation statistics, provenance), the scan's
 ``manifest.json`` when present, and the per-tile PNGs; writes ``index.html``,
-``layers/<layer>/index.html`` and ``layers/<layer>/units/<map>.html`` (stable URLs), the
+``layers/<layer>/index.html`` and ``layers/<layer>/units/<map>.html`` (stable URLs, the
+layer named as the scan's sheets and tiles name it: its alias, else its dotted name), the
 copied tiles and the stylesheet and script. Pages are rendered with Jinja2 (autoescaped).
 """
 
@@ -12,7 +13,7 @@ import math
 import os
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,9 +25,10 @@ from deconvnet.engine.receptive import LayerRow
 from deconvnet.errors import InputError
 from deconvnet.faces.manifest import MANIFEST_FILE, read_manifest
 from deconvnet.figures.files import write_bytes
-from deconvnet.figures.topk import INDEX_FILE
+from deconvnet.figures.topk import INDEX_FILE, image_label
 from deconvnet.figures.topk_index import read_index
 from deconvnet.inputs.reading import read_regular_file
+from deconvnet.models.naming import display_name
 from deconvnet.storage.paths import file_inside, inside, separate_folders
 
 MAX_TILE_BYTES = 64 << 20
@@ -50,8 +52,17 @@ def slug(layer: str) -> str:
 
 
 def unit_url(layer: str, channel: int) -> str:
-    """The stable relative URL of a unit page, from the site's root."""
+    """The stable relative URL of a unit page, from the site's root; ``layer`` is the
+    layer's shown name (:func:`display_names`)."""
     return f"layers/{slug(layer)}/units/{channel}.html"
+
+
+def display_names(document: dict[str, Any]) -> dict[str, str]:
+    """Each scanned layer's shown name (its alias, else its dotted name), as the scan
+    recorded it for its sheets and tiles; keyed by the dotted name the index uses."""
+    recorded = dict(document.get("metadata", {})).get("layers", {})
+    recorded = recorded if isinstance(recorded, dict) else {}
+    return {layer: str(recorded.get(layer, layer)) for layer in document["stats"]}
 
 
 def read_scan(scan_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -117,11 +128,13 @@ def build_site(
     *,
     layer_rows: Sequence[LayerRow] = (),
     input_size: tuple[int, int] | None = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> SiteResult:
     """Write the site of ``scan_dir`` into ``out_dir`` (created; existing files replaced).
 
     ``layer_rows`` (from :func:`deconvnet.engine.receptive.layer_table` at ``input_size``)
-    fill the model card's layer table; without them it lists only the scanned layers.
+    fill the model card's layer table, each layer named by its alias in ``aliases`` (the
+    model's) if it has one; without rows it lists only the scanned layers.
     """
     scan = Path(scan_dir)
     out = Path(out_dir)
@@ -130,12 +143,16 @@ def build_site(
     manifest = scan_manifest(scan)
     layers = units_by_layer(document)
     metadata = dict(document.get("metadata", {}))
-    display = {layer: str(metadata.get("layers", {}).get(layer, layer)) for layer in layers}
+    display = display_names(document)
     environment = _environment()
     written: list[Path] = []
+    copied: set[str] = set()
     for entry in document["entries"]:
-        for key in ("tile_file", "patch_file"):
-            written.append(_copy_inside(scan, entry[key], out))
+        for key in ("tile_file", "patch_file", "map_file"):
+            name = entry.get(key)
+            if isinstance(name, str) and name not in copied:  # a map's file serves k entries
+                written.append(_copy_inside(scan, name, out))
+                copied.add(name)
     for name in STATIC_FILES:
         source = resources.files("deconvnet.faces.site").joinpath("static", name)
         target = out / "static" / name
@@ -148,10 +165,10 @@ def build_site(
         "slug": slug,
         "fmt": _number,
         "percent": _percent,
-        # the folder names the class in most datasets (cifar10/test/cat/0015.jpg)
-        "image_label": lambda name: "/".join(Path(str(name)).parts[-2:]),
+        "image_label": image_label,
     }
-    rows = [_row(row, display, layers) for row in layer_rows] or [
+    shown = {row.name: display_name(aliases or {}, row.name) for row in layer_rows}
+    rows = [_row(row, {**shown, **display}, layers) for row in layer_rows] or [
         {"name": layer, "alias": display[layer], "type": "", "shape": "", "field": "",
          "scanned": True}
         for layer in layers
@@ -162,7 +179,7 @@ def build_site(
     written.append(index)
     units: dict[str, list[Path]] = {}
     for layer, layer_units in layers.items():
-        folder = out / "layers" / slug(layer)
+        folder = out / "layers" / slug(display[layer])
         _render(environment, "layer.html", folder / "index.html", root="../../", layer=layer,
                 units=layer_units, k=document["k"], **common)
         written.append(folder / "index.html")
@@ -231,7 +248,7 @@ def _row(row: LayerRow, display: dict[str, str], layers: dict[str, Any]) -> dict
             field += f", stride {row.rf.stride[0]}"
     return {
         "name": row.name,
-        "alias": display.get(row.name, ""),
+        "alias": display.get(row.name, row.name),
         "type": row.type,
         "shape": "x".join(map(str, row.output_shape[1:])) if row.output_shape else "",
         "field": field,

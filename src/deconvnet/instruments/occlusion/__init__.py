@@ -8,9 +8,10 @@ the part of an early layer an occluder can change.
 from deconvnet.instruments.occlusion.occlusion import (
     Occluder,
     OcclusionResult,
+    fill_pixels,
     grey_fill,
     mean_fill,
     occlude,
 )
 
-__all__ = ["Occluder", "OcclusionResult", "grey_fill", "mean_fill", "occlude"]
+__all__ = ["Occluder", "OcclusionResult", "fill_pixels", "grey_fill", "mean_fill", "occlude"]

@@ -19,7 +19,7 @@ The figure lives in :mod:`deconvnet.figures.occlusion`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ from deconvnet.inputs.preprocessing import Preprocessing
 from deconvnet.instruments.occlusion import splice
 from deconvnet.instruments.occlusion.splice import Evaluator
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
+from deconvnet.models.card import batch_size_for
 
 DEFAULT_SIZE = 48
 """Occluder side in pixels for a 224-pixel input (the paper's grey squares are similar)."""
@@ -114,6 +115,16 @@ def grey_fill(spec: Preprocessing, grey: float) -> tuple[float, float, float]:
     """A grey level in [0, 1] expressed in the network's input space (per channel)."""
     value = grey * spec.scale
     return tuple((value - m) / s for m, s in zip(spec.mean, spec.std, strict=True))  # type: ignore[return-value]
+
+
+def fill_pixels(fill: Sequence[float], spec: Preprocessing) -> tuple[float, ...]:
+    """An occluder fill given in the network's input space, back in 8-bit pixel units in
+    RGB order (one value for a grey-input net): what the occluder looks like."""
+    values = [f * s + m for f, s, m in zip(fill, spec.std, spec.mean, strict=True)]
+    pixels = [v / spec.scale * 255.0 for v in values]
+    if spec.channel_order == "BGR":
+        pixels.reverse()
+    return tuple(pixels)
 
 
 @dataclass(frozen=True, eq=False)
@@ -245,7 +256,8 @@ def _occlude(
         if splice_plan is None and method == "spliced":
             raise InputError(f"the model cannot be spliced for occlusion at layer {name!r}")
 
-    batches = splice.batches(splice_plan, spots, occluder.batch_size)
+    batch_size = batch_size_for(model, occluder.batch_size, "occlusion")
+    batches = splice.batches(splice_plan, spots, batch_size)
     totals, outputs = _run_all(evaluate, spots, batches, progress)
     probabilities = as_probs(outputs)
     shape = (len(rows), len(cols))

@@ -33,6 +33,7 @@ from deconvnet.inputs.images import preprocess, resized_rgb
 from deconvnet.instruments.topk.scan import TopKIndex, verified_image
 from deconvnet.instruments.topk.state import Entry
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
+from deconvnet.models.card import batch_size_for
 
 Progress = Callable[[int, int | None], None]
 Key = tuple[str, int, int]
@@ -139,6 +140,7 @@ def project(
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
+    per_call = batch_size_for(model, IMAGES_PER_CALL, "top-k projection")
     fields: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
     results: dict[Key, ProjectedEntry] = {}
     passes = [0, 0]  # reverse, forward
@@ -176,7 +178,8 @@ def project(
                 groups[tuple(x.shape)].append(image)
             for group in groups.values():
                 for part in _by_layers(group):
-                    run(part)
+                    for start in range(0, len(part), per_call):
+                        run(part[start : start + per_call])
     return Projections(results, reverse_passes=passes[0], forward_images=passes[1])
 
 

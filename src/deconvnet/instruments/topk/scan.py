@@ -47,6 +47,7 @@ from deconvnet.instruments.topk.state import (
     content_term,
     ranked_digests,
 )
+from deconvnet.models.card import batch_size_for
 from deconvnet.storage.atomic import remove_stale_temporaries
 
 Progress = Callable[[int, int | None], None]
@@ -196,7 +197,8 @@ def scan(
         outputs (B, C, H, W) are ranked; each must be called once per forward pass.
     k : entries kept per map; each image counts once per map (its own maximum).
     maps : ``"all"``, ``N``, ``"random:N"`` or a channel list (see :class:`MapChoice`).
-    batch_size, workers : DataLoader options (``workers=0`` loads in this process).
+    batch_size, workers : DataLoader options (``workers=0`` loads in this process); a model
+        that runs only batches of one (a ``.pt2`` exported with batch 1) gets batches of 1.
     image_ids : scan only these images (a shard); ids stay global, so the states of
         disjoint shards merge with :meth:`TopKState.merge`.
     checkpoint : file that receives the state every ``checkpoint_every`` batches and at
@@ -219,6 +221,7 @@ def scan(
             f"batch_size={batch_size}, workers={workers}, checkpoint_every={checkpoint_every}"
         )
     choice = MapChoice.parse(maps)
+    batch_size = batch_size_for(model, batch_size, "the top-k scan")
     named = [resolve_layer(model, layer) for layer in layers]
     guard.require_eval(model)
     if not named or len({name for name, _ in named}) != len(named):

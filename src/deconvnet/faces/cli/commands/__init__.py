@@ -9,6 +9,7 @@ from deconvnet.faces.cli.commands import (
     invariance,
     layers,
     maps,
+    mean_file,
     models,
     occlude,
     project,
@@ -16,6 +17,7 @@ from deconvnet.faces.cli.commands import (
     serve,
     site,
     topk,
+    train_default,
 )
 
 ALL: list[ModuleType] = [
@@ -27,9 +29,11 @@ ALL: list[ModuleType] = [
     compare,
     sanity,
     evolve,
+    train_default,
     invariance,
     correspondence,
     site,
     serve,
+    mean_file,
     models,
 ]

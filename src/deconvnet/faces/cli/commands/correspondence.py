@@ -25,10 +25,12 @@ from deconvnet.figures.files import save_png, write_json
 from deconvnet.inputs.images import deprocess, load_image
 from deconvnet.inputs.prepared import PreparedImage, prepare
 from deconvnet.instruments.correspondence import (
+    BUNDLED_PARTS,
     DEFAULT_TRIALS,
     PART_KEYS_RESERVED,
     CorrespondenceResult,
     box_in_input,
+    bundled_parts,
     correspondence,
 )
 from deconvnet.instruments.occlusion.occlusion import mean_fill
@@ -52,7 +54,12 @@ bounds the random control's squares:
                 "object": [40, 20, 300, 260]}, ...}
 
 Each part is masked with a square of --size pixels of the network input (default 1/8 of
-its shorter side) centred on the box, filled with the model's mean pixel.
+its shorter side) centred on the box, filled with the model's mean pixel. --parts
+imagenet-dogs is the bundled set for five dogs of the ImageNet sample (the paper's
+setting; the photos are not shipped):
+
+  deconvnet correspondence ../shared/data/imagenet-sample/n02085936_Maltese_dog.JPEG ... \
+      --parts imagenet-dogs --model squeezenet1_0 --weights deep-compression --out out/
 """
 SUMMARY = "do masked parts change features consistently across images (§4.3, Table 1)"
 DESCRIPTION = """Mask the same part in every image and score how consistently the sign of
@@ -63,7 +70,13 @@ the feature change agrees between images, against random squares of the same siz
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = command_parser(sub, "correspondence", SUMMARY, DESCRIPTION, run, EXAMPLES)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="at least two image files")
-    parser.add_argument("--parts", type=Path, required=True, help="part boxes per image (JSON)")
+    parser.add_argument(
+        "--parts",
+        required=True,
+        metavar="FILE|NAME",
+        help="part boxes per image (JSON), or a bundled set: "
+        + ", ".join(sorted(BUNDLED_PARTS)),
+    )
     add_model_arguments(parser)
     parser.add_argument(
         "--layers", default=None, help="comma-separated layers (default: the last convolution)"
@@ -94,7 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 @writes_output()
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
-    given = read_parts(args.parts)  # its work is counted before the model loads
+    # its work is counted before the model loads
+    given = read_parts(bundled_parts(args.parts) or Path(args.parts))
     names = {Path(p).name for p in args.images}
     parts = [set(boxes) - set(PART_KEYS_RESERVED) for name, boxes in given.items() if name in names]
     check_work(

@@ -27,8 +27,9 @@ from deconvnet.instruments.topk.scan import MapChoice
 
 RESULTS = "evolution.json"
 EXAMPLES = """examples:
-  python scripts/train_default.py --save-epochs 1,2,5,10,15 --out ckpt/default.pth
-  deconvnet evolve ckpt/default_epoch*.pth --data cifar10/test --layers conv1,conv4 --out out/
+  deconvnet train-default --data ../shared/data/cifar10 --save-epochs 1,2,5,10,15 --out ckpt/
+  deconvnet evolve ckpt/default_epoch*.pth --data ../shared/data/cifar10/test \
+      --layers conv1,conv4 --out out/
 
 Each CHECKPOINT is a state dict (.pth/.pt, read with weights_only=True, or .safetensors)
 of the --model architecture, given in training order: they are the figure's columns.

@@ -32,6 +32,7 @@ from deconvnet.instruments.invariance import (
 )
 from deconvnet.instruments.occlusion.occlusion import mean_fill
 from deconvnet.instruments.work import check_work
+from deconvnet.models.naming import wnid_in, wnids_for
 from deconvnet.storage.atomic import atomic_write
 
 EXAMPLES = """examples:
@@ -74,8 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument(
         "--labels",
         default=None,
-        help="true class per image, comma-separated indices or names, 'top' for the top "
-        "predicted class (default: the top class of each original image)",
+        help="true class per image, comma-separated indices, names or WordNet ids, 'top' for "
+        "the top predicted class (default: the WordNet id in an ImageNet file name such as "
+        "n02123045_1.JPEG, else the top class of each original image)",
     )
     add_categories_argument(parser)
     add_max_work_argument(parser, "transformed images (images x amounts)")
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     amounts = given or default_amounts(args.transform, min(height, width))
     outputs = _outputs(loaded.model, prepared[0].tensor)
     names, source = categories_for(args.categories, loaded.categories, outputs)
-    labels = _labels(args.labels, len(paths), names, outputs)
+    labels = _labels(args.labels, [path.name for path in paths], names, outputs)
     fill = mean_fill(spec)
     with ProgressBar(f"{args.transform}", unit="img") as bar:
         result = invariance(
@@ -195,13 +197,17 @@ def _amounts(text: str, images: int, max_work: int) -> list[float]:
 
 
 def _labels(
-    text: str | None, count: int, names: tuple[str, ...] | None, outputs: int
+    text: str | None, files: list[str], names: tuple[str, ...] | None, outputs: int
 ) -> list[int | None]:
+    """``--labels`` as given; without it, each image's WordNet id when its file name holds
+    one and the classes are ImageNet's (``n02123045_1234.JPEG``), else its top class."""
     if text is None:
-        return [None] * count
+        wnids = wnids_for(names)
+        found = [wnid_in(name) if wnids is not None else None for name in files]
+        return [wnids.index(w) if wnids is not None and w in wnids else None for w in found]
     given = [part.strip() for part in text.split(",")]
-    if len(given) != count:
-        raise InputError(f"--labels names {len(given)} classes for {count} images")
+    if len(given) != len(files):
+        raise InputError(f"--labels names {len(given)} classes for {len(files)} images")
     return [None if part == "top" else parse_label(part, names, outputs) for part in given]
 
 

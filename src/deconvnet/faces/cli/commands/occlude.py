@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from deconvnet.engine.engine import Deconvnet
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._classes import add_categories_argument, categories_for, parse_label
@@ -20,6 +21,7 @@ from deconvnet.figures.occlusion import figure, figure_panels
 from deconvnet.inputs.prepared import prepare
 from deconvnet.instruments.occlusion import occlusion
 from deconvnet.instruments.work import check_work
+from deconvnet.models import naming
 
 FIGURE = "occlusion.png"
 MAX_GREY = 255
@@ -43,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_image_argument(parser)
     add_model_arguments(parser)
     parser.add_argument(
-        "--layer", default=None, help="layer of panels (b), (c) (default: the model's last conv)"
+        "--layer",
+        default=None,
+        help="layer of panels (b), (c) (default: the model's last conv, after its ReLU)",
     )
     parser.add_argument(
         "--label",
@@ -113,10 +117,23 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             max_work=args.max_work,
         )
     order = spec.channel_order
+    aliases = loaded.layer_aliases
+    pixels = occlusion.fill_pixels(result.fill, spec)
+    what = "the mean pixel" if args.fill == "mean" else "grey"
+    fill_label = f"{what}, {'RGB' if len(pixels) == 3 else 'grey'} " + ", ".join(
+        f"{round(v)}" for v in pixels
+    )
+    channels = int(Deconvnet(loaded.model).layer_output(image.tensor, layer).shape[1])
+    classes = names is not None and naming.class_layer(loaded.model, layer, channels, names)
+    map_name = naming.short_class_name(names[result.channel]) if names and classes else None
+    options = {"channel_order": order, "aliases": aliases, "map_name": map_name}
     args.out.mkdir(parents=True, exist_ok=True)
-    save_png(figure(result, image.rgb, names, channel_order=order), args.out / FIGURE)
+    save_png(
+        figure(result, image.rgb, names, fill_label=fill_label, **options), args.out / FIGURE
+    )
     panels = {}
-    for key, panel in figure_panels(result, image.rgb, names, channel_order=order).items():
+    drawn = figure_panels(result, image.rgb, names, **options)
+    for key, panel in drawn.items():
         panels[key] = f"panel_{key}.png"
         save_png(panel, args.out / panels[key])
 
@@ -131,9 +148,12 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "layer": layer,
         "layer_alias": loaded.display_name(layer),
         "map": result.channel,
+        "map_class": map_name,
         "size": occluder.size,
         "stride": occluder.stride,
         "fill": list(result.fill),
+        "fill_pixels": [round(v, 3) for v in pixels],
+        "fill_label": fill_label,
         "fill_given": args.fill,
         "label": result.target if result.target_is_label else None,
         "target": result.target,

@@ -7,6 +7,7 @@ import sys
 
 from deconvnet.engine.compat import MAX_8BIT, PRESETS, demo_display
 from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, Deconvnet
+from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
 from deconvnet.errors import InputError
 from deconvnet.faces.cli._bars import ProgressBar
@@ -27,6 +28,7 @@ from deconvnet.figures.files import save_png
 from deconvnet.figures.projection import (
     CONTRASTS,
     FigureOptions,
+    blank_record,
     manifest,
     manifest_entry,
     projection_figure,
@@ -34,6 +36,7 @@ from deconvnet.figures.projection import (
 )
 from deconvnet.figures.render import DISPLAYS
 from deconvnet.inputs.prepared import prepare
+from deconvnet.instruments.signal import explain_blanks
 
 EXAMPLES = """examples:
   deconvnet project --out out/          # embedded default model on the bundled photo
@@ -139,6 +142,9 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         if shape not in fields_by_shape:  # one tracing pass per input size, not per image
             fields_by_shape[shape] = receptive_fields(loaded.model, shape, device=device)
         fields = fields_by_shape[shape]
+        blanks = explain_blanks(loaded.model, result, scales=_scales(result, options))
+        if blanks is not None:
+            print(f"note: {path.name}: {blanks.sentence(result.images.shape[1])}", file=sys.stderr)
         figure = projection_figure(
             result,
             options=options,
@@ -146,10 +152,13 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             input_rgb=image.rgb,
             layer_label=label,
             categories=loaded.categories,
+            blanks=blanks,
         )
         stem = output_stem(f"{index:02d}_{path.stem}")
         files = save_projection_figure(figure, args.out, stem)
         entry = manifest_entry(figure, files, str(path), image.tensor.shape[2:])
+        if blanks is not None:
+            entry["blank"] = blank_record(blanks, result.images.shape[1])
         if compat is not None:
             display = demo_display(result.images[0, 0], loaded.preprocessing)
             entry["demo_display"] = f"{stem}_demo_display.png"
@@ -170,3 +179,12 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     folder.write_manifest(document)
     print(args.out / MANIFEST)
     return 0
+
+
+def _scales(result: Projection, options: FigureOptions) -> list[float | None] | None:
+    """The display range each projection is drawn on when they share one (else each its
+    own): the largest magnitude of them all."""
+    if options.contrast != "shared":
+        return None
+    largest = float(result.images[0].abs().max())
+    return [largest] * result.images.shape[1]

@@ -152,7 +152,10 @@ def run(args: argparse.Namespace) -> int:
             check_weights(loaded, scan_manifest(args.scan))
             size = loaded.preprocessing.input_size
             rows = layer_table(loaded.model, (1, 3, *size), device=loaded.device)
-            site_dir = build_site(args.scan, folder, layer_rows=rows, input_size=size).index.parent
+            site = build_site(
+                args.scan, folder, layer_rows=rows, input_size=size, aliases=loaded.layer_aliases
+            )
+            site_dir = site.index.parent
         app = create_app(
             explorer,
             scan_dir=args.scan,

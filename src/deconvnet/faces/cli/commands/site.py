@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from deconvnet import models
@@ -49,12 +50,14 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     loaded = scan_model(args, scan_manifest(args.scan))
     rows: list[LayerRow] = []
     size = None
+    aliases: Mapping[str, str] = {}
     if loaded is None:
         print("note: a Caffe scan: give --caffe for the full layer table", file=sys.stderr)
     else:
         size = loaded.preprocessing.input_size
         rows = layer_table(loaded.model, (1, 3, *size), device=loaded.device)
-    result = build_site(args.scan, args.out, layer_rows=rows, input_size=size)
+        aliases = loaded.layer_aliases
+    result = build_site(args.scan, args.out, layer_rows=rows, input_size=size, aliases=aliases)
     folder.write_manifest({"command": "site", "scan": str(args.scan)})
     print(result.index)
     return 0

@@ -1,11 +1,13 @@
 """deconvnet topk: the paper's Fig. 2 — top-k activations per map over a dataset.
 
 Scans DATA (a folder of images or an .npz file), keeps the K strongest images of each
-chosen map, projects each one, and writes topk_<layer>.png sheets and topk_index.json
-to OUT, with manifest.json listing every file written. The scan checkpoints to
-OUT/topk_checkpoint.pt; --resume continues an interrupted scan in its own folder (the
-files its manifest lists are replaced, no --overwrite needed); with --overwrite instead,
-a new scan starts over.
+chosen map, projects each one, and writes to OUT: tiles/<layer>/<map>.png per map (its
+projections beside their patches, captioned), topk_<layer>.png contact sheets (paged as
+topk_<layer>_page1.png ... when a layer's maps do not fit one), the per-tile PNGs the
+static site shows, and topk_index.json, with manifest.json listing every file written.
+The scan checkpoints to OUT/topk_checkpoint.pt; --resume continues an interrupted scan
+in its own folder (the files its manifest lists are replaced, no --overwrite needed);
+with --overwrite instead, a new scan starts over.
 
 Under torchrun (WORLD_SIZE > 1) each rank scans its own whole batches of DATA and
 checkpoints to OUT/topk_checkpoint.rankR-of-W.pt; the ranks merge their top-k, each
@@ -31,7 +33,6 @@ from deconvnet.faces.cli._numbers import (
     MAX_K,
     MAX_SEED,
     MAX_TILE,
-    MIN_TILE,
     int_in,
     real_in,
 )
@@ -43,6 +44,7 @@ from deconvnet.faces.cli._output import (
 )
 from deconvnet.faces.cli._rules import add_rule_arguments, reverse_policy
 from deconvnet.faces.cli._work import add_max_work_argument
+from deconvnet.figures.render import DISPLAYS
 from deconvnet.figures.topk import DEFAULT_TILE, render
 from deconvnet.inputs import datasets
 from deconvnet.instruments.topk import distributed
@@ -88,14 +90,23 @@ def register(subparsers: Any) -> None:
     add_rule_arguments(parser)
     parser.add_argument(
         "--display",
-        default="minmax",
-        choices=["minmax", "signed"],
-        help="minmax: min to max as black to white; signed: zero as grey",
+        default="rgb",
+        choices=DISPLAYS,
+        help="as for project: rgb: colours scaled by the largest |value|, zero mid-grey; "
+        "signed: channel sum, blue < 0 < red; heat: magnitude on inferno; overlay: "
+        "magnitude over the greyed patch (each map's k tiles share one range)",
     )
     parser.add_argument(
-        "--tile", type=int_in(MIN_TILE, MAX_TILE), default=DEFAULT_TILE, help="tile size in pixels"
+        "--tile",
+        type=int_in(DEFAULT_TILE, MAX_TILE),
+        default=DEFAULT_TILE,
+        help="tile size in pixels",
     )
-    parser.add_argument("--no-tiles", action="store_true", help="write only the sheets")
+    parser.add_argument(
+        "--no-tiles",
+        action="store_true",
+        help="write only the sheets and the index (no per-map or per-tile PNGs)",
+    )
     parser.add_argument(
         "--dist-timeout",
         type=real_in(1, MAX_DIST_TIMEOUT_S),
@@ -273,7 +284,7 @@ def _finish(
         projections,
         args.out,
         tile=args.tile,
-        mode=args.display,
+        display=args.display,
         save_tiles=not args.no_tiles,
         metadata=metadata,
         display_names={layer: loaded.display_name(layer) for layer in layers},
@@ -285,8 +296,10 @@ def _finish(
     )
     for name, why in index.skipped:
         print(f"  skipped {name}: {why}", file=sys.stderr)
-    for layer, path in result.sheets.items():
-        print(f"{loaded.display_name(layer)}: {path}")
+    for layer, paths in result.pages.items():
+        shown = loaded.display_name(layer)
+        more = f" (and {len(paths) - 1} more pages)" if len(paths) > 1 else ""
+        print(f"{shown}: {paths[0]}{more}; one picture per map in {args.out}/tiles/{shown}/")
     print(f"index: {result.index_file}")
     folder.write_manifest(
         {
@@ -296,6 +309,8 @@ def _finish(
             "maps": index.maps,
             "seed": args.seed,
             "index": result.index_file.name,
+            "display": args.display,
+            "sheets": {layer: [p.name for p in paths] for layer, paths in result.pages.items()},
             "projections": len(projections),
             "reverse_passes": projections.reverse_passes,
             "forward_images": projections.forward_images,

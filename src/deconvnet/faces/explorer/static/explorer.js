@@ -22,10 +22,7 @@ async function start() {
     $("site-link").innerHTML = '› <a href="/site/index.html">scan site</a>';
   }
   for (const name of model.images) { $("library").add(new Option(name, name)); }
-  for (const layer of model.layers) {
-    const label = layer.label === layer.name ? layer.name : `${layer.label} (${layer.name})`;
-    $("layer").add(new Option(`${label} · ${layer.channels} maps`, layer.name));
-  }
+  layerMenu(model.layers);
   $("layer").value = state.layer = model.default_layer;
   for (const rule of model.rules) {
     const button = document.createElement("button");
@@ -36,6 +33,28 @@ async function start() {
     $("rules").append(button);
   }
   markRule();
+}
+
+// Layers by their shown name (alias, else dotted name), each block's in one group (fire2:
+// its concatenated output first, then its inner layers); layers of no block stand alone.
+function layerMenu(layers) {
+  let group = null;
+  for (const layer of layers) {
+    const kind = layer.classes ? "class maps" : "maps";
+    const option = new Option(`${layer.name} · ${layer.channels} ${kind}`, layer.name);
+    option.title = layer.name === layer.module ? layer.field : `${layer.module}, field ${layer.field}`;
+    if (!layer.group) {
+      group = null;
+      $("layer").add(option);
+      continue;
+    }
+    if (!group || group.label !== layer.group) {
+      group = document.createElement("optgroup");
+      group.label = layer.group;
+      $("layer").append(group);
+    }
+    group.append(option);
+  }
 }
 
 function markRule() {
@@ -58,7 +77,8 @@ async function showGrid() {
   const grid = await api(`/api/images/${state.image.id}/layers/${encodeURIComponent(state.layer)}`);
   state.grid = grid;
   $("grid").src = `${grid.grid_url}?contrast=${$("per-map").checked ? "map" : "layer"}`;
-  $("grid-note").textContent = `${grid.channels} maps of ${grid.height}×${grid.width}`;
+  const kind = grid.classes ? "class maps" : "maps";
+  $("grid-note").textContent = `${grid.layer}: ${grid.channels} ${kind} of ${grid.height}×${grid.width}`;
   if (state.unit && state.unit.layer === state.layer && state.unit.channel < grid.channels) {
     await projectUnit();
   }
@@ -90,8 +110,11 @@ async function projectUnit() {
   const unit = await api(url);
   $("projection").src = unit.projection_url;
   $("field").src = `${unit.projection_url}&view=field`;
-  $("unit-note").textContent =
-    `map ${unit.channel} at (${unit.position[0]}, ${unit.position[1]}) = ${unit.value.toPrecision(4)}`;
+  const named = unit.class_name ? ` (${unit.class_name})` : "";
+  $("unit-note").textContent = `${unit.layer} map ${unit.channel}${named} at ` +
+    `(${unit.position[0]}, ${unit.position[1]}) = ${unit.value.toPrecision(4)}`;
+  $("projection-note").hidden = !unit.note;
+  $("projection-note").textContent = unit.note || "";
   const [top, left, bottom, right] = unit.box;
   const box = $("box");
   const { width, height } = state.image;
@@ -103,8 +126,7 @@ async function projectUnit() {
   const link = $("unit-page");
   link.hidden = !unit.unit_page;
   if (unit.unit_page) { link.href = unit.unit_page; }
-  $("topk-note").textContent = !state.model.site ? "" : unit.topk.length
-    ? `its top ${unit.topk.length} in the scan:` : `map ${unit.channel} is not among the scan's maps`;
+  $("topk-note").textContent = scanNote(unit);
   $("topk").replaceChildren(...unit.topk.map((entry) => {
     const item = document.createElement("li");
     item.innerHTML = `<img alt="scan projection"><img alt="scan patch"><span></span>`;
@@ -113,6 +135,15 @@ async function projectUnit() {
     item.children[2].textContent = `#${entry.rank + 1} ${entry.value.toPrecision(3)} ${entry.image}`;
     return item;
   }));
+}
+
+function scanNote(unit) {
+  if (!state.model.site) { return ""; }
+  if (unit.topk.length) { return `its top ${unit.topk.length} in the scan:`; }
+  if (!state.model.scanned.includes(unit.layer)) {
+    return `the scan holds ${state.model.scanned.join(", ")}, not ${unit.layer}`;
+  }
+  return `map ${unit.channel} is not among the scan's maps of ${unit.layer}`;
 }
 
 function guarded(handler) {
