@@ -18,13 +18,13 @@ from PIL import Image
 from torch import nn
 
 from deconvnet import Deconvnet, Neuron, topk
-from deconvnet.engine import windowed
 from deconvnet.errors import InputError
 from deconvnet.inputs.datasets import ImageFolder, open_dataset
 from deconvnet.inputs.images import resized_rgb
 from deconvnet.instruments.topk.project import projection_runs
 from deconvnet.instruments.topk.state import EMPTY_ID, TopKState
 from tests import _datasets, _nets
+from tests.engine.test_project_units import count_seeds
 
 K = 4
 
@@ -306,14 +306,7 @@ def test_one_reverse_pass_per_projection_and_one_forward_per_image(
         max(per_image[i] for i in run) * len(run) for run in projection_runs(index)
     )  # what padding each run to its largest count would cost
     assert padded > len(entries)
-    seeds: list[int] = []
-    original = windowed.reverse_windows
-
-    def spy(graph, image_index, *args, **kwargs):  # type: ignore[no-untyped-def]
-        seeds.append(len(image_index))
-        return original(graph, image_index, *args, **kwargs)
-
-    monkeypatch.setattr(windowed, "reverse_windows", spy)
+    seeds = count_seeds(monkeypatch)
     projections = topk.project(index, net, array_data)
     assert len(projections) == len(entries)
     assert projections.reverse_passes == sum(seeds) == len(entries)
