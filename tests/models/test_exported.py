@@ -80,8 +80,8 @@ def test_a_static_export_says_its_shape_classes_and_default_layer(tmp_path: Path
         name: type(module).__name__ for name, module in eager.named_modules() if name
     }
     assert {type(m).__name__ for n, m in model.named_modules() if n} == {"InterpreterModule"}
-    assert card.default_layer == "8" == default_layer(eager)
-    assert default_layer(model) == "8"
+    assert card.default_layer == "9" == default_layer(eager)  # the last conv's rectifier
+    assert default_layer(model) == "9"
     assert card.provenance is not None and card.provenance.weights == "own"
 
 

@@ -16,7 +16,7 @@ from torch import nn
 import deconvnet.models as zoo
 from deconvnet.errors import WeightsError
 from deconvnet.faces.cli import main
-from deconvnet.models import _api
+from deconvnet.models import state_dicts
 
 MODEL = "default"  # the embedded CIFAR-10 net: 0.3 M parameters, no download
 KEY = "features.0.weight"
@@ -132,13 +132,13 @@ def test_a_zip_bomb_is_refused_before_torch_reads_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = _bomb(tmp_path / "bomb.pth", 64 << 20)
-    budget = _api.archive_budget(zoo.load(MODEL, weights="random"))
+    budget = state_dicts.archive_budget(zoo.load(MODEL, weights="random"))
     assert path.stat().st_size < 2 << 20 < budget < 64 << 20  # small file, over the budget
 
     def must_not_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("torch.load was reached")
 
-    monkeypatch.setattr(_api.torch, "load", must_not_run)
+    monkeypatch.setattr(state_dicts.torch, "load", must_not_run)
     with pytest.raises(WeightsError, match=r"would unpack to 6[0-9]{7} bytes, over the"):
         zoo.load(MODEL, weights=path)
 

@@ -19,24 +19,17 @@ from deconvnet.models import default as _default  # noqa: F401
 from deconvnet.models import squeezenet as _squeezenet  # noqa: F401
 from deconvnet.models import vgg as _vgg  # noqa: F401
 from deconvnet.models import zfnet as _zfnet  # noqa: F401
-from deconvnet.models._api import (
-    ModelSpec,
-    Weights,
-    apply_state_dict,
-    info,
-    load,
-    names,
-    read_state_dict,
-    register,
-)
+from deconvnet.models._api import ModelSpec, Weights, info, load, names, register
 from deconvnet.models.alexnet import AlexNet
 from deconvnet.models.caffenet import CaffeNet, state_dict_from_caffe
 from deconvnet.models.default import TinyZFNet
 from deconvnet.models.squeezenet import SqueezeNet
+from deconvnet.models.state_dicts import RANDOM_INIT, apply_state_dict, read_state_dict
 from deconvnet.models.vgg import VGG
 from deconvnet.models.zfnet import ZFNet
 
 __all__ = [
+    "RANDOM_INIT",
     "VGG",
     "AlexNet",
     "CaffeNet",

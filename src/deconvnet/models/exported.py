@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from deconvnet.errors import ModelNotFoundError, WeightsError, one_line
-from deconvnet.models.card import ModelCard, attach
+from deconvnet.models.card import RECTIFIERS, ModelCard, attach
 
 ERROR_CHARS = 300
 CONVOLUTIONS = frozenset(
@@ -95,16 +95,23 @@ def _layer_types(nodes: Iterable[Any]) -> dict[str, str]:
 
 
 def _last_convolution(nodes: list[Any]) -> str | None:
-    """The module that ran the program's last (not transposed) convolution; None if none
-    did in a named module."""
+    """The module that ran the program's last (not transposed) convolution, or the
+    rectifier module its output alone feeds (as :func:`~deconvnet.models.card.default_layer`
+    chooses for an eager model); None if no convolution ran in a named module."""
+    rectifiers = {kind.__name__ for kind in RECTIFIERS}
     for node in reversed(nodes):
         if node.op != "call_function" or node.target not in CONVOLUTIONS:
             continue
         if len(node.args) > TRANSPOSED_ARGUMENT and node.args[TRANSPOSED_ARGUMENT] is True:
             continue
         stack = _stack(node)
-        if stack and stack[-1][0]:
-            return str(stack[-1][0])
+        if not stack or not stack[-1][0]:
+            continue
+        users = list(node.users)
+        after = _stack(users[0]) if len(users) == 1 else []
+        if after and after[-1][0] and str(after[-1][1]).rpartition(".")[2] in rectifiers:
+            return str(after[-1][0])
+        return str(stack[-1][0])
     return None
 
 

@@ -42,7 +42,9 @@ from deconvnet.inputs.preprocessing import (
     Preprocessing,
     ResizeRule,
 )
-from deconvnet.models._api import (
+from deconvnet.models._download import MIN_SHA_PREFIX, ProgressFn, fetch, sha256_of
+from deconvnet.models.card import ModelCard, Provenance
+from deconvnet.models.state_dicts import (
     RANDOM_INIT,
     SAFETENSORS_SUFFIX,
     STATE_DICT_SUFFIXES,
@@ -50,8 +52,6 @@ from deconvnet.models._api import (
     archive_budget,
     read_state_dict,
 )
-from deconvnet.models._download import MIN_SHA_PREFIX, ProgressFn, fetch, sha256_of
-from deconvnet.models.card import ModelCard, Provenance
 
 SEPARATOR = ":"
 PRETRAINED = "pretrained"

@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from deconvnet.errors import ModelNotFoundError, WeightsError, one_line
-from deconvnet.models._api import apply_state_dict, read_state_dict
 from deconvnet.models._download import sha256_of
 from deconvnet.models.card import Provenance, attach, card_of
 from deconvnet.models.exported import load_exported
 from deconvnet.models.libraries import is_library_model
+from deconvnet.models.state_dicts import apply_state_dict, read_state_dict
 
 EXPORT_SUFFIX = ".pt2"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl")

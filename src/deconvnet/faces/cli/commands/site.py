@@ -83,7 +83,7 @@ def _named_weights(model: str, weights: object) -> str | None:
     a manifest is never opened (the scan's files are untrusted): the user gives it."""
     if weights in (None, "default"):
         return None
-    known = {w.name for w in models.info(model).weights} | {models._api.RANDOM_INIT}
+    known = {w.name for w in models.info(model).weights} | {models.RANDOM_INIT}
     if weights not in known:
         raise InputError(
             f"the scan was made with weights from a file ({ascii(weights)[:120]}); give that "
