@@ -21,6 +21,8 @@ from deconvnet.engine import engine, precision, windowed
 from deconvnet.engine.graph import Graph
 from deconvnet.engine.ops import normalisation
 from deconvnet.engine.ops.convolution import ConvNode
+from deconvnet.engine.selection import UnitList
+from deconvnet.engine.window import paste
 from deconvnet.figures.display import display_match, display_matches
 from tests import _nets
 from tests import _torchvision as tv
@@ -198,15 +200,18 @@ def test_float16_overflow_is_redone_in_full_precision():
 
 
 def _raw(monkeypatch) -> list[torch.Tensor]:
-    """The reduced pass's own projections, taken before the engine redoes any."""
+    """The reduced pass's own projections (at the seeds' magnitude 1, as float32), taken
+    before the engine redoes any."""
     seen: list[torch.Tensor] = []
-    original = engine._unheld
+    original = windowed.reverse_windows
 
-    def spy(images, values, variance):
-        seen.append(images.clone())
-        return original(images, values, variance)
+    def spy(graph, *args, **kwargs):
+        window = original(graph, *args, **kwargs)
+        if window.data.dtype in (torch.bfloat16, torch.float16):
+            seen.append(paste(window, graph.shapes[0][-2:]).float())
+        return window
 
-    monkeypatch.setattr(engine, "_unheld", spy)
+    monkeypatch.setattr(windowed, "reverse_windows", spy)
     return seen
 
 
@@ -319,3 +324,101 @@ def test_bfloat16_is_display_exact_against_the_literal_float32_deconvnet():
         assert match.max_relative_error == pytest.approx(relative, rel=1e-3)
         differs += int((a != b).any())
     assert differs > 0  # the pictures are not bit-identical: the check had work to do
+
+
+# -- the top-k stage's one pass per unit (project_units) in a reduced type -------------------
+
+
+def _strongest_units(net: dn.Deconvnet, x: torch.Tensor, layer: str, per_image: int) -> UnitList:
+    """Per image, the strongest unit of each of its ``per_image`` strongest maps."""
+    y = net.layer_output(x, layer)
+    images, channels, positions = [], [], []
+    for image in range(y.shape[0]):
+        peaks = y[image].flatten(1).max(dim=1)
+        for channel in peaks.values.argsort(descending=True)[:per_image].tolist():
+            flat = int(peaks.indices[channel])
+            images.append(image)
+            channels.append(channel)
+            positions.append([flat // y.shape[3], flat % y.shape[3]])
+    return UnitList(torch.tensor(images), torch.tensor(channels), torch.tensor(positions))
+
+
+def _units_both(model, x, layer, per_image, reduced):
+    with dn.Deconvnet(model) as net:
+        units = _strongest_units(net, x, layer, per_image)
+        full = net.project_units(x, {layer: units})[layer]
+    with dn.Deconvnet(model, precision=reduced) as net:
+        low = net.project_units(x, {layer: units})[layer]
+    box = (0, 0, *x.shape[-2:])
+    crops = [
+        torch.stack([found.crop(n, box) for n in range(len(units))]) for found in (low, full)
+    ]
+    return low, full, crops[0], crops[1]
+
+
+@pytest.mark.parametrize("reduced", ["bfloat16", "float16"])
+def test_project_units_in_a_reduced_type_are_display_exact_and_say_so(reduced):
+    """Each unit's one reverse pass runs in the reduced type; the forward (the values) is
+    float32's bit for bit; every picture is display-exact; the type is recorded per unit."""
+    model = tv.no_inplace(tv.calibrated(tv.resnet18(width=4), size=64))
+    x = _x((2, 3, 64, 64))
+    low, full, low_crops, full_crops = _units_both(model, x, "layer3", 4, reduced)
+    assert full.precision == "float32" and full.full_precision is None
+    assert low.precision == reduced and low.full_precision is not None
+    assert low.full_precision.shape == (8,)
+    assert torch.equal(low.values, full.values)
+    assert all(match.passed for match in display_matches(low_crops, full_crops))
+    assert [low.precision_at(n) for n in range(8)] == [
+        "float32" if bool(low.full_precision[n]) else reduced for n in range(8)
+    ]
+    assert not torch.equal(low_crops, full_crops)  # it did run in the reduced type
+
+
+def test_project_units_redo_overflows_in_full_precision():
+    """float16 overflow (as in ``test_float16_overflow_is_redone_in_full_precision``): each
+    unit's window is written back from float32, equal to the full-precision pass."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)
+    ).eval()
+    with torch.no_grad():
+        for conv in model[::2]:
+            conv.weight.copy_(conv.weight.abs() * 1e4)
+    x = _x((2, 3, 12, 12)).abs()
+    low, _, low_crops, full_crops = _units_both(model, x, "4", 2, "float16")
+    assert low.full_precision is not None and bool(low.full_precision.all())
+    assert {low.precision_at(n) for n in range(4)} == {"float32"}
+    torch.testing.assert_close(low_crops, full_crops, rtol=1e-6, atol=0)
+
+
+def _half_cancelling() -> nn.Sequential:
+    """Map 0 of the last layer is :func:`_nets.cancelling`'s unit (``w`` and ``−(1+δ)·w``
+    added); map 1 passes an independent filter on alone."""
+    generator = torch.Generator().manual_seed(5)
+    first = nn.Conv2d(3, 3, 5, bias=False)
+    second = nn.Conv2d(3, 2, 1, bias=False)
+    weight = torch.randn((3, 5, 5), generator=generator)
+    with torch.no_grad():
+        first.weight[0] = weight
+        first.weight[1] = -(1 + 2**-6) * weight
+        first.weight[2] = torch.randn((3, 5, 5), generator=generator)
+        second.weight.zero_()
+        second.weight[0, :2] = 1.0
+        second.weight[1, 2] = 1.0
+    return nn.Sequential(first, nn.ReLU(), second, nn.ReLU()).eval()
+
+
+def test_project_units_redo_the_cancelling_unit_of_a_run_and_keep_the_other():
+    """One run of two units: the cancelling one fails the predicted check and is written
+    back from float32 (equal to the full pass); the other keeps its bfloat16 picture."""
+    x = _x((1, 3, 16, 16))
+    low, _, low_crops, full_crops = _units_both(_half_cancelling(), x, "3", 2, "bfloat16")
+    with dn.Deconvnet(_half_cancelling()) as net:
+        channels = _strongest_units(net, x, "3", 2).channels.tolist()
+    assert sorted(channels) == [0, 1]
+    assert low.full_precision is not None
+    assert low.full_precision.tolist() == [channel == 0 for channel in channels]
+    redone, kept = channels.index(0), channels.index(1)
+    torch.testing.assert_close(low_crops[redone], full_crops[redone], rtol=1e-6, atol=0)
+    assert display_match(low_crops[kept], full_crops[kept]).passed
+    assert not torch.equal(low_crops[kept], full_crops[kept])
+    assert [low.precision_at(n) for n in (redone, kept)] == ["float32", "bfloat16"]

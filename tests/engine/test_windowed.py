@@ -487,13 +487,13 @@ def test_seeds_are_split_into_calls_whose_tensors_stay_reused_blocks(monkeypatch
     model = _nets.vgg_like().double().eval()
     x = _x((2, 3, 32, 32))
     sizes: list[int] = []
-    original = windowed.reverse_batch
+    original = windowed.reverse_windows
 
     def spy(graph, image_index, *args, **kwargs):
         sizes.append(len(image_index))
         return original(graph, image_index, *args, **kwargs)
 
-    monkeypatch.setattr(windowed, "reverse_batch", spy)
+    monkeypatch.setattr(windowed, "reverse_windows", spy)
     with dn.Deconvnet(model) as net:
         whole = net.project(x, "9", dn.TopMaps(4))
         assert sizes == [8]

@@ -25,21 +25,23 @@ from torch import Tensor, nn
 from deconvnet.engine import guard, windowed
 from deconvnet.engine.capture import ForwardFailed, check_batch, forward_until, output_tensor
 from deconvnet.engine.compat import preset
-from deconvnet.engine.graph import Graph, Recorder
+from deconvnet.engine.graph import Graph, Mark, Recorder
 from deconvnet.engine.hooks import model_lock
 from deconvnet.engine.layers import resolve_call
-from deconvnet.engine.policies import RuleMode, refuse_functions
+from deconvnet.engine.policies import RuleMode, foreign_function, refuse_functions
 from deconvnet.engine.precision import (
+    FULL_PRECISION,
     dtype_name,
     expected_display_exact,
     is_reduced,
     reverse_dtype,
 )
-from deconvnet.engine.projection import Projection
+from deconvnet.engine.projection import Projection, UnitProjections
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
 from deconvnet.engine.rounding import Rounding
 from deconvnet.engine.rules import ReversePolicy
-from deconvnet.engine.selection import Seeds, Selection
+from deconvnet.engine.selection import Seeds, Selection, UnitList, Units
+from deconvnet.engine.window import Window, paste
 from deconvnet.errors import InputError, LayerNotFoundError
 from deconvnet.models.card import card_of
 
@@ -295,6 +297,7 @@ class Deconvnet:
             self._check_finite(y, x, name, module)
             seeds = select.resolve(y)
             graph = recorder.graph()
+            recorder.release()
             if graph is None or seeds.positions is None or seeds.positions.shape[-1] != 2:
                 return None
             dtype = reverse_dtype(self.policy.precision, y.dtype, y.device)
@@ -337,6 +340,8 @@ class Deconvnet:
             self._check_finite(y, x, name, module)
             seeds = select.resolve(y)
             graph = recorder.graph() if recorder is not None else None
+            if recorder is not None:
+                recorder.release()
             if graph is not None and seeds.positions is not None and seeds.positions.shape[-1] == 2:
                 del pull_many  # frees the forward's saved tensors before the reverse passes
                 dtype = reverse_dtype(self.policy.precision, y.dtype, y.device)
@@ -384,6 +389,150 @@ class Deconvnet:
                 progress(stop * batch, count * batch)
         return torch.cat(parts, dim=0).transpose(0, 1)
 
+    def project_units(
+        self,
+        x: Tensor,
+        units: Mapping[str, UnitList],
+        *,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> dict[str, UnitProjections]:
+        """Project single activations of several layers of one batch, each on its own.
+
+        One forward pass serves every layer (it runs to the deepest one and records the
+        graph once), and each unit gets exactly one reverse pass, on its receptive-field
+        window, however many units each image has: nothing is padded to the image with
+        the most. Equal to :meth:`project` with one
+        :class:`~deconvnet.engine.selection.Neuron` per unit, up to float rounding (the
+        batches differ). A layer the windowed reverse pass cannot follow (an op with no
+        windowed rule, a ``#call`` index) takes :meth:`project`'s general path, one image
+        at a time.
+
+        Parameters
+        ----------
+        x : Tensor (B, C_in, H, W) — preprocessed input batch.
+        units : layer (named as :meth:`project` takes it) -> its units.
+        progress : optional ``(done, total)`` callback over the reverse passes.
+
+        Returns
+        -------
+        One :class:`~deconvnet.engine.projection.UnitProjections` per layer of ``units``.
+
+        Raises
+        ------
+        As :meth:`project`.
+        """
+        resolved = {layer: resolve_call(self.model, layer) for layer in units}
+        guard.require_eval(self.model)
+        x = self._check_input(x)
+        total, done = sum(len(chosen) for chosen in units.values()), 0
+
+        def report(count: int, _: int | None) -> None:
+            if progress is not None:
+                progress(done + count, total)
+
+        results = {}
+        with model_lock(self.model), guard.preserved(self.model):
+            with torch.no_grad():
+                for name, module, call in resolved.values():
+                    self._require_call(x, module, name, call)
+            plain = {name: module for name, module, call in resolved.values() if (call or 1) == 1}
+            recorder = Recorder(self.model, self.policy)
+            reached = self._forward_marked(x, plain, recorder) if plain else {}
+            graphs = {name: recorder.graph(mark) for name, (mark, _) in reached.items()}
+            recorder.release()
+            for layer, chosen in units.items():
+                name, module, call = resolved[layer]
+                graph = graphs.get(name)
+                if graph is None:
+                    results[layer] = self._units_by_image(x, layer, chosen, report)
+                else:
+                    y = reached[name][1]
+                    self._check_finite(y, x, name, module)
+                    values = chosen.values(y)
+                    dtype = reverse_dtype(self.policy.precision, y.dtype, y.device)
+                    windows, redone = self._reverse_units(
+                        graph,
+                        chosen.images,
+                        chosen.channels,
+                        chosen.positions,
+                        values,
+                        report,
+                        dtype,
+                    )
+                    results[layer] = UnitProjections(
+                        layer, values, tuple(windows), len(chosen), dtype_name(dtype), redone
+                    )
+                done += len(chosen)
+        return results
+
+    def _forward_marked(
+        self, x: Tensor, layers: dict[str, nn.Module], recorder: Recorder
+    ) -> dict[str, tuple[Mark, Tensor]]:
+        """One recorded forward pass under the rule mode, up to the last of ``layers``:
+        each layer's mark and a copy of its output (:meth:`Recorder.mark`). A layer reached
+        through a custom ``autograd.Function`` is refused under the rectifying rules and
+        marked unrecorded under the gradient rule (the general path runs its backward)."""
+        outputs: dict[str, Tensor] = {}
+
+        def keep(name: str, output: Any) -> tuple[Mark, Tensor]:
+            outputs[name] = output_tensor(name, output)
+            return recorder.mark(outputs[name])
+
+        # Derived tensors require grad, as under project's vjp: the recorder tells a tensor
+        # derived in a way it does not see from a constant by that.
+        leaf = x.detach().requires_grad_()
+        start = leaf.clone()  # an in-place first op may not edit a leaf
+        with (
+            torch.enable_grad(),
+            RuleMode(self.policy, self.model, None) as rules,
+            recorder,
+        ):
+            recorder.start(start, rules.recall)
+            reached = forward_until(self.model, start, layers, keep=keep)
+        for name, (mark, output) in reached.items():
+            refuse_functions(outputs[name], self.policy)
+            _require_batch(output, x, name)
+            if foreign_function(outputs[name]) is not None:
+                # its backward is its author's, not the ops the recorder saw inside it
+                reached[name] = (Mark(-1, mark.nodes), output)
+        return reached
+
+    def _units_by_image(
+        self,
+        x: Tensor,
+        layer: str,
+        chosen: UnitList,
+        progress: Callable[[int, int | None], None],
+    ) -> UnitProjections:
+        """The general path for :meth:`project_units`: one :meth:`project` call per run of
+        units of the same image (no padding either), each projection on the whole input."""
+        name, module, call = resolve_call(self.model, layer)
+        images = chosen.images.tolist()
+        windows, values, founds, start = [], [], [], 0
+        while start < len(images):
+            stop = start + 1
+            while stop < len(images) and images[stop] == images[start]:
+                stop += 1
+            image = int(images[start])
+            select = Units(chosen.channels[start:stop], chosen.positions[start:stop])
+            found = self._project(x[image : image + 1], name, module, call, select, None, None)
+            nowhere = torch.zeros(stop - start, dtype=torch.long)
+            windows.append(Window(found.images[0], nowhere, nowhere))
+            values.append(found.values[0])
+            founds.append(found)
+            start = stop
+            progress(stop, len(images))
+        empty = x.new_zeros(0)
+        precision, redone = _precisions(founds)
+        return UnitProjections(
+            layer,
+            torch.cat(values) if values else empty,
+            tuple(windows),
+            start,
+            precision,
+            redone,
+        )
+
     def _reverse_windowed(
         self,
         graph: Graph,
@@ -397,10 +546,35 @@ class Deconvnet:
         assert seeds.positions is not None  # checked by the caller
         batch, count = seeds.channels.shape
         image_index = torch.arange(batch, device=seeds.channels.device).repeat_interleave(count)
-        channels = seeds.channels.reshape(-1)
-        positions = seeds.positions.reshape(batch * count, -1)
-        values = seeds.values.reshape(-1)
-        total = batch * count
+        windows, redone = self._reverse_units(
+            graph,
+            image_index,
+            seeds.channels.reshape(-1),
+            seeds.positions.reshape(batch * count, -1),
+            seeds.values.reshape(-1),
+            progress,
+            dtype,
+        )
+        images = torch.cat([paste(window, graph.shapes[0][-2:]) for window in windows])
+        images = images.view(batch, count, *images.shape[1:])
+        return images, (redone.view(batch, count) if redone is not None else None)
+
+    def _reverse_units(
+        self,
+        graph: Graph,
+        image_index: Tensor,
+        channels: Tensor,
+        positions: Tensor,
+        values: Tensor,
+        progress: Callable[[int, int | None], None] | None,
+        dtype: torch.dtype,
+    ) -> tuple[list[Window], Tensor | None]:
+        """One windowed reverse pass per seed (image, map, position, value), in ``dtype``,
+        in runs of as many as keep each run's tensors small
+        (:func:`windowed.seeds_per_call`); the seeds a reduced type could not hold are
+        redone in full precision, and the second result says which (None when the pass
+        ran in full precision)."""
+        total = int(values.shape[0])
         reduced = is_reduced(dtype, values.dtype)
         run = graph.cast(dtype) if reduced else graph
         # Every reverse step but a re-applied LRN is positively homogeneous in the seed:
@@ -409,12 +583,12 @@ class Deconvnet:
         scaled = reduced and not self.policy.lrn_mode.reapplies
         run_values = (values.sign() if scaled else values).to(dtype)
         step = min(self.batch_size, windowed.seeds_per_call(graph, dtype.itemsize))
-        parts, variances = [], []
+        windows, unheld = [], []
         for start in range(0, total, step):
             stop = min(start + step, total)
             rounding = Rounding(dtype) if reduced else None
             with torch.no_grad():
-                part = windowed.reverse_batch(
+                window = windowed.reverse_windows(
                     run,
                     image_index[start:stop],
                     channels[start:stop],
@@ -422,47 +596,56 @@ class Deconvnet:
                     run_values[start:stop],
                     self.policy,
                     rounding,
-                ).to(values.dtype)
-            if scaled:
-                part *= values[start:stop].abs().view(-1, *[1] * (part.dim() - 1))
-            parts.append(part)
+                )
             if rounding is not None:
+                data = window.data.to(values.dtype)
+                if scaled:
+                    data *= values[start:stop].abs().view(-1, *[1] * (data.dim() - 1))
+                window = window.with_data(data)
                 variance = rounding.projected
-                variances.append(variance if variance is not None else part.new_zeros(len(part)))
+                if variance is None:
+                    variance = data.new_zeros(len(data), dtype=torch.float32)
+                bad = _unheld(data, values[start:stop], variance)
+                if bool(bad.any()):
+                    seeds = slice(start, stop)
+                    self._redo(graph, window, bad, seeds, image_index, channels, positions, values)
+                unheld.append(bad)
+            windows.append(window)
             if progress is not None:
                 progress(stop, total)
-        images = torch.cat(parts)
-        redone = None
-        if reduced:
-            unheld = _unheld(images, values, torch.cat(variances))
-            self._redo(graph, images, unheld, image_index, channels, positions, values)
-            redone = unheld.view(batch, count)
-        return images.view(batch, count, *images.shape[1:]), redone
+        return windows, (torch.cat(unheld) if reduced else None)
 
     def _redo(
         self,
         graph: Graph,
-        images: Tensor,
+        window: Window,
         unheld: Tensor,
+        seeds: slice,
         image_index: Tensor,
         channels: Tensor,
         positions: Tensor,
         values: Tensor,
     ) -> None:
-        """Redo the ``unheld`` projections in full precision, in place."""
+        """Redo the ``unheld`` projections of one run (the call's ``seeds``) in full
+        precision, written into the run's ``window`` in place."""
         chosen = unheld.nonzero().view(-1)
-        step = windowed.seeds_per_call(graph, values.element_size())
-        for start in range(0, int(chosen.numel()), min(self.batch_size, step)):
-            index = chosen[start : start + min(self.batch_size, step)]
+        index = torch.arange(seeds.start, seeds.stop, device=chosen.device)[chosen]
+        step = min(self.batch_size, windowed.seeds_per_call(graph, values.element_size()))
+        height, width = window.size
+        for start in range(0, int(chosen.numel()), step):
+            part = index[start : start + step]
             with torch.no_grad():
-                images[index] = windowed.reverse_batch(
+                full = windowed.reverse_windows(
                     graph,
-                    image_index[index],
-                    channels[index],
-                    positions[index],
-                    values[index],
+                    image_index[part],
+                    channels[part],
+                    positions[part],
+                    values[part],
                     self.policy,
                 )
+            for j, n in enumerate(chosen[start : start + step].tolist()):
+                top, left = int(window.tops[n]), int(window.lefts[n])
+                window.data[n] = full.part(j, (top, left, top + height, left + width))
 
     def _check_input(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
@@ -515,11 +698,7 @@ class Deconvnet:
         refuse_functions(output, self.policy)
         if recorder is not None:
             recorder.finish(output)
-        if output.dim() < 2 or output.shape[0] != x.shape[0]:
-            raise InputError(
-                f"layer {name!r} output {tuple(output.shape)} does not keep the input's batch "
-                f"of {x.shape[0]}: give a batched input (B, C, H, W), got {tuple(x.shape)}"
-            )
+        _require_batch(output, x, name)
         return output
 
 
@@ -528,6 +707,31 @@ def _outside_torch_func(error: ForwardFailed) -> bool:
     of it (one without ``setup_context``)."""
     cause = error.__cause__
     return isinstance(cause, RuntimeError) and "setup_context" in str(cause)
+
+
+def _precisions(founds: list[Projection]) -> tuple[str, Tensor | None]:
+    """The precision of one-image projections taken together (the reduced type, if any
+    ran in one) and, per seed, whether it ran in full precision instead (None: none ran
+    in a reduced type)."""
+    reduced = [found for found in founds if found.full_precision is not None]
+    if not reduced:
+        return (founds[0].precision if founds else FULL_PRECISION), None
+    precision = reduced[0].precision
+    redone = [
+        found.full_precision[0]
+        if found.full_precision is not None
+        else torch.full((found.values.shape[1],), found.precision != precision)
+        for found in founds
+    ]
+    return precision, torch.cat(redone)
+
+
+def _require_batch(output: Tensor, x: Tensor, name: str) -> None:
+    if output.dim() < 2 or output.shape[0] != x.shape[0]:
+        raise InputError(
+            f"layer {name!r} output {tuple(output.shape)} does not keep the input's batch "
+            f"of {x.shape[0]}: give a batched input (B, C, H, W), got {tuple(x.shape)}"
+        )
 
 
 _WINDOWED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], bool]] = (

@@ -8,6 +8,7 @@ room's views to :func:`register_views`, and the methods call whatever was regist
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 from collections.abc import Callable
@@ -18,9 +19,10 @@ from typing import Protocol
 from torch import Tensor
 
 from deconvnet.engine.precision import dtype_name
-from deconvnet.engine.receptive import ReceptiveField
+from deconvnet.engine.receptive import Box, ReceptiveField
 from deconvnet.engine.rules import ReversePolicy
 from deconvnet.engine.selection import Selection
+from deconvnet.engine.window import Window
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
 
@@ -131,3 +133,52 @@ class Projection:
         if _views is None:
             raise InputError("no figure views registered; import deconvnet (the package) first")
         return _views
+
+
+@dataclass(frozen=True, eq=False)
+class UnitProjections:
+    """What :meth:`Deconvnet.project_units <deconvnet.engine.engine.Deconvnet.project_units>`
+    returns for one layer: each unit's projection on its window of the input (zero
+    outside it), so a caller cuts out the boxes it shows without a full-size copy each.
+
+    Attributes
+    ----------
+    layer : the layer as it was named.
+    values : Tensor (N,) — the units' activations in the forward pass.
+    windows : the projections, unit after unit, in the runs the reverse passes produced
+        them (one size per run).
+    reverse_passes : reverse passes run for these units: one each.
+    precision, full_precision : as for :class:`Projection`; ``full_precision`` is a
+        BoolTensor (N,) or None.
+    """
+
+    layer: str
+    values: Tensor
+    windows: tuple[Window, ...]
+    reverse_passes: int
+    precision: str = "float32"
+    full_precision: Tensor | None = None
+
+    def precision_at(self, n: int) -> str:
+        """The number type unit ``n``'s projection was computed in (see
+        :meth:`Projection.precision_at`)."""
+        if self.full_precision is not None and bool(self.full_precision[n]):
+            return dtype_name(self.values.dtype)
+        return self.precision
+
+    def crop(self, n: int, box: Box) -> Tensor:
+        """Unit ``n``'s projection (C_in, h, w) on the input's rows ``box[0]:box[2]`` and
+        columns ``box[1]:box[3]``."""
+        starts = self._starts
+        run = bisect.bisect_right(starts, n) - 1
+        if not 0 <= n < len(self.values) or run < 0:
+            raise IndexError(f"unit {n} of {len(self.values)}")
+        return self.windows[run].part(n - starts[run], box)
+
+    @functools.cached_property
+    def _starts(self) -> list[int]:
+        starts, first = [], 0
+        for window in self.windows:
+            starts.append(first)
+            first += int(window.data.shape[0])
+        return starts

@@ -23,7 +23,7 @@ from torch import Tensor
 from deconvnet.engine.ops.op import IMAGE_RANK, ReverseStep, SlidingNode
 from deconvnet.engine.rounding import Rounding
 from deconvnet.engine.rules import ReversePolicy
-from deconvnet.engine.window import Window, cut_to_map, paste, sum_windows
+from deconvnet.engine.window import Window, cut_to_map, sum_windows
 
 if TYPE_CHECKING:
     from deconvnet.engine.graph import Graph
@@ -34,7 +34,7 @@ the OS on every allocation and pays a page fault per 4 KiB on first touch (here 
 100 MB tensor costs 45 ms more than a reused one), so each call's tensors stay below it."""
 
 
-def reverse_batch(
+def reverse_windows(
     graph: Graph,
     image_index: Tensor,
     channels: Tensor,
@@ -42,7 +42,7 @@ def reverse_batch(
     values: Tensor,
     policy: ReversePolicy,
     rounding: Rounding | None = None,
-) -> Tensor:
+) -> Window:
     """Windowed reverse passes for N single-unit seeds.
 
     Parameters
@@ -55,7 +55,8 @@ def reverse_batch(
 
     Returns
     -------
-    Tensor (N, C_in, H, W), equal to the general path's projections.
+    Each seed's projection on its window of the input (zero outside it):
+    :func:`~deconvnet.engine.window.paste` gives the general path's projections.
     """
     count = channels.shape[0]
     layer_shape = graph.shapes[graph.layer]
@@ -84,17 +85,17 @@ def reverse_batch(
     image = signals.get(0)
     if rounding is not None:
         rounding.finish(0, image)
-    shape = graph.shapes[0]
-    if image is None:
-        return values.new_zeros((count, *shape[1:]))
-    return paste(image, shape[-2:])
+    if image is None:  # the layer does not depend on the input's values
+        nowhere = torch.zeros(count, dtype=torch.long)
+        return Window(values.new_zeros((count, *graph.shapes[0][1:-2], 1, 1)), nowhere, nowhere)
+    return image
 
 
 def seeds_per_call(graph: Graph, element_size: int) -> int:
-    """How many seeds one :func:`reverse_batch` call takes so that its largest tensor (a
-    window at most as large as its map, the pasted image, or a node's own temporaries,
-    such as the per-tap products of a transposed convolution) stays a reused block:
-    batching more seeds makes each op larger, not faster, once the pages are fresh."""
+    """How many seeds one :func:`reverse_windows` call takes so that its largest tensor (a
+    window at most as large as its map, the image a run is pasted to, or a node's own
+    temporaries, such as the per-tap products of a transposed convolution) stays a reused
+    block: batching more seeds makes each op larger, not faster, once the pages are fresh."""
     shapes = window_shapes(graph)
     per_seed = max(math.prod(shape[1:]) for shape in shapes if len(shape) == IMAGE_RANK)
     for node in graph.nodes:
