@@ -181,15 +181,21 @@ def test_float16_holds_tiny_activations():
     assert all(match.passed for match in display_matches(low.images, full.images))
 
 
-def test_float16_overflow_is_redone_in_full_precision():
-    """Filters that grow the signal 10⁴-fold per layer leave float16's range (65504) on the
-    way down: those projections come back from float32, and say so."""
+def _overflowing() -> nn.Sequential:
+    """Filters that grow the signal 10⁴-fold per layer."""
     model = nn.Sequential(
         nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)
     ).eval()
     with torch.no_grad():
         for conv in model[::2]:
             conv.weight.copy_(conv.weight.abs() * 1e4)
+    return model
+
+
+def test_float16_overflow_is_redone_in_full_precision():
+    """Filters that grow the signal 10⁴-fold per layer leave float16's range (65504) on the
+    way down: those projections come back from float32, and say so."""
+    model = _overflowing()
     low, full = _both(model, _x((1, 3, 12, 12)).abs(), "4", dn.TopMaps(2), "float16")
     assert bool(low.full_precision.all())
     assert [low.precision_at(0, k) for k in range(2)] == ["float32", "float32"]
@@ -377,12 +383,7 @@ def test_project_units_in_a_reduced_type_are_display_exact_and_say_so(reduced):
 def test_project_units_redo_overflows_in_full_precision():
     """float16 overflow (as in ``test_float16_overflow_is_redone_in_full_precision``): each
     unit's window is written back from float32, equal to the full-precision pass."""
-    model = nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)
-    ).eval()
-    with torch.no_grad():
-        for conv in model[::2]:
-            conv.weight.copy_(conv.weight.abs() * 1e4)
+    model = _overflowing()
     x = _x((2, 3, 12, 12)).abs()
     low, _, low_crops, full_crops = _units_both(model, x, "4", 2, "float16")
     assert low.full_precision is not None and bool(low.full_precision.all())
