@@ -1,7 +1,7 @@
 """``--model MODEL.pt2`` as a new user meets it: the input size from the archive (not
-224×224), readable layer classes, the last convolution by default, a batch-1 export through
-every batching command, a fixed batch of several images refused before any scan, and
-nothing on stderr.
+224×224), readable layer classes, the last convolution's rectifier by default, a batch-1
+export through every batching command, a fixed batch of several images refused before any
+scan, and nothing on stderr.
 
 Oracle: the eager module the archive was exported from, run by the library on the input
 the archive's size describes.
@@ -66,7 +66,7 @@ def test_layers_reads_size_classes_and_fields_from_the_archive(
     assert rows["3"][3] == "11x11"
 
 
-def test_project_uses_the_archives_size_and_last_convolution(
+def test_project_uses_the_archives_size_and_last_convolutions_rectifier(
     tmp_path: Path, photos: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     archive = _export(tmp_path / "net.pt2", 1)
@@ -76,7 +76,7 @@ def test_project_uses_the_archives_size_and_last_convolution(
     assert main([*argv, "--out", str(tmp_path / "p")]) == 0
     assert capfd.readouterr().err == ""
     manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
-    assert manifest["layer"] == "3"  # the last convolution
+    assert manifest["layer"] == "4"  # the last convolution's rectifier, as for the eager net
     assert manifest["preprocessing"]["input_size"] == [HEIGHT, WIDTH]
     # the library on the eager module, fed what the archive's size describes
     spec = dn.Preprocessing(
