@@ -1,8 +1,9 @@
 """Load time and peak memory of ``deconvnet.caffe.load`` for every shared caffemodel.
 
-Run: ``.venv/bin/python benchmarks/bench_caffe.py [--repeat N]``. Each model is loaded in a
-fresh subprocess so its peak resident memory (ru_maxrss) is its own; the time is the best
-of ``--repeat`` loads in that process (the first one also pays lazy imports).
+Run: ``.venv/bin/python benchmarks/bench_caffe.py [--repeat N] [--device cpu]``. Each model
+is loaded in a fresh subprocess so its peak resident memory (ru_maxrss) is its own; the time
+is the best of ``--repeat`` loads in that process (the first one also pays lazy imports),
+each until the net is on ``--device``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _device import add_device_argument, device_of
 
 SHARED_CAFFE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "caffe"
 # caffemodel -> the prototxt it is loaded with (relative to SHARED_CAFFE)
@@ -35,11 +40,15 @@ import json, resource, sys, time
 import torch
 from deconvnet.caffe import load
 prototxt, caffemodel, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
+device = torch.device(sys.argv[4])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 times = []
 for _ in range(repeat):
     start = time.perf_counter()
     net, _ = load(prototxt, caffemodel)
+    net.to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     times.append(time.perf_counter() - start)
 params = sum(p.numel() for p in net.parameters())
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -48,10 +57,11 @@ print(json.dumps({"first": times[0], "best": min(times), "params": params,
 """
 
 
-def measure(prototxt: Path, caffemodel: Path, repeat: int) -> dict[str, float]:
-    """Load one model ``repeat`` times in a fresh interpreter; return its numbers."""
+def measure(prototxt: Path, caffemodel: Path, repeat: int, device: str) -> dict[str, float]:
+    """Load one model ``repeat`` times in a fresh interpreter (and move it to ``device``);
+    return its numbers."""
     result = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(prototxt), str(caffemodel), str(repeat)],
+        [sys.executable, "-c", _CHILD, str(prototxt), str(caffemodel), str(repeat), device],
         capture_output=True,
         text=True,
         check=True,
@@ -62,7 +72,9 @@ def measure(prototxt: Path, caffemodel: Path, repeat: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = str(device_of(args))
     if not SHARED_CAFFE.is_dir():
         print(f"shared data not found at {SHARED_CAFFE}", file=sys.stderr)
         return 1
@@ -74,7 +86,7 @@ def main() -> int:
     print("-" * len(header))
     for model, prototxt in MODELS.items():
         path = SHARED_CAFFE / model
-        numbers = measure(SHARED_CAFFE / prototxt, path, args.repeat)
+        numbers = measure(SHARED_CAFFE / prototxt, path, args.repeat, device)
         print(
             f"{model:<52} {path.stat().st_size / 1e6:>6.1f} {numbers['params']:>10,} "
             f"{numbers['first']:>8.3f} {numbers['best']:>8.3f} {numbers['peak_mib']:>9.0f} "

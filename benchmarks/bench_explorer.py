@@ -20,7 +20,8 @@ peer runs in a worker thread, as the server's endpoints do: on this machine torc
 intra-op threads in the main thread made the same call up to 50x slower under load (a
 worker thread does not use them). Response
 sizes are the bytes of each answer. Targets (issue 13): click p95 <= 300 ms (default
-model), <= 1 s (SqueezeNet); upload -> grid <= 2 s.
+model), <= 1 s (SqueezeNet); upload -> grid <= 2 s. Both sides project in the faces'
+precision (``auto``). ``--device cuda`` serves and runs the peer on the GPU.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ from pathlib import Path
 import httpx
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _device import add_device_argument, device_of, synchronize
+
 from deconvnet import Deconvnet, Neuron, caffe, models
+from deconvnet.engine.precision import FACES_PRECISION
 from deconvnet.figures.files import png_bytes
 from deconvnet.figures.render import show
 from deconvnet.inputs.prepared import prepare
@@ -158,7 +164,8 @@ def library_click(
     start = time.perf_counter()
     y, x_pos = divmod(int(maps[channel].flatten().argmax()), maps.shape[2])
     result = peer.project(x, layer, Neuron(channel, y, x_pos))
-    png_bytes(show(result.images[0, 0], "rgb", channel_order=spec.channel_order))
+    png_bytes(show(result.images[0, 0].cpu(), "rgb", channel_order=spec.channel_order))
+    synchronize(x.device)
     return time.perf_counter() - start
 
 
@@ -172,8 +179,9 @@ def report(
     count: int,
 ) -> None:
     upload_times, sizes, ids = upload_to_grid(server, photos)
-    net = Deconvnet(model)
-    x = prepare(photos[0], spec, torch.device("cpu")).tensor
+    device = next(model.parameters()).device
+    net = Deconvnet(model, precision=FACES_PRECISION)
+    x = prepare(photos[0], spec, device).tensor
     p50, p95 = percentiles(upload_times)
     print(f"\n{name}: upload -> {server.model['default_layer']} grid, {len(photos)} photos")
     print(f"  p50 {1000 * p50:7.1f} ms   p95 {1000 * p95:7.1f} ms   sizes {sizes}")
@@ -195,11 +203,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clicks", type=int, default=30)
     parser.add_argument("--uploads", type=int, default=12)
+    add_device_argument(parser)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; HTTP on loopback")
+    device = device_of(args)
+    on_device = ["--device", str(device)]
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
+        "HTTP on loopback"
+    )
     cifar = sorted(CIFAR.glob("*/*.jpg"))[::500][: args.uploads]
-    server = Server([])
-    default = models.load("default")
+    server = Server(on_device)
+    default = models.load("default").to(device)
     try:
         report(
             "default model (CIFAR-10 test photos, 32 px)",
@@ -213,9 +227,10 @@ def main() -> None:
     finally:
         server.close()
     photos = sorted(PHOTOS.glob("*.JPEG"))[: args.uploads]
-    server = Server(["--caffe", str(PROTOTXT), str(CAFFEMODEL)])
+    server = Server(["--caffe", str(PROTOTXT), str(CAFFEMODEL), *on_device])
     try:
         net, spec = caffe.load(PROTOTXT, CAFFEMODEL)
+        net.to(device)
         report(
             "SqueezeNet v1.0 (ImageNet sample photos, 227 px)",
             server,

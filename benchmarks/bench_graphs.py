@@ -1,35 +1,52 @@
-"""Engine benchmark on graphs: ResNet-18/50, VGG16-BN, DenseNet-121 and CaffeNet vs Captum.
+"""Engine benchmark on graphs: ResNet-18/50, VGG16-BN, DenseNet-121 and CaffeNet vs Captum,
+in full precision and in reduced precision, side by side.
 
-Each row: ``TopMaps(16)`` at one layer, one 224×224 float32 image (227 for CaffeNet),
-random seeded weights with calibrated BatchNorm statistics (``tests/_torchvision.py``),
-against Captum ``NeuronDeconvolution`` called once per map at the same units (inputs where
-Captum is exact: ``nn.ReLU`` modules, not in place, on both sides). Ours and Captum's take
-turns for ``--rounds`` rounds in this process, after one untimed warm-up each, denormals
-flushed; outputs are asserted equal. Also printed: multiply-accumulates of the cropped
-reverse pass per seed against the full one (autograd's input gradient of one unit), counted
-by ``torch.utils.flop_counter`` (which also counts our average-pool transposes, done as
-convolutions with a kernel of ones, and not autograd's), the achieved GMAC/s of our
-whole call against the plain forward's, and the **bound**: the ratio we would reach if our
-whole call ran at the fastest rate this machine's convolution and matrix kernels reach
-(measured in the same run): Captum's time × that rate / our GMAC. No exact windowed pass
-can beat it, since every multiply-accumulate it counts is needed.
+Each row: ``TopMaps(16)`` at one layer, one 224×224 image (227 for CaffeNet), random seeded
+weights with calibrated BatchNorm statistics (``tests/_torchvision.py``), against Captum
+``NeuronDeconvolution`` in float32, called once per map at the same units (inputs where
+Captum is exact: ``nn.ReLU`` modules, not in place, on both sides). Ours in each
+``--precision`` and Captum's take turns for ``--rounds`` rounds in this process, after one
+untimed warm-up each, denormals flushed. Outputs are compared: ours in float32 against
+Captum's (asserted equal), ours in a reduced precision against ours in float32 with the
+display-exact check on every projection (PSNR of the 8-bit rendering ≥ 40 dB and ≥ 99 % of
+pixels within ±2 levels; the worst PSNR and share, the largest relative error and the
+projections the engine redid in float32 are printed).
 
-``--kernels`` adds, per row, the time of the transposed convolutions of one call in the
-formulation :func:`deconvnet.engine.ops.convolution.transposed_conv` picks against the library's
-``F.conv_transpose2d`` for every one of them (same shapes, timed here in turns).
+Also printed: multiply-accumulates of the cropped reverse pass per seed against the full
+one (autograd's input gradient of one unit), counted by ``torch.utils.flop_counter``; the
+achieved GMAC/s of our whole call (forward + reverse) in each precision against the peak of
+this machine's dense kernels in that precision, measured in the same run (a 2048² matrix
+product and 3×3 convolutions of 16 images), and the plain forward's (the library's own
+kernels on these shapes); and per precision the **bound**: the ratio we would reach if
+our whole call ran at the peak — the forward (always float32) at float32's, the reverse at
+its precision's: Captum's time ÷ (forward GMAC / float32 peak + reverse GMAC / peak). No
+pass in that precision can beat it, since every multiply-accumulate it counts is needed;
+"of bound" is the median round's ratio over it. The 1-minute load average of the machine before each
+row is printed with it: on a shared machine, read the ratios, measured in turns.
+
+Targets (issue 26): reduced precision ≥ 5× Captum (float32) on every row, float32 ≥ 75 % of
+its bound, both by the median round; the last lines say which rows miss which.
+
+``--kernels`` adds, per row and precision, the time of the transposed convolutions of one
+call in the formulation :func:`deconvnet.engine.ops.convolution.transposed_conv` picks
+against the library's ``F.conv_transpose2d`` for every one of them (same shapes, timed here
+in turns). ``--device cuda`` runs both sides on the GPU (reduced precision on its kernels).
 
     python benchmarks/bench_graphs.py [--threads 1 2] [--rounds 3] [--rows resnet18 ...]
-        [--kernels]
+        [--precision float32 bfloat16] [--kernels] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -38,9 +55,14 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _device import add_device_argument, describe, device_of, synchronize, timed
 
 import deconvnet as dn
 from deconvnet.engine.ops import convolution
+from deconvnet.engine.precision import PRECISIONS, dtype_name, reverse_dtype
+from deconvnet.figures.display import DisplayMatch, display_matches
 from tests import _nets
 from tests import _torchvision as tv
 
@@ -55,16 +77,17 @@ ROWS: dict[str, tuple[Callable[[], nn.Module], int, list[str]]] = {
 }
 
 
-def build(name: str) -> tuple[nn.Module, torch.Tensor]:
+def build(name: str, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
     factory, size, _ = ROWS[name]
     model = factory()
     model = model if name == "caffenet" else tv.calibrated(model)
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    return tv.no_inplace(model).eval(), x
+    return tv.no_inplace(model).eval().to(device), x.to(device)
 
 
-def ours(model: nn.Module, x: torch.Tensor, layer: str) -> dn.Projection:
-    with dn.Deconvnet(model, lrn="gradient") as net:  # CaffeNet's LRN: Captum's gradient
+def ours(model: nn.Module, x: torch.Tensor, layer: str, precision: str) -> dn.Projection:
+    # CaffeNet's LRN by its gradient: Captum's
+    with dn.Deconvnet(model, lrn="gradient", precision=precision) as net:
         return net.project(x, layer, dn.TopMaps(MAPS))
 
 
@@ -115,14 +138,18 @@ def full_reverse(model: nn.Module, x: torch.Tensor, layer: str) -> float:
     return gmac(lambda: torch.autograd.grad(y, inp, seed))
 
 
-def peak_rate() -> float:
-    """The fastest GMAC/s of this machine's dense kernels at the current thread count: a
-    large matrix product and 3×3 convolutions of 16 images (the best of three runs each)."""
-    gemm = (torch.randn(2048, 2048), torch.randn(2048, 2048))
+def peak_rate(dtype: torch.dtype, device: torch.device) -> float:
+    """The fastest GMAC/s of this machine's dense kernels in ``dtype`` at the current thread
+    count: a large matrix product and 3×3 convolutions of 16 images (best of three each)."""
+    generator = torch.Generator().manual_seed(0)
+
+    def tensor(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+
+    gemm = (tensor(2048, 2048), tensor(2048, 2048))
     kernels: list[tuple[Callable[[], object], float]] = [(lambda: gemm[0] @ gemm[1], 2048**3 / 1e9)]
     for channels, size in ((256, 14), (512, 14), (128, 28)):
-        image = torch.randn(16, channels, size, size)
-        weight = torch.randn(channels, channels, 3, 3)
+        image, weight = tensor(16, channels, size, size), tensor(channels, channels, 3, 3)
         kernels.append(
             (
                 lambda image=image, weight=weight: F.conv2d(image, weight, padding=1),
@@ -133,13 +160,14 @@ def peak_rate() -> float:
     for run, work in kernels:
         run()
         for _ in range(3):
-            start = time.perf_counter()
-            run()
-            best = max(best, work / (time.perf_counter() - start))
+            seconds, _ = timed(device, run)
+            best = max(best, work / seconds)
     return best
 
 
-def kernel_times(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[float, float]:
+def kernel_times(
+    model: nn.Module, x: torch.Tensor, layer: str, precision: str
+) -> tuple[float, float]:
     """Seconds of one call's transposed convolutions: as picked, and all by the library."""
     calls: list[tuple[torch.Tensor, torch.Tensor, tuple[int, int], int, tuple[int, int]]] = []
     picked = convolution.transposed_conv
@@ -156,20 +184,28 @@ def kernel_times(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[float, 
 
     convolution.transposed_conv = spy
     try:
-        ours(model, x, layer)
+        ours(model, x, layer, precision)
     finally:
         convolution.transposed_conv = picked
     chosen = library = 0.0
+    device = x.device
     for data, weight, stride, groups, dilation in calls:
+        mine = partial(picked, data, weight, stride, groups, dilation)
+        theirs = partial(F.conv_transpose2d, data, weight, None, stride, 0, 0, groups, dilation)
         for _ in range(2):  # the second of each: warm
-            start = time.perf_counter()
-            picked(data, weight, stride, groups, dilation)
-            middle = time.perf_counter()
-            F.conv_transpose2d(data, weight, None, stride, 0, 0, groups, dilation)
-            end = time.perf_counter()
-        chosen += middle - start
-        library += end - middle
+            first, _ = timed(device, mine)
+            second, _ = timed(device, theirs)
+        chosen += first
+        library += second
     return chosen, library
+
+
+@dataclass
+class Row:
+    """One layer at one thread count: what is printed, and whether it meets the targets."""
+
+    line: str
+    misses: list[str]
 
 
 def row(
@@ -178,45 +214,96 @@ def row(
     model: nn.Module,
     x: torch.Tensor,
     rounds: int,
-    peak: float,
+    peaks: dict[str, float],
+    precisions: list[str],
     kernels: bool,
-) -> str:
-    found = ours(model, x, layer)  # warm-up, untimed (both sides)
-    captum(model, x, layer, found)
-    times_ours, times_peer = [], []
+) -> Row:
+    device = x.device
+    load = os.getloadavg()[0]
+    found = {p: ours(model, x, layer, p) for p in precisions}  # warm-up, untimed (both sides)
+    captum(model, x, layer, found[precisions[0]])
+    times: dict[str, list[float]] = {p: [] for p in precisions}
+    times_peer = []
     for _ in range(rounds):
-        start = time.perf_counter()
-        found = ours(model, x, layer)
-        times_ours.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        expected = captum(model, x, layer, found)
-        times_peer.append(time.perf_counter() - start)
-    error = float((found.images[0] - expected).abs().max() / expected.abs().max())
+        for precision in precisions:
+            seconds, found[precision] = timed(
+                device, lambda precision=precision: ours(model, x, layer, precision)
+            )
+            times[precision].append(seconds)
+        seconds, expected = timed(device, lambda: captum(model, x, layer, found[precisions[0]]))
+        times_peer.append(seconds)
+    full = found["float32"] if "float32" in precisions else ours(model, x, layer, "float32")
+    error = float((full.images[0] - expected).abs().max() / expected.abs().max())
     if error > TOLERANCE:
-        raise SystemExit(f"{name} {layer}: outputs differ, relative error {error:.2e}")
+        raise SystemExit(
+            f"{name} {layer}: outputs differ from Captum's, relative error {error:.2e}"
+        )
     with dn.Deconvnet(model) as net:
         forward = gmac(lambda: net.layer_output(x, layer))
-        forward_time = math.inf
-        for _ in range(3):
-            start = time.perf_counter()
-            net.layer_output(x, layer)
-            forward_time = min(forward_time, time.perf_counter() - start)
-    total = gmac(lambda: ours(model, x, layer))
+        forward_time = min(timed(device, lambda: net.layer_output(x, layer))[0] for _ in range(3))
+    total = gmac(lambda: ours(model, x, layer, "float32"))
     cropped = (total - forward) / MAPS
-    full = full_reverse(model, x, layer)
-    ratios = [p / o for o, p in zip(times_ours, times_peer, strict=True)]
-    bound = min(times_peer) * peak / total
-    line = (
-        f"| {name} `{layer}` | {torch.get_num_threads()} | {_span(times_ours)} | "
-        f"{_span(times_peer)} | {min(ratios):.2f}–{max(ratios):.2f}× | {bound:.1f}× | "
-        f"{cropped:.2f} / {full:.2f} ({cropped / full:.0%}) | "
-        f"{total / min(times_ours):.0f} / {forward / forward_time:.0f} / {peak:.0f} | "
-        f"{error:.1e} |"
-    )
+    full_gmac = full_reverse(model, x, layer)
+    cells = [
+        f"{name} `{layer}`",
+        str(torch.get_num_threads()),
+        f"{load:.1f}",
+        _span(times_peer),
+    ]
+    checks, misses = [], []
+    for precision in precisions:
+        ratio = [p / o for o, p in zip(times[precision], times_peer, strict=True)]
+        median = statistics.median(ratio)
+        ran = found[precision].precision
+        peak = peaks.get(ran, peaks["float32"])
+        # the forward runs in float32 whatever the precision; the reverse in its own type
+        at_peak = forward / peaks["float32"] + (total - forward) / peak
+        bound = min(times_peer) / at_peak
+        cells += [
+            _span(times[precision]),
+            f"{min(ratio):.1f}–{max(ratio):.1f}×",
+            f"{bound:.1f}×",
+            f"{median / bound:.0%}",
+            f"{total / min(times[precision]):.0f} / {peak:.0f}",
+        ]
+        if precision == "float32":
+            if median < FULL_OF_BOUND * bound:
+                misses.append(f"float32 at {median / bound:.0%} of its bound")
+        else:
+            check = _check(found[precision], full)
+            checks.append(f"{ran}: {check}")
+            if median < REDUCED_RATIO:
+                misses.append(f"{ran} at {median:.1f}× Captum (its bound: {bound:.1f}×)")
+            if not check.startswith("pass"):
+                misses.append(f"{ran} not display-exact")
+    cells.append(f"{forward / forward_time:.0f}")
+    cells.append("; ".join(checks) or "—")
+    cells.append(f"{cropped:.2f} / {full_gmac:.2f} ({cropped / full_gmac:.0%})")
+    cells.append(f"{error:.1e}")
     if kernels:
-        chosen, library = kernel_times(model, x, layer)
-        line += f" {chosen:.2f} / {library:.2f} |"
-    return line
+        for precision in precisions:
+            chosen, library = kernel_times(model, x, layer, precision)
+            cells.append(f"{chosen:.2f} / {library:.2f}")
+    label = f"{name} {layer} at {torch.get_num_threads()} thread(s)"
+    return Row("| " + " | ".join(cells) + " |", [f"{label}: {miss}" for miss in misses])
+
+
+FULL_OF_BOUND = 0.75
+REDUCED_RATIO = 5.0
+
+
+def _check(reduced: dn.Projection, full: dn.Projection) -> str:
+    """The display-exact check on every projection, as one cell."""
+    matches: list[DisplayMatch] = display_matches(reduced.images, full.images)
+    redone = int(reduced.full_precision.sum()) if reduced.full_precision is not None else 0
+    verdict = "pass" if all(m.passed for m in matches) else "FAIL"
+    worst = min(m.psnr for m in matches)
+    psnr = "inf" if math.isinf(worst) else f"{worst:.1f} dB"
+    return (
+        f"{verdict} (PSNR ≥ {psnr}, ±2 levels ≥ {min(m.within for m in matches):.2%}, "
+        f"max rel. err. {max(m.max_relative_error for m in matches):.1e}, "
+        f"{redone} redone in float32)"
+    )
 
 
 def _span(values: list[float]) -> str:
@@ -229,28 +316,57 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["float32", "bfloat16"],
+        choices=PRECISIONS,
+        help="the precisions of our side, in this order (Captum is float32)",
+    )
+    parser.add_argument(
         "--kernels", action="store_true", help="also time the transposed convolutions"
     )
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = device_of(args)
     torch.set_flush_denormal(True)
-    peaks = {}
+    peaks: dict[int, dict[str, float]] = {}
     for threads in args.threads:
         torch.set_num_threads(threads)
-        peaks[threads] = peak_rate()
-    print(f"torch {torch.__version__}; TopMaps({MAPS}), 1 image, float32, {args.rounds} rounds")
+        peaks[threads] = {
+            dtype_name(dtype): peak_rate(dtype, device)
+            for dtype in {
+                torch.float32,
+                *(reverse_dtype(p, torch.float32, device) for p in args.precision),
+            }
+        }
     print(
-        "| case | threads | ours (s) | Captum, 16 calls (s) | ratio | bound | "
-        "GMAC per seed: cropped / full | GMAC/s: ours / plain forward / peak | max rel. diff |"
-        + (" transposed convs (s): picked / library |" if args.kernels else "")
+        f"torch {torch.__version__}; {describe(device)}; TopMaps({MAPS}), 1 image, "
+        f"{args.rounds} rounds; peak GMAC/s by threads: {peaks}"
     )
-    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.kernels else ""))
+    names = args.precision
+    header = ["case", "threads", "load (1 min)", "Captum float32, 16 calls (s)"]
+    for p in names:
+        header += [f"ours {p} (s)", f"ratio {p}", f"bound {p}", "of bound", f"GMAC/s {p} / peak"]
+    header += ["GMAC/s plain forward", "display check (reduced vs float32)"]
+    header += ["GMAC per seed: cropped / full", "max rel. diff vs Captum"]
+    if args.kernels:
+        header += [f"transposed convs {p} (s): picked / library" for p in names]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    misses: list[str] = []
     for name in args.rows:
-        model, x = build(name)
+        model, x = build(name, device)
         for layer in ROWS[name][2]:
             for threads in args.threads:
                 torch.set_num_threads(threads)
-                line = row(name, layer, model, x, args.rounds, peaks[threads], args.kernels)
-                print(line, flush=True)
+                result = row(
+                    name, layer, model, x, args.rounds, peaks[threads], names, args.kernels
+                )
+                synchronize(device)
+                print(result.line, flush=True)
+                misses += result.misses
+    print(f"load (1 min) at the end: {os.getloadavg()[0]:.1f}")
+    print("targets met on every row" if not misses else "targets missed:\n  " + "\n  ".join(misses))
 
 
 if __name__ == "__main__":

@@ -2,18 +2,25 @@
 
 Rows: the README's main-job command (embedded default model, bundled photo), then
 ``project --select top:9`` at each conv layer of ``caffenet`` with random weights on the
-same photo. Target: the main job under 30 s on this 2-core machine.
+same photo. Target: the main job under 30 s on this 2-core machine. ``--device cuda`` runs
+every command with ``--device cuda``.
 
-    python benchmarks/bench_main.py
+    python benchmarks/bench_main.py [--device cpu]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _device import add_device_argument, device_of
 
 CAFFENET_CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 TARGET_SECONDS = 30.0
@@ -35,9 +42,15 @@ def run(argv: list[str]) -> tuple[float, float]:
 
 
 def main() -> None:
-    rows = [("main job: deconvnet project --out DIR", ["project"])]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_device_argument(parser)
+    device = ["--device", str(device_of(parser.parse_args()))]
+    rows = [("main job: deconvnet project --out DIR", ["project", *device])]
     rows += [
-        (f"caffenet (random) {layer} top:9", ["project", "--model", "caffenet", "--layer", layer])
+        (
+            f"caffenet (random) {layer} top:9",
+            ["project", "--model", "caffenet", "--layer", layer, *device],
+        )
         for layer in CAFFENET_CONVS
     ]
     print(f"{'command':<42}{'wall (s)':>10}{'peak RSS (MiB)':>16}")

@@ -11,15 +11,20 @@ Usage::
     python benchmarks/bench_occlusion.py                         # SqueezeNet v1.0 (Caffe)
     python benchmarks/bench_occlusion.py --stride 8 --repeats 3
     python benchmarks/bench_occlusion.py --model default         # the embedded CIFAR-10 net
+    python benchmarks/bench_occlusion.py --device cuda           # both on the GPU
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _device import add_device_argument, device_of, timed
 
 from deconvnet import caffe, models
 from deconvnet.inputs import images
@@ -68,12 +73,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = device_of(args)
     from captum.attr import Occlusion
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model, x, layer = load(args.model)
+    model, x = model.to(device), x.to(device)
     height, width = x.shape[-2:]
     options = {"batch_size": args.batch_size}
     if args.size:
@@ -88,13 +96,10 @@ def main() -> None:
         return torch.softmax(model(batch).flatten(1), dim=1)
 
     ours_times, captum_times = [], []
-    for _ in range(args.repeats):  # interleaved, so load on a shared machine hits both
-        start = time.perf_counter()
-        result = occlude(model, x, layer, occluder, label=target)
-        ours_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
+
+    def peer() -> torch.Tensor:
         with torch.no_grad():
-            attribution = Occlusion(forward).attribute(
+            return Occlusion(forward).attribute(
                 x,
                 sliding_window_shapes=(x.shape[1], occluder.size, occluder.size),
                 strides=(x.shape[1], occluder.stride, occluder.stride),
@@ -102,15 +107,20 @@ def main() -> None:
                 target=target,
                 perturbations_per_eval=occluder.batch_size,
             )
-        captum_times.append(time.perf_counter() - start)
+
+    for _ in range(args.repeats):  # interleaved, so load on a shared machine hits both
+        seconds, result = timed(device, lambda: occlude(model, x, layer, occluder, label=target))
+        ours_times.append(seconds)
+        seconds, attribution = timed(device, peer)
+        captum_times.append(seconds)
     rebuilt = captum_equivalent(result, height, width)
-    difference = float((attribution[0, 0].double() - rebuilt).abs().max())
+    difference = float((attribution[0, 0].double().cpu() - rebuilt).abs().max())
     ours, theirs = min(ours_times), min(captum_times)
     positions = result.rows.numel() * result.cols.numel()
     print(
         f"model {args.model}, input {height}x{width}, occluder {occluder.size}px stride "
         f"{occluder.stride} ({positions} positions), batch {occluder.batch_size}, "
-        f"threads {torch.get_num_threads()}, best of {args.repeats}"
+        f"threads {torch.get_num_threads()}, device {device}, best of {args.repeats}"
     )
     print(f"ours: method {result.method}, spliced at {result.splice_layer}")
     print(f"max |Captum - ours rebuilt as Captum's attribution| = {difference:.2e}")

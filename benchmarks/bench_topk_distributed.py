@@ -15,6 +15,9 @@ Run: ``.venv/bin/python benchmarks/bench_topk_distributed.py [--rounds 2]``.
 3. **Projection cost** per projected unit (ZFNet, conv1-conv5, 4 maps each, k = 9).
 4. **Peak memory per rank** (VmHWM) of 2-rank scans over 1,000 and 5,000 CIFAR-10 images,
    all maps of conv1-conv4: it must not grow with the dataset.
+
+``--device cuda`` runs every model on the GPU (each rank on ``cuda:LOCAL_RANK``, NCCL
+between ranks); the clocks wait for the device.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _device import add_device_argument, device_of, synchronize
 
 from deconvnet import caffe, models, topk
 from deconvnet.inputs import datasets
@@ -75,10 +82,12 @@ def plain_forward(model: torch.nn.Module, data: datasets.ImageDataset, ids: rang
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(data, list(ids)), batch_size=BATCH, collate_fn=collate_by_size
     )
+    device = next(model.parameters()).device
     with torch.no_grad():
         for batch in loader:
             for _, inputs in batch.groups:
-                model(inputs)
+                model(inputs.to(device))
+    synchronize(device)
 
 
 def rss_mib(field: str) -> float:
@@ -89,7 +98,7 @@ def rss_mib(field: str) -> float:
     return float("nan")
 
 
-def child(case: str, count: int | None, maps: str) -> None:
+def child(case: str, count: int | None, maps: str, device: str) -> None:
     """One process of a throughput or memory run; prints one JSON line per rank."""
     model_name, folder, layers, limit = THROUGHPUT_CASES[case]
     model, preprocessing = load(model_name)
@@ -98,8 +107,10 @@ def child(case: str, count: int | None, maps: str) -> None:
     group = distributed.Group.from_environment()
     before = rss_mib("VmRSS")
     if group is None:
+        model.to(device)
         start = time.perf_counter()
         topk.scan(model, data, layers, k=K, maps=maps, batch_size=BATCH, image_ids=range(total))
+        synchronize(torch.device(device))
         ours = time.perf_counter() - start
         start = time.perf_counter()
         plain_forward(model, data, range(total))
@@ -108,8 +119,9 @@ def child(case: str, count: int | None, maps: str) -> None:
     else:
         rank, world = group.rank, group.world_size
         sub = _Prefix(data, total)
-        with distributed.process_group(group, "cpu", TIMEOUT) as joined:
+        with distributed.process_group(group, device, TIMEOUT) as joined:
             device = joined.device
+            model.to(device)
             distributed.barrier(group, device)
             start = time.perf_counter()
             distributed.scan_shards(model, sub, layers, group, device, k=K, maps=maps,
@@ -146,11 +158,14 @@ class _Prefix(datasets.ImageDataset):
         return f"{self.data.fingerprint()}[:{self.count}]"
 
 
-def launch(nproc: int, case: str, count: int | None, maps: str, threads: int) -> list[dict]:
+def launch(
+    nproc: int, case: str, count: int | None, maps: str, threads: int, device: str
+) -> list[dict]:
     """Run :func:`child` in fresh processes; returns every rank's numbers."""
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = str(threads)
     tail = [__file__, "--child", case, "--count", str(count or 0), "--maps", maps]
+    tail += ["--device", device]
     if nproc == 1:
         command = [sys.executable, *tail]
     else:
@@ -161,7 +176,7 @@ def launch(nproc: int, case: str, count: int | None, maps: str, threads: int) ->
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
-def per_image_costs() -> list[tuple[str, str, int, float, float]]:
+def per_image_costs(device: torch.device) -> list[tuple[str, str, int, float, float]]:
     """Wall and CPU seconds per image of one-process, one-thread scans, per model and layer
     set, and of reading + preprocessing alone (``loader``). CPU time (``process_time``) is
     the cost on an idle core: on a shared machine the wall time also counts waiting."""
@@ -169,6 +184,7 @@ def per_image_costs() -> list[tuple[str, str, int, float, float]]:
     rows = []
     for model_name, label, layers in [("loader", "decode+resize+crop", []), *LAYER_SETS]:
         model, preprocessing = load("zfnet" if model_name == "loader" else model_name)
+        model.to(device)
         data = datasets.open_dataset(CIFAR_TEST if model_name == "default" else PHOTOS,
                                      preprocessing)  # fmt: skip
         ids = range(min(len(data), 1000))
@@ -180,20 +196,23 @@ def per_image_costs() -> list[tuple[str, str, int, float, float]]:
         else:
             for image_id in ids:
                 data[image_id]
+        synchronize(device)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         rows.append((model_name, label, len(ids), wall / len(ids), cpu / len(ids)))
     return rows
 
 
-def projection_cost() -> tuple[int, float, float]:
+def projection_cost(device: torch.device) -> tuple[int, float, float]:
     """Wall and CPU seconds per projected unit: ZFNet conv1-conv5, 4 maps each, k = 9."""
     torch.set_num_threads(1)
     model, preprocessing = load("zfnet")
+    model.to(device)
     data = datasets.open_dataset(PHOTOS, preprocessing)
     layers = [layers for name, _, layers in LAYER_SETS if name == "zfnet"][-1]
     index = topk.scan(model, data, layers, k=K, maps=4, batch_size=BATCH)
     wall, cpu = time.perf_counter(), time.process_time()
     found = topk.project(index, model, data)
+    synchronize(device)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return len(found), wall / len(found), cpu / len(found)
 
@@ -205,13 +224,15 @@ def main() -> None:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--maps", default="all", help=argparse.SUPPRESS)
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = device_of(args)
     if args.child:
-        child(args.child, args.count or None, args.maps)
+        child(args.child, args.count or None, args.maps, str(device))
         return
     load_average = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"machine: {os.cpu_count()} CPU cores (load average {load_average}), "
-          f"torch {torch.__version__}, no GPU used")  # fmt: skip
+          f"torch {torch.__version__}, device {device}")  # fmt: skip
     print("\n1. throughput, k=9, all maps, batch 25 (ours: top-k scan; peer: plain forward)")
     print(f"{'case':<14} {'setup':<16} {'images':>6} {'ours img/s':>10} {'peer img/s':>10} "
           f"{'ours/peer time':>14}")  # fmt: skip
@@ -220,7 +241,7 @@ def main() -> None:
                                       ("2 ranks x 1", 2, 1)):  # fmt: skip
             ratios, rates, peers = [], [], []
             for _ in range(args.rounds):
-                ranks = launch(nproc, case, None, "all", threads)
+                ranks = launch(nproc, case, None, "all", threads, str(device))
                 lead = next(r for r in ranks if r["rank"] == 0)
                 rates.append(lead["images"] / lead["ours_s"])
                 peers.append(lead["images"] / lead["peer_s"])
@@ -230,15 +251,16 @@ def main() -> None:
                   f"{ratio:>14.3f}")  # fmt: skip
     print("\n2. per-image scan cost, 1 process, 1 thread (k=9, all maps), ms per image")
     print(f"{'model':<11} {'layer set':<18} {'images':>6} {'wall':>8} {'CPU':>8}")
-    for model_name, label, count, wall, cpu in per_image_costs():
+    for model_name, label, count, wall, cpu in per_image_costs(device):
         print(f"{model_name:<11} {label:<18} {count:>6} {wall * 1000:>8.2f} {cpu * 1000:>8.2f}")
-    count, wall, cpu = projection_cost()
+    count, wall, cpu = projection_cost(device)
     print(f"\n3. projection, ZFNet conv1-conv5, 4 maps, k=9: {count} units, "
           f"{wall * 1000:.1f} ms/unit wall, {cpu * 1000:.1f} ms/unit CPU")  # fmt: skip
     print("\n4. peak memory per rank, 2 ranks, default model, conv1-conv4 all maps, k=9")
     print(f"{'images':>7} {'rank':>4} {'RSS before':>10} {'VmHWM':>8} {'growth MiB':>10}")
     for size in MEMORY_SIZES:
-        for rank in sorted(launch(2, "default-cifar", size, "all", 1), key=lambda r: r["rank"]):
+        ranks = launch(2, "default-cifar", size, "all", 1, str(device))
+        for rank in sorted(ranks, key=lambda r: r["rank"]):
             growth = rank["hwm_mib"] - rank["rss_before_mib"]
             print(f"{size:>7} {rank['rank']:>4} {rank['rss_before_mib']:>10.1f} "
                   f"{rank['hwm_mib']:>8.1f} {growth:>10.1f}")  # fmt: skip

@@ -382,3 +382,18 @@ def lrn_net(seed: int = 8) -> nn.Sequential:
         ),
         seed,
     )
+
+
+def cancelling(delta: float = 2**-6, seed: int = 5) -> nn.Sequential:
+    """Two 5×5 filters that nearly cancel on the way down — ``w`` and ``−(1+δ)·w`` — added
+    by a 1×1 convolution: a unit's projection is ``−δ·w``, the difference of two terms
+    ``1/δ`` times larger than itself, which bfloat16's 8 significant bits cannot hold."""
+    generator = torch.Generator().manual_seed(seed)
+    first = nn.Conv2d(3, 2, 5, bias=False)
+    second = nn.Conv2d(2, 1, 1, bias=False)
+    weight = torch.randn((3, 5, 5), generator=generator)
+    with torch.no_grad():
+        first.weight[0] = weight
+        first.weight[1] = -(1 + delta) * weight
+        second.weight.fill_(1.0)
+    return nn.Sequential(first, nn.ReLU(), second, nn.ReLU()).eval()

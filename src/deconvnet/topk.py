@@ -12,8 +12,9 @@ Three steps, each usable on its own::
 :func:`render` is its figure (:mod:`deconvnet.figures.topk`).
 """
 
+from deconvnet.engine.selection import Units
 from deconvnet.figures.topk import RenderResult, render
-from deconvnet.instruments.topk.project import ProjectedEntry, Units, project
+from deconvnet.instruments.topk.project import ProjectedEntry, Projections, project
 from deconvnet.instruments.topk.scan import MapChoice, TopKIndex, scan
 from deconvnet.instruments.topk.state import EMPTY_ID, Entry, LayerTopK, MapStats, TopKState
 
@@ -24,6 +25,7 @@ __all__ = [
     "MapChoice",
     "MapStats",
     "ProjectedEntry",
+    "Projections",
     "RenderResult",
     "TopKIndex",
     "TopKState",

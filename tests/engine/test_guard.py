@@ -137,6 +137,25 @@ def test_a_module_called_twice_is_an_error_listing_its_calls() -> None:
         occlude(model, x, "layer1.0.relu#2")
 
 
+def test_call_sites_are_counted_once_per_image_shape_whatever_the_batch() -> None:
+    """The top-k projection stage batches 1 to 8 images per call: the check for a module
+    called twice costs one single-image forward pass per image shape, not one per batch
+    size (it cost SqueezeNet's sparse projection stage about a third of its time)."""
+    model = _nets.torchvision_resnet().eval()
+    images: list[int] = []
+    handle = model.register_forward_pre_hook(lambda m, inputs: images.append(len(inputs[0])))
+    net = dn.Deconvnet(model)
+    seen = []
+    for batch in (3, 1, 2, 3, 5):
+        images.clear()
+        net.layer_output(torch.randn(batch, 3, 32, 32), "layer2")
+        seen.append(list(images))
+    handle.remove()
+    assert seen == [[1, 3], [1], [2], [3], [5]]  # the count (one image) once, then none
+    with pytest.raises(dn.InputError, match="called 2 times"):  # still checked, any batch
+        net.layer_output(torch.randn(4, 3, 32, 32), "layer1.0.relu")
+
+
 def test_call_index_selects_that_call() -> None:
     model = _nets.torchvision_resnet().double().eval()
     x = torch.randn(1, 3, 32, 32, dtype=torch.float64)

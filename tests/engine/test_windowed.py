@@ -376,9 +376,12 @@ def test_joint_selections_do_not_record(monkeypatch):
 @pytest.mark.parametrize(
     ("channels", "outputs", "kernel", "stride", "dilation", "size"),
     [
-        (5, 3, 7, 2, 1, 40),  # back to the image, a large map: one product per seed
+        (5, 3, 7, 2, 1, 40),  # back to the image, 7x7/2: one convolution of the phases
+        (6, 3, 11, 4, 1, 9),  # CaffeNet's 11x11/4: phases, the filter padded to 12x12
+        (5, 3, 3, 1, 1, 40),  # VGG's first layer, a large map: one product per seed
         (5, 3, 3, 1, 2, 9),  # few outputs, dilated, a small map: one product for all
-        (6, 16, 5, 4, 1, 12),  # as many outputs as the few-channel formulation takes
+        (5, 4, 3, 2, 2, 9),  # strided and dilated: the product
+        (6, 16, 5, 4, 1, 12),  # as many outputs as the few-channel formulations take
         (8, 17, 3, 2, 1, 12),  # one more: the library's transposed convolution
         (12, 7, 1, 2, 1, 40),  # a strided 1x1 shortcut, large map
         (12, 7, 1, 1, 1, 6),  # a 1x1 convolution, small map
@@ -484,18 +487,19 @@ def test_seeds_are_split_into_calls_whose_tensors_stay_reused_blocks(monkeypatch
     model = _nets.vgg_like().double().eval()
     x = _x((2, 3, 32, 32))
     sizes: list[int] = []
-    original = windowed.reverse_batch
+    original = windowed.reverse_windows
 
     def spy(graph, image_index, *args, **kwargs):
         sizes.append(len(image_index))
         return original(graph, image_index, *args, **kwargs)
 
-    monkeypatch.setattr(windowed, "reverse_batch", spy)
+    monkeypatch.setattr(windowed, "reverse_windows", spy)
     with dn.Deconvnet(model) as net:
         whole = net.project(x, "9", dn.TopMaps(4))
         assert sizes == [8]
-        # the largest tensor per seed: the second 8→8 convolution's per-tap products
-        per_seed = 8 * 3 * 3 * 32 * 32
+        # the largest tensor per seed: the second 8→8 convolution's per-tap products on
+        # the 12×12 window a unit of layer 9 reaches at its output
+        per_seed = 8 * 3 * 3 * 12 * 12
         monkeypatch.setattr(windowed, "RECYCLED_BYTES", 3 * per_seed * x.element_size())
         sizes.clear()
         split = net.project(x, "9", dn.TopMaps(4))

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from deconvnet.errors import InputError
-from deconvnet.figures.files import save_png, write_json
+from deconvnet.figures.files import PngWriter, save_png, write_json
 
 RNG = np.random.default_rng(1)
 
@@ -46,6 +46,42 @@ def test_save_png_failure_keeps_the_old_file(
         save_png(np.ones((2, 2), np.uint8), path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["keep.png"]
+
+
+def test_png_writer_writes_every_file_as_save_png_does(tmp_path: Path) -> None:
+    images = [RNG.integers(0, 256, size=(5 + n % 4, 6, 3), dtype=np.uint8) for n in range(40)]
+    with PngWriter() as writer:
+        for n, image in enumerate(images):
+            assert writer.save(image, tmp_path / "w" / f"{n}.png") == tmp_path / "w" / f"{n}.png"
+            save_png(image, tmp_path / "s" / f"{n}.png")
+        with pytest.raises(InputError):  # refused at once, not in a worker
+            writer.save(images[0].astype(np.float32), tmp_path / "w" / "bad.png")
+    for n in range(len(images)):
+        assert (tmp_path / "w" / f"{n}.png").read_bytes() == (
+            tmp_path / "s" / f"{n}.png"
+        ).read_bytes()
+    assert len(os.listdir(tmp_path / "w")) == len(images)  # no temporary file left
+
+
+def test_png_writer_raises_a_failed_write_and_waits_for_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Image.Image.save
+
+    def failing(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        if self.size == (3, 3):
+            raise OSError("disk full")
+        original(self, fp, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "save", failing)
+    monkeypatch.setattr(PngWriter, "QUEUED", 4)
+    with pytest.raises(OSError, match="disk full"), PngWriter() as writer:
+        writer.save(np.zeros((3, 3), np.uint8), tmp_path / "bad.png")
+        for n in range(10):
+            writer.save(np.zeros((2, 2), np.uint8), tmp_path / f"{n}.png")
+    assert not (tmp_path / "bad.png").exists()
+    names = os.listdir(tmp_path)
+    assert all(name.endswith(".png") and not name.startswith(".") for name in names)
 
 
 def test_write_json_converts_scalars_and_sorts_keys(tmp_path: Path) -> None:

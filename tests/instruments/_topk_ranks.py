@@ -45,6 +45,7 @@ def main() -> None:
                 "state": index.state.to_dict(),
                 "num_images": index.num_images,
                 "names": {str(i): name for i, name in index.names.items()},
+                "passes": [projections.reverse_passes, projections.forward_images],
                 "projections": {
                     f"{layer}/{channel}/{rank}": {
                         "projection": item.projection,

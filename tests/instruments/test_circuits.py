@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from deconvnet import Deconvnet, models
+from deconvnet.engine.selection import Units
 from deconvnet.inputs.datasets import open_dataset
 from deconvnet.instruments import circuits as C
-from deconvnet.instruments.topk.project import Units
 from deconvnet.instruments.topk.scan import scan
 
 

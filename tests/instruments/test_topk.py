@@ -21,8 +21,10 @@ from deconvnet import Deconvnet, Neuron, topk
 from deconvnet.errors import InputError
 from deconvnet.inputs.datasets import ImageFolder, open_dataset
 from deconvnet.inputs.images import resized_rgb
+from deconvnet.instruments.topk.project import projection_runs
 from deconvnet.instruments.topk.state import EMPTY_ID, TopKState
 from tests import _datasets, _nets
+from tests.engine.test_project_units import count_seeds
 
 K = 4
 
@@ -286,3 +288,26 @@ def test_projection_refuses_another_dataset(array_data, tmp_path: Path) -> None:
     np.savez(other, x=_datasets.binary_images(seed=2))
     with pytest.raises(InputError, match="differs"):
         topk.project(index, _nets.tie_net(), open_dataset(other, _datasets.TIE_SPEC))
+
+
+def test_one_reverse_pass_per_projection_and_one_forward_per_image(
+    array_data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images of one run rank different numbers of maps; none is padded to the largest
+    (the stage used to run 2.2-3.0x more reverse passes than projections on SqueezeNet's
+    fire layers), and each image goes through one forward pass for both layers."""
+    net = _nets.float_net()
+    index = topk.scan(net, array_data, ["0", "3"], k=3, maps=6)
+    entries = list(index.state.entries())
+    per_image: dict[int, int] = {}
+    for entry in entries:
+        per_image[entry.image_id] = per_image.get(entry.image_id, 0) + 1
+    padded = sum(
+        max(per_image[i] for i in run) * len(run) for run in projection_runs(index)
+    )  # what padding each run to its largest count would cost
+    assert padded > len(entries)
+    seeds = count_seeds(monkeypatch)
+    projections = topk.project(index, net, array_data)
+    assert len(projections) == len(entries)
+    assert projections.reverse_passes == sum(seeds) == len(entries)
+    assert projections.forward_images == len(per_image)

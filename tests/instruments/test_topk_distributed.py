@@ -87,7 +87,7 @@ def cifar(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def single_process(cifar: Path) -> tuple[topk.TopKIndex, dict]:
+def single_process(cifar: Path) -> tuple[topk.TopKIndex, topk.Projections]:
     model = models.load("default")
     data = datasets.open_dataset(cifar, model.preprocessing)
     index = topk.scan(
@@ -127,6 +127,9 @@ def test_torchrun_job_equals_the_single_process_scan_bit_for_bit(
         torch.testing.assert_close(stats.class_sums, alone.class_sums, rtol=1e-12, atol=1e-12)
     assert {int(i): n for i, n in found["names"].items()} == index.names
     assert len(found["projections"]) == len(projections) == 2 * 3 * K
+    # the ranks' counts add up to one process's: one reverse pass per projection
+    assert found["passes"] == [projections.reverse_passes, projections.forward_images]
+    assert projections.reverse_passes == len(projections)
     for (layer, channel, rank), item in projections.items():
         got = found["projections"][f"{layer}/{channel}/{rank}"]
         assert torch.equal(got["projection"], item.projection)  # every pixel, every bit

@@ -10,7 +10,9 @@ Tensors are told apart by identity *and* version, so in-place ops (``relu_``,
 
 Any op without a windowed rule on a derived tensor becomes an *opaque* node;
 :meth:`Recorder.graph` returns None (and the engine uses the general autograd path) only
-when the layer depends on one.
+when the layer depends on one. One forward pass can serve several layers: each layer's
+graph is the part recorded before it was reached (:meth:`Recorder.mark`), exactly what a
+forward pass that stopped there would have recorded.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from deconvnet.engine.ops import OPS
@@ -51,6 +54,19 @@ class Graph:
     shapes: list[tuple[int, ...]]
     layer: int
 
+    def cast(self, dtype: torch.dtype) -> Graph:
+        """The same graph with every node's constants in ``dtype`` (see :meth:`Node.cast`)."""
+        return Graph([node.cast(dtype) for node in self.nodes], self.shapes, self.layer)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Where a layer's output is in a recording: its value id (None: not derived from the
+    input; -1: derived in a way the recorder did not see) and how many nodes came before."""
+
+    value: int | None
+    nodes: int
+
 
 class Recorder(CallMode):
     """Record the ops on tensors derived from the input (enter it inside the
@@ -65,7 +81,8 @@ class Recorder(CallMode):
         self._values: dict[int, tuple[Tensor, int, int]] = {}
         self._shapes: list[tuple[int, ...]] = []
         self._nodes: list[Node] = []
-        self._layer: int | None = None
+        self._layer: Mark | None = None
+        self._paused = False
         self._recall: Callable[[Any], Any] = _nothing
         # tensors computed from parameters and constants alone (a standardised weight)
         self._constants: dict[int, Tensor] = {}
@@ -77,31 +94,49 @@ class Recorder(CallMode):
         if recall is not None:
             self._recall = recall
 
+    def mark(self, output: Tensor) -> tuple[Mark, Tensor]:
+        """A layer's output, marked when the forward pass reaches the layer: its value and
+        the nodes recorded so far (those its graph may use), and a copy of it that no later
+        in-place op changes (made unrecorded: the copy is not an op of the model)."""
+        mark = Mark(self._lookup(output), len(self._nodes))
+        self._paused = True
+        try:
+            return mark, output.detach().clone()
+        finally:
+            self._paused = False
+
     def finish(self, output: Tensor) -> None:
-        """Mark the layer's output (called when the forward pass reaches the layer)."""
-        self._layer = self._lookup(output)
+        """Mark the one layer's output that :meth:`graph` is for."""
+        self._layer = Mark(self._lookup(output), len(self._nodes))
 
     def value_of(self, tensor: Tensor) -> int | None:
         """The value id of ``tensor`` now (call it where the tensor is made, before a later
         in-place op gives the same object a new id); None or -1 as :meth:`_lookup`."""
         return self._lookup(tensor)
 
-    def graph(self) -> Graph | None:
-        """The graph, or None when the layer is not reached only through windowed rules."""
-        layer = self._layer
-        self._values.clear()  # the forward's tensors are no longer needed
-        self._constants.clear()
+    def graph(self, at: Mark | None = None) -> Graph | None:
+        """The graph of the layer marked ``at`` (default: the one :meth:`finish` marked), or
+        None when the layer is not reached only through windowed rules."""
+        at = at or self._layer
+        if at is None:
+            return None
+        layer, nodes = at.value, self._nodes[: at.nodes]
         if layer is None or layer < 0 or len(self._shapes[layer]) != IMAGE_RANK:
             return None
         needed = {layer}
-        for node in reversed(self._nodes):
+        for node in reversed(nodes):
             if needed.isdisjoint(node.outputs):
                 continue
             if not node.windowed or any(value is not None and value < 0 for value in node.inputs):
                 log.debug("the layer depends on %s: no windowed rule", _label(node))
                 return None
             needed.update(value for value in node.inputs if value is not None)
-        return Graph(_fold_scales(self._nodes), self._shapes, layer)
+        return Graph(_fold_scales(nodes), self._shapes, layer)
+
+    def release(self) -> None:
+        """Drop the references to the forward's tensors (the graphs keep what they need)."""
+        self._values.clear()
+        self._constants.clear()
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -127,6 +162,8 @@ class Recorder(CallMode):
         return None
 
     def handle(self, raw: TorchCall) -> Any:
+        if self._paused:
+            return raw.run()
         tensors = list(tensors_of((raw.args, raw.kwargs)))
         ids = [self._lookup(t) for t in tensors]
         if all(value is None for value in ids):
@@ -180,13 +217,15 @@ def _fold_scales(nodes: list[Node]) -> list[Node]:
     one pass over the signal less: right after a convolution that feeds nothing else, or
     (pre-activation, DenseNet's BN → ReLU → conv) right before a ReLU that feeds only one
     ungrouped convolution, when every scale is positive (``relu(s·z) = s·relu(z)``, and
-    the masks of the other rules are the forward's, unchanged)."""
+    the masks of the other rules are the forward's, unchanged). The recorded nodes are left
+    as they are (the graphs of several layers share them): folded ones are copies."""
     producers = {value: node for node in nodes for value in node.outputs}
     consumers: dict[int, list[Node]] = {}
     for node in nodes:
         for value in node.inputs:
             if value is not None:
                 consumers.setdefault(value, []).append(node)
+    weights: dict[int, Tensor] = {}  # id(convolution) -> its folded filters
     folded: list[Node] = []
     for node in nodes:
         if isinstance(node, ScaleNode):
@@ -200,10 +239,17 @@ def _fold_scales(nodes: list[Node]) -> list[Node]:
             if target is not None:
                 shape = [1, 1, 1, 1]
                 shape[axis] = -1
-                target.weight = target.weight * scale.view(shape)
+                weights[id(target)] = weights.get(id(target), target.weight) * scale.view(shape)
                 node = IdentityNode(node.inputs, outputs=node.outputs)
         folded.append(node)
-    return folded
+    return [_with_filters(node, weights.get(id(node))) for node in folded]
+
+
+def _with_filters(node: Node, weight: Tensor | None) -> Node:
+    """A copy of a convolution's node with folded filters (any other node as it is)."""
+    if isinstance(node, ConvNode) and weight is not None:
+        return replace(node, weight=weight)
+    return node
 
 
 def _only_use(consumers: dict[int, list[Node]], producer: Node, consumer: Node) -> bool:

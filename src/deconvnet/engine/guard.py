@@ -169,18 +169,21 @@ def call_sites(model: nn.Module, x: Tensor, module: nn.Module) -> list[str]:
     module that ran just before it (``"input"`` for the first). Counting stops where the
     forward pass fails (a model usable only up to some layer).
 
-    The answer is remembered per model for the same module, the same module tree (a
-    replaced submodule counts anew) and the same input shape, dtype and device."""
+    The forward pass counted is that of the first image alone, and the answer is
+    remembered per model for the same module, the same module tree (a replaced submodule
+    counts anew) and the same image shape, dtype and device: callers that batch images
+    by what they share (the top-k projection stage: 1 to 8 per call) would otherwise pay
+    a whole forward pass for every batch size they meet."""
     key = (
         id(module),
         tuple(id(sub) for sub in model.modules()),
-        tuple(x.shape),
+        tuple(x.shape[1:]),
         x.dtype,
         x.device,
     )
     known = _CALL_SITES.setdefault(model, {})
     if key not in known:
-        known[key] = _count_call_sites(model, x, module)
+        known[key] = _count_call_sites(model, x[:1], module)
     return list(known[key])
 
 

@@ -149,8 +149,21 @@ def refuse_functions(output: Tensor, policy: ReversePolicy) -> None:
     """Refuse, under a rule other than the gradient, any ``autograd.Function`` but the
     engine's own between the input and ``output``: its backward is its author's gradient,
     which the rule cannot see into (timm's memory-efficient activations, for one)."""
-    if policy.reverse_rule.is_gradient or output.grad_fn is None:
+    if policy.reverse_rule.is_gradient:
         return
+    function = foreign_function(output)
+    if function is not None:
+        raise UnsupportedLayerError(
+            f"rule {policy.rule!r} has no definition for {function.__name__} (a custom "
+            f"torch.autograd.Function: its backward is its own gradient); use "
+            f"rule={GRADIENT_RULE!r} for this model"
+        )
+
+
+def foreign_function(output: Tensor) -> type | None:
+    """The first ``autograd.Function`` but the engine's own in ``output``'s autograd graph,
+    if any. On plain autograd the ops inside such a function's forward are seen (and may be
+    recorded) while its backward is its author's: the windowed pass must not follow it."""
     seen: set[int] = set()
     waiting: list[Any] = [output.grad_fn]
     while waiting:
@@ -161,12 +174,9 @@ def refuse_functions(output: Tensor, policy: ReversePolicy) -> None:
         if isinstance(node, BackwardCFunction):
             function = _original(node._forward_cls)  # type: ignore[attr-defined]
             if not is_engine_function(function):
-                raise UnsupportedLayerError(
-                    f"rule {policy.rule!r} has no definition for {function.__name__} (a custom "
-                    f"torch.autograd.Function: its backward is its own gradient); use "
-                    f"rule={GRADIENT_RULE!r} for this model"
-                )
+                return function
         waiting.extend(next_node for next_node, _ in node.next_functions)
+    return None
 
 
 def _original(function: type) -> type:

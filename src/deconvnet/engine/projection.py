@@ -8,6 +8,7 @@ room's views to :func:`register_views`, and the methods call whatever was regist
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 from collections.abc import Callable
@@ -17,9 +18,11 @@ from typing import Protocol
 
 from torch import Tensor
 
-from deconvnet.engine.receptive import ReceptiveField
+from deconvnet.engine.precision import dtype_name
+from deconvnet.engine.receptive import Box, ReceptiveField
 from deconvnet.engine.rules import ReversePolicy
 from deconvnet.engine.selection import Selection
+from deconvnet.engine.window import Window
 from deconvnet.errors import InputError
 from deconvnet.inputs.preprocessing import Preprocessing
 
@@ -57,6 +60,13 @@ class Projection:
     values : Tensor (B, K) — the seeded activation (for joint selections, the largest).
     layer : dotted name of the projected layer.
     selection, policy : what was asked.
+    precision : the number type the reverse pass ran in (``"float32"``, ``"bfloat16"``…):
+        the policy's precision resolved for the device, or the forward's own dtype where a
+        reduced type does not apply (see :class:`~deconvnet.engine.engine.Deconvnet`).
+    full_precision : BoolTensor (B, K) or None — after a reduced-precision pass, True
+        where that projection was computed again in full precision (a value the reduced
+        type could not hold, or a rounding error estimated to show in its 8-bit picture);
+        None for a full-precision pass.
     extents : LongTensor (B, K, 4) or None — ``(top, left, bottom, right)`` of the seeded
         positions in the layer's map (inclusive; ``-1`` when nothing was seeded), for every
         selection kind; None for layers without 2-D maps. Figures zoom to their fields.
@@ -75,6 +85,8 @@ class Projection:
     layer: str
     selection: Selection
     policy: ReversePolicy
+    precision: str = "float32"
+    full_precision: Tensor | None = None
     extents: Tensor | None = None
     layer_shape: tuple[int, ...] | None = None
     inputs: Tensor | None = None
@@ -88,6 +100,13 @@ class Projection:
     def receptive_field(self) -> ReceptiveField | None:
         """The projected layer's receptive field for this input size (None if unknown)."""
         return self.trace_field() if self.trace_field is not None else None
+
+    def precision_at(self, image: int, k: int) -> str:
+        """The number type projection ``k`` of image ``image`` was computed in: the
+        forward's own where a reduced-precision projection was redone in full precision."""
+        if self.full_precision is not None and bool(self.full_precision[image, k]):
+            return dtype_name(self.values.dtype)
+        return self.precision
 
     def __repr__(self) -> str:
         """One line: layer, selection, rule and shape; never tensor dumps."""
@@ -143,3 +162,52 @@ class Contributions:
     def rest(self) -> Tensor:
         """(B, K): the activation the upstream maps leave out (biases, other paths)."""
         return self.values - self.contributions.sum(dim=-1).to(self.values.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class UnitProjections:
+    """What :meth:`Deconvnet.project_units <deconvnet.engine.engine.Deconvnet.project_units>`
+    returns for one layer: each unit's projection on its window of the input (zero
+    outside it), so a caller cuts out the boxes it shows without a full-size copy each.
+
+    Attributes
+    ----------
+    layer : the layer as it was named.
+    values : Tensor (N,) — the units' activations in the forward pass.
+    windows : the projections, unit after unit, in the runs the reverse passes produced
+        them (one size per run).
+    reverse_passes : reverse passes run for these units: one each.
+    precision, full_precision : as for :class:`Projection`; ``full_precision`` is a
+        BoolTensor (N,) or None.
+    """
+
+    layer: str
+    values: Tensor
+    windows: tuple[Window, ...]
+    reverse_passes: int
+    precision: str = "float32"
+    full_precision: Tensor | None = None
+
+    def precision_at(self, n: int) -> str:
+        """The number type unit ``n``'s projection was computed in (see
+        :meth:`Projection.precision_at`)."""
+        if self.full_precision is not None and bool(self.full_precision[n]):
+            return dtype_name(self.values.dtype)
+        return self.precision
+
+    def crop(self, n: int, box: Box) -> Tensor:
+        """Unit ``n``'s projection (C_in, h, w) on the input's rows ``box[0]:box[2]`` and
+        columns ``box[1]:box[3]``."""
+        starts = self._starts
+        run = bisect.bisect_right(starts, n) - 1
+        if not 0 <= n < len(self.values) or run < 0:
+            raise IndexError(f"unit {n} of {len(self.values)}")
+        return self.windows[run].part(n - starts[run], box)
+
+    @functools.cached_property
+    def _starts(self) -> list[int]:
+        starts, first = [], 0
+        for window in self.windows:
+            starts.append(first)
+            first += int(window.data.shape[0])
+        return starts

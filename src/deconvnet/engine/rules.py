@@ -31,6 +31,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from deconvnet.engine.precision import FULL_PRECISION, PRECISIONS
 from deconvnet.errors import UnsupportedLayerError
 
 Rectifier = Callable[[Tensor], Tensor]
@@ -209,12 +210,15 @@ class ReversePolicy:
     lrn : a name in :data:`LRN_MODES` (``"skip"``, ``"gradient"``, ``"reapply"``).
     collisions : a name in :data:`COLLISION_MODES` (``"sum"``, ``"overwrite"``).
     activations : a name in :data:`ACTIVATION_MODES` (``"strict"``, ``"relu-like"``).
+    precision : a name in :data:`~deconvnet.engine.precision.PRECISIONS`: the reverse
+        pass's number type (``"float32"``, full precision, by default).
     """
 
     rule: str = DEFAULT_RULE
     lrn: str = RULES[DEFAULT_RULE].lrn
     collisions: str = COLLISION_MODES[0]
     activations: str = DEFAULT_ACTIVATIONS
+    precision: str = FULL_PRECISION
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -222,6 +226,7 @@ class ReversePolicy:
             ("lrn", self.lrn, tuple(LRN_MODES)),
             ("collisions", self.collisions, COLLISION_MODES),
             ("activations", self.activations, tuple(ACTIVATION_MODES)),
+            ("precision", self.precision, PRECISIONS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
@@ -233,6 +238,7 @@ class ReversePolicy:
         lrn: str | None = None,
         collisions: str | None = None,
         activations: str | None = None,
+        precision: str | None = None,
     ) -> ReversePolicy:
         """The policy for what was given; the rest by default (the LRN mode is the rule's
         own: its exact gradient for the gradient rule, so that it equals
@@ -244,6 +250,7 @@ class ReversePolicy:
             lrn=lrn or (found.lrn if found else RULES[DEFAULT_RULE].lrn),
             collisions=collisions or COLLISION_MODES[0],
             activations=activations or DEFAULT_ACTIVATIONS,
+            precision=precision or FULL_PRECISION,
         )
 
     def record(self) -> dict[str, str]:
@@ -320,7 +327,10 @@ def is_engine_function(function: type) -> bool:
 
 
 def apply_rule(x: Tensor, rule: ReverseRule) -> Tensor:
-    """``rule.forward(x)`` in the forward pass; ``rule.backward`` in the reverse pass."""
+    """``rule.forward(x)`` in the forward pass; ``rule.backward`` in the reverse pass (none
+    without autograd: the forward value alone)."""
+    if not torch.is_grad_enabled():
+        return rule.forward(x)
     return cast(Tensor, _Rewired.apply(x, rule))  # type: ignore[no-untyped-call]
 
 

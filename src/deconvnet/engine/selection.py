@@ -20,6 +20,7 @@ from torch import Tensor
 from deconvnet.errors import SelectionError
 
 _PLANE_DIMS = 2
+_MAP_RANK = 4
 JOINT_CHANNEL = -1
 """``channels`` entry for a joint selection that spans several channels."""
 
@@ -274,6 +275,80 @@ class TopUnits(_Ranked):
 
     def describe(self) -> str:
         return f"topunits:{self.k}"
+
+
+@dataclass(frozen=True, eq=False)
+class Units(Selection):
+    """Several single activations per image, each projected separately.
+
+    ``channels`` (K,) and ``positions`` (K, 2) for a batch of one image, or (B, K) and
+    (B, K, 2) for B images: seed ``k`` of image ``b`` keeps only
+    ``y[b, channels[b, k], *positions[b, k]]``. Images with different numbers of units:
+    :class:`UnitList`.
+    """
+
+    channels: Tensor
+    positions: Tensor
+
+    def resolve(self, y: Tensor) -> Seeds:
+        channels = self.channels.to(device=y.device, dtype=torch.long)
+        positions = self.positions.to(device=y.device, dtype=torch.long)
+        if channels.dim() == 1:
+            channels, positions = channels[None], positions[None]
+        if y.dim() != _MAP_RANK or y.shape[0] != channels.shape[0]:
+            raise SelectionError(
+                f"Units for {channels.shape[0]} image(s) needs their maps (B, C, H, W), "
+                f"got {tuple(y.shape)}"
+            )
+        images = torch.arange(y.shape[0], device=y.device)[:, None].expand_as(channels)
+        values = _unit_values(y, images, channels, positions, "Units")
+        return Seeds(channels=channels, values=values, positions=positions, joint=None)
+
+    def describe(self) -> str:
+        return f"units:{int(self.channels.numel())}"
+
+
+@dataclass(frozen=True, eq=False)
+class UnitList:
+    """Single activations of a batch, any number per image, each projected on its own
+    (:meth:`Deconvnet.project_units <deconvnet.engine.engine.Deconvnet.project_units>`):
+    unit ``n`` is ``y[images[n], channels[n], *positions[n]]``.
+
+    ``images`` and ``channels`` are LongTensors (N,), ``positions`` (N, 2).
+    """
+
+    images: Tensor
+    channels: Tensor
+    positions: Tensor
+
+    def __len__(self) -> int:
+        return int(self.channels.shape[0])
+
+    def values(self, y: Tensor) -> Tensor:
+        """The activations (N,) of the units in layer output ``y`` (B, C, H, W), checked."""
+        if y.dim() != _MAP_RANK:
+            raise SelectionError(f"UnitList needs maps (B, C, H, W), got {tuple(y.shape)}")
+        images, channels, positions = (
+            t.to(device=y.device, dtype=torch.long)
+            for t in (self.images, self.channels, self.positions)
+        )
+        if bool(((images < 0) | (images >= y.shape[0])).any()):
+            raise SelectionError(f"UnitList names an image outside the batch of {y.shape[0]}")
+        return _unit_values(y, images, channels, positions, "UnitList")
+
+
+def _unit_values(
+    y: Tensor, images: Tensor, channels: Tensor, positions: Tensor, what: str
+) -> Tensor:
+    """``y[images, channels, *positions]``, refused when a unit lies outside the maps."""
+    limits = torch.tensor(y.shape[2:], device=y.device)
+    if bool((channels < 0).any() | (channels >= y.shape[1]).any()) or bool(
+        ((positions < 0) | (positions >= limits)).any()
+    ):
+        raise SelectionError(
+            f"{what} has a channel or position outside the layer's maps {tuple(y.shape[1:])}"
+        )
+    return y.detach()[images, channels, positions[..., 0], positions[..., 1]]
 
 
 def _joint(y: Tensor, keep: Tensor, channel: int, rescale: bool = False) -> Seeds:

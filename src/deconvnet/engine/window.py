@@ -35,6 +35,23 @@ class Window:
         """The same place, other data (an op that keeps H and W)."""
         return Window(data, self.tops, self.lefts)
 
+    def part(self, n: int, box: tuple[int, int, int, int]) -> Tensor:
+        """Seed ``n``'s data on map rows ``box[0]:box[2]`` and columns ``box[1]:box[3]``,
+        zero where the window does not reach."""
+        top, left, bottom, right = box
+        row, col = int(self.tops[n]), int(self.lefts[n])
+        (height, width), data = self.size, self.data[n]
+        if box == (row, col, row + height, col + width):
+            return data
+        r0, r1 = max(top, row), min(bottom, row + height)
+        c0, c1 = max(left, col), min(right, col + width)
+        out = data.new_zeros((*data.shape[:-2], bottom - top, right - left))
+        if r1 > r0 and c1 > c0:
+            out[..., r0 - top : r1 - top, c0 - left : c1 - left] = data[
+                ..., r0 - row : r1 - row, c0 - col : c1 - col
+            ]
+        return out
+
 
 def sum_windows(into: Window | None, part: Window) -> Window:
     """Two signals at one tensor, summed on the smallest window holding both."""
@@ -110,21 +127,24 @@ def reframe(window: Window, tops: Tensor, lefts: Tensor, height: int, width: int
 
 
 def crop(source: Tensor, image_index: Tensor, tops: Tensor, lefts: Tensor, size: Any) -> Tensor:
-    """``source[b, :, top:top+h, left:left+w]`` per seed, zero outside the map."""
+    """``source[b, :, top:top+h, left:left+w]`` per seed, zero outside the map (only the
+    seeds' own windows are copied: padding the whole source costs more than the crops)."""
     height, width = int(size[0]), int(size[1])
-    pad = (
-        max(0, -int(lefts.min())),
-        max(0, int(lefts.max()) + width - source.shape[3]),
-        max(0, -int(tops.min())),
-        max(0, int(tops.max()) + height - source.shape[2]),
-    )
-    padded = F.pad(source, pad) if any(pad) else source
-    rows0, cols0 = tops + pad[2], lefts + pad[0]
-    parts = [
-        padded[b, :, r : r + height, c : c + width]
-        for b, r, c in zip(image_index.tolist(), rows0.tolist(), cols0.tolist(), strict=True)
-    ]
-    return torch.stack(parts)
+    map_h, map_w = int(source.shape[2]), int(source.shape[3])
+    seeds = zip(image_index.tolist(), tops.tolist(), lefts.tolist(), strict=True)
+    if (
+        int(tops.min()) >= 0
+        and int(lefts.min()) >= 0
+        and (int(tops.max()) + height <= map_h and int(lefts.max()) + width <= map_w)
+    ):
+        return torch.stack([source[b, :, r : r + height, c : c + width] for b, r, c in seeds])
+    out = source.new_zeros((len(image_index), *source.shape[1:-2], height, width))
+    for n, (b, r, c) in enumerate(seeds):
+        r0, r1 = max(r, 0), min(r + height, map_h)
+        c0, c1 = max(c, 0), min(c + width, map_w)
+        if r1 > r0 and c1 > c0:
+            out[n, ..., r0 - r : r1 - r, c0 - c : c1 - c] = source[b, ..., r0:r1, c0:c1]
+    return out
 
 
 def inside(signal: Tensor, tops: Tensor, lefts: Tensor, hw: Any) -> Tensor:

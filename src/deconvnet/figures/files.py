@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +35,7 @@ def save_png(array: np.ndarray, path: str | os.PathLike[str], *, palette: bool =
     ``palette``: an RGB chart for a web page, stored with its 256 most used colours (no
     dithering; a line chart's file shrinks 2.5x, its anti-aliased edges a shade coarser).
     """
-    if not isinstance(array, np.ndarray) or array.dtype != np.uint8:
-        kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
-        raise InputError(f"save_png needs a uint8 array, got {kind}")
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-        raise InputError(f"save_png needs (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
+    _check_png_array(array)
     image = Image.fromarray(np.ascontiguousarray(array))
     if palette and image.mode == "RGB":
         image = image.quantize(PALETTE_COLOURS, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
@@ -52,11 +50,53 @@ def page_names(stem: str, count: int) -> list[str]:
     return [f"{stem}_page{number}.png" for number in range(1, count + 1)]
 
 
+class PngWriter:
+    """:func:`save_png` on background threads, for figures that write many files: Pillow
+    releases the GIL while it encodes and the OS while it writes, so the tiles of one map
+    are written while the next map's are drawn. Leaving the ``with`` block waits for every
+    write and raises the first error (a file that failed is not left behind, as with
+    :func:`save_png`)."""
+
+    QUEUED = 256
+    """Writes waiting at most: beyond, :meth:`save` waits for the oldest (memory stays
+    bounded, and a failed write surfaces early)."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="png")
+        self._pending: deque[Future[Path]] = deque()
+
+    def __enter__(self) -> PngWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        try:
+            while self._pending and kind is None:  # after an error, that error is the story
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def save(self, array: np.ndarray, path: str | os.PathLike[str]) -> Path:
+        """Queue ``array`` for ``path`` (checked now, written soon); returns ``path``."""
+        _check_png_array(array)
+        self._pending.append(self._pool.submit(save_png, array, path))
+        while len(self._pending) > self.QUEUED:
+            self._pending.popleft().result()
+        return Path(path)
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     """A uint8 ``(H, W, 3)`` array encoded as PNG in memory (Jupyter, HTML data URLs)."""
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _check_png_array(array: np.ndarray) -> None:
+    if not isinstance(array, np.ndarray) or array.dtype != np.uint8:
+        kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise InputError(f"save_png needs a uint8 array, got {kind}")
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise InputError(f"save_png needs (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
 
 
 def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:

@@ -263,6 +263,8 @@ def manifest(
         "lrn": projection.policy.lrn,
         "collisions": projection.policy.collisions,
         "activations": projection.policy.activations,
+        "precision": projection.policy.precision,
+        "precision_used": projection.precision,
         "display": options.display,
         "contrast": options.contrast,
         "full_frame": options.full_frame,
@@ -382,8 +384,22 @@ def _describe(
         "class_name": class_name,
         "position": position,
         "value": value,
+        **precision_record(projection, index, k),
     }
     return label, record
+
+
+def precision_record(projection: Projection, index: int, k: int) -> dict[str, str]:
+    """The number type a projection ran in, for manifests; and why, when a reduced-precision
+    projection was redone in full precision."""
+    used = projection.precision_at(index, k)
+    if used == projection.precision:
+        return {"precision": used}
+    return {
+        "precision": used,
+        "precision_fallback": f"redone in {used}: in {projection.precision} its values left "
+        "the type's range or its rounding error was estimated to show in the 8-bit picture",
+    }
 
 
 def _blank_reason(blanks: BlankReport | None, k: int) -> str:

@@ -40,7 +40,7 @@ import numpy as np
 from deconvnet.engine.receptive import Box
 from deconvnet.engine.rules import ACTIVATION_MODES, DEFAULT_ACTIVATIONS
 from deconvnet.errors import InputError
-from deconvnet.figures.files import page_names, save_png, write_json
+from deconvnet.figures.files import PngWriter, page_names, write_json
 from deconvnet.figures.render import Display, display_range, frame, scaled, show
 from deconvnet.figures.style import (
     BACKGROUND,
@@ -133,48 +133,51 @@ def render(
     layers = index.layers
     caption = ACTIVATION_MODES[activations].caption
     policy = f" ({caption})" if caption else ""
-    for done, (layer, top) in enumerate(index.state.layers.items(), start=1):
-        shown_name = (display_names or {}).get(layer, layer)
-        folder = Path(TILES_DIR) / _safe(shown_name)
-        cells = []
-        for channel in top.channels.tolist():
-            items = [projections.get((layer, channel, rank)) for rank in range(k)]
-            tiles = _map_tiles(items, tile, display)
-            captions = _captions(index, items)
-            cells.append((channel, tiles, captions, _max_label(items)))
-            if save_tiles and any(item is not None for item in items):
-                picture = _map_picture(shown_name, channel, tiles, captions, items, index)
-                map_files[(layer, channel)] = save_png(picture, out / folder / f"{channel}.png")
-        layout = _SheetLayout(tile, columns, k)
-        parts = layout.pages(len(cells))
-        names = page_names(f"topk_{_safe(shown_name)}", len(parts))
-        pages[layer] = []
-        boxes: dict[tuple[int, int], tuple[str, tuple[Box, Box]]] = {}
-        for number, (part, name) in enumerate(zip(parts, names, strict=True), start=1):
-            title = f"{shown_name}: the top {k} activations of each map{policy}"
-            if len(parts) > 1:
-                title += f" (page {number} of {len(parts)}, maps {_span(cells, part)})"
-            sheet, placed = layout.draw(title, cells[part.start : part.stop])
-            pages[layer].append(save_png(sheet, out / name))
-            boxes.update({key: (name, box) for key, box in placed.items()})
-        sheets[layer] = pages[layer][0]
-        for channel, tiles, _, _ in cells:
-            for rank, item in enumerate(projections.get((layer, channel, r)) for r in range(k)):
-                if item is None:
-                    continue
-                sheet_name, box = boxes[(channel, rank)]
-                record = _record(index, item, sheet_name, box)
-                if save_tiles:
-                    stem = f"map{channel:04d}_rank{rank}"
-                    projection_tile, patch_tile = tiles[rank]
-                    save_png(projection_tile, out / folder / f"{stem}_projection.png")
-                    save_png(patch_tile, out / folder / f"{stem}_patch.png")
-                    record["tile_file"] = (folder / f"{stem}_projection.png").as_posix()
-                    record["patch_file"] = (folder / f"{stem}_patch.png").as_posix()
-                    record["map_file"] = (folder / f"{channel}.png").as_posix()
-                records.append(record)
-        if progress is not None:
-            progress(done, len(layers))
+    with PngWriter() as writer:
+        for done, (layer, top) in enumerate(index.state.layers.items(), start=1):
+            shown_name = (display_names or {}).get(layer, layer)
+            folder = Path(TILES_DIR) / _safe(shown_name)
+            cells = []
+            for channel in top.channels.tolist():
+                items = [projections.get((layer, channel, rank)) for rank in range(k)]
+                tiles = _map_tiles(items, tile, display)
+                captions = _captions(index, items)
+                cells.append((channel, tiles, captions, _max_label(items)))
+                if save_tiles and any(item is not None for item in items):
+                    picture = _map_picture(shown_name, channel, tiles, captions, items, index)
+                    map_files[(layer, channel)] = writer.save(
+                        picture, out / folder / f"{channel}.png"
+                    )
+            layout = _SheetLayout(tile, columns, k)
+            parts = layout.pages(len(cells))
+            names = page_names(f"topk_{_safe(shown_name)}", len(parts))
+            pages[layer] = []
+            boxes: dict[tuple[int, int], tuple[str, tuple[Box, Box]]] = {}
+            for number, (part, name) in enumerate(zip(parts, names, strict=True), start=1):
+                title = f"{shown_name}: the top {k} activations of each map{policy}"
+                if len(parts) > 1:
+                    title += f" (page {number} of {len(parts)}, maps {_span(cells, part)})"
+                sheet, placed = layout.draw(title, cells[part.start : part.stop])
+                pages[layer].append(writer.save(sheet, out / name))
+                boxes.update({key: (name, box) for key, box in placed.items()})
+            sheets[layer] = pages[layer][0]
+            for channel, tiles, _, _ in cells:
+                for rank, item in enumerate(projections.get((layer, channel, r)) for r in range(k)):
+                    if item is None:
+                        continue
+                    sheet_name, box = boxes[(channel, rank)]
+                    record = _record(index, item, sheet_name, box)
+                    if save_tiles:
+                        stem = f"map{channel:04d}_rank{rank}"
+                        projection_tile, patch_tile = tiles[rank]
+                        writer.save(projection_tile, out / folder / f"{stem}_projection.png")
+                        writer.save(patch_tile, out / folder / f"{stem}_patch.png")
+                        record["tile_file"] = (folder / f"{stem}_projection.png").as_posix()
+                        record["patch_file"] = (folder / f"{stem}_patch.png").as_posix()
+                        record["map_file"] = (folder / f"{channel}.png").as_posix()
+                    records.append(record)
+            if progress is not None:
+                progress(done, len(layers))
     document = {
         "format": INDEX_FORMAT,
         "k": k,
@@ -213,6 +216,7 @@ def _record(
         "rank": entry.rank,
         "value": entry.value,
         "projected_value": item.value,
+        "precision": item.precision,
         "image": index.names.get(entry.image_id, str(entry.image_id)),
         "image_id": entry.image_id,
         "label": None if index.labels is None else index.labels.of_image[entry.image_id],

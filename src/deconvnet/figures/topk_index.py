@@ -43,6 +43,7 @@ class Entry(BaseModel):
     rank: Annotated[int, Field(ge=0, lt=MAX_K)]
     value: float
     projected_value: float | None = None
+    precision: Text | None = None
     image: Text
     image_id: Count | None = None
     label: Count | None = None
@@ -102,6 +103,7 @@ class Metadata(BaseModel):
     weights_sha256: Text | None = None
     data: Text | None = None
     rule: Text | None = None
+    precision: Text | None = None
     layers: dict[Text, Text] = Field(default_factory=dict)
 
 

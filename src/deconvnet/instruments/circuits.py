@@ -32,11 +32,11 @@ from torch import Tensor, nn
 from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, Deconvnet
 from deconvnet.engine.layers import resolve_layer
 from deconvnet.engine.rules import GRADIENT_RULE
-from deconvnet.engine.selection import MapMax, Neuron
+from deconvnet.engine.selection import MapMax, Neuron, Units
 from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.datasets import ImageDataset
 from deconvnet.inputs.images import preprocess
-from deconvnet.instruments.topk.project import IMAGES_PER_CALL, Units
+from deconvnet.instruments.topk.project import IMAGES_PER_CALL
 from deconvnet.instruments.topk.scan import TopKIndex, verified_image
 from deconvnet.instruments.topk.state import Entry
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work

@@ -42,6 +42,7 @@ class Comparison:
         the image's border), or for a joint selection the seeded units' fields together,
         clipped; None where unknown (fc layers).
     activations : the activation policy every rule ran with (``"strict"``, ``"relu-like"``).
+    precisions : per rule, the number type each projection's reverse pass ran in.
     """
 
     rules: tuple[str, ...]
@@ -53,6 +54,7 @@ class Comparison:
     selection: Selection
     boxes: tuple[Box | None, ...] = ()
     activations: str = DEFAULT_ACTIVATIONS
+    precisions: tuple[tuple[str, ...], ...] = ()
 
 
 class _EngineOptions(TypedDict, total=False):
@@ -71,24 +73,32 @@ def compare_rules(
     lrn: str | None = None,
     collisions: str | None = None,
     activations: str | None = None,
+    precision: str | None = None,
     batch_size: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> Comparison:
     """Project ``select`` of ``layer`` for the first image of ``x`` with each rule.
 
     The forward pass and therefore the selection (channel, position) are the same for
-    every rule; only the reverse pass differs (``lrn``, ``collisions`` and ``activations``
-    as in :class:`~deconvnet.engine.engine.Deconvnet`, the same for every rule).
+    every rule; only the reverse pass differs (``lrn``, ``collisions``, ``activations`` and
+    ``precision`` as in :class:`~deconvnet.engine.engine.Deconvnet`, the same for every rule).
     """
-    images = []
+    images, precisions = [], []
     first = None
     options: _EngineOptions = {} if batch_size is None else {"batch_size": batch_size}
     for done, rule in enumerate(rules, start=1):
         with Deconvnet(
-            model, rule, lrn=lrn, collisions=collisions, activations=activations, **options
+            model,
+            rule,
+            lrn=lrn,
+            collisions=collisions,
+            activations=activations,
+            precision=precision,
+            **options,
         ) as net:
             result = net.project(x[:1], layer, select)
         images.append(result.images[0])
+        precisions.append(tuple(result.precision_at(0, k) for k in range(result.images.shape[1])))
         first = first or result
         if progress is not None:
             progress(done, len(rules))
@@ -103,6 +113,7 @@ def compare_rules(
         selection=select,
         boxes=_boxes(first),
         activations=first.policy.activations,
+        precisions=tuple(precisions),
     )
 
 

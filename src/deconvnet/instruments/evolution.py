@@ -85,6 +85,7 @@ def evolve(
     lrn: str | None = None,
     collisions: str | None = None,
     activations: str | None = None,
+    precision: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int = 0,
     progress: Progress | None = None,
@@ -100,7 +101,7 @@ def evolve(
     layers : dotted names (or modules) of layers with feature maps (B, C, H, W).
     maps : which maps to follow (see :class:`~deconvnet.instruments.topk.scan.MapChoice`).
     labels : column names; default: the file stems, or ``checkpoint N``.
-    rule, lrn, collisions, activations : the reverse pass (see
+    rule, lrn, collisions, activations, precision : the reverse pass (see
         :class:`~deconvnet.engine.engine.Deconvnet`).
     progress : ``(images scanned over all checkpoints, total)``.
 
@@ -149,6 +150,7 @@ def evolve(
             lrn=lrn,
             collisions=collisions,
             activations=activations,
+            precision=precision,
         )
         for (layer, channel, _rank), item in projected.items():
             cells[(layer, channel, column)] = item

@@ -145,6 +145,7 @@ class SanityResult:
     does not depend on them (above it, or a branch that does not feed it). ``boxes`` is,
     per seed, the input box its projection can reach (the metrics are taken inside it;
     figures zoom to it); None where the layer has no receptive field (fc layers).
+    ``precisions``, per step and seed, is the number type its reverse pass ran in.
     """
 
     rows: tuple[SanityRow, ...]
@@ -153,6 +154,7 @@ class SanityResult:
     seeds: tuple[str, ...]
     skipped: tuple[str, ...]
     boxes: tuple[Box | None, ...]
+    precisions: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -240,16 +242,6 @@ def split_layers(model: nn.Module, x: Tensor, layer: str | nn.Module) -> LayerSp
     )
 
 
-def _deconvnet(model: nn.Module, policy: ReversePolicy) -> Deconvnet:
-    return Deconvnet(
-        model,
-        policy.rule,
-        lrn=policy.lrn,
-        collisions=policy.collisions,
-        activations=policy.activations,
-    )
-
-
 def cascading_randomisation(
     model: nn.Module,
     x: Tensor,
@@ -260,6 +252,7 @@ def cascading_randomisation(
     lrn: str | None = None,
     collisions: str | None = None,
     activations: str | None = None,
+    precision: str | None = None,
     seed: int = DEFAULT_SEED,
     reinitialise: Reinitialise = reinitialise_gaussian,
     progress: Callable[[int, int | None], None] | None = None,
@@ -270,13 +263,15 @@ def cascading_randomisation(
     gives each its new weights (default :func:`reinitialise_gaussian`, seeded by ``seed``).
     Metrics are averaged over the ``K`` seeds that still fire and taken inside each seed's
     receptive-field box (where the projection can be non-zero). ``rule``, ``lrn``,
-    ``collisions`` and ``activations`` are the reverse pass (see
+    ``collisions``, ``activations`` and ``precision`` are the reverse pass (see
     :class:`~deconvnet.engine.engine.Deconvnet`).
     """
-    policy = ReversePolicy.of(rule, lrn, collisions, activations)
+    policy = ReversePolicy.of(
+        rule, lrn, collisions, activations=activations, precision=precision
+    )
     name, _ = resolve_layer(model, layer)
     x = x[:1]
-    with _deconvnet(model, policy) as net:
+    with Deconvnet.of(model, policy) as net:
         original = net.project(x, name, select)
     fixed = _fixed_selections(original, net, x, name)
     boxes = _boxes(model, x, name, original)
@@ -290,10 +285,11 @@ def cascading_randomisation(
     before = original.values[0].cpu()
     reference_active = _active(before, reference)
     projections = [reference]
+    precisions = [tuple(original.precision_at(0, k) for k in range(reference.shape[0]))]
     rows = [_first_row(reference_active)]
     for step, layer_name in enumerate(order, start=1):
         reinitialise(work.get_submodule(layer_name), generator)
-        with _deconvnet(work, policy) as net:
+        with Deconvnet.of(work, policy) as net:
             results = [net.project(x, name, s) for s in fixed]
         images = torch.stack([r.images[0, 0] for r in results]).cpu()
         values = torch.stack([r.values[0, 0] for r in results]).cpu()
@@ -302,6 +298,7 @@ def cascading_randomisation(
             _row(step, order[:step], reference, images, boxes, reference_active, values, same)
         )
         projections.append(images)
+        precisions.append(tuple(r.precision_at(0, 0) for r in results))
         before = values
         if progress is not None:
             progress(step, len(order))
@@ -312,6 +309,7 @@ def cascading_randomisation(
         seeds=tuple(s.describe() for s in fixed),
         skipped=split.skipped,
         boxes=tuple(boxes),
+        precisions=tuple(precisions),
     )
 
 

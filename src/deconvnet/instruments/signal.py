@@ -31,8 +31,8 @@ from deconvnet.engine.layers import resolve_layer
 from deconvnet.engine.policies import RuleMode
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.rules import COMPARED_RULES, ReversePolicy
+from deconvnet.engine.selection import Units
 from deconvnet.errors import LayerNotReachedError
-from deconvnet.instruments.topk.project import Units
 from deconvnet.models import naming
 
 RULES: tuple[str, ...] = COMPARED_RULES

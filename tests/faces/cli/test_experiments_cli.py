@@ -42,6 +42,7 @@ def test_evolve_writes_one_sheet_per_layer_and_the_cells(tmp_path: Path) -> None
     assert main([*args, "--maps", "0,5,9", "--workers", "0", "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["labels"] == ["default_epoch01", "default_epoch05"]
+    assert manifest["precision"] == "auto"
     assert manifest["files"] == sorted(["evolution.json", *manifest["sheets"].values()])
     results = json.loads((out / "evolution.json").read_text())
     assert len(results["cells"]) == 2 * 3 * 2

@@ -100,12 +100,15 @@ def test_project_uses_the_archives_size_and_last_convolutions_rectifier(
 
 def test_a_batch_1_export_runs_every_batching_command(tmp_path: Path, photos: Path) -> None:
     """Before: topk scanned at --batch-size 1 and then failed projecting a group of
-    images after the whole scan; occlusion failed on its batches of 32."""
+    images after the whole scan; occlusion failed on its batches of 32. The projection
+    stage runs one image per call and still one reverse pass per projection."""
     archive = _export(tmp_path / "net.pt2", 1)
     argv = ["topk", str(photos), "--model", archive, "--layers", "3", "--k", "2", "--maps", "2"]
     assert main([*argv, "--out", str(tmp_path / "t")]) == 0  # default --batch-size
     index = json.loads((tmp_path / "t" / "topk_index.json").read_text())
     assert len(index["entries"]) == 2 * 2
+    manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    assert manifest["reverse_passes"] == manifest["projections"] == 2 * 2  # one image per call
     occlude = ["occlude", str(photos / "0.png"), "--model", archive, "--layer", "3"]
     assert main([*occlude, "--size", "16", "--stride", "16", "--out", str(tmp_path / "o")]) == 0
 

@@ -38,6 +38,7 @@ def test_occlude_writes_figure_panels_and_manifest(tmp_path):
     assert manifest["layer"] == "features.11" and manifest["layer_alias"] == "relu4"
     assert manifest["baseline"]["map_total_activation"] >= 0
     assert manifest["input_size"] == [32, 32]
+    assert manifest["precision"] == "float32"  # one reverse pass: the API's full precision
     assert len(manifest["positions"]["rows"]) == 7
     assert manifest["files"] == sorted([manifest["figure"], *manifest["panels"].values()])
     for name in manifest["files"]:

@@ -55,6 +55,11 @@ def test_topk_command_writes_sheets_and_index(
     assert document["metadata"]["layers"] == {"features.0": "conv1", "features.8": "conv3"}
     assert [s["image"] for s in document["skipped"]] == [str(folder / "broken.png")]
     assert len(document["entries"]) == 2 * 3 * 4
+    manifest = json.loads((out / "manifest.json").read_text())
+    images = len({entry["image"] for entry in document["entries"]})
+    assert manifest["projections"] == manifest["reverse_passes"] == 2 * 3 * 4
+    assert manifest["forward_images"] == images
+    assert f"projected 24 activations: 24 reverse passes, {images} images" in captured.out
     # same numbers as the library with the same model weights and options
     torch.manual_seed(0)
     model = models.load("default", "random")

@@ -17,6 +17,7 @@ pytest.importorskip("fastapi", reason="the explorer extra is not installed")
 from fastapi.testclient import TestClient
 
 from deconvnet import Deconvnet, Neuron, Preprocessing
+from deconvnet.engine.precision import FACES_PRECISION
 from deconvnet.faces.explorer.app import create_app
 from deconvnet.faces.explorer.session import Explorer
 from deconvnet.figures.render import show
@@ -55,7 +56,8 @@ def test_the_explorer_projects_under_its_policy(photos: Path, activations: str |
     unit = response.json()
     x = prepare(photos / "photo_1.png", Preprocessing((32, 32), "exact"), torch.device("cpu"))
     y, x_pos = unit["position"]
-    with Deconvnet(model, "zeiler", activations="relu-like") as net:
+    # in the faces' precision, as the explorer projects
+    with Deconvnet(model, "zeiler", activations="relu-like", precision=FACES_PRECISION) as net:
         expected = net.project(x.tensor, "2", Neuron(3, y, x_pos)).images[0, 0]
     png = client.get(unit["projection_url"]).content
     got = np.asarray(Image.open(io.BytesIO(png)))

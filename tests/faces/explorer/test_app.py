@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from deconvnet import Deconvnet, Neuron
+from deconvnet.engine.precision import FACES_PRECISION, dtype_name, reverse_dtype
 from deconvnet.faces.cli import main
 from deconvnet.faces.explorer.app import create_app
 from deconvnet.faces.explorer.files import file_inside
@@ -87,7 +88,9 @@ def test_click_projects_the_strongest_unit_with_the_models_own_value(
     assert unit["unit_page"] == f"/site/layers/{SCAN_SHOWN}/units/7.html"
     assert len(unit["topk"]) == 3
     png = client.get(unit["projection_url"]).content
-    with Deconvnet(default_model, "zeiler") as net:
+    ran = dtype_name(reverse_dtype(FACES_PRECISION, torch.float32, torch.device("cpu")))
+    assert unit["precision"] == ran  # the faces' default, resolved for this machine
+    with Deconvnet(default_model, "zeiler", precision=FACES_PRECISION) as net:
         expected = show(net.project(x, SCAN_LAYER, Neuron(7, y, x_pos)).images[0, 0], "rgb")
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), expected)
     guided = client.get(unit["projection_url"].replace("rule=zeiler", "rule=guided")).content

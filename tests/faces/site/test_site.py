@@ -8,6 +8,8 @@ significant digits on the pages, so they are compared at that precision.
 from __future__ import annotations
 
 import json
+import shutil
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlparse
@@ -15,7 +17,7 @@ from urllib.parse import urlparse
 import pytest
 
 from deconvnet.faces.cli import main
-from deconvnet.faces.site.build import Unit, slug, unit_url, units_by_layer
+from deconvnet.faces.site.build import Unit, build_site, slug, unit_url, units_by_layer
 from tests.faces.conftest import SCAN_K, SCAN_LAYER, SCAN_SHOWN
 
 
@@ -100,6 +102,13 @@ def test_index_is_a_model_card_with_receptive_fields_and_provenance(
     assert index_document(scan_dir)["dataset_fingerprint"] in text
     # the default model's conv2: 96x16x16, receptive field 15x15 at stride 2 (see `layers`)
     assert "96x16x16" in text and "15x15, stride 2" in text
+    # the precision asked for and what each tile ran in, counted from the index's entries
+    ran = Counter(e["precision"] for e in index_document(scan_dir)["entries"])
+    summary = f"{manifest['precision']} (ran: " + ", ".join(f"{n} × {c}" for n, c in ran.items())
+    summary += ")"
+    assert manifest["precision"] == "auto" and len(ran) == 1
+    assert summary in text
+    assert json.loads((site_dir / "manifest.json").read_text())["precision"] == summary
 
 
 def test_dead_maps_are_the_ones_that_never_fired() -> None:
@@ -131,3 +140,17 @@ def test_site_refuses_a_folder_without_a_scan_and_other_weights(
     assert main(argv) == 1
     error = capsys.readouterr().err
     assert "weights differ" in error and len(error.strip().splitlines()) == 1
+
+
+def test_an_index_without_map_pictures_builds(scan_dir: Path, tmp_path: Path) -> None:
+    """``map_file`` is optional in the index's schema: unit pages then omit the link (it
+    was a template error, found by the hostile index variants)."""
+    scan = tmp_path / "scan"
+    shutil.copytree(scan_dir, scan)
+    document = index_document(scan)
+    for entry in document["entries"]:
+        entry.pop("map_file", None)
+    (scan / "topk_index.json").write_text(json.dumps(document))
+    result = build_site(scan, tmp_path / "site")
+    page = next(iter(result.units.values()))[0].read_text()
+    assert "this map's picture" not in page and 'class="projection"' in page

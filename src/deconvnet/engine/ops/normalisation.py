@@ -171,7 +171,8 @@ class LrnNode(op.Node):
     def reverse(self, signal: Window, step: op.ReverseStep) -> Window:
         data, call = signal.data, self.call
         if step.policy.lrn_mode.reapplies:
-            data = F.local_response_norm(data, call.size, call.alpha, call.beta, call.k)
+            lrn = partial(_upcast, F.local_response_norm) if _needs_upcast(data) else None
+            data = (lrn or F.local_response_norm)(data, call.size, call.alpha, call.beta, call.k)
         elif step.policy.lrn_mode.exact and self.terms is not None:
             terms = crop(self.terms, step.index, signal.tops, signal.lefts, signal.size)
             data = self._gradient(data, terms.to(data.dtype))

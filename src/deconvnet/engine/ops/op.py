@@ -20,10 +20,12 @@ of its inputs'), no windowed rule (the general autograd path projects through it
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
@@ -213,6 +215,25 @@ class Node:
     def scratch_per_seed(self, shapes: list[tuple[int, ...]]) -> int:
         """Elements per seed of the largest temporary of :meth:`reverse` beyond its maps."""
         return 0
+
+    def cast(self, dtype: torch.dtype) -> Node:
+        """This node with its floating-point constants (filters, masks, scales, LRN terms)
+        in ``dtype``, for a reverse pass in that type: converted once per call, not once
+        per batch of seeds; the node itself is left as it is (full precision stays
+        available)."""
+        changed = {
+            item.name: value.to(dtype)
+            for item in fields(self)
+            if isinstance(value := getattr(self, item.name), Tensor)
+            and value.is_floating_point()
+            and value.dtype != dtype
+        }
+        if not changed:
+            return self
+        twin = copy.copy(self)
+        for name, value in changed.items():
+            setattr(twin, name, value)
+        return twin
 
     @property
     def windowed(self) -> bool:

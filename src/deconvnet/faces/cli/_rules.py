@@ -1,11 +1,12 @@
-"""``--rule``, ``--lrn``, ``--collisions``, ``--activations``: the reverse pass, with choices
-and defaults from the engine's rule table (:mod:`deconvnet.engine.rules`), shared by every
-command that projects."""
+"""``--rule``, ``--lrn``, ``--collisions``, ``--activations``, ``--precision``: the reverse
+pass, with choices and defaults from the engine's rule table (:mod:`deconvnet.engine.rules`)
+and precisions (:mod:`deconvnet.engine.precision`), shared by every command that projects."""
 
 from __future__ import annotations
 
 import argparse
 
+from deconvnet.engine.precision import FACES_PRECISION, PRECISIONS
 from deconvnet.engine.rules import (
     ACTIVATION_MODES,
     ANALOGUES,
@@ -20,8 +21,8 @@ from deconvnet.engine.rules import (
 
 
 def add_rule_arguments(parser: argparse.ArgumentParser, *, lrn_and_collisions: bool = True) -> None:
-    """``--rule``, ``--activations`` and, unless told not to, ``--lrn`` and ``--collisions``
-    (each default ``None``: :func:`reverse_policy` fills in the rule's own)."""
+    """``--rule``, ``--activations``, ``--precision`` and, unless told not to, ``--lrn`` and
+    ``--collisions`` (each default ``None``: :func:`reverse_policy` fills in the rule's own)."""
     parser.add_argument(
         "--rule",
         choices=tuple(RULES),
@@ -30,6 +31,7 @@ def add_rule_arguments(parser: argparse.ArgumentParser, *, lrn_and_collisions: b
         + "; ".join(rule.description for rule in RULES.values()),
     )
     add_activations_argument(parser)
+    add_precision_argument(parser)
     if not lrn_and_collisions:
         return
     exact = RULES[GRADIENT_RULE]
@@ -63,11 +65,30 @@ def add_activations_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` (default ``None``: :func:`faces_precision` fills in the faces' own)."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help=f"number type of the reverse pass (default: {FACES_PRECISION}: bfloat16 where "
+        "the device computes it natively, else float32); the forward pass stays the model's; "
+        "a projection whose rounding would show in its 8-bit picture is redone in float32 "
+        "and the manifest says so",
+    )
+
+
+def faces_precision(args: argparse.Namespace) -> str:
+    """The precision asked for, or the faces' default: pictures at the device's speed."""
+    return getattr(args, "precision", None) or FACES_PRECISION
+
+
 def reverse_policy(args: argparse.Namespace) -> ReversePolicy:
     """The reverse pass the options ask for, each default resolved (for the manifest)."""
     return ReversePolicy.of(
         getattr(args, "rule", None),
         getattr(args, "lrn", None),
         getattr(args, "collisions", None),
-        getattr(args, "activations", None),
+        activations=getattr(args, "activations", None),
+        precision=faces_precision(args),
     )

@@ -157,6 +157,7 @@ class UnitInfo(BaseModel):
     value: float
     box: tuple[int, int, int, int]
     rule: str
+    precision: str
     class_name: str | None
     note: str | None
     projection_url: str
@@ -320,6 +321,7 @@ def create_app(
             value=found.value,
             box=found.box,
             rule=rule,
+            precision=found.precision,
             class_name=found.class_name,
             note=found.note,
             projection_url=f"/api/images/{image_id}/layers/{found.layer}/units/{channel}/projection.png?{query}",

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from deconvnet.engine.engine import Deconvnet
+from deconvnet.engine.precision import FACES_PRECISION
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import LayerRow, ReceptiveField, layer_table, receptive_fields
 from deconvnet.engine.rules import COMPARED_RULES, ReversePolicy
@@ -104,6 +105,7 @@ class UnitProjection:
     rule: str
     png: bytes
     field_png: bytes
+    precision: str = "float32"
     class_name: str | None = None
     note: str | None = None
 
@@ -121,10 +123,12 @@ class Explorer:
         images_dir: Path | None = None,
         decode_budget: int = DEFAULT_DECODE_BUDGET,
         activations: str | None = None,
+        precision: str = FACES_PRECISION,
     ) -> None:
         self.model = model
         self.decode_budget = decode_budget
         self.activations = ReversePolicy.of(activations=activations).activations
+        self.precision = precision
         self.preprocessing = preprocessing
         self.name = name
         self.images_dir = images_dir
@@ -288,7 +292,9 @@ class Explorer:
             if key in self._projections:
                 self._projections.move_to_end(key)
                 return self._projections[key]
-            with Deconvnet(self.model, rule, activations=self.activations) as net:
+            with Deconvnet(
+                self.model, rule, activations=self.activations, precision=self.precision
+            ) as net:
                 result = net.project(found.tensor, layer, Neuron(channel, y, x))
             shape = tuple(found.tensor.shape)
             if shape not in self._fields:
@@ -311,6 +317,7 @@ class Explorer:
             rule,
             png_bytes(picture),
             png_bytes(enlarged),
+            result.precision_at(0, 0),
             class_name=classes[channel] if classes else None,
             note=self._note(value, result),
         )

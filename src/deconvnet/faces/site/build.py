@@ -16,7 +16,7 @@ import io
 import math
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -55,11 +55,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 @dataclass(frozen=True)
 class SiteResult:
-    """What :func:`build_site` wrote: the index page, the unit pages per layer, every file."""
+    """What :func:`build_site` wrote: the index page, the unit pages per layer, every file;
+    the precision its tiles were projected in (:func:`precision_summary`)."""
 
     index: Path
     units: dict[str, list[Path]]
     files: list[Path]
+    precision: str | None = None
 
 
 def slug(layer: str) -> str:
@@ -266,7 +268,9 @@ def build_site(
             )
             units[layer].append(page)
             written.append(page)
-    return SiteResult(index=index, units=units, files=written)
+    return SiteResult(
+        index=index, units=units, files=written, precision=precision_summary(document)
+    )
 
 
 def _sections(
@@ -364,8 +368,22 @@ def _provenance(
         "skipped": len(document.get("skipped", [])),
         "rule": metadata.get("rule"),
         "activations": metadata.get("activations"),
+        "precision": precision_summary(document),
         "input_size": "x".join(map(str, input_size)) if input_size else None,
     }
+
+
+def precision_summary(document: dict[str, Any]) -> str | None:
+    """The reverse pass's precision as asked, and how many tiles ran in each type
+    (``auto (ran: bfloat16 × 1150, float32 × 2)``); None for a scan that recorded none."""
+    asked = dict(document.get("metadata", {})).get("precision")
+    counts = Counter(e["precision"] for e in document["entries"] if "precision" in e)
+    if asked is None and not counts:
+        return None
+    ran = "ran: " + ", ".join(f"{name} × {count}" for name, count in counts.most_common())
+    if asked is None:
+        return ran
+    return f"{asked} ({ran})" if counts else asked
 
 
 def _row(row: LayerRow, display: dict[str, str], layers: dict[str, Any]) -> dict[str, Any]:

@@ -138,7 +138,8 @@ class OcclusionResult:
     probability : Tensor (rows, cols) — probability of class ``target``.
     top_class : LongTensor (rows, cols) — most probable class.
     projection : Tensor (C, H, W) — deconv projection of map ``channel`` (its strongest
-        activation) in the unoccluded image.
+        activation) in the unoccluded image; ``precision`` the number type its reverse
+        pass ran in (full precision: one reverse pass beside the positions' forwards).
     baseline_* : the same quantities for the unoccluded image.
     method : ``"spliced"`` or ``"naive"``; ``splice_layer`` where the splice happened.
     activations : the activation policy of the projection (``"strict"``, ``"relu-like"``).
@@ -163,6 +164,7 @@ class OcclusionResult:
     method: str
     splice_layer: str | None
     activations: str = DEFAULT_ACTIVATIONS
+    precision: str = "float32"
 
 
 @holding_model_lock  # its hooks would be seen by other threads using the model
@@ -245,8 +247,8 @@ def _occlude(
     if label is not None and not 0 <= label < probs.numel():
         raise InputError(f"label {label} out of range: the model has {probs.numel()} classes")
     target = int(probs.argmax()) if label is None else int(label)
-    with torch.no_grad(), Deconvnet(model, policy.rule, activations=policy.activations) as net:
-        projection = net.project(x, name, MapMax(channel)).images[0, 0]  # refusals before work
+    with torch.no_grad(), Deconvnet.of(model, policy) as net:
+        projected = net.project(x, name, MapMax(channel))  # refusals before the work
 
     spots = [(top, left) for top in rows for left in cols]
 
@@ -281,7 +283,7 @@ def _occlude(
         probability=probabilities[:, target].reshape(shape).cpu(),
         top_class=top_class.reshape(shape).cpu(),
         top_probability=top_probability.reshape(shape).cpu(),
-        projection=projection.cpu(),
+        projection=projected.images[0, 0].cpu(),
         baseline_activation=float(maps[0, channel].sum()),
         baseline_probability=float(probs[target]),
         baseline_class=int(probs.argmax()),
@@ -290,6 +292,7 @@ def _occlude(
         method="spliced" if splice_plan is not None else "naive",
         splice_layer=splice_plan.layer if splice_plan is not None else None,
         activations=policy.activations,
+        precision=projected.precision_at(0, 0),
     )
 
 

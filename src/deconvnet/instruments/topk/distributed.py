@@ -42,7 +42,12 @@ from torch.distributed.distributed_c10d import PrefixStore
 from deconvnet.errors import InputError, one_line
 from deconvnet.inputs.datasets import ImageDataset
 from deconvnet.inputs.labels import Labels
-from deconvnet.instruments.topk.project import ProjectedEntry, project, projection_runs
+from deconvnet.instruments.topk.project import (
+    ProjectedEntry,
+    Projections,
+    project,
+    projection_runs,
+)
 from deconvnet.instruments.topk.scan import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHECKPOINT_EVERY,
@@ -365,26 +370,33 @@ def project_shares(
     device: torch.device,
     progress: Progress | None = None,
     **options: Any,
-) -> dict[tuple[str, int, int], ProjectedEntry] | None:
+) -> Projections | None:
     """Project this rank's share of the ranked images; rank 0 returns every projection,
     the others None. ``options`` go to :func:`~deconvnet.instruments.topk.project.project`."""
     share = rank_share(index, group.rank, group.world_size)
 
-    def project_mine() -> dict[tuple[str, int, int], ProjectedEntry]:
+    def project_mine() -> Projections:
         return project(
             index, model, dataset, image_ids=share, progress=progress, device=device, **options
         )
 
     mine = together(group, device, project_mine)
-    parts = _gather_bytes(_dump([_packed(item) for item in mine.values()]), device, group)
+    payload = {
+        "rows": [_packed(item) for item in mine.values()],
+        "passes": [mine.reverse_passes, mine.forward_images],
+    }
+    parts = _gather_bytes(_dump(payload), device, group)
     if parts is None:
         return None
     found: dict[tuple[str, int, int], ProjectedEntry] = {}
+    reverse = forward = 0
     for part in parts:
-        for row in _load(part):
+        loaded = _load(part)
+        for row in loaded["rows"]:
             item = _unpacked(row)
             found[(item.entry.layer, item.entry.channel, item.entry.rank)] = item
-    return found
+        reverse, forward = reverse + loaded["passes"][0], forward + loaded["passes"][1]
+    return Projections(found, reverse_passes=reverse, forward_images=forward)
 
 
 def rank_share(index: TopKIndex, rank: int, world_size: int) -> list[int]:
@@ -414,6 +426,7 @@ def _packed(item: ProjectedEntry) -> dict[str, Any]:
         "crop_box": list(item.crop_box),
         "field_box": list(item.field_box),
         "projected_value": item.value,
+        "precision": item.precision,
     }
 
 
@@ -430,6 +443,7 @@ def _unpacked(row: Mapping[str, Any]) -> ProjectedEntry:
         crop_box=(top, left, bottom, right),
         field_box=(f_top, f_left, f_bottom, f_right),
         value=row["projected_value"],
+        precision=str(row["precision"]),
     )
 
 

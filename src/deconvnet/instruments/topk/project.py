@@ -1,23 +1,24 @@
 """Project every top-k activation of a scan back to pixel space, many images at a time.
 
 Entries are grouped by image id; the ranked images, in id order, are cut into runs of
-:data:`IMAGES_PER_CALL` (:func:`projection_runs`) and the images of one run and one input
-shape are projected together: each image is read and preprocessed once, and for each
-layer the engine runs one forward pass over the group and one batched reverse pass that
-seeds every (map, position) of every image separately (:class:`Units`), on receptive-field
-windows. Float results depend on the batch a value was computed in, so the runs depend
-only on the index: whatever share of whole runs a process projects (one rank of a
-torchrun job), every value and pixel is the one a single process computes, bit for bit.
-Each projection is cut to the receptive-field box of its unit
-(:mod:`deconvnet.engine.receptive`), together with the same box of the resized image the
-network saw.
+:data:`IMAGES_PER_CALL` (:func:`projection_runs`), and the images of one run with the same
+input shape and ranked at the same layers are projected together: each image is read and
+preprocessed once, one forward pass over them serves every layer and every map that
+ranked them, and each entry gets exactly one reverse pass, on its receptive-field window
+(:meth:`~deconvnet.engine.engine.Deconvnet.project_units`): an image with three entries
+costs three reverse passes, whatever the others in its run have. Float results depend on
+the batch a value was computed in, so the batches depend only on the index: whatever share
+of whole runs a process projects (one rank of a torchrun job), every value and pixel is the
+one a single process computes, bit for bit. Each projection is cut to the receptive-field
+box of its unit (:mod:`deconvnet.engine.receptive`), together with the same box of the
+resized image the network saw.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -25,8 +26,8 @@ from torch import Tensor, nn
 
 from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, Deconvnet
 from deconvnet.engine.receptive import Box, ReceptiveField, receptive_fields
-from deconvnet.engine.selection import Seeds, Selection
-from deconvnet.errors import CheckpointError, InputError, SelectionError
+from deconvnet.engine.selection import UnitList
+from deconvnet.errors import CheckpointError, InputError
 from deconvnet.inputs.datasets import ImageDataset
 from deconvnet.inputs.images import preprocess, resized_rgb
 from deconvnet.instruments.topk.scan import TopKIndex, verified_image
@@ -35,46 +36,10 @@ from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
 from deconvnet.models.card import batch_size_for, model_device
 
 Progress = Callable[[int, int | None], None]
-_MAP_RANK = 4
+Key = tuple[str, int, int]
+"""``(layer, map, rank)`` of a projected entry."""
 IMAGES_PER_CALL = 8
-"""Images whose projections share one engine call (one forward, one batched reverse pass)."""
-
-
-@dataclass(frozen=True, eq=False)
-class Units(Selection):
-    """Several single activations per image, each projected separately.
-
-    ``channels`` (K,) and ``positions`` (K, 2) for a batch of one image, or (B, K) and
-    (B, K, 2) for B images: seed ``k`` of image ``b`` keeps only
-    ``y[b, channels[b, k], *positions[b, k]]``.
-    """
-
-    channels: Tensor
-    positions: Tensor
-
-    def resolve(self, y: Tensor) -> Seeds:
-        channels = self.channels.to(device=y.device, dtype=torch.long)
-        positions = self.positions.to(device=y.device, dtype=torch.long)
-        if channels.dim() == 1:
-            channels, positions = channels[None], positions[None]
-        if y.dim() != _MAP_RANK or y.shape[0] != channels.shape[0]:
-            raise SelectionError(
-                f"Units for {channels.shape[0]} image(s) needs their maps (B, C, H, W), "
-                f"got {tuple(y.shape)}"
-            )
-        limits = torch.tensor(y.shape[2:], device=y.device)
-        if bool((channels < 0).any() | (channels >= y.shape[1]).any()) or bool(
-            ((positions < 0) | (positions >= limits)).any()
-        ):
-            raise SelectionError(
-                f"Units has a channel or position outside the layer's maps {tuple(y.shape[1:])}"
-            )
-        images = torch.arange(y.shape[0], device=y.device)[:, None].expand_as(channels)
-        values = y.detach()[images, channels, positions[..., 0], positions[..., 1]]
-        return Seeds(channels=channels, values=values, positions=positions, joint=None)
-
-    def describe(self) -> str:
-        return f"units:{int(self.channels.numel())}"
+"""Images whose projections share one forward pass (and their reverse passes one batch)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,6 +55,8 @@ class ProjectedEntry:
     crop_box : ``(top, left, bottom, right)`` of the unit's receptive field, clipped to the
         input; ``field_box`` is the unclipped box (it may reach into the padding).
     value : the activation as recomputed by the engine's forward pass.
+    precision : the number type its reverse pass ran in (``"float32"`` also when a
+        reduced-precision projection was redone in full precision).
     """
 
     entry: Entry
@@ -98,6 +65,30 @@ class ProjectedEntry:
     crop_box: Box
     field_box: Box
     value: float
+    precision: str = "float32"
+
+
+@dataclass(frozen=True, eq=False)
+class Projections(Mapping[Key, ProjectedEntry]):
+    """Every projected entry by ``(layer, map, rank)``, and what computing them took.
+
+    ``reverse_passes`` counts the reverse passes run: one per projection, nothing padded or
+    repeated. ``forward_images`` counts the images run through a forward pass: each ranked
+    image once, for all its layers and maps.
+    """
+
+    entries: dict[Key, ProjectedEntry]
+    reverse_passes: int
+    forward_images: int
+
+    def __getitem__(self, key: Key) -> ProjectedEntry:
+        return self.entries[key]
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 def project(
@@ -109,13 +100,14 @@ def project(
     lrn: str | None = None,
     collisions: str | None = None,
     activations: str | None = None,
+    precision: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     layers: Sequence[str] | None = None,
     image_ids: Collection[int] | None = None,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
     max_work: int | None = DEFAULT_MAX_WORK,
-) -> dict[tuple[str, int, int], ProjectedEntry]:
+) -> Projections:
     """Project every entry of ``index`` separately; keys are ``(layer, map, rank)``.
 
     ``image_ids`` projects only the entries of these images (one rank's share of a
@@ -154,25 +146,34 @@ def project(
         device = model_device(model)
     per_call = batch_size_for(model, IMAGES_PER_CALL, "top-k projection")
     fields: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
-    results: dict[tuple[str, int, int], ProjectedEntry] = {}
-    done = 0
+    results: dict[Key, ProjectedEntry] = {}
+    passes = [0, 0]  # reverse, forward
 
     def run(group: list[_Image]) -> None:
-        nonlocal done
         key = (1, *group[0].x.shape[1:])
         if key not in fields:
             fields[key] = receptive_fields(model, key, device)
-        for layer in sorted({entry.layer for image in group for entry in image.entries}):
-            found = _project_group(net, group, layer, fields[key])
-            if dataset.preprocessing.channel_order == "BGR":
-                found = {k: _to_rgb(item) for k, item in found.items()}
-            results.update(found)
-            done += len(found)
+        done = len(results)
+
+        def report(count: int, _: int | None) -> None:
             if progress is not None:
-                progress(done, total)
+                progress(done + count, total)
+
+        found, reverse = _project_group(net, group, fields[key], report)
+        if dataset.preprocessing.channel_order == "BGR":
+            found = {k: _to_rgb(item) for k, item in found.items()}
+        results.update(found)
+        passes[0] += reverse
+        passes[1] += len(group)
 
     with Deconvnet(
-        model, rule, lrn=lrn, collisions=collisions, activations=activations, batch_size=batch_size
+        model,
+        rule,
+        lrn=lrn,
+        collisions=collisions,
+        activations=activations,
+        precision=precision,
+        batch_size=batch_size,
     ) as net:
         for ids in runs:
             groups: dict[tuple[int, ...], list[_Image]] = defaultdict(list)
@@ -188,9 +189,10 @@ def project(
                 image = _Image(x, resized_rgb(raw, dataset.preprocessing), by_image[image_id])
                 groups[tuple(x.shape)].append(image)
             for group in groups.values():
-                for start in range(0, len(group), per_call):
-                    run(group[start : start + per_call])
-    return results
+                for part in _by_layers(group):
+                    for start in range(0, len(part), per_call):
+                        run(part[start : start + per_call])
+    return Projections(results, reverse_passes=passes[0], forward_images=passes[1])
 
 
 def projection_runs(index: TopKIndex, layers: Sequence[str] | None = None) -> list[list[int]]:
@@ -213,53 +215,60 @@ class _Image:
     entries: list[Entry]
 
 
+def _by_layers(group: list[_Image]) -> list[list[_Image]]:
+    """The images of ``group`` split by the set of layers that ranked them: a forward pass
+    runs to the deepest layer of its batch, so an image ranked only at an early layer is
+    not carried to a later one (with every map of every layer, it is one batch)."""
+    parts: dict[frozenset[str], list[_Image]] = {}
+    for image in group:
+        parts.setdefault(frozenset(entry.layer for entry in image.entries), []).append(image)
+    return list(parts.values())
+
+
 def _project_group(
     net: Deconvnet,
     group: list[_Image],
-    layer: str,
     fields: dict[str, ReceptiveField],
-) -> dict[tuple[str, int, int], ProjectedEntry]:
-    """One engine call for every entry of ``layer`` in ``group`` (one seed per entry; images
-    with fewer entries repeat their first seed, and the repeats are dropped)."""
-    if layer not in fields:
-        raise InputError(f"no receptive field for layer {layer!r} (its output is not 4-D)")
-    images = [image for image in group if any(e.layer == layer for e in image.entries)]
-    per_image = [[e for e in image.entries if e.layer == layer] for image in images]
-    count = max(len(entries) for entries in per_image)
-    padded = [entries + [entries[0]] * (count - len(entries)) for entries in per_image]
-    select = Units(
-        channels=torch.tensor([[e.channel for e in row] for row in padded], dtype=torch.long),
-        positions=torch.tensor([[e.position for e in row] for row in padded], dtype=torch.long),
-    )
-    result = net.project(torch.cat([image.x for image in images]), layer, select)
-    field = fields[layer]
-    x0 = images[0].x
-    image_hw = (int(x0.shape[2]), int(x0.shape[3]))
+    progress: Progress,
+) -> tuple[dict[Key, ProjectedEntry], int]:
+    """One engine call for every entry of every layer in ``group``: one forward pass, one
+    reverse pass per entry. Returns the projections and the reverse passes run."""
+    per_layer: dict[str, list[tuple[int, Entry]]] = defaultdict(list)
+    for row, image in enumerate(group):
+        for entry in image.entries:
+            per_layer[entry.layer].append((row, entry))
+    for layer in per_layer:
+        if layer not in fields:
+            raise InputError(f"no receptive field for layer {layer!r} (its output is not 4-D)")
+    units = {
+        layer: UnitList(
+            images=torch.tensor([row for row, _ in chosen], dtype=torch.long),
+            channels=torch.tensor([entry.channel for _, entry in chosen], dtype=torch.long),
+            positions=torch.tensor([entry.position for _, entry in chosen], dtype=torch.long),
+        )
+        for layer, chosen in sorted(per_layer.items())
+    }
+    found = net.project_units(torch.cat([image.x for image in group]), units, progress=progress)
+    image_hw = (int(group[0].x.shape[2]), int(group[0].x.shape[3]))
     out = {}
-    for row, (image, entries) in enumerate(zip(images, per_image, strict=True)):
-        for slot, entry in enumerate(entries):
-            y, x_pos = entry.position
-            crop = field.box(y, x_pos, image_hw)
+    for layer, chosen in per_layer.items():
+        field, projected = fields[layer], found[layer]
+        for n, (row, entry) in enumerate(chosen):
+            y, x = entry.position
+            crop = field.box(y, x, image_hw)
             top, left, bottom, right = crop
-            projection = result.images[row, slot, :, top:bottom, left:right]
             out[(layer, entry.channel, entry.rank)] = ProjectedEntry(
                 entry=entry,
-                projection=projection.detach().cpu().clone(),
-                patch=image.shown[top:bottom, left:right].copy(),
+                projection=projected.crop(n, crop).detach().cpu().clone(),
+                patch=group[row].shown[top:bottom, left:right].copy(),
                 crop_box=crop,
-                field_box=field.box(y, x_pos),
-                value=float(result.values[row, slot]),
+                field_box=field.box(y, x),
+                value=float(projected.values[n]),
+                precision=projected.precision_at(n),
             )
-    return out
+    return out, sum(projected.reverse_passes for projected in found.values())
 
 
 def _to_rgb(item: ProjectedEntry) -> ProjectedEntry:
     """Flip a BGR network's projection to RGB, like the patch beside it."""
-    return ProjectedEntry(
-        entry=item.entry,
-        projection=item.projection.flip(0),
-        patch=item.patch,
-        crop_box=item.crop_box,
-        field_box=item.field_box,
-        value=item.value,
-    )
+    return replace(item, projection=item.projection.flip(0))

@@ -9,7 +9,12 @@ from deconvnet.faces.cli._bars import ProgressBar
 from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._inputs import add_full_frame_argument
 from deconvnet.faces.cli._output import OutputFolder, add_output_arguments, writes_output
-from deconvnet.faces.cli._rules import add_activations_argument, reverse_policy
+from deconvnet.faces.cli._rules import (
+    add_activations_argument,
+    add_precision_argument,
+    faces_precision,
+    reverse_policy,
+)
 from deconvnet.faces.cli._select import add_image_target_arguments, image_target
 from deconvnet.figures.compare import comparison_figure, seed_box, tile_values
 from deconvnet.figures.files import save_png
@@ -33,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = command_parser(sub, "compare", SUMMARY, DESCRIPTION, run, EXAMPLES)
     add_image_target_arguments(parser, DEFAULT_SELECT)
     add_activations_argument(parser)
+    add_precision_argument(parser)
     group = parser.add_argument_group("pictures")
     group.add_argument("--display", choices=DISPLAYS, default="rgb", help="as for project")
     group.add_argument(
@@ -53,7 +59,13 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     activations = reverse_policy(args).activations
     with ProgressBar(f"{image.path.name}: rules", unit="rule") as bar:
         result = compare.compare_rules(
-            loaded.model, image.tensor, layer, selection, activations=activations, progress=bar
+            loaded.model,
+            image.tensor,
+            layer,
+            selection,
+            activations=activations,
+            precision=faces_precision(args),
+            progress=bar,
         )
     sheet = comparison_figure(
         result,
@@ -92,6 +104,8 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "full_frame": args.full_frame,
         "rules": {rule: RULES[rule].description for rule in result.rules},
         "activations": result.activations,
+        "precision": faces_precision(args),
+        "precisions": dict(zip(result.rules, map(list, result.precisions), strict=True)),
         "seeds": seeds,
         "figure": FIGURE,
     }

@@ -85,6 +85,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             lrn=policy.lrn,
             collisions=policy.collisions,
             activations=policy.activations,
+            precision=policy.precision,
             batch_size=args.batch_size,
             workers=args.workers,
             progress=bar,
@@ -113,6 +114,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             "lrn": policy.lrn,
             "collisions": policy.collisions,
             "activations": policy.activations,
+            "precision": policy.precision,
             "sheets": sheets,
             "results": RESULTS,
         }
@@ -148,6 +150,7 @@ def _results(
                 "position": list(item.entry.position),
                 "crop_box": list(item.crop_box),
                 "field_box": list(item.field_box),
+                "precision": item.precision,
             }
         )
     return {

@@ -171,6 +171,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "method": result.method,
         "activations": result.activations,
         "splice_layer": result.splice_layer,
+        "precision": result.precision,
         "figure": FIGURE,
         "panels": panels,
     }

@@ -7,6 +7,7 @@ import sys
 
 from deconvnet.engine.compat import MAX_8BIT, PRESETS, demo_display
 from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, Deconvnet
+from deconvnet.engine.precision import FULL_PRECISION
 from deconvnet.engine.projection import Projection
 from deconvnet.engine.receptive import ReceptiveField, receptive_fields
 from deconvnet.errors import InputError
@@ -22,7 +23,7 @@ from deconvnet.faces.cli._output import (
     output_stem,
     writes_output,
 )
-from deconvnet.faces.cli._rules import add_rule_arguments
+from deconvnet.faces.cli._rules import add_rule_arguments, faces_precision
 from deconvnet.faces.cli._select import DEFAULT_SELECT, add_target_arguments, parse_select
 from deconvnet.figures.files import save_png
 from deconvnet.figures.projection import (
@@ -123,6 +124,8 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         lrn=args.lrn,
         collisions=args.collisions,
         activations=args.activations,
+        # another tool reproduced exactly: in full precision unless asked otherwise
+        precision=args.precision or (FULL_PRECISION if compat else faces_precision(args)),
         batch_size=args.batch_size,
         compat=args.compat,
     )

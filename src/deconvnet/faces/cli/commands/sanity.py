@@ -43,7 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 @writes_output()
 def run(args: argparse.Namespace, folder: OutputFolder) -> int:
     policy = reverse_policy(args)
-    rule = policy.rule
     loaded, layer, selection, image = image_target(args, DEFAULT_SELECT)
     with ProgressBar(f"{image.path.name}: randomising", unit="layer") as bar:
         result = sanity.cascading_randomisation(
@@ -51,8 +50,9 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             image.tensor,
             layer,
             selection,
-            rule=rule,
+            rule=policy.rule,
             activations=policy.activations,
+            precision=policy.precision,
             seed=args.seed,
             progress=bar,
         )
@@ -76,8 +76,10 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
         "layer_alias": loaded.display_name(layer),
         "selection": selection.describe(),
         "seeds": list(result.seeds),
-        "rule": rule,
+        "rule": policy.rule,
         "activations": policy.activations,
+        "precision": policy.precision,
+        "precisions": [list(step) for step in result.precisions],
         "seed": args.seed,
         "metrics": "spearman and ssim of |projection| summed over channels, divided by max; "
         "spearman_signed of the channel sum; inside each seed's receptive-field box; "

@@ -23,7 +23,11 @@ from deconvnet.errors import InputError
 from deconvnet.faces.cli._help import command_parser
 from deconvnet.faces.cli._model import add_model_arguments, load_model
 from deconvnet.faces.cli._numbers import int_in, real_in
-from deconvnet.faces.cli._rules import add_activations_argument
+from deconvnet.faces.cli._rules import (
+    add_activations_argument,
+    add_precision_argument,
+    faces_precision,
+)
 from deconvnet.faces.cli.commands.site import check_weights, measure
 from deconvnet.faces.site.build import build_site, scan_manifest
 from deconvnet.faces.site.sections import SCAN_SECTIONS
@@ -79,6 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=DEFAULT_MAX_UPLOAD_MB,
         help="upload size cap in MB",
     )
+    add_precision_argument(parser)
 
 
 def require_extra() -> None:
@@ -143,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         aliases=loaded.layer_aliases,
         images_dir=args.images,
         activations=args.activations,
+        precision=faces_precision(args),
     )
     if not is_loopback(args.host):
         print(

@@ -167,6 +167,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
             "data": str(args.data) if args.data is not None else None,
             "optimise": args.optimise,
             "work": work,
+            "precision": result.precision,
         }
     )
     print(result.index)

@@ -50,7 +50,7 @@ from deconvnet.inputs import datasets
 from deconvnet.inputs.labels import SCHEMES, Labels
 from deconvnet.instruments.topk import distributed
 from deconvnet.instruments.topk.distributed import Group, together
-from deconvnet.instruments.topk.project import ProjectedEntry, project
+from deconvnet.instruments.topk.project import Projections, project
 from deconvnet.instruments.topk.scan import (
     DEFAULT_CHECKPOINT_EVERY,
     MapChoice,
@@ -276,7 +276,7 @@ def _finish(
     loaded: LoadedModel,
     layers: list[str],
     index: TopKIndex,
-    projections: dict[tuple[str, int, int], ProjectedEntry],
+    projections: Projections,
     checkpoints: dict[str, Any],
 ) -> int:
     """Render the sheets and index, print where they went, write the manifest."""
@@ -299,6 +299,10 @@ def _finish(
         class_names=None if index.labels is None else loaded.class_names(index.labels.classes),
     )
     print(f"scanned {index.num_images} images ({len(index.skipped)} skipped)")
+    print(
+        f"projected {len(projections)} activations: {projections.reverse_passes} reverse "
+        f"passes, {projections.forward_images} images through a forward pass"
+    )
     for name, why in index.skipped:
         print(f"  skipped {name}: {why}", file=sys.stderr)
     for layer, paths in result.pages.items():
@@ -317,6 +321,9 @@ def _finish(
             "index": result.index_file.name,
             "display": args.display,
             "sheets": {layer: [p.name for p in paths] for layer, paths in result.pages.items()},
+            "projections": len(projections),
+            "reverse_passes": projections.reverse_passes,
+            "forward_images": projections.forward_images,
             **checkpoints,
             "skipped": [{"image": name, "error": why} for name, why in index.skipped],
         }

@@ -1,0 +1,258 @@
+"""A microscope build: the top-9 projections of every map of one layer over a photo folder.
+
+What OpenAI Microscope and DeepVis show for a unit is its top images and their
+projections; this measures what building that costs for *every* map of a layer: the
+top-k scan (``deconvnet.topk.scan``) and the projection stage (``deconvnet.topk.project``,
+one reverse pass per projection), against the peer one would reach for otherwise, a loop
+of Captum ``NeuronDeconvolution`` calls, one per unit (forward and backward each), on the
+same units. Rows: a ResNet-50 in torchvision's layout at ``layer3`` (1,024 maps; seeded
+weights, calibrated BatchNorm, ``tests/_torchvision.py``) and the real SqueezeNet v1.0
+(deep-compression weights) at ``fire9`` (512 maps), over the 200 ImageNet sample photos.
+
+Captum takes about a second per ResNet-50 unit here, so it runs on a sample of
+``--captum-units`` units spread over the index (half before our projection stage, half
+after it, so that machine noise hits both sides), and its loop over all the units is
+extrapolated as the sample's mean seconds per unit times the number of units; each sampled
+unit's output is compared with ours (the projection inside its receptive-field box, Captum
+seeding 1 where we seed the activation). ``--precision float32 bfloat16`` adds our
+reduced-precision reverse pass where this build has the ``precision`` keyword (a line says
+so where it does not). Wall times and load averages are printed at every stage; the machine
+is shared, so compare sides of one run. ``docs/scaling.md`` carries the results over to
+ImageNet val.
+
+    python benchmarks/bench_microscope.py [--rows resnet50 squeezenet] [--images 200]
+        [--maps all] [--captum-units 24] [--threads 2] [--precision float32 bfloat16]
+        [--device cpu]
+
+The SqueezeNet row took 75 s of CPU for its 4,608 projections (16.3 ms each, 6.7× the
+Captum loop) on the 2-core development machine; its results and the ResNet-50 row's are in
+``docs/scaling.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import inspect
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deconvnet import models, topk
+from deconvnet.inputs import datasets
+from deconvnet.inputs.images import load_image, preprocess
+from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION, Preprocessing
+from tests import _torchvision as tv
+
+PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
+K = 9
+BATCH_SIZE = 25
+TOLERANCE = 1e-3
+"""Largest difference from Captum, relative to the largest value of Captum's projection
+(float32; ours runs 8 images per forward pass and many units per reverse batch)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    layer: str
+    build: Callable[[], tuple[nn.Module, Preprocessing]]
+
+
+def resnet50() -> tuple[nn.Module, Preprocessing]:
+    return tv.calibrated(tv.resnet50()), IMAGENET_TORCHVISION
+
+
+def squeezenet() -> tuple[nn.Module, Preprocessing]:
+    model = models.load("squeezenet1_0", weights="deep-compression")
+    return model, model.preprocessing
+
+
+ROWS = {
+    "resnet50": Row("ResNet-50 (torchvision layout)", "layer3", resnet50),
+    "squeezenet": Row("SqueezeNet v1.0 deep-compression", "fire9", squeezenet),
+}
+
+
+def load() -> str:
+    return f"load {os.getloadavg()[0]:.2f}"
+
+
+def captum_units(
+    model: nn.Module,
+    layer: str,
+    data: datasets.ImageDataset,
+    index: topk.TopKIndex,
+    found: topk.Projections,
+    keys: list[tuple[str, int, int]],
+    device: torch.device,
+) -> tuple[float, float, float]:
+    """Captum ``NeuronDeconvolution`` once per unit of ``keys`` (its image read and
+    preprocessed each time, as a loop would); returns wall and CPU seconds per unit and the
+    largest difference from our projection, relative to Captum's largest value."""
+    from captum.attr import NeuronDeconvolution
+
+    # Captum's backward hooks refuse in-place ReLUs; the values are the same either way
+    peer = tv.no_inplace(copy.deepcopy(model))
+    attribution = NeuronDeconvolution(peer, peer.get_submodule(layer))
+    worst = 0.0
+    start, cpu = time.perf_counter(), time.process_time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for key in keys:
+            item = found[key]
+            entry = item.entry
+            x = preprocess(load_image(index.names[entry.image_id]), data.preprocessing, device)
+            grad = attribution.attribute(x, neuron_selector=(entry.channel, *entry.position))
+            expected = grad[0].detach().cpu() * item.value  # Captum seeds 1, we the activation
+            if data.preprocessing.channel_order == "BGR":
+                expected = expected.flip(0)
+            top, left, bottom, right = item.crop_box
+            inside = expected[:, top:bottom, left:right]
+            outside = expected.clone()
+            outside[:, top:bottom, left:right] = 0
+            scale = float(expected.abs().max())
+            error = max(
+                float((item.projection - inside).abs().max()), float(outside.abs().max())
+            ) / max(scale, 1e-30)
+            worst = max(worst, error)
+    wall, used = time.perf_counter() - start, time.process_time() - cpu
+    return wall / len(keys), used / len(keys), worst
+
+
+def sample(keys: list[tuple[str, int, int]], count: int) -> list[tuple[str, int, int]]:
+    """``count`` keys spread evenly over ``keys`` (every map's ranks alike)."""
+    step = max(1, len(keys) // max(count, 1))
+    return keys[::step][:count]
+
+
+def run_row(row: Row, args: argparse.Namespace, device: torch.device) -> None:
+    model, preprocessing = row.build()
+    model = model.eval().to(device)
+    data = datasets.open_dataset(PHOTOS, preprocessing)
+    ids = range(min(args.images, len(data)))
+    print(f"\n## {row.name} `{row.layer}`, {len(ids)} photos, k = {K}, maps {args.maps}")
+    print(f"scan: {load()}", flush=True)
+    start = time.perf_counter()
+    cpu = time.process_time()
+    index = topk.scan(
+        model, data, [row.layer], k=K, maps=args.maps, batch_size=BATCH_SIZE, image_ids=ids,
+        device=device,
+    )  # fmt: skip
+    scan_s, scan_cpu = time.perf_counter() - start, time.process_time() - cpu
+    layer = index.layers[0]
+    print(
+        f"  {scan_s:.1f} s wall ({len(ids) / scan_s:.1f} img/s), {scan_cpu:.1f} s CPU; "
+        f"{len(index.state.layers[layer].channels)} maps; {load()}",
+        flush=True,
+    )
+    keys = sorted((entry.layer, entry.channel, entry.rank) for entry in index.state.entries())
+    picked = sample(keys, args.captum_units)
+    first, second = picked[: len(picked) // 2], picked[len(picked) // 2 :]
+    results: dict[str, tuple[float, float, topk.Projections]] = {}
+    captum_times: list[tuple[float, float, int]] = []
+
+    def peer(part: list[tuple[str, int, int]], when: str, found: topk.Projections) -> None:
+        wall, used, error = captum_units(model, layer, data, index, found, part, device)
+        captum_times.append((wall, used, len(part)))
+        print(
+            f"Captum, {len(part)} units {when}: {wall:.3f} s/unit wall, {used:.3f} s CPU, "
+            f"largest difference from ours {error:.1e}; {load()}",
+            flush=True,
+        )
+        if error > TOLERANCE:
+            raise SystemExit(f"{row.name}: ours and Captum differ by {error:.1e}")
+
+    for precision in args.precision:
+        options = {}
+        if precision != "float32":
+            if "precision" not in inspect.signature(topk.project).parameters:
+                print(
+                    f"ours, {precision}: skipped — this build of deconvnet has no precision "
+                    "keyword yet (issue 26, items 1-2)"
+                )
+                continue
+            options["precision"] = precision
+        print(f"ours, {precision}: projecting {len(keys)} units; {load()}", flush=True)
+        start = time.perf_counter()
+        cpu = time.process_time()
+        found = topk.project(index, model, data, device=device, max_work=None, **options)
+        wall, used = time.perf_counter() - start, time.process_time() - cpu
+        results[precision] = (wall, used, found)
+        print(
+            f"  {wall:.1f} s wall, {used:.1f} s CPU: {len(found) / wall:.1f} projections/s, "
+            f"{found.reverse_passes} reverse passes for {len(found)} projections, "
+            f"{found.forward_images} images through a forward pass; {load()}",
+            flush=True,
+        )
+        if precision == "float32" and first:
+            peer(first, "before", found)
+    if "float32" not in results:
+        return
+    found32 = results["float32"][2]
+    if second:
+        peer(second, "after", found32)
+    for precision, (_, _, found) in results.items():
+        if precision != "float32":
+            worst = max(
+                float((found[key].projection - item.projection).abs().max())
+                / max(float(item.projection.abs().max()), 1e-30)
+                for key, item in found32.items()
+            )
+            print(f"{precision} against float32: largest relative difference {worst:.1e}")
+    units = len(found32)
+    counted = max(1, sum(n for _, _, n in captum_times))
+    peer_wall = sum(w * n for w, _, n in captum_times) / counted * units
+    peer_cpu = sum(c * n for _, c, n in captum_times) / counted * units
+    print(f"\n{row.name} `{row.layer}`, {len(ids)} photos, {units} projections; wall s (CPU s)")
+    print(
+        "| precision | scan | ours: projection stage | projections/s | Captum loop, "
+        "extrapolated | projections/s | ratio | scan + projections: ours / with Captum |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for precision, (wall, used, _) in results.items():
+        print(
+            f"| {precision} | {scan_s:.1f} ({scan_cpu:.1f}) | {wall:.1f} ({used:.1f}) | "
+            f"{units / wall:.1f} ({units / used:.1f}) | {peer_wall:.0f} ({peer_cpu:.0f}) | "
+            f"{units / peer_wall:.2f} ({units / peer_cpu:.2f}) | "
+            f"{peer_wall / wall:.1f}× ({peer_cpu / used:.1f}×) | "
+            f"{scan_s + wall:.0f} / {scan_s + peer_wall:.0f} s "
+            f"({(scan_cpu + peer_cpu) / (scan_cpu + used):.1f}× CPU) |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--maps", default="all", help="all, N or random:N")
+    parser.add_argument("--captum-units", type=int, default=24)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--precision", nargs="+", default=["float32", "bfloat16"],
+        choices=["float32", "bfloat16", "float16"],
+    )  # fmt: skip
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    device = torch.device(args.device)
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), device {device}; top-{K} of "
+        f"every map; Captum on {args.captum_units} units per row, extrapolated"
+    )
+    for name in args.rows:
+        run_row(ROWS[name], args, device)
+
+
+if __name__ == "__main__":
+    main()
