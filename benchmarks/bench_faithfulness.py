@@ -18,18 +18,22 @@ Usage::
     python benchmarks/bench_faithfulness.py                    # default model conv2, conv4
     python benchmarks/bench_faithfulness.py --squeezenet       # + SqueezeNet fire2, fire5
     python benchmarks/bench_faithfulness.py --threads 1 2 --images 3 --steps 256
+    python benchmarks/bench_faithfulness.py --device cuda      # both sides on the GPU
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _device import add_device_argument, device_of, timed
 
 from deconvnet import models
 from deconvnet.engine.engine import Deconvnet
@@ -43,7 +47,9 @@ from deconvnet.instruments.dream import DreamSettings, dream
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def photos(model: nn.Module, count: int, folder: Path) -> list[faith.UnitImage]:
+def photos(
+    model: nn.Module, count: int, folder: Path, device: torch.device
+) -> list[faith.UnitImage]:
     spec = model.preprocessing
     if spec.resize_rule == "none":
         from dataclasses import replace
@@ -53,7 +59,8 @@ def photos(model: nn.Module, count: int, folder: Path) -> list[faith.UnitImage]:
     if not files:
         files = [images.bundled_photo()] * count
     return [
-        faith.UnitImage(images.preprocess(images.load_image(f), spec), name=f.name) for f in files
+        faith.UnitImage(images.preprocess(images.load_image(f), spec, device), name=f.name)
+        for f in files
     ]
 
 
@@ -77,10 +84,12 @@ def plain_card(
                 model(x)
             maps = found[0][0, channel]
             y, x_pos = divmod(int(maps.flatten().argmax()), maps.shape[1])
-            field = receptive_fields(model, tuple(x.shape)).get(layer)
+            field = receptive_fields(model, tuple(x.shape), x.device).get(layer)
             top, left, bottom, right = field.box(y, x_pos, tuple(x.shape[-2:]))
             pixels = (bottom - top) * (right - left)
-            tie = torch.randperm(pixels, generator=torch.Generator().manual_seed(settings.seed))
+            tie = torch.randperm(pixels, generator=torch.Generator().manual_seed(settings.seed)).to(
+                x.device
+            )
             blurred = faith.gaussian_blur(x, settings.sigma_for(tuple(x.shape[-2:])))
             orders = []
             for rule in settings.rules:
@@ -91,7 +100,7 @@ def plain_card(
                 )
             for seed in range(settings.random_seeds):
                 g = torch.Generator().manual_seed(settings.seed + 1 + seed)
-                orders.append(torch.randperm(pixels, generator=g))
+                orders.append(torch.randperm(pixels, generator=g).to(x.device))
             for perturbation in faith.PERTURBATIONS.values():
                 baseline = torch.zeros_like(x) if perturbation.baseline == "mean" else blurred
                 start, target = (x, baseline) if perturbation.deletes else (baseline, x)
@@ -117,12 +126,6 @@ def plain_card(
     return curves
 
 
-def timed(run: Callable[[], object]) -> tuple[float, object]:
-    started = time.perf_counter()
-    result = run()
-    return time.perf_counter() - started, result
-
-
 def row(
     model: nn.Module,
     layer: str,
@@ -131,16 +134,18 @@ def row(
     settings: faith.FaithfulnessSettings,
 ) -> tuple[str, ...]:
     """One table row: our card, the plain loop (checked equal), dream alone and 4 together."""
+    device = unit_images[0].x.device
     warm = faith.FaithfulnessSettings(steps=2, random_seeds=1)
     faith.faithfulness_card(model, layer, 0, unit_images[:1], settings=warm)
     ours, card = timed(
+        device,
         lambda: faith.faithfulness_card(
             model, layer, 0, unit_images, settings=settings, max_work=None
-        )
+        ),
     )
     plain_text, ratio = "–", "–"
     if not args.no_plain:
-        plain, curves = timed(lambda: plain_card(model, layer, 0, unit_images, settings))
+        plain, curves = timed(device, lambda: plain_card(model, layer, 0, unit_images, settings))
         mine = [
             c
             for image in card.images  # type: ignore[attr-defined]
@@ -152,9 +157,9 @@ def row(
         plain_text, ratio = f"{plain:.2f}", f"{plain / ours:.1f}×"
     steps = DreamSettings(steps=args.steps)
     dream(model, layer, [0], settings=DreamSettings(steps=2), batch_size=1)
-    alone, _ = timed(lambda: dream(model, layer, [0], settings=steps, batch_size=1))
+    alone, _ = timed(device, lambda: dream(model, layer, [0], settings=steps, batch_size=1))
     units = list(range(args.units))
-    together, _ = timed(lambda: dream(model, layer, units, settings=steps, batch_size=4))
+    together, _ = timed(device, lambda: dream(model, layer, units, settings=steps, batch_size=4))
     return f"{ours:.2f}", plain_text, ratio, f"{alone:.1f}", f"{together / len(units):.1f}"
 
 
@@ -166,7 +171,9 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=4, help="units per optimisation timing")
     parser.add_argument("--squeezenet", action="store_true", help="also SqueezeNet fire2/fire5")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain loop")
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = device_of(args)
     cases = [("default", None, DATA / "cifar10" / "test", ("features.4", "features.10"))]
     if args.squeezenet:
         cases.append(
@@ -189,7 +196,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name, weights, folder, layers in cases:
         model = models.load(name, weights=weights) if weights else models.load(name)
-        unit_images = photos(model, args.images, folder)
+        model.to(device)
+        unit_images = photos(model, args.images, folder, device)
         for layer in layers:
             for threads in args.threads:
                 torch.set_num_threads(threads)

@@ -15,10 +15,11 @@ after it, so that machine noise hits both sides), and its loop over all the unit
 extrapolated as the sample's mean seconds per unit times the number of units; each sampled
 unit's output is compared with ours (the projection inside its receptive-field box, Captum
 seeding 1 where we seed the activation). ``--precision float32 bfloat16`` adds our
-reduced-precision reverse pass where this build has the ``precision`` keyword (a line says
-so where it does not). Wall times and load averages are printed at every stage; the machine
-is shared, so compare sides of one run. ``docs/scaling.md`` carries the results over to
-ImageNet val.
+reduced-precision reverse pass, every projection of it checked display-exact against our
+float32 one (:func:`deconvnet.figures.display.display_match`: PSNR of the 8-bit rendering,
+share of pixels within ±2 levels; the engine's float32 redos counted). Wall times and load
+averages are printed at every stage; the machine is shared, so compare sides of one run.
+``docs/scaling.md`` carries the results over to ImageNet val.
 
     python benchmarks/bench_microscope.py [--rows resnet50 squeezenet] [--images 200]
         [--maps all] [--captum-units 24] [--threads 2] [--precision float32 bfloat16]
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
+import math
 import os
 import sys
 import time
@@ -46,8 +47,12 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _device import add_device_argument, device_of, synchronize
 
 from deconvnet import models, topk
+from deconvnet.figures.display import display_match
 from deconvnet.inputs import datasets
 from deconvnet.inputs.images import load_image, preprocess
 from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION, Preprocessing
@@ -135,6 +140,29 @@ def sample(keys: list[tuple[str, int, int]], count: int) -> list[tuple[str, int,
     return keys[::step][:count]
 
 
+def display_check(precision: str, found: topk.Projections, full: topk.Projections) -> None:
+    """Every reduced-precision projection against its float32 twin, as the pictures show
+    them; a projection failing the check ends the run."""
+    matches = {
+        key: display_match(found[key].projection, item.projection) for key, item in full.items()
+    }
+    failed = [key for key, match in matches.items() if not match.passed]
+    redone = sum(1 for item in found.values() if item.precision != precision)
+    worst_psnr = min(match.psnr for match in matches.values())
+    print(
+        f"{precision} against float32, {len(matches)} projections: worst PSNR "
+        f"{worst_psnr:.1f} dB"
+        + (" (all identical)" if math.isinf(worst_psnr) else "")
+        + f", worst share within ±2 levels {min(m.within for m in matches.values()):.4f}, "
+        f"largest relative error {max(m.max_relative_error for m in matches.values()):.1e}; "
+        f"{redone} redone in float32 by the engine; {len(failed)} failed the display check"
+    )
+    if failed:
+        raise SystemExit(
+            f"{precision}: {len(failed)} projections are not display-exact: {failed[:3]}"
+        )
+
+
 def run_row(row: Row, args: argparse.Namespace, device: torch.device) -> None:
     model, preprocessing = row.build()
     model = model.eval().to(device)
@@ -173,19 +201,12 @@ def run_row(row: Row, args: argparse.Namespace, device: torch.device) -> None:
             raise SystemExit(f"{row.name}: ours and Captum differ by {error:.1e}")
 
     for precision in args.precision:
-        options = {}
-        if precision != "float32":
-            if "precision" not in inspect.signature(topk.project).parameters:
-                print(
-                    f"ours, {precision}: skipped — this build of deconvnet has no precision "
-                    "keyword yet (issue 26, items 1-2)"
-                )
-                continue
-            options["precision"] = precision
         print(f"ours, {precision}: projecting {len(keys)} units; {load()}", flush=True)
+        synchronize(device)
         start = time.perf_counter()
         cpu = time.process_time()
-        found = topk.project(index, model, data, device=device, max_work=None, **options)
+        found = topk.project(index, model, data, device=device, max_work=None, precision=precision)
+        synchronize(device)
         wall, used = time.perf_counter() - start, time.process_time() - cpu
         results[precision] = (wall, used, found)
         print(
@@ -203,12 +224,7 @@ def run_row(row: Row, args: argparse.Namespace, device: torch.device) -> None:
         peer(second, "after", found32)
     for precision, (_, _, found) in results.items():
         if precision != "float32":
-            worst = max(
-                float((found[key].projection - item.projection).abs().max())
-                / max(float(item.projection.abs().max()), 1e-30)
-                for key, item in found32.items()
-            )
-            print(f"{precision} against float32: largest relative difference {worst:.1e}")
+            display_check(precision, found, found32)
     units = len(found32)
     counted = max(1, sum(n for _, _, n in captum_times))
     peer_wall = sum(w * n for w, _, n in captum_times) / counted * units
@@ -241,11 +257,11 @@ def main() -> None:
         "--precision", nargs="+", default=["float32", "bfloat16"],
         choices=["float32", "bfloat16", "float16"],
     )  # fmt: skip
-    parser.add_argument("--device", default="cpu")
+    add_device_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    device = torch.device(args.device)
+    device = device_of(args)
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), device {device}; top-{K} of "
         f"every map; Captum on {args.captum_units} units per row, extrapolated"

@@ -36,7 +36,6 @@ from deconvnet.engine.selection import MapMax, Neuron, Units
 from deconvnet.errors import InputError, SelectionError
 from deconvnet.inputs.datasets import ImageDataset
 from deconvnet.inputs.images import preprocess
-from deconvnet.instruments.topk.project import IMAGES_PER_CALL
 from deconvnet.instruments.topk.scan import TopKIndex, verified_image
 from deconvnet.instruments.topk.state import Entry
 from deconvnet.instruments.work import DEFAULT_MAX_WORK, check_work
@@ -46,6 +45,9 @@ from deconvnet.models.card import model_device
 Progress = Callable[[int, int | None], None]
 TOP = 5
 """Links listed per unit, upstream and downstream."""
+IMAGES_PER_CALL = 8
+"""Images whose ranked units share one engine call (each image's units are padded to the
+group's most, so larger groups waste more reverse passes)."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from deconvnet.engine.engine import DEFAULT_BATCH_SIZE, Deconvnet
+from deconvnet.engine.layers import resolve_call
 from deconvnet.engine.receptive import Box, ReceptiveField, receptive_fields
 from deconvnet.engine.selection import UnitList
 from deconvnet.errors import CheckpointError, InputError
@@ -38,8 +39,10 @@ from deconvnet.models.card import batch_size_for, model_device
 Progress = Callable[[int, int | None], None]
 Key = tuple[str, int, int]
 """``(layer, map, rank)`` of a projected entry."""
-IMAGES_PER_CALL = 8
-"""Images whose projections share one forward pass (and their reverse passes one batch)."""
+IMAGES_PER_CALL = 16
+"""Images whose projections share one forward pass (and their reverse passes one batch):
+16 rather than 8 took the default model's stage on 1,000 CIFAR images from 2.9 to 2.3 ms
+per projection (a call's fixed cost, hooks and recording, shared by more images)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,6 +148,7 @@ def project(
     if device is None:
         device = model_device(model)
     per_call = batch_size_for(model, IMAGES_PER_CALL, "top-k projection")
+    depth = _depths(model, wanted)
     fields: dict[tuple[int, ...], dict[str, ReceptiveField]] = {}
     results: dict[Key, ProjectedEntry] = {}
     passes = [0, 0]  # reverse, forward
@@ -189,7 +193,7 @@ def project(
                 image = _Image(x, resized_rgb(raw, dataset.preprocessing), by_image[image_id])
                 groups[tuple(x.shape)].append(image)
             for group in groups.values():
-                for part in _by_layers(group):
+                for part in _by_deepest_layer(group, depth):
                     for start in range(0, len(part), per_call):
                         run(part[start : start + per_call])
     return Projections(results, reverse_passes=passes[0], forward_images=passes[1])
@@ -215,14 +219,29 @@ class _Image:
     entries: list[Entry]
 
 
-def _by_layers(group: list[_Image]) -> list[list[_Image]]:
-    """The images of ``group`` split by the set of layers that ranked them: a forward pass
-    runs to the deepest layer of its batch, so an image ranked only at an early layer is
-    not carried to a later one (with every map of every layer, it is one batch)."""
-    parts: dict[frozenset[str], list[_Image]] = {}
+def _by_deepest_layer(group: list[_Image], depth: Mapping[str, int]) -> list[list[_Image]]:
+    """The images of ``group`` split by the deepest layer that ranked them (``depth``: a
+    layer's place in the forward pass): a forward pass runs to the deepest layer of its
+    batch, so an image ranked only at an early layer is not carried to a later one, and
+    images that stop at the same layer share one call whichever other layers ranked them
+    (a call per set of layers cost the default model's stage a third of its time)."""
+    parts: dict[int, list[_Image]] = {}
     for image in group:
-        parts.setdefault(frozenset(entry.layer for entry in image.entries), []).append(image)
-    return list(parts.values())
+        deepest = max(depth[entry.layer] for entry in image.entries)
+        parts.setdefault(deepest, []).append(image)
+    return [parts[deepest] for deepest in sorted(parts)]
+
+
+def _depths(model: nn.Module, layers: Collection[str]) -> dict[str, int]:
+    """Each layer's place in ``model``: its module's registration order, then its call
+    (registration follows the forward in the models this stage meets; where it does not,
+    only how the images are batched changes, never a projection)."""
+    order = {module: n for n, module in enumerate(model.modules())}
+    places = {}
+    for layer in layers:
+        _, module, call = resolve_call(model, layer)
+        places[layer] = (order.get(module, len(order)), call or 1)
+    return {layer: rank for rank, layer in enumerate(sorted(places, key=places.__getitem__))}
 
 
 def _project_group(
