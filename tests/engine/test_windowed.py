@@ -400,6 +400,22 @@ def test_each_transposed_conv_formulation_equals_the_library(
     assert float((found - expected).abs().max()) <= TOL * float(expected.abs().max())
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_reduced_1x1_transposed_conv_is_the_library_s_product_placed_at_the_stride(stride):
+    """In bfloat16 a 1×1 filter with many outputs takes the library's unstrided kernel
+    and places it: the float32 transposed convolution of the same rounded inputs, to
+    bfloat16's rounding of the output."""
+    generator = torch.Generator().manual_seed(stride)
+    data = torch.randn(4, 40, 7, 6, generator=generator).bfloat16()
+    weight = torch.randn(40, 24, 1, 1, generator=generator).bfloat16()
+    expected = F.conv_transpose2d(data.float(), weight.float(), None, stride)
+    found = convolution.transposed_conv(data, weight, (stride, stride))
+    assert found.dtype == torch.bfloat16 and found.shape == expected.shape
+    assert float((found.float() - expected).abs().max()) <= 2**-7 * float(expected.abs().max())
+    if stride == 2:
+        assert bool((found[:, :, 1::2] == 0).all()) and bool((found[:, :, :, 1::2] == 0).all())
+
+
 @pytest.mark.parametrize(
     "pool",
     [

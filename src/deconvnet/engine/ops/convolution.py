@@ -174,10 +174,10 @@ def transposed_conv(
       one stride-1 convolution of the ``stride²`` phases of the output
       (:func:`_phase_convolution`; 1.5–3.2× faster than the product below, 2.2–2.8× than
       the library's, in float32 and bfloat16);
-    - 1×1 filters and other filters back to few channels: one product and a shifted sum
-      per filter tap (1.25–3.7× faster than the library's: VGG's first layer; a strided
-      1×1 shortcut is the library's unstrided product, placed at the stride: 1.3–2.7×
-      faster than its strided kernel);
+    - 1×1 filters and other filters back to few channels: one matrix product and a shifted
+      sum per filter tap (1.25–3.7× faster than the library's: VGG's first layer, strided
+      1×1 shortcuts; in a reduced type a 1×1 filter's product is the library's unstrided
+      kernel);
     - the library's transposed convolution otherwise."""
     if _by_phases(weight, groups, stride, dilation):
         return _phase_convolution(data, weight, stride)
@@ -220,10 +220,11 @@ def _product_and_shifts(data: Tensor, weight: Tensor, stride: op.Pair, dilation:
     count, channels, height, width = data.shape
     outputs, rows, cols = int(weight.shape[1]), int(weight.shape[2]), int(weight.shape[3])
     matrix = weight.reshape(channels, -1)
-    if (rows, cols) == (1, 1) and not _few_outputs(weight, 1):
-        # the library's unstrided 1×1 kernel is the product itself, and faster than
-        # torch.matmul with the filters transposed: 1.7–3.3× in float32, 3–10× in bfloat16
-        # on ResNet-50's bottleneck shapes (7² and 14² maps, 16 seeds)
+    if (rows, cols) == (1, 1) and not _few_outputs(weight, 1) and data.element_size() < 4:
+        # in a reduced type the library's unstrided 1×1 kernel (the product itself) is 3–10×
+        # faster than torch.matmul with the filters transposed on ResNet-50's bottleneck
+        # shapes (ResNet-50 layer4 in bfloat16: 1.7 → 1.2 s); in float32 the two measured
+        # alike on those shapes and the product stays ahead on the benchmark's rows
         products = F.conv_transpose2d(data, weight)
     elif height * width <= SMALL_MAP and (rows, cols) != (1, 1):
         # one product for all seeds: the weights read once (1×1 filters take the product
