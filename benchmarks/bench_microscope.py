@@ -39,8 +39,8 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -52,10 +52,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _device import add_device_argument, device_of, synchronize
 
 from deconvnet import models, topk
-from deconvnet.figures.display import display_match
+from deconvnet.engine.precision import FULL_PRECISION
+from deconvnet.figures.display import DisplayMatch, display_match
 from deconvnet.inputs import datasets
 from deconvnet.inputs.images import load_image, preprocess
 from deconvnet.inputs.preprocessing import IMAGENET_TORCHVISION, Preprocessing
+from deconvnet.instruments.topk.project import projection_runs
 from tests import _torchvision as tv
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
@@ -97,7 +99,7 @@ def captum_units(
     layer: str,
     data: datasets.ImageDataset,
     index: topk.TopKIndex,
-    found: topk.Projections,
+    found: Mapping[tuple[str, int, int], topk.ProjectedEntry],
     keys: list[tuple[str, int, int]],
     device: torch.device,
 ) -> tuple[float, float, float]:
@@ -140,27 +142,66 @@ def sample(keys: list[tuple[str, int, int]], count: int) -> list[tuple[str, int,
     return keys[::step][:count]
 
 
-def display_check(precision: str, found: topk.Projections, full: topk.Projections) -> None:
-    """Every reduced-precision projection against its float32 twin, as the pictures show
-    them; a projection failing the check ends the run."""
-    matches = {
-        key: display_match(found[key].projection, item.projection) for key, item in full.items()
-    }
-    failed = [key for key, match in matches.items() if not match.passed]
-    redone = sum(1 for item in found.values() if item.precision != precision)
-    worst_psnr = min(match.psnr for match in matches.values())
-    print(
-        f"{precision} against float32, {len(matches)} projections: worst PSNR "
-        f"{worst_psnr:.1f} dB"
-        + (" (all identical)" if math.isinf(worst_psnr) else "")
-        + f", worst share within ±2 levels {min(m.within for m in matches.values()):.4f}, "
-        f"largest relative error {max(m.max_relative_error for m in matches.values()):.1e}; "
-        f"{redone} redone in float32 by the engine; {len(failed)} failed the display check"
-    )
-    if failed:
-        raise SystemExit(
-            f"{precision}: {len(failed)} projections are not display-exact: {failed[:3]}"
+@dataclass
+class Stage:
+    """One precision's projection stage, summed over its runs."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    projections: int = 0
+    reverse: int = 0
+    forward: int = 0
+    redone: int = 0
+    checked: list[DisplayMatch] = field(default_factory=list)
+
+
+def project_runs(
+    index: topk.TopKIndex,
+    model: nn.Module,
+    data: datasets.ImageDataset,
+    precision: str,
+    device: torch.device,
+    full: dict[tuple[str, int, int], topk.ProjectedEntry],
+) -> Stage:
+    """The projection stage one run of images at a time (``image_ids``: the share a rank
+    would take; each call traces its receptive fields again, counted against us). A
+    float32 stage's projections are kept in ``full``; a reduced one's are checked against
+    them run by run and dropped, so that the two sets of every map's projections are never
+    held at once (ResNet-50 ``layer3``: 5.5 GB each in float32)."""
+    stage = Stage()
+    for ids in projection_runs(index):
+        synchronize(device)
+        start, cpu = time.perf_counter(), time.process_time()
+        found = topk.project(
+            index, model, data, device=device, max_work=None, precision=precision, image_ids=ids
         )
+        synchronize(device)
+        stage.wall += time.perf_counter() - start
+        stage.cpu += time.process_time() - cpu
+        stage.projections += len(found)
+        stage.reverse += found.reverse_passes
+        stage.forward += found.forward_images
+        stage.redone += sum(1 for item in found.values() if item.precision != precision)
+        if precision == FULL_PRECISION:
+            full.update(found)
+        else:
+            stage.checked += [
+                display_match(item.projection, full[key].projection) for key, item in found.items()
+            ]
+    return stage
+
+
+def display_line(precision: str, stage: Stage) -> str:
+    """What the display check found over every reduced-precision projection."""
+    failed = sum(1 for match in stage.checked if not match.passed)
+    worst_psnr = min(match.psnr for match in stage.checked)
+    return (
+        f"{precision} against float32, {len(stage.checked)} projections: worst PSNR "
+        + ("inf (all identical)" if math.isinf(worst_psnr) else f"{worst_psnr:.1f} dB")
+        + f", worst share within ±2 levels {min(m.within for m in stage.checked):.4f}, "
+        f"largest relative error {max(m.max_relative_error for m in stage.checked):.1e}; "
+        f"{stage.redone} redone in float32 by the engine; {failed} failed the display check"
+    )
 
 
 def run_row(row: Row, args: argparse.Namespace, device: torch.device) -> None:
@@ -186,11 +227,12 @@ def run_row(row: Row, args: argparse.Namespace, device: torch.device) -> None:
     keys = sorted((entry.layer, entry.channel, entry.rank) for entry in index.state.entries())
     picked = sample(keys, args.captum_units)
     first, second = picked[: len(picked) // 2], picked[len(picked) // 2 :]
-    results: dict[str, tuple[float, float, topk.Projections]] = {}
+    full: dict[tuple[str, int, int], topk.ProjectedEntry] = {}
+    stages: dict[str, Stage] = {}
     captum_times: list[tuple[float, float, int]] = []
 
-    def peer(part: list[tuple[str, int, int]], when: str, found: topk.Projections) -> None:
-        wall, used, error = captum_units(model, layer, data, index, found, part, device)
+    def peer(part: list[tuple[str, int, int]], when: str) -> None:
+        wall, used, error = captum_units(model, layer, data, index, full, part, device)
         captum_times.append((wall, used, len(part)))
         print(
             f"Captum, {len(part)} units {when}: {wall:.3f} s/unit wall, {used:.3f} s CPU, "
@@ -200,32 +242,27 @@ def run_row(row: Row, args: argparse.Namespace, device: torch.device) -> None:
         if error > TOLERANCE:
             raise SystemExit(f"{row.name}: ours and Captum differ by {error:.1e}")
 
-    for precision in args.precision:
+    # float32 first: the reduced precisions are checked against it
+    for precision in [FULL_PRECISION, *(p for p in args.precision if p != FULL_PRECISION)]:
         print(f"ours, {precision}: projecting {len(keys)} units; {load()}", flush=True)
-        synchronize(device)
-        start = time.perf_counter()
-        cpu = time.process_time()
-        found = topk.project(index, model, data, device=device, max_work=None, precision=precision)
-        synchronize(device)
-        wall, used = time.perf_counter() - start, time.process_time() - cpu
-        results[precision] = (wall, used, found)
+        stage = stages[precision] = project_runs(index, model, data, precision, device, full)
         print(
-            f"  {wall:.1f} s wall, {used:.1f} s CPU: {len(found) / wall:.1f} projections/s, "
-            f"{found.reverse_passes} reverse passes for {len(found)} projections, "
-            f"{found.forward_images} images through a forward pass; {load()}",
+            f"  {stage.wall:.1f} s wall, {stage.cpu:.1f} s CPU: "
+            f"{stage.projections / stage.wall:.1f} projections/s, {stage.reverse} reverse "
+            f"passes for {stage.projections} projections, {stage.forward} images through a "
+            f"forward pass; {load()}",
             flush=True,
         )
-        if precision == "float32" and first:
-            peer(first, "before", found)
-    if "float32" not in results:
-        return
-    found32 = results["float32"][2]
+        if precision == FULL_PRECISION:
+            if first:
+                peer(first, "before")
+        else:
+            print(display_line(precision, stage), flush=True)
+            if any(not match.passed for match in stage.checked):
+                raise SystemExit(f"{row.name}: {precision} projections not display-exact")
     if second:
-        peer(second, "after", found32)
-    for precision, (_, _, found) in results.items():
-        if precision != "float32":
-            display_check(precision, found, found32)
-    units = len(found32)
+        peer(second, "after")
+    units = len(full)
     counted = max(1, sum(n for _, _, n in captum_times))
     peer_wall = sum(w * n for w, _, n in captum_times) / counted * units
     peer_cpu = sum(c * n for _, c, n in captum_times) / counted * units
@@ -235,7 +272,8 @@ def run_row(row: Row, args: argparse.Namespace, device: torch.device) -> None:
         "extrapolated | projections/s | ratio | scan + projections: ours / with Captum |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for precision, (wall, used, _) in results.items():
+    for precision, stage in stages.items():
+        wall, used = stage.wall, stage.cpu
         print(
             f"| {precision} | {scan_s:.1f} ({scan_cpu:.1f}) | {wall:.1f} ({used:.1f}) | "
             f"{units / wall:.1f} ({units / used:.1f}) | {peer_wall:.0f} ({peer_cpu:.0f}) | "

@@ -50,6 +50,7 @@ from deconvnet.engine.capture import forward_until, output_tensor
 from deconvnet.engine.engine import Deconvnet
 from deconvnet.engine.hooks import holding_model_lock
 from deconvnet.engine.layers import resolve_layer
+from deconvnet.engine.precision import FULL_PRECISION
 from deconvnet.engine.receptive import Box, ReceptiveField, receptive_fields
 from deconvnet.engine.rules import COMPARED_RULES, RULES
 from deconvnet.engine.selection import Neuron
@@ -89,6 +90,10 @@ CROP_CHECKS = 4
 """Forward passes that check a crop: the untouched and the fully deleted image, each whole
 and cropped."""
 RANDOM_ORDER = "random"
+PRECISION = FULL_PRECISION
+"""The rules' projections that order the pixels run in full precision: an order is a
+measurement (two near-equal pixels must not swap by rounding), and its one reverse pass per
+image is little beside the curves' forward passes."""
 MAX_STEPS = 1000
 MAX_RANDOM_SEEDS = 100
 MAX_CACHED_IMAGES = 1000
@@ -602,7 +607,7 @@ def _orders(
     tie_break = torch.randperm(pixels, generator=torch.Generator().manual_seed(settings.seed))
     orders = {}
     for rule in settings.rules:
-        with Deconvnet(model, rule) as net:
+        with Deconvnet(model, rule, precision=PRECISION) as net:
             projection = net.project(x, name, Neuron(channel, *position)).images[0, 0]
         magnitude = projection[:, top:bottom, left:right].abs().sum(0).flatten().cpu()
         orders[rule] = ranked_order(magnitude, tie_break)

@@ -58,6 +58,7 @@ def test_cards_of_a_scan_rerun_its_values(
                 assert abs(curve[0] - want) <= 1e-5 * max(1.0, abs(want))
     assert results["layers"][0]["layer"] == "features.4" and results["layers"][0]["units"] >= 1
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "float32"  # the pixel orders: full precision
     assert set(manifest["files"]) == {
         "faithfulness.json",
         "faithfulness_layers.png",

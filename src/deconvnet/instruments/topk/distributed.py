@@ -422,7 +422,7 @@ def _packed(item: ProjectedEntry) -> dict[str, Any]:
         "image_id": entry.image_id,
         "position": list(entry.position),
         "projection": item.projection,
-        "patch": torch.from_numpy(item.patch),
+        "patch": torch.from_numpy(item.patch.copy()),  # the patch is a read-only view
         "crop_box": list(item.crop_box),
         "field_box": list(item.field_box),
         "projected_value": item.value,

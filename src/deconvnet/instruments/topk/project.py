@@ -54,7 +54,9 @@ class ProjectedEntry:
     entry : what the scan ranked (layer, map, rank, value, image, position).
     projection : Tensor (3, h, w) float — the projection inside ``crop_box`` (CPU), in RGB
         order whatever the network's channel order.
-    patch : ndarray (h, w, 3) uint8 — the same box of the resized input image.
+    patch : ndarray (h, w, 3) uint8 — the same box of the resized input image: a read-only
+        view of the image the entries of that image share (a copy per entry held 1.4 GB of
+        pixels for ResNet-50 ``layer3``'s 9,216 projections of 199 photos).
     crop_box : ``(top, left, bottom, right)`` of the unit's receptive field, clipped to the
         input; ``field_box`` is the unclipped box (it may reach into the padding).
     value : the activation as recomputed by the engine's forward pass.
@@ -190,7 +192,9 @@ def project(
                     dataset, image_id, index.state.digests[image_id], "before projecting"
                 )
                 x = preprocess(raw, dataset.preprocessing, device)
-                image = _Image(x, resized_rgb(raw, dataset.preprocessing), by_image[image_id])
+                shown = resized_rgb(raw, dataset.preprocessing)
+                shown.setflags(write=False)  # its entries' patches are views of it
+                image = _Image(x, shown, by_image[image_id])
                 groups[tuple(x.shape)].append(image)
             for group in groups.values():
                 for part in _by_deepest_layer(group, depth):
@@ -279,7 +283,7 @@ def _project_group(
             out[(layer, entry.channel, entry.rank)] = ProjectedEntry(
                 entry=entry,
                 projection=projected.crop(n, crop).detach().cpu().clone(),
-                patch=group[row].shown[top:bottom, left:right].copy(),
+                patch=group[row].shown[top:bottom, left:right],
                 crop_box=crop,
                 field_box=field.box(y, x),
                 value=float(projected.values[n]),

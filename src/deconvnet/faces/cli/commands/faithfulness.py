@@ -223,6 +223,7 @@ def run(args: argparse.Namespace, folder: OutputFolder) -> int:
                 for layer, channel, images in units
             ],
             "work": work,
+            "precision": faith.PRECISION,
             "figure": LAYERS_FIGURE,
             "results": RESULTS,
         }
