@@ -49,7 +49,7 @@ def main() -> None:
                 "projections": {
                     f"{layer}/{channel}/{rank}": {
                         "projection": item.projection,
-                        "patch": torch.from_numpy(item.patch),
+                        "patch": torch.from_numpy(item.patch.copy()),
                         "crop_box": list(item.crop_box),
                         "value": item.value,
                     }
