@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from deconvnet.caffe.layers import WithinChannelLRN
 from deconvnet.engine.ops import op
 from deconvnet.engine.ops.arguments import aten, spatial, spellings
-from deconvnet.engine.ops.refusal import refuse, with_input
+from deconvnet.engine.ops.refusal import refuse, without_input
 from deconvnet.engine.rules import Frozen, PassThrough, Reapply, ReversePolicy, apply_rule
 from deconvnet.engine.window import Window, crop
 
@@ -250,9 +250,11 @@ def frozen_statistics(raw: op.TorchCall, mode: op.Rewiring, scale_of: Scale) -> 
     if not mode.policy.analogues:
         return refuse(raw, mode, analogue=NORM_ANALOGUE)
 
+    func, rest = raw.func, without_input(raw)
+
     def forward(tensor: Tensor) -> Tensor:
-        args, kwargs = with_input(raw, tensor)
-        result: Tensor = raw.func(*args, **kwargs)
+        args, kwargs = rest(tensor)
+        result: Tensor = func(*args, **kwargs)
         return result
 
     return apply_rule(raw.input, Frozen(forward, scale_of))

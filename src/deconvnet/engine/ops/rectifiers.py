@@ -15,7 +15,7 @@ gradient.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, ClassVar
 
@@ -100,8 +100,14 @@ class _Rectifier(op.Op[RectifierCall]):
             analogue = SMOOTH_ANALOGUE if self.analogue and call.defined else ""
             return refuse(raw, mode, call.inplace, analogue=analogue)
         rule = mode.policy.reverse_rule
+        # the rule keeps the call's settings, not its input: after an in-place op the
+        # input's history holds the rule, a cycle through autograd's graph that Python's
+        # collector cannot see (it kept every saved tensor of the forward pass alive)
+        settings = replace(call, input=None)
         rectify = Rectify(
-            rule, partial(self.function, call), lambda x: rule.local(self.derivative(call, x))
+            rule,
+            partial(self.function, settings),
+            lambda x: rule.local(self.derivative(settings, x)),
         )
         return in_place(call.input, apply_rule(call.input, rectify), call.inplace)
 

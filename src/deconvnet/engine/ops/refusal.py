@@ -9,6 +9,7 @@ projection never passes through (a gate's branch, weight standardisation) is no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor
@@ -51,19 +52,25 @@ def refuse(
     if not isinstance(x, Tensor):
         return raw.run()
     message = refusal(op_name(raw.func), mode, analogue, reason)
+    func, rest = raw.func, without_input(raw)
 
     def forward(tensor: Tensor) -> Tensor:
-        args, kwargs = with_input(raw, tensor.clone() if inplace else tensor)
-        result: Tensor = raw.func(*args, **kwargs)
+        args, kwargs = rest(tensor.clone() if inplace else tensor)
+        result: Tensor = func(*args, **kwargs)
         return result
 
     return in_place(x, apply_rule(x, Refused(forward, message)), inplace)
 
 
-def with_input(raw: op.TorchCall, tensor: Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def without_input(raw: op.TorchCall) -> Callable[[Tensor], tuple[tuple[Any, ...], dict[str, Any]]]:
     """The call's arguments with its input (first argument, or ``input=``/``self=``)
-    replaced by ``tensor``."""
+    replaced by a given tensor. Holding no reference to the input matters: a rule keeps
+    its forward for the reverse pass, and after an in-place op the input's own history
+    holds that rule — a cycle through autograd's graph that Python's collector cannot see,
+    which kept every saved tensor of the forward pass alive."""
     if raw.args:
-        return (tensor, *raw.args[1:]), raw.kwargs
+        rest = raw.args[1:]
+        return lambda tensor: ((tensor, *rest), raw.kwargs)
     key = "input" if "input" in raw.kwargs else "self"
-    return (), {**raw.kwargs, key: tensor}
+    others = {name: value for name, value in raw.kwargs.items() if name != key}
+    return lambda tensor: ((), {**others, key: tensor})
