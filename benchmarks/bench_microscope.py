@@ -25,8 +25,7 @@ averages are printed at every stage; the machine is shared, so compare sides of 
         [--maps all] [--captum-units 24] [--threads 2] [--precision float32 bfloat16]
         [--device cpu]
 
-The SqueezeNet row took 75 s of CPU for its 4,608 projections (16.3 ms each, 6.7× the
-Captum loop) on the 2-core development machine; its results and the ResNet-50 row's are in
+Results on the 2-core development machine, and what they mean for ImageNet val:
 ``docs/scaling.md``.
 """
 
