@@ -51,7 +51,6 @@ T = TypeVar("T")
 Pullback = Callable[[Tensor], tuple[Tensor]]
 """Reverse passes for a batch of seeds (K, B, ...) at once: their images (K, B, C, H, W)."""
 _IMAGE_RANK = 4
-_PLANE = 2
 DEFAULT_POLICY = ReversePolicy()
 """The deconvnet rule, LRN skipped, summed collisions: the paper, read literally."""
 
@@ -299,7 +298,7 @@ class Deconvnet:
             seeds = select.resolve(y)
             graph = recorder.graph()
             recorder.release()
-            if graph is None or seeds.positions is None or seeds.positions.shape[-1] != 2:
+            if graph is None or not seeds.single_units_on_a_plane:
                 return None
             dtype = reverse_dtype(self.policy.precision, y.dtype, y.device)
             images, redone = self._reverse_windowed(graph, seeds, progress, dtype)
@@ -343,7 +342,7 @@ class Deconvnet:
             graph = recorder.graph() if recorder is not None else None
             if recorder is not None:
                 recorder.release()
-            if graph is not None and seeds.positions is not None and seeds.positions.shape[-1] == 2:
+            if graph is not None and seeds.single_units_on_a_plane:
                 del pull_many  # frees the forward's saved tensors before the reverse passes
                 dtype = reverse_dtype(self.policy.precision, y.dtype, y.device)
                 images, redone = self._reverse_windowed(graph, seeds, progress, dtype)
@@ -444,7 +443,7 @@ class Deconvnet:
             recorder.finish(y)
             self._check_finite(y, x, target[0], target[1])
             seeds = select.resolve(y.detach())
-            if seeds.positions is None or seeds.positions.shape[-1] != _PLANE:
+            if seeds.positions is None or not seeds.single_units_on_a_plane:
                 raise SelectionError("contributions need single units of a 2-D map")
             graph = recorder.graph()
             recorder.release()

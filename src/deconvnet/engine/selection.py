@@ -48,6 +48,11 @@ class Seeds:
         """K, the number of separate projections per image."""
         return int(self.channels.shape[1])
 
+    @property
+    def single_units_on_a_plane(self) -> bool:
+        """Each seed one unit of a 2-D map: what the windowed reverse pass takes."""
+        return self.positions is not None and self.positions.shape[-1] == _PLANE_DIMS
+
     def extents(self) -> Tensor | None:
         """LongTensor (B, K, 4): ``(top, left, bottom, right)`` of the seeded positions of each
         projection in its map, bounds inclusive; ``-1`` where nothing is seeded.
@@ -56,7 +61,7 @@ class Seeds:
         seeds alike. None for layers without a 2-D map (fc units, 1-D or 3-D convolutions).
         """
         if self.positions is not None:
-            if self.positions.shape[-1] != _PLANE_DIMS:
+            if not self.single_units_on_a_plane:
                 return None
             return torch.cat([self.positions, self.positions], dim=-1)
         assert self.joint is not None  # by construction: joint xor positions

@@ -69,8 +69,8 @@ def without_input(raw: op.TorchCall) -> Callable[[Tensor], tuple[tuple[Any, ...]
     holds that rule — a cycle through autograd's graph that Python's collector cannot see,
     which kept every saved tensor of the forward pass alive."""
     if raw.args:
-        rest = raw.args[1:]
-        return lambda tensor: ((tensor, *rest), raw.kwargs)
+        rest, kwargs = raw.args[1:], raw.kwargs  # not ``raw``: it holds the input
+        return lambda tensor: ((tensor, *rest), kwargs)
     key = "input" if "input" in raw.kwargs else "self"
     others = {name: value for name, value in raw.kwargs.items() if name != key}
     return lambda tensor: ((), {**others, key: tensor})
