@@ -8,6 +8,7 @@ significant digits on the pages, so they are compared at that precision.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import Counter
 from html.parser import HTMLParser
@@ -154,3 +155,15 @@ def test_an_index_without_map_pictures_builds(scan_dir: Path, tmp_path: Path) ->
     result = build_site(scan, tmp_path / "site")
     page = next(iter(result.units.values()))[0].read_text()
     assert "this map's picture" not in page and 'class="projection"' in page
+
+
+def test_a_relative_site_folder_builds(
+    scan_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--out site`` relative to the working directory: the pages' tile names were taken
+    relative to it from resolved paths (a ValueError traceback)."""
+    monkeypatch.chdir(tmp_path)
+    result = build_site(scan_dir, Path("site"))
+    unit_page = next(iter(result.units.values()))[0]
+    tiles = re.findall(r'src="([^"]*tiles/[^"]+\.jpg)"', unit_page.read_text())
+    assert tiles and all((tmp_path / unit_page.parent / tile).is_file() for tile in tiles)

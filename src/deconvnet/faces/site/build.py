@@ -176,7 +176,7 @@ def build_site(
                 copied.add(name)
         for key in ("tile_file", "patch_file"):  # the unit page shows light JPEG copies
             written.append(_light_copy(out, entry[key]))
-            entry[f"page_{key}"] = written[-1].relative_to(out).as_posix()
+            entry[f"page_{key}"] = written[-1].relative_to(out.resolve()).as_posix()
     for name in STATIC_FILES:
         source = resources.files("deconvnet.faces.site").joinpath("static", name)
         target = out / "static" / name
