@@ -15,6 +15,7 @@ import deconvnet as dn
 from deconvnet.engine import window, windowed
 from deconvnet.engine.graph import Recorder
 from deconvnet.engine.ops import convolution
+from deconvnet.engine.ops import pooling as windowed_pooling
 from tests import _nets
 from tests import _torchvision as tv
 
@@ -448,6 +449,42 @@ def test_every_max_pool_spelling_pools_once(monkeypatch, pool):
             net.project(x, "head", dn.TopMaps(3))
     assert pools.calls == 1
     assert_equal_paths(monkeypatch, model, x, "head", collisions="overwrite")
+
+
+@pytest.mark.parametrize("options", [{}, {"collisions": "overwrite"}, {"rule": "guided"}])
+@pytest.mark.parametrize(("size", "ceil_mode"), [(12, False), (12, True), (13, True)])
+def test_unpooling_the_whole_map(monkeypatch, options, size, ceil_mode):
+    """Where a unit's window covers the pool's whole output (the last stages' units at the
+    first pool), unpooling runs as autograd's max-pool backward on the whole map: equal to
+    the general path, seeds of several images, ceil mode or not, summed or overwritten."""
+    calls = []
+    whole_map = windowed_pooling.MaxPoolNode._whole_map
+
+    def spy(self, data, step):
+        calls.append(tuple(data.shape))
+        return whole_map(self, data, step)
+
+    monkeypatch.setattr(windowed_pooling.MaxPoolNode, "_whole_map", spy)
+
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 6, 3, padding=1)
+            self.pool = nn.MaxPool2d(3, 2, padding=1, ceil_mode=ceil_mode)
+            pooled = int(self.pool(torch.zeros(1, 1, size, size)).shape[-1])
+            # a filter larger than the pooled map: every unit's window is cut to all of it
+            self.head = nn.Conv2d(6, 4, pooled + 1, padding=(pooled + 1) // 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.relu(self.head(self.pool(F.relu(self.stem(x)))))
+
+    model = _seeded(Pooled())
+    x = _x((3, 3, size, size))
+    assert_equal_paths(monkeypatch, model, x, "head", dn.TopMaps(4), **options)
+    monkeypatch.setattr(windowed_pooling.MaxPoolNode, "_whole_map", spy)
+    with dn.Deconvnet(model, **options) as net:
+        net.project(x, "head", dn.TopMaps(4))
+    assert calls, "the whole map was not unpooled at once"
 
 
 class _CountPools(TorchDispatchMode):

@@ -128,9 +128,12 @@ def reframe(window: Window, tops: Tensor, lefts: Tensor, height: int, width: int
 
 def crop(source: Tensor, image_index: Tensor, tops: Tensor, lefts: Tensor, size: Any) -> Tensor:
     """``source[b, :, top:top+h, left:left+w]`` per seed, zero outside the map (only the
-    seeds' own windows are copied: padding the whole source costs more than the crops)."""
+    seeds' own windows are copied: padding the whole source costs more than the crops; a
+    window that is the whole map is :func:`per_seed`, a view for seeds of one image)."""
     height, width = int(size[0]), int(size[1])
     map_h, map_w = int(source.shape[2]), int(source.shape[3])
+    if (height, width) == (map_h, map_w) and not tops.any() and not lefts.any():
+        return per_seed(source, image_index)  # the whole map: no copy
     seeds = zip(image_index.tolist(), tops.tolist(), lefts.tolist(), strict=True)
     if (
         int(tops.min()) >= 0
@@ -145,6 +148,15 @@ def crop(source: Tensor, image_index: Tensor, tops: Tensor, lefts: Tensor, size:
         if r1 > r0 and c1 > c0:
             out[n, ..., r0 - r : r1 - r, c0 - c : c1 - c] = source[b, ..., r0:r1, c0:c1]
     return out
+
+
+def per_seed(source: Tensor, image_index: Tensor) -> Tensor:
+    """``source[image_index]``: a view when every seed is of one image (a read-only
+    operand, broadcast over the seeds), else a copy."""
+    first = int(image_index[0]) if len(image_index) else 0
+    if bool((image_index == first).all()):
+        return source[first : first + 1].expand(len(image_index), *source.shape[1:])
+    return source.index_select(0, image_index.to(source.device))
 
 
 def inside(signal: Tensor, tops: Tensor, lefts: Tensor, hw: Any) -> Tensor:
