@@ -132,7 +132,7 @@ def crop(source: Tensor, image_index: Tensor, tops: Tensor, lefts: Tensor, size:
     window that is the whole map is :func:`per_seed`, a view for seeds of one image)."""
     height, width = int(size[0]), int(size[1])
     map_h, map_w = int(source.shape[2]), int(source.shape[3])
-    if (height, width) == (map_h, map_w) and not tops.any() and not lefts.any():
+    if covers_map(tops, lefts, size, source.shape[-2:]):
         return per_seed(source, image_index)  # the whole map: no copy
     seeds = zip(image_index.tolist(), tops.tolist(), lefts.tolist(), strict=True)
     if (
@@ -148,6 +148,15 @@ def crop(source: Tensor, image_index: Tensor, tops: Tensor, lefts: Tensor, size:
         if r1 > r0 and c1 > c0:
             out[n, ..., r0 - r : r1 - r, c0 - c : c1 - c] = source[b, ..., r0:r1, c0:c1]
     return out
+
+
+def covers_map(tops: Tensor, lefts: Tensor, size: Any, hw: Any) -> bool:
+    """Every seed's window of ``size`` at ``tops, lefts`` is the whole map ``hw``."""
+    return (
+        (int(size[0]), int(size[1])) == (int(hw[0]), int(hw[1]))
+        and not tops.any()
+        and not lefts.any()
+    )
 
 
 def per_seed(source: Tensor, image_index: Tensor) -> Tensor:
